@@ -1,0 +1,50 @@
+//! Errors of the cache engine.
+
+use thiserror::Error;
+
+/// Bad settings or misuse of a [`CacheSession`](crate::CacheSession).
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum CacheError {
+    /// A threshold was negative or not a finite number.
+    #[error("cache threshold must be a finite number >= 0, got {0}")]
+    Threshold(f64),
+    /// The warm-up ratio was outside `[0, 1]`.
+    #[error("warm-up ratio must lie in [0, 1], got {0}")]
+    WarmupRatio(f64),
+    /// The probe depth was 0 or not smaller than the number of blocks.
+    #[error(
+        "probe depth must be at least 1 and smaller than the model's {blocks} blocks, got {depth}"
+    )]
+    ProbeDepth {
+        /// The probe depth asked for.
+        depth: usize,
+        /// The number of blocks of the model (0 when not known yet).
+        blocks: usize,
+    },
+    /// The uniform policy's interval was 0.
+    #[error("uniform cache interval must be at least 1, got 0")]
+    UniformInterval,
+    /// The gamma clip bound was below 1 or not finite.
+    #[error("gamma_max must be a finite number >= 1, got {0}")]
+    GammaMax(f64),
+    /// A generation of zero steps.
+    #[error("a generation needs at least one denoising step")]
+    NoSteps,
+    /// A model without blocks.
+    #[error("the model has no transformer blocks to cache")]
+    NoBlocks,
+    /// A transformer call for a step outside the generation.
+    #[error("step {step} is outside the generation's {num_steps} steps")]
+    StepOutOfRange {
+        /// The step asked for.
+        step: usize,
+        /// The number of steps of the generation.
+        num_steps: usize,
+    },
+    /// A policy name that does not exist.
+    #[error("unknown cache policy {0:?} (expected none, uniform, fbcache or dicache)")]
+    UnknownPolicy(String),
+    /// The backend failed to finish the call's work.
+    #[error("backend error while running the transformer: {0}")]
+    Backend(String),
+}

@@ -1,0 +1,42 @@
+//! What a diffusion transformer exposes to the cache engine.
+
+use std::ops::Range;
+
+use burn::tensor::{Tensor, backend::Backend};
+
+/// A diffusion transformer whose deep blocks the cache engine may skip.
+///
+/// One transformer call is `embed`, then `run_blocks(0..num_blocks())`, then `head` on the
+/// image stream. The engine may split the block range (probe `0..m`, then resume `m..M`) and
+/// replace the image stream entering the head with a cached approximation.
+pub trait CacheableModel<B: Backend> {
+    /// Inputs of one transformer call (latents, timestep, text embeddings, ...).
+    type Input;
+    /// What `embed` computes once per call and the blocks and head read (modulation vectors,
+    /// rotary tables, masks, token counts).
+    type Context;
+    /// The hidden state flowing through the blocks (both streams for dual-stream models).
+    type State: Clone;
+    /// The result of the head (the velocity/noise prediction).
+    type Output;
+
+    /// Number of blocks the engine may run, in order (double- then single-stream blocks).
+    fn num_blocks(&self) -> usize;
+
+    /// Embeds one call's inputs into the state entering block 0.
+    fn embed(&self, input: &Self::Input) -> (Self::Context, Self::State);
+
+    /// Runs blocks `blocks.start .. blocks.end` on `state`.
+    fn run_blocks(
+        &self,
+        ctx: &Self::Context,
+        state: Self::State,
+        blocks: Range<usize>,
+    ) -> Self::State;
+
+    /// The cached stream of a state: the image/video tokens, `[batch, tokens, hidden]`.
+    fn image_stream(&self, state: &Self::State) -> Tensor<B, 3>;
+
+    /// Final norm, projection and unpatchify of the image stream after all blocks.
+    fn head(&self, ctx: &Self::Context, image: Tensor<B, 3>) -> Self::Output;
+}

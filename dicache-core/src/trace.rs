@@ -1,0 +1,112 @@
+//! The record of every transformer call of a generation.
+
+use std::{fs, io, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use crate::CachePolicy;
+
+/// Which classifier-free-guidance pass a transformer call belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    /// The only pass of a step (no CFG, or guidance embedded in the model).
+    Single,
+    /// The conditional (prompt) pass.
+    Cond,
+    /// The unconditional (negative prompt) pass.
+    Uncond,
+}
+
+/// One transformer call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceEntry {
+    /// Denoising step index (both CFG passes of a step share it).
+    pub step: usize,
+    /// The CFG pass.
+    pub pass: Pass,
+    /// Whether the deep blocks ran (false: output from the cache).
+    pub computed: bool,
+    /// The error indicator of this call; `None` where the policy measured none (warm-up,
+    /// no previous probe, policies without a probe).
+    pub indicator: Option<f64>,
+    /// The accumulated error compared with the threshold (after adding `indicator`).
+    pub accumulated: Option<f64>,
+    /// The trajectory-alignment step size of a skipped call that had two residuals.
+    pub gamma: Option<f64>,
+    /// Number of transformer blocks this call ran.
+    pub blocks_run: usize,
+    /// Wall time of the whole call (embedding, blocks, head), milliseconds.
+    pub wall_ms: f64,
+}
+
+/// Counts and times over a trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    /// Transformer calls.
+    pub calls: usize,
+    /// Calls whose deep blocks ran.
+    pub computed: usize,
+    /// Calls served from the cache.
+    pub skipped: usize,
+    /// Blocks run over all calls.
+    pub blocks_run: usize,
+    /// Blocks that uncached calls would have run.
+    pub blocks_uncached: usize,
+    /// Mean wall time of a computed call, milliseconds (0 when none).
+    pub mean_computed_ms: f64,
+    /// Mean wall time of a skipped call, milliseconds (0 when none).
+    pub mean_skipped_ms: f64,
+    /// Wall time of all calls, milliseconds.
+    pub total_ms: f64,
+}
+
+/// The trace of one generation: its settings and one entry per transformer call, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// The policy that produced it.
+    pub policy: CachePolicy,
+    /// Denoising steps of the generation.
+    pub num_steps: usize,
+    /// Blocks of the model.
+    pub num_blocks: usize,
+    /// One entry per transformer call.
+    pub steps: Vec<TraceEntry>,
+}
+
+impl Trace {
+    /// Counts and times of the calls.
+    pub fn summary(&self) -> TraceSummary {
+        let computed: Vec<_> = self.steps.iter().filter(|e| e.computed).collect();
+        let skipped: Vec<_> = self.steps.iter().filter(|e| !e.computed).collect();
+        let mean = |v: &[&TraceEntry]| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().map(|e| e.wall_ms).sum::<f64>() / v.len() as f64
+            }
+        };
+        TraceSummary {
+            calls: self.steps.len(),
+            computed: computed.len(),
+            skipped: skipped.len(),
+            blocks_run: self.steps.iter().map(|e| e.blocks_run).sum(),
+            blocks_uncached: self.steps.len() * self.num_blocks,
+            mean_computed_ms: mean(&computed),
+            mean_skipped_ms: mean(&skipped),
+            total_ms: self.steps.iter().map(|e| e.wall_ms).sum(),
+        }
+    }
+
+    /// The trace as pretty JSON, with a `summary` object beside `steps`.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("a trace serialises");
+        value["summary"] = serde_json::to_value(self.summary()).expect("a summary serialises");
+        serde_json::to_string_pretty(&value).expect("a JSON value prints")
+    }
+
+    /// Writes [`Trace::to_json`] to `path`.
+    pub fn write_json(&self, path: &Path) -> io::Result<()> {
+        fs::write(path, self.to_json())
+    }
+}

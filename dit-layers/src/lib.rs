@@ -1,0 +1,19 @@
+//! Building blocks shared by the diffusion-transformer ports: safetensors weight loading
+//! (single files and sharded diffusers folders), configuration files, and the layers every
+//! model needs (linear, norms).
+//!
+//! Every loader checks names, shapes and dtypes against what the model expects and reports
+//! the file and key of anything wrong, so a mismatched or damaged checkpoint is an error, never
+//! a panic or a silently wrong picture.
+
+mod config;
+mod error;
+mod linear;
+mod norm;
+mod weights;
+
+pub use config::read_json;
+pub use error::LoadError;
+pub use linear::{linear, linear_from_rows};
+pub use norm::{LayerNorm, RmsNorm};
+pub use weights::{Weights, WeightsView};

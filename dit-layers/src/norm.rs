@@ -1,0 +1,98 @@
+//! Layer and RMS normalisation, with or without learned parameters.
+
+use burn::{
+    module::{Module, Param},
+    tensor::{FloatDType, Tensor, backend::Backend},
+};
+
+use crate::{LoadError, WeightsView};
+
+/// `nn.LayerNorm` over the last dimension; `weight`/`bias` absent when
+/// `elementwise_affine=False`. Statistics are computed in f32.
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// Scale `[dim]`.
+    pub weight: Option<Param<Tensor<B, 1>>>,
+    /// Shift `[dim]`.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// A norm without learned parameters.
+    pub fn plain(eps: f64) -> Self {
+        Self {
+            weight: None,
+            bias: None,
+            eps,
+        }
+    }
+
+    /// Loads `weight` (and `bias` when `bias`) of size `dim` from `w`.
+    pub fn load(
+        w: &WeightsView<'_>,
+        dim: usize,
+        bias: bool,
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let weight = Some(Param::from_tensor(w.tensor("weight", [dim], device)?));
+        let bias = if bias {
+            Some(Param::from_tensor(w.tensor("bias", [dim], device)?))
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, eps })
+    }
+
+    /// Normalises `x` `[..., dim]` over its last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x32 = x.cast(FloatDType::F32);
+        let mean = x32.clone().mean_dim(D - 1);
+        let centered = x32 - mean;
+        let var = centered.clone().square().mean_dim(D - 1);
+        let mut y = (centered / (var + self.eps).sqrt()).cast(dtype);
+        if let Some(w) = &self.weight {
+            y = y * w.val().unsqueeze();
+        }
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze();
+        }
+        y
+    }
+}
+
+/// RMS normalisation over the last dimension with a learned scale (`weight`), statistics in
+/// f32, as in diffusers' `RMSNorm` and T5's layer norm.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Scale `[dim]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Loads `weight` of size `dim` from `w`.
+    pub fn load(
+        w: &WeightsView<'_>,
+        dim: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        Ok(Self {
+            weight: Param::from_tensor(w.tensor("weight", [dim], device)?),
+            eps,
+        })
+    }
+
+    /// Normalises `x` `[..., dim]` over its last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x32 = x.cast(FloatDType::F32);
+        let rms = (x32.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+        (x32 / rms).cast(dtype) * self.weight.val().unsqueeze()
+    }
+}

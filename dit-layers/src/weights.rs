@@ -1,0 +1,345 @@
+//! Memory-mapped safetensors checkpoints: one file, or a folder of shards.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fs::File,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors, tensor::TensorInfo};
+use serde::Deserialize;
+
+use crate::LoadError;
+
+/// One memory-mapped safetensors file and its header.
+struct WeightFile {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+    tensors: HashMap<String, TensorInfo>,
+}
+
+impl WeightFile {
+    fn open(path: &Path) -> Result<Self, LoadError> {
+        let io = |source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only; a checkpoint changed on disk while loading is the
+        // user's race, as with every memory-mapped loader.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let (header, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| LoadError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let tensors = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, info.clone()))
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + header,
+            tensors,
+        })
+    }
+}
+
+/// The `weight_map` of a diffusers/transformers shard index.
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: HashMap<String, String>,
+}
+
+/// The tensors of a checkpoint, memory-mapped: nothing is read until a tensor is asked for,
+/// and each tensor is converted straight into the device's float dtype, so loading needs no
+/// second copy of the model in memory.
+///
+/// Every name read is remembered, so [`Weights::check_all_used`] can tell a checkpoint that
+/// holds more than the configured model uses (a configuration that does not match).
+pub struct Weights {
+    files: Vec<WeightFile>,
+    /// Tensor name (after prefix stripping) → (file index, name in the file).
+    index: HashMap<String, (usize, String)>,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl Weights {
+    /// Opens a `.safetensors` file, or a folder: with a `*.safetensors.index.json` the shards
+    /// it names (each must exist), else every `.safetensors` file in it.
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        if !path.exists() {
+            return Err(LoadError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            });
+        }
+        if path.is_file() {
+            return Self::from_files(&[path.to_path_buf()]);
+        }
+        let io = |source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        let index = entries
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(".safetensors.index.json"));
+        let files: Vec<PathBuf> = match index {
+            Some(index_path) => {
+                let idx: ShardIndex =
+                    crate::read_json(index_path).map_err(|e| LoadError::Index {
+                        path: index_path.clone(),
+                        message: e.to_string(),
+                    })?;
+                let shards: BTreeSet<&String> = idx.weight_map.values().collect();
+                let mut files = Vec::new();
+                for shard in shards {
+                    let shard_path = path.join(shard);
+                    if !shard_path.is_file() {
+                        return Err(LoadError::Index {
+                            path: index_path.clone(),
+                            message: format!("shard {shard} is missing from {}", path.display()),
+                        });
+                    }
+                    files.push(shard_path);
+                }
+                files
+            }
+            None => entries
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                .collect(),
+        };
+        if files.is_empty() {
+            return Err(LoadError::NoWeights(path.to_path_buf()));
+        }
+        Self::from_files(&files)
+    }
+
+    /// Opens the given safetensors files as one checkpoint.
+    pub fn from_files(paths: &[PathBuf]) -> Result<Self, LoadError> {
+        let files = paths
+            .iter()
+            .map(|p| WeightFile::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut index = HashMap::new();
+        for (i, file) in files.iter().enumerate() {
+            for name in file.tensors.keys() {
+                index.insert(name.clone(), (i, name.clone()));
+            }
+        }
+        Ok(Self {
+            files,
+            index,
+            used: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Removes `prefix` from every name that starts with it (e.g. BFL's
+    /// `model.diffusion_model.`), when all names do.
+    pub fn strip_prefix(mut self, prefix: &str) -> Self {
+        if !self.index.is_empty() && self.index.keys().all(|k| k.starts_with(prefix)) {
+            self.index = self
+                .index
+                .drain()
+                .map(|(k, v)| (k[prefix.len()..].to_string(), v))
+                .collect();
+        }
+        self
+    }
+
+    /// A view of the names under `prefix` (`"a.b"` reads `"a.b.<name>"`).
+    pub fn view(&self, prefix: &str) -> WeightsView<'_> {
+        WeightsView {
+            weights: self,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// A view of all names.
+    pub fn root(&self) -> WeightsView<'_> {
+        self.view("")
+    }
+
+    /// Whether the checkpoint holds a tensor called `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// All tensor names, sorted.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.index.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The stored shape of `key`.
+    pub fn shape(&self, key: &str) -> Result<Vec<usize>, LoadError> {
+        Ok(self.info(key)?.1.shape.clone())
+    }
+
+    /// The tensor `key`, checked to have `shape`, on `device` in the device's float dtype.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        key: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, LoadError> {
+        let data = self.data(key, &shape)?;
+        Ok(Tensor::from_data(data, device))
+    }
+
+    /// The tensor `key` as host data in its stored float dtype, checked to have `shape`.
+    pub fn data(&self, key: &str, shape: &[usize]) -> Result<TensorData, LoadError> {
+        let (file, info) = self.info(key)?;
+        if info.shape != shape {
+            return Err(LoadError::Shape {
+                key: key.to_string(),
+                path: file.path.clone(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let dtype = match info.dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            Dtype::F64 => DType::F64,
+            other => {
+                return Err(LoadError::Dtype {
+                    key: key.to_string(),
+                    path: file.path.clone(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        let (start, end) = info.data_offsets;
+        let bytes = file.mmap[file.data_start + start..file.data_start + end].to_vec();
+        self.used
+            .lock()
+            .expect("no panics while holding the lock")
+            .insert(key.to_string());
+        Ok(TensorData::from_bytes_vec(bytes, info.shape.clone(), dtype))
+    }
+
+    /// Names never read so far (sorted).
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().expect("no panics while holding the lock");
+        let mut unused: Vec<String> = self
+            .index
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        unused.sort_unstable();
+        unused
+    }
+
+    /// Fails when some tensors were never read: the configuration did not ask for them.
+    pub fn check_all_used(&self) -> Result<(), LoadError> {
+        let unused = self.unused();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::Unused {
+                count: unused.len(),
+                examples: unused.into_iter().take(5).collect(),
+            })
+        }
+    }
+
+    fn info(&self, key: &str) -> Result<(&WeightFile, &TensorInfo), LoadError> {
+        let (i, name) = self.index.get(key).ok_or_else(|| LoadError::MissingKey {
+            key: key.to_string(),
+            source_desc: self.describe(),
+        })?;
+        let file = &self.files[*i];
+        Ok((file, &file.tensors[name]))
+    }
+
+    fn describe(&self) -> String {
+        match self.files.as_slice() {
+            [one] => one.path.display().to_string(),
+            many => format!(
+                "{} files in {}",
+                many.len(),
+                many[0]
+                    .path
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The tensors of a [`Weights`] under a name prefix, as a module's loader sees them.
+#[derive(Clone)]
+pub struct WeightsView<'a> {
+    weights: &'a Weights,
+    prefix: String,
+}
+
+impl<'a> WeightsView<'a> {
+    /// The view of the sub-module `name` (`"blocks.3"`, `"attn"`).
+    pub fn at(&self, name: impl std::fmt::Display) -> WeightsView<'a> {
+        WeightsView {
+            weights: self.weights,
+            prefix: self.key(&name.to_string()),
+        }
+    }
+
+    /// The full tensor name of `name` in this view.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// Whether the tensor `name` exists under this view.
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.key(name))
+    }
+
+    /// The tensor `name`, checked to have `shape`, on `device`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, LoadError> {
+        self.weights.tensor(&self.key(name), shape, device)
+    }
+
+    /// The tensor `name` if present, else `None`; present with a wrong shape is an error.
+    pub fn optional<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Option<Tensor<B, D>>, LoadError> {
+        if self.contains(name) {
+            self.tensor(name, shape, device).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The stored shape of the tensor `name`.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>, LoadError> {
+        self.weights.shape(&self.key(name))
+    }
+}
