@@ -6,12 +6,14 @@
 //! the file and key of anything wrong, so a mismatched or damaged checkpoint is an error, never
 //! a panic or a silently wrong picture.
 
+mod attention;
 mod config;
 mod error;
 mod linear;
 mod norm;
 mod weights;
 
+pub use attention::attention;
 pub use config::read_json;
 pub use error::LoadError;
 pub use linear::{linear, linear_from_rows};
