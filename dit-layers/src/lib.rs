@@ -8,14 +8,18 @@
 
 mod attention;
 mod config;
+mod conv2d;
 mod error;
+mod group_norm;
 mod linear;
 mod norm;
 mod weights;
 
 pub use attention::attention;
 pub use config::read_json;
+pub use conv2d::conv2d;
 pub use error::LoadError;
+pub use group_norm::group_norm;
 pub use linear::{linear, linear_from_rows};
 pub use norm::{LayerNorm, RmsNorm};
 pub use weights::{Weights, WeightsView};

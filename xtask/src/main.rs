@@ -1,1 +1,30 @@
-fn main() {}
+//! `cargo xtask`: the project's command line.
+//!
+//! - `run flux|wan|hunyuan …`: prompt to image or video, with the cache policy of your choice;
+//! - `bench …`: benchmarks against PyTorch on the same machine, results under `bench/`;
+//! - `fixtures`: regenerates the reference fixtures with the pinned Python environment.
+
+mod backend;
+mod fixtures;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "DiCache diffusion transformers in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Regenerate the reference fixtures (needs the Python environment).
+    Fixtures(fixtures::FixturesArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Fixtures(args) => fixtures::run(&args),
+    }
+}

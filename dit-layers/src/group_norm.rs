@@ -1,0 +1,36 @@
+//! Group normalisation from PyTorch-layout weights.
+
+use std::path::PathBuf;
+
+use burn::{module::Param, nn::GroupNorm, tensor::backend::Backend};
+
+use crate::{LoadError, WeightsView};
+
+/// `nn.GroupNorm(num_groups, channels, eps, affine=True)` stored under `w` (`weight` and
+/// `bias`, both `[channels]`).
+///
+/// The layer normalises `[batch, channels, ...]` over each group of `channels / num_groups`
+/// channels and all trailing positions. Channels that do not split into `num_groups` equal
+/// groups are a configuration error naming the layer.
+pub fn group_norm<B: Backend>(
+    w: &WeightsView<'_>,
+    num_groups: usize,
+    channels: usize,
+    eps: f64,
+    device: &B::Device,
+) -> Result<GroupNorm<B>, LoadError> {
+    if num_groups == 0 || channels % num_groups != 0 {
+        return Err(LoadError::Config {
+            path: PathBuf::from(w.key("weight")),
+            message: format!("{channels} channels do not split into {num_groups} groups"),
+        });
+    }
+    Ok(GroupNorm {
+        gamma: Some(Param::from_tensor(w.tensor("weight", [channels], device)?)),
+        beta: Some(Param::from_tensor(w.tensor("bias", [channels], device)?)),
+        num_groups,
+        num_channels: channels,
+        epsilon: eps,
+        affine: true,
+    })
+}
