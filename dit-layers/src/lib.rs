@@ -8,18 +8,24 @@
 
 mod attention;
 mod config;
+mod embeddings;
 mod conv2d;
 mod error;
 mod group_norm;
 mod linear;
 mod norm;
+mod params;
+mod rope;
 mod weights;
 
 pub use attention::attention;
 pub use config::read_json;
+pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use conv2d::conv2d;
 pub use error::LoadError;
 pub use group_norm::group_norm;
 pub use linear::{linear, linear_from_rows};
 pub use norm::{LayerNorm, RmsNorm};
+pub use params::{Checkpoint, ParamSource, RandomInit};
+pub use rope::{MultiAxisRope, RopeError, RopeTable};
 pub use weights::{Weights, WeightsView};
