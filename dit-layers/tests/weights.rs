@@ -1,0 +1,134 @@
+//! Loading checkpoints: dtypes, shards, prefixes, and every kind of bad input.
+
+use std::{collections::HashMap, fs, path::Path};
+
+use burn::tensor::Tensor;
+use burn_flex::Flex;
+use dit_layers::{LoadError, Weights, linear, linear_from_rows};
+use half::{bf16, f16};
+use safetensors::{Dtype, serialize_to_file, tensor::TensorView};
+
+type B = Flex;
+
+/// Writes `tensors` (name, dtype, shape, little-endian bytes) to `path`.
+fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: HashMap<String, TensorView<'_>> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    serialize_to_file(views, None, path).unwrap();
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn loads_f32_f16_and_bf16_into_the_device_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let v = [1.5f32, -2.25, 0.125, 3.0];
+    let half: Vec<u8> = v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect();
+    let brain: Vec<u8> = v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect();
+    write(
+        &path,
+        &[
+            ("a", Dtype::F32, vec![2, 2], f32_bytes(&v)),
+            ("b", Dtype::F16, vec![2, 2], half),
+            ("c", Dtype::BF16, vec![2, 2], brain),
+        ],
+    );
+    let w = Weights::open(&path).unwrap();
+    let dev = Default::default();
+    for key in ["a", "b", "c"] {
+        let t: Tensor<B, 2> = w.tensor(key, [2, 2], &dev).unwrap();
+        assert_eq!(values(t), v, "{key}");
+    }
+    assert!(w.unused().is_empty());
+    w.check_all_used().unwrap();
+}
+
+#[test]
+fn linear_takes_pytorch_layout_and_fused_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    // nn.Linear(2, 3): weight [3, 2], bias [3].
+    let weight = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let bias = [0.5f32, -0.5, 1.0];
+    write(
+        &path,
+        &[
+            ("proj.weight", Dtype::F32, vec![3, 2], f32_bytes(&weight)),
+            ("proj.bias", Dtype::F32, vec![3], f32_bytes(&bias)),
+        ],
+    );
+    let w = Weights::open(&path).unwrap();
+    let dev = Default::default();
+    let x = Tensor::<B, 2>::from_floats([[1.0, -1.0]], &dev);
+    let full = linear::<B>(&w.view("proj"), 2, 3, true, &dev).unwrap();
+    assert_eq!(values(full.forward(x.clone())), vec![-0.5, -1.5, 0.0]);
+    let rows = linear_from_rows::<B>(&w.view("proj"), 3, 1..3, 2, true, &dev).unwrap();
+    assert_eq!(values(rows.forward(x)), vec![-1.5, 0.0]);
+    let no_bias = linear::<B>(&w.root().at("proj"), 2, 3, false, &dev).unwrap();
+    assert!(no_bias.bias.is_none());
+}
+
+#[test]
+fn sharded_folder_with_index_and_prefix_stripping() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("m-1.safetensors"), &[("model.diffusion_model.x", Dtype::F32, vec![1], f32_bytes(&[1.0]))]);
+    write(&dir.path().join("m-2.safetensors"), &[("model.diffusion_model.y", Dtype::F32, vec![1], f32_bytes(&[2.0]))]);
+    fs::write(
+        dir.path().join("m.safetensors.index.json"),
+        r#"{"metadata": {}, "weight_map": {"model.diffusion_model.x": "m-1.safetensors", "model.diffusion_model.y": "m-2.safetensors"}}"#,
+    )
+    .unwrap();
+    let w = Weights::open(dir.path()).unwrap().strip_prefix("model.diffusion_model.");
+    assert_eq!(w.keys(), vec!["x", "y"]);
+    let dev = Default::default();
+    assert_eq!(values(w.tensor::<B, 1>("y", [1], &dev).unwrap()), vec![2.0]);
+    let err = w.check_all_used().unwrap_err();
+    assert!(matches!(err, LoadError::Unused { count: 1, .. }), "{err}");
+    assert!(err.to_string().contains("\"x\""), "{err}");
+
+    fs::remove_file(dir.path().join("m-2.safetensors")).unwrap();
+    let err = Weights::open(dir.path()).err().unwrap();
+    assert!(err.to_string().contains("m-2.safetensors"), "{err}");
+}
+
+#[test]
+fn bad_files_and_tensors_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    write(&path, &[("t", Dtype::F32, vec![2, 3], f32_bytes(&[0.0; 6])), ("i", Dtype::I64, vec![1], vec![0; 8])]);
+    let w = Weights::open(&path).unwrap();
+    let dev = Default::default();
+
+    let err = w.tensor::<B, 2>("t", [3, 2], &dev).err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("\"t\"") && msg.contains("[2, 3]") && msg.contains("[3, 2]"), "{msg}");
+    let msg = w.tensor::<B, 1>("missing", [1], &dev).err().unwrap().to_string();
+    assert!(msg.contains("\"missing\"") && msg.contains("w.safetensors"), "{msg}");
+    let msg = w.tensor::<B, 1>("i", [1], &dev).err().unwrap().to_string();
+    assert!(msg.contains("\"i\"") && msg.contains("I64"), "{msg}");
+
+    // Truncated: the header promises more bytes than the file holds.
+    let bytes = fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
+    let err = Weights::open(&cut).err().unwrap();
+    assert!(matches!(err, LoadError::Corrupt { .. }) && err.to_string().contains("cut.safetensors"), "{err}");
+    // Garbage header.
+    let junk = dir.path().join("junk.safetensors");
+    fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
+    assert!(matches!(Weights::open(&junk).err().unwrap(), LoadError::Corrupt { .. }));
+    // Missing file, empty folder.
+    let msg = Weights::open(&dir.path().join("nope.safetensors")).err().unwrap().to_string();
+    assert!(msg.contains("nope.safetensors"), "{msg}");
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(Weights::open(empty.path()).err().unwrap(), LoadError::NoWeights(_)));
+}
