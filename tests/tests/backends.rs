@@ -1,0 +1,64 @@
+//! Backend parity: the same computations on wgpu (CI: Mesa's software Vulkan) and on the CPU
+//! backend agree. Built only with `--features wgpu`.
+#![cfg(feature = "wgpu")]
+
+use burn::{
+    module::Param,
+    tensor::{Bool, Tensor, TensorData, backend::Backend},
+};
+use burn_wgpu::{Wgpu, WgpuDevice};
+use dicache_tests::Cpu;
+use dit_layers::{LayerNorm, RmsNorm, attention};
+
+/// Deterministic values in [-1, 1).
+fn data(shape: &[usize], seed: u32) -> TensorData {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n as u32)
+        .map(|i| {
+            let h = (i.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 2000;
+            h as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    TensorData::new(v, shape.to_vec())
+}
+
+/// Norms and masked attention on backend `B`, flattened.
+fn layers<B: Backend>(device: &B::Device) -> Vec<Vec<f32>> {
+    let x = Tensor::<B, 3>::from_data(data(&[2, 5, 8], 1), device);
+    let ln = LayerNorm::<B> {
+        weight: Some(Param::from_tensor(Tensor::from_data(data(&[8], 2), device))),
+        bias: Some(Param::from_tensor(Tensor::from_data(data(&[8], 3), device))),
+        eps: 1e-6,
+    };
+    let rms = RmsNorm::<B> { weight: Param::from_tensor(Tensor::from_data(data(&[8], 4), device)), eps: 1e-6 };
+    let q = Tensor::<B, 4>::from_data(data(&[1, 2, 6, 4], 5), device);
+    let k = Tensor::<B, 4>::from_data(data(&[1, 2, 7, 4], 6), device);
+    let v = Tensor::<B, 4>::from_data(data(&[1, 2, 7, 4], 7), device);
+    let mask_values: Vec<bool> = (0..2 * 6 * 7).map(|i| i % 7 == 6).collect();
+    let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask_values, [1, 2, 6, 7]), device);
+    [
+        ln.forward(x.clone()).into_data(),
+        rms.forward(x).into_data(),
+        attention(q.clone(), k.clone(), v.clone(), None).into_data(),
+        attention(q, k, v, Some(mask)).into_data(),
+    ]
+    .into_iter()
+    .map(|d| d.to_vec::<f32>().unwrap())
+    .collect()
+}
+
+fn assert_all_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.len(), y.len());
+        for (j, (p, q)) in x.iter().zip(y).enumerate() {
+            assert!((p - q).abs() <= tol * (1.0 + q.abs()), "output {i}[{j}]: wgpu {p} vs cpu {q}");
+        }
+    }
+}
+
+#[test]
+fn layers_agree_on_wgpu_and_cpu() {
+    let cpu = layers::<Cpu>(&Default::default());
+    let gpu = layers::<Wgpu>(&WgpuDevice::default());
+    assert_all_close(&gpu, &cpu, 1e-5);
+}
