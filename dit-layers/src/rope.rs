@@ -1,0 +1,156 @@
+//! Rotary position embedding over several position axes, as FLUX (text/image ids over 3 axes),
+//! HunyuanVideo and WAN (frame, height, width) use it.
+//!
+//! The head dimension is split into one part per axis; in the part of axis `a` (size `d_a`),
+//! channel pair `j` is rotated by the angle `pos_a * theta^(-2j / d_a)`. Pairs are adjacent
+//! channels `(2j, 2j + 1)` (diffusers' `repeat_interleave_real=True` convention).
+
+use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
+use thiserror::Error;
+
+/// A rotary embedding that cannot be built or applied as asked.
+#[derive(Debug, Error, PartialEq)]
+pub enum RopeError {
+    /// An axis has an odd or zero number of channels.
+    #[error("rotary axis {axis} has {dim} channels; every axis needs an even, non-zero count")]
+    AxisDim {
+        /// The axis.
+        axis: usize,
+        /// Its channel count.
+        dim: usize,
+    },
+    /// No axes were given.
+    #[error("a rotary embedding needs at least one axis")]
+    NoAxes,
+    /// The positions do not have one column per axis.
+    #[error("rotary positions have shape {shape:?}, expected [tokens, {axes}]")]
+    Positions {
+        /// The shape given.
+        shape: Vec<usize>,
+        /// The number of axes.
+        axes: usize,
+    },
+}
+
+/// Rotary embedding with per-axis channel counts `axes_dims` (summing to the head dimension)
+/// and base `theta`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiAxisRope {
+    axes_dims: Vec<usize>,
+    theta: f64,
+}
+
+impl MultiAxisRope {
+    /// An embedding over `axes_dims.len()` axes; fails unless every axis has an even, non-zero
+    /// number of channels.
+    pub fn new(axes_dims: Vec<usize>, theta: f64) -> Result<Self, RopeError> {
+        if axes_dims.is_empty() {
+            return Err(RopeError::NoAxes);
+        }
+        if let Some((axis, &dim)) = axes_dims
+            .iter()
+            .enumerate()
+            .find(|&(_, &d)| d == 0 || d % 2 != 0)
+        {
+            return Err(RopeError::AxisDim { axis, dim });
+        }
+        Ok(Self { axes_dims, theta })
+    }
+
+    /// Channels per axis.
+    pub fn axes_dims(&self) -> &[usize] {
+        &self.axes_dims
+    }
+
+    /// The head dimension the embedding rotates (sum of the axes' channels).
+    pub fn head_dim(&self) -> usize {
+        self.axes_dims.iter().sum()
+    }
+
+    /// The table for position ids `ids` `[tokens, axes]` (read back to the host; angles are
+    /// computed in f64 and rounded once, as diffusers does for FLUX).
+    pub fn table<B: Backend>(&self, ids: Tensor<B, 2>) -> Result<RopeTable<B>, RopeError> {
+        let [tokens, axes] = ids.dims();
+        if axes != self.axes_dims.len() {
+            return Err(RopeError::Positions {
+                shape: vec![tokens, axes],
+                axes: self.axes_dims.len(),
+            });
+        }
+        let device = ids.device();
+        let positions: Vec<f64> = ids.into_data().iter::<f64>().collect();
+        self.table_from_positions(&positions, &device)
+    }
+
+    /// The table for positions given row-major on the host: `positions[t * axes + a]` is the
+    /// position of token `t` on axis `a`.
+    pub fn table_from_positions<B: Backend>(
+        &self,
+        positions: &[f64],
+        device: &B::Device,
+    ) -> Result<RopeTable<B>, RopeError> {
+        let axes = self.axes_dims.len();
+        if positions.len() % axes != 0 {
+            return Err(RopeError::Positions {
+                shape: vec![positions.len()],
+                axes,
+            });
+        }
+        let tokens = positions.len() / axes;
+        let head_dim = self.head_dim();
+        let inv_freqs: Vec<Vec<f64>> = self
+            .axes_dims
+            .iter()
+            .map(|&d| {
+                (0..d / 2)
+                    .map(|j| 1.0 / self.theta.powf((2 * j) as f64 / d as f64))
+                    .collect()
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(tokens * head_dim);
+        let mut sin = Vec::with_capacity(tokens * head_dim);
+        for token in positions.chunks_exact(axes) {
+            for (&pos, freqs) in token.iter().zip(&inv_freqs) {
+                for &f in freqs {
+                    let angle = pos * f;
+                    let (s, c) = (angle.sin() as f32, angle.cos() as f32);
+                    cos.extend([c, c]);
+                    sin.extend([s, s]);
+                }
+            }
+        }
+        let shape = [tokens, head_dim];
+        Ok(RopeTable {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        })
+    }
+}
+
+/// Cosines and sines of the rotation angles, each `[tokens, head_dim]` with every value
+/// repeated for the two channels of its pair.
+#[derive(Debug, Clone)]
+pub struct RopeTable<B: Backend> {
+    /// `cos(angle)` `[tokens, head_dim]`.
+    pub cos: Tensor<B, 2>,
+    /// `sin(angle)` `[tokens, head_dim]`.
+    pub sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> RopeTable<B> {
+    /// Rotates `x` `[batch, heads, tokens, head_dim]` (computed in f32, returned in `x`'s dtype):
+    /// each pair `(a, b)` becomes `(a cos - b sin, b cos + a sin)`.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let dtype = x.dtype();
+        let [batch, heads, tokens, head_dim] = x.dims();
+        let x = x.cast(FloatDType::F32);
+        let pairs = x.clone().reshape([batch, heads, tokens, head_dim / 2, 2]);
+        let real = pairs.clone().narrow(4, 0, 1);
+        let imag = pairs.narrow(4, 1, 1);
+        let rotated =
+            Tensor::cat(vec![imag.neg(), real], 4).reshape([batch, heads, tokens, head_dim]);
+        let cos = self.cos.clone().cast(FloatDType::F32).unsqueeze::<4>();
+        let sin = self.sin.clone().cast(FloatDType::F32).unsqueeze::<4>();
+        (x * cos + rotated * sin).cast(dtype)
+    }
+}
