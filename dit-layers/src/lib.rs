@@ -18,7 +18,7 @@ mod params;
 mod rope;
 mod weights;
 
-pub use attention::attention;
+pub use attention::{attention, attention_with_bias};
 pub use config::read_json;
 pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use conv2d::conv2d;

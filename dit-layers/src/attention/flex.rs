@@ -1,0 +1,315 @@
+//! Multi-threaded attention for Burn's Flex CPU backend (f32).
+//!
+//! Flex's own `attention` runs every head on one thread with a scalar `exp`. This kernel splits
+//! the work into (batch, head, block of `QUERY_BLOCK` queries) tasks spread over rayon's threads;
+//! each task walks the keys in tiles of `KEY_TILE` with an online softmax (running maximum and
+//! sum, as in FlashAttention): `S = scale · Q_blk K_tileᵀ` and `acc += exp(S - max) V_tile` are
+//! single-threaded `gemm` calls on cache-sized blocks, the exponentials are vectorised
+//! (see `rows`). Inputs are read through their strides, so `[batch, seq, heads, dim]` tensors
+//! viewed as `[batch, heads, seq, dim]` need no copy.
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::rows;
+
+/// Queries per task: the score tile `[QUERY_BLOCK, KEY_TILE]` (128 KiB) and the accumulator stay
+/// in L2 while the K and V tiles stream through.
+const QUERY_BLOCK: usize = 64;
+/// Keys per step of the online softmax.
+const KEY_TILE: usize = 512;
+
+/// `Some(output)` when the inputs are f32 tensors of the Flex backend (then computed here),
+/// `None` otherwise. Shapes as in [`super::attention_with_bias`]; `scale` defaults to
+/// `1 / sqrt(head_dim)`.
+pub fn try_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    mask: Option<&Tensor<B, 4, Bool>>,
+    bias: Option<&Tensor<B, 4>>,
+    scale: Option<f64>,
+) -> Option<Tensor<B, 4>> {
+    if TypeId::of::<B>() != TypeId::of::<Flex>()
+        || [Some(q), Some(k), Some(v), bias]
+            .iter()
+            .flatten()
+            .any(|t| t.dtype() != DType::F32)
+    {
+        return None;
+    }
+    let extras = Extras {
+        mask: mask.map(|m| cast::<B::BoolTensorPrimitive, FlexTensor>(m.clone().into_primitive())),
+        bias: bias.map(|t| to_flex::<B>(t.clone())),
+        scale: scale.map(|s| s as f32),
+    };
+    let out = attention_f32(
+        &to_flex::<B>(q.clone()),
+        &to_flex::<B>(k.clone()),
+        &to_flex::<B>(v.clone()),
+        &extras,
+    );
+    let out = cast::<FlexTensor, B::FloatTensorPrimitive>(out);
+    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// The optional parts of an attention call, as Flex tensors.
+struct Extras {
+    /// Broadcastable to `[b, h, sq, sk]`, nonzero = ignore the key.
+    mask: Option<FlexTensor>,
+    /// Broadcastable to `[b, h, sq, sk]`, added to the scaled scores.
+    bias: Option<FlexTensor>,
+    /// Score scale; `1 / sqrt(head_dim)` when `None`.
+    scale: Option<f32>,
+}
+
+fn to_flex<B: Backend>(t: Tensor<B, 4>) -> FlexTensor {
+    cast::<B::FloatTensorPrimitive, FlexTensor>(t.into_primitive().tensor())
+}
+
+/// Moves `value` into type `T`; only called where `B` is `Flex`, so `A` and `T` are the same type.
+fn cast<A: 'static, T: 'static>(value: A) -> T {
+    let mut slot = Some(value);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .expect("attention: the Flex backend's tensor primitive is FlexTensor")
+}
+
+/// A 4-d f32 (or u8 mask) tensor read through its strides; a dimension of size 1 has stride 0,
+/// so masks broadcast over batch, heads and queries.
+struct Strided<'a, T> {
+    data: &'a [T],
+    offset: usize,
+    strides: [usize; 4],
+}
+
+impl<'a, T> Strided<'a, T> {
+    /// Views `t` (non-negative strides) whose storage is `data`.
+    fn new(t: &'a FlexTensor, data: &'a [T]) -> Self {
+        let layout = t.layout();
+        let shape = layout.shape();
+        let mut strides = [0usize; 4];
+        for (d, s) in strides.iter_mut().enumerate() {
+            let stride = layout.strides()[d];
+            *s = if shape[d] == 1 { 0 } else { stride as usize };
+        }
+        Self {
+            data,
+            offset: layout.start_offset(),
+            strides,
+        }
+    }
+
+    /// The element offset of `[b, h, i, j]` in `data`.
+    fn at(&self, b: usize, h: usize, i: usize, j: usize) -> usize {
+        self.offset
+            + b * self.strides[0]
+            + h * self.strides[1]
+            + i * self.strides[2]
+            + j * self.strides[3]
+    }
+}
+
+/// `t` itself when all its strides are non-negative, else a contiguous copy.
+fn readable(t: &FlexTensor) -> FlexTensor {
+    if t.layout().has_positive_strides() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// `t` readable through its strides, after checking that it broadcasts to `target`.
+fn broadcastable(t: &FlexTensor, what: &str, target: [usize; 4]) -> FlexTensor {
+    for (i, (got, want)) in dims(t).into_iter().zip(target).enumerate() {
+        assert!(
+            got == want || got == 1,
+            "attention: {what} dim {i} is {got}, expected {want} or 1"
+        );
+    }
+    readable(t)
+}
+
+fn dims(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    assert_eq!(s.num_dims(), 4, "attention: inputs must be 4-d, got {s:?}");
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// Attention of f32 Flex tensors: `q` `[b, h, sq, d]`, `k` `[b, h, sk, d]`, `v` `[b, h, sk, dv]`.
+/// Returns `[b, h, sq, dv]`, contiguous. A query whose keys are all masked gets zeros.
+fn attention_f32(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, extras: &Extras) -> FlexTensor {
+    let [batch, heads, seq_q, dim] = dims(q);
+    let [_, _, seq_k, dim_v] = dims(v);
+    assert_eq!(dims(k), [batch, heads, seq_k, dim], "attention: key shape");
+    assert_eq!(
+        dims(v)[..3],
+        [batch, heads, seq_k],
+        "attention: value shape"
+    );
+    let mask = extras
+        .mask
+        .as_ref()
+        .map(|m| broadcastable(m, "mask", [batch, heads, seq_q, seq_k]));
+    let bias = extras
+        .bias
+        .as_ref()
+        .map(|b| broadcastable(b, "bias", [batch, heads, seq_q, seq_k]));
+    let (q, k, v) = (readable(q), readable(k), readable(v));
+    let views = Views {
+        q: Strided::new(&q, q.storage()),
+        k: Strided::new(&k, k.storage()),
+        v: Strided::new(&v, v.storage()),
+        mask: mask.as_ref().map(|m| Strided::new(m, m.storage())),
+        bias: bias.as_ref().map(|b| Strided::new(b, b.storage())),
+        scale: extras.scale.unwrap_or(1.0 / (dim as f32).sqrt()),
+        seq_k,
+        dim,
+        dim_v,
+    };
+
+    let mut out = vec![0.0f32; batch * heads * seq_q * dim_v];
+    if seq_q > 0 && dim_v > 0 {
+        out.par_chunks_mut(seq_q * dim_v)
+            .enumerate()
+            .for_each(|(bh, head_out)| {
+                let (b, h) = (bh / heads, bh % heads);
+                head_out
+                    .par_chunks_mut(QUERY_BLOCK * dim_v)
+                    .enumerate()
+                    .for_each_init(Scratch::default, |scratch, (blk, acc)| {
+                        views.query_block(b, h, blk * QUERY_BLOCK, acc, scratch)
+                    });
+            });
+    }
+    FlexTensor::from_data(TensorData::new(out, [batch, heads, seq_q, dim_v]))
+}
+
+/// Per-thread buffers of a task: scores `[rows, KEY_TILE]`, running row maximum and sum.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    row_max: Vec<f32>,
+    row_sum: Vec<f32>,
+}
+
+/// The inputs of one attention call as seen by every task.
+struct Views<'a> {
+    q: Strided<'a, f32>,
+    k: Strided<'a, f32>,
+    v: Strided<'a, f32>,
+    mask: Option<Strided<'a, u8>>,
+    bias: Option<Strided<'a, f32>>,
+    scale: f32,
+    seq_k: usize,
+    dim: usize,
+    dim_v: usize,
+}
+
+impl Views<'_> {
+    /// Writes the outputs of queries `q0..q0 + rows` of head `(b, h)` into `acc` (`[rows, dim_v]`,
+    /// row-major; `rows = acc.len() / dim_v`).
+    fn query_block(&self, b: usize, h: usize, q0: usize, acc: &mut [f32], scratch: &mut Scratch) {
+        let rows = acc.len() / self.dim_v;
+        let tile = KEY_TILE.min(self.seq_k);
+        scratch.scores.resize(rows * tile, 0.0);
+        scratch.row_max.clear();
+        scratch.row_max.resize(rows, f32::NEG_INFINITY);
+        scratch.row_sum.clear();
+        scratch.row_sum.resize(rows, 0.0);
+
+        for k0 in (0..self.seq_k).step_by(tile.max(1)) {
+            let cols = tile.min(self.seq_k - k0);
+            let scores = &mut scratch.scores[..rows * cols];
+            // SAFETY: every index the gemm touches lies inside the views' tensors (shapes
+            // checked above), and `scores` holds `rows * cols` elements, row stride `cols`.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    cols,
+                    self.dim,
+                    scores.as_mut_ptr(),
+                    1,
+                    cols as isize,
+                    false,
+                    self.q.data.as_ptr().add(self.q.at(b, h, q0, 0)),
+                    self.q.strides[3] as isize,
+                    self.q.strides[2] as isize,
+                    self.k.data.as_ptr().add(self.k.at(b, h, k0, 0)),
+                    self.k.strides[2] as isize,
+                    self.k.strides[3] as isize,
+                    0.0,
+                    self.scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (r, row) in scores.chunks_exact_mut(cols).enumerate() {
+                if let Some(bias) = &self.bias {
+                    let start = bias.at(b, h, q0 + r, k0);
+                    for (j, s) in row.iter_mut().enumerate() {
+                        *s += bias.data[start + j * bias.strides[3]];
+                    }
+                }
+                if let Some(mask) = &self.mask {
+                    let start = mask.at(b, h, q0 + r, k0);
+                    for (j, s) in row.iter_mut().enumerate() {
+                        if mask.data[start + j * mask.strides[3]] != 0 {
+                            *s = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let tile_max = rows::max(row);
+                let old_max = scratch.row_max[r];
+                let new_max = old_max.max(tile_max);
+                if new_max == f32::NEG_INFINITY {
+                    // Every key so far is masked: this tile adds nothing.
+                    row.fill(0.0);
+                    continue;
+                }
+                let tile_sum = rows::exp_shifted_sum(row, new_max);
+                if new_max > old_max && old_max > f32::NEG_INFINITY {
+                    let correction = (old_max - new_max).exp();
+                    rows::scale(&mut acc[r * self.dim_v..(r + 1) * self.dim_v], correction);
+                    scratch.row_sum[r] *= correction;
+                }
+                scratch.row_sum[r] += tile_sum;
+                scratch.row_max[r] = new_max;
+            }
+            // SAFETY: as above; `acc` holds `rows * dim_v` elements, row stride `dim_v`.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    self.dim_v,
+                    cols,
+                    acc.as_mut_ptr(),
+                    1,
+                    self.dim_v as isize,
+                    k0 > 0,
+                    scores.as_ptr(),
+                    1,
+                    cols as isize,
+                    self.v.data.as_ptr().add(self.v.at(b, h, k0, 0)),
+                    self.v.strides[3] as isize,
+                    self.v.strides[2] as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+        for (r, out) in acc.chunks_exact_mut(self.dim_v).enumerate() {
+            let sum = scratch.row_sum[r];
+            rows::scale(out, if sum > 0.0 { 1.0 / sum } else { 0.0 });
+        }
+    }
+}
