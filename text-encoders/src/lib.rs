@@ -1,1 +1,32 @@
-//! (being written)
+//! The text encoders of the diffusion pipelines, in Burn, with their tokenizers.
+//!
+//! - [`ClipTextModel`]: transformers' `CLIPTextModel` (FLUX `text_encoder/`, HunyuanVideo
+//!   `text_encoder_2/`): last hidden state and pooled output.
+//! - [`T5EncoderModel`]: transformers' `T5EncoderModel` (FLUX `text_encoder_2/`) and
+//!   `UMT5EncoderModel` (WAN `text_encoder/`).
+//! - [`PromptTokenizer`]: the matching tokenizers, padded and truncated to a fixed length as
+//!   the diffusers pipelines call them.
+//!
+//! Every model loads from a transformers folder (`config.json` + safetensors) with the
+//! checkpoint's own weight names, so real checkpoints load unchanged; a configuration or
+//! checkpoint that does not describe the model is an error naming the file and key.
+
+mod activation;
+mod checkpoint;
+mod clip;
+mod error;
+mod input;
+mod t5;
+mod tokenizer;
+
+pub use activation::Activation;
+pub use clip::{
+    ClipAttention, ClipEncoderLayer, ClipMlp, ClipTextConfig, ClipTextEmbeddings, ClipTextModel,
+    ClipTextOutput, EosRule,
+};
+pub use error::{InputError, TokenizerError};
+pub use t5::{
+    T5Attention, T5Block, T5Config, T5DenseActDense, T5EncoderModel, T5EncoderOutput, T5Variant,
+    relative_position_bucket,
+};
+pub use tokenizer::{PromptTokenizer, Tokens};
