@@ -58,7 +58,7 @@ impl SinusoidalTimesteps {
         } else {
             Tensor::cat(vec![sin, cos], 1)
         };
-        if self.num_channels % 2 == 1 {
+        if !self.num_channels.is_multiple_of(2) {
             let batch = emb.dims()[0];
             emb = Tensor::cat(vec![emb, Tensor::zeros([batch, 1], &device)], 1);
         }

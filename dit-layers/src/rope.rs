@@ -50,7 +50,7 @@ impl MultiAxisRope {
         if let Some((axis, &dim)) = axes_dims
             .iter()
             .enumerate()
-            .find(|&(_, &d)| d == 0 || d % 2 != 0)
+            .find(|&(_, &d)| d == 0 || !d.is_multiple_of(2))
         {
             return Err(RopeError::AxisDim { axis, dim });
         }
@@ -90,7 +90,7 @@ impl MultiAxisRope {
         device: &B::Device,
     ) -> Result<RopeTable<B>, RopeError> {
         let axes = self.axes_dims.len();
-        if positions.len() % axes != 0 {
+        if !positions.len().is_multiple_of(axes) {
             return Err(RopeError::Positions {
                 shape: vec![positions.len()],
                 axes,

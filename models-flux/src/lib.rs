@@ -1,1 +1,25 @@
-//! placeholder
+//! FLUX.1 (dev, schnell) diffusion transformer in Burn, a faithful port of diffusers'
+//! `FluxTransformer2DModel`, with the [`dicache_core::CacheableModel`] interface so the cache
+//! engine can probe and skip its blocks.
+//!
+//! Loads diffusers folders ([`FluxTransformer::load_diffusers`]) and Black Forest Labs' single
+//! files ([`FluxTransformer::load_bfl`]); [`FluxTransformer::random`] builds a model of any
+//! [`FluxConfig`] with random weights for benchmarks.
+
+mod adaln;
+mod attention;
+mod bfl;
+mod config;
+mod double_block;
+mod input;
+mod model;
+mod single_block;
+
+pub use adaln::{AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, Modulation};
+pub use attention::{JointAttention, QkvProjection, SingleAttention};
+pub use bfl::BflCheckpoint;
+pub use config::{FluxConfig, MLP_RATIO, ROPE_THETA};
+pub use double_block::{FeedForward, FluxTransformerBlock};
+pub use input::{CheckedInput, FluxInput, InputError};
+pub use model::{FluxContext, FluxState, FluxTransformer, Layout};
+pub use single_block::FluxSingleTransformerBlock;

@@ -1,0 +1,150 @@
+//! Adaptive layer norms: the conditioning vector `temb` is turned into per-channel shift,
+//! scale (and gate) by `linear(silu(temb))` (diffusers `normalization.py`).
+
+use burn::{
+    module::Module,
+    nn::Linear,
+    tensor::{Tensor, activation::silu, backend::Backend},
+};
+use dit_layers::{LayerNorm, LoadError, ParamSource};
+
+/// Epsilon of every parameter-free layer norm in FLUX.1.
+pub const NORM_EPS: f64 = 1e-6;
+
+/// One shift/scale/gate triple of adaLN-Zero, each `[batch, hidden]`.
+#[derive(Debug, Clone)]
+pub struct Modulation<B: Backend> {
+    /// Added after scaling.
+    pub shift: Tensor<B, 2>,
+    /// `x * (1 + scale)`.
+    pub scale: Tensor<B, 2>,
+    /// Multiplies the branch output before the residual add.
+    pub gate: Tensor<B, 2>,
+}
+
+impl<B: Backend> Modulation<B> {
+    /// `x * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`.
+    pub fn scale_shift(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        scale_shift(x, self.scale.clone(), self.shift.clone())
+    }
+
+    /// `gate * x` for `x` `[batch, tokens, hidden]`.
+    pub fn gate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.gate.clone().unsqueeze_dim(1) * x
+    }
+
+    /// Splits `emb` `[batch, 3n * hidden]` into `n` triples, each stored (shift, scale, gate).
+    fn split(emb: Tensor<B, 2>, n: usize) -> Vec<Self> {
+        let mut chunks = emb.chunk(3 * n, 1).into_iter();
+        (0..n)
+            .map(|_| {
+                let mut next = || chunks.next().expect("chunk(3n) yields 3n parts");
+                Self {
+                    shift: next(),
+                    scale: next(),
+                    gate: next(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// `x * (1 + scale) + shift` with `scale`, `shift` `[batch, hidden]` broadcast over tokens.
+fn scale_shift<B: Backend>(
+    x: Tensor<B, 3>,
+    scale: Tensor<B, 2>,
+    shift: Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    x * (scale.unsqueeze_dim(1) + 1.0) + shift.unsqueeze_dim(1)
+}
+
+/// diffusers `AdaLayerNormZero`: `linear` (`hidden -> 6 hidden`) gives the modulations of the
+/// attention and the MLP branch of a double-stream block.
+#[derive(Module, Debug)]
+pub struct AdaLayerNormZero<B: Backend> {
+    /// `linear`: `[hidden -> 6 hidden]`.
+    pub linear: Linear<B>,
+    /// Parameter-free layer norm.
+    pub norm: LayerNorm<B>,
+}
+
+impl<B: Backend> AdaLayerNormZero<B> {
+    /// Builds the norm of width `hidden` from `src`.
+    pub fn new(src: &impl ParamSource<B>, hidden: usize) -> Result<Self, LoadError> {
+        Ok(Self {
+            linear: src.linear("linear", hidden, 6 * hidden, true)?,
+            norm: LayerNorm::plain(NORM_EPS),
+        })
+    }
+
+    /// The attention branch's input `norm(x) * (1 + scale) + shift` for `x`
+    /// `[batch, tokens, hidden]`, with the attention (`msa`) and MLP modulations.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        temb: Tensor<B, 2>,
+    ) -> (Tensor<B, 3>, Modulation<B>, Modulation<B>) {
+        let mut mods = Modulation::split(self.linear.forward(silu(temb)), 2).into_iter();
+        let (msa, mlp) = (
+            mods.next().expect("two triples"),
+            mods.next().expect("two triples"),
+        );
+        (msa.scale_shift(self.norm.forward(x)), msa, mlp)
+    }
+}
+
+/// diffusers `AdaLayerNormZeroSingle`: `linear` (`hidden -> 3 hidden`) gives the one modulation
+/// of a single-stream block.
+#[derive(Module, Debug)]
+pub struct AdaLayerNormZeroSingle<B: Backend> {
+    /// `linear`: `[hidden -> 3 hidden]`.
+    pub linear: Linear<B>,
+    /// Parameter-free layer norm.
+    pub norm: LayerNorm<B>,
+}
+
+impl<B: Backend> AdaLayerNormZeroSingle<B> {
+    /// Builds the norm of width `hidden` from `src`.
+    pub fn new(src: &impl ParamSource<B>, hidden: usize) -> Result<Self, LoadError> {
+        Ok(Self {
+            linear: src.linear("linear", hidden, 3 * hidden, true)?,
+            norm: LayerNorm::plain(NORM_EPS),
+        })
+    }
+
+    /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`, and the modulation.
+    pub fn forward(&self, x: Tensor<B, 3>, temb: Tensor<B, 2>) -> (Tensor<B, 3>, Modulation<B>) {
+        let m = Modulation::split(self.linear.forward(silu(temb)), 1)
+            .pop()
+            .expect("one triple");
+        (m.scale_shift(self.norm.forward(x)), m)
+    }
+}
+
+/// diffusers `AdaLayerNormContinuous` as FLUX.1's `norm_out` uses it: `linear`
+/// (`hidden -> 2 hidden`) gives **(scale, shift)**, in this order (BFL stores shift first).
+#[derive(Module, Debug)]
+pub struct AdaLayerNormContinuous<B: Backend> {
+    /// `linear`: `[hidden -> 2 hidden]`, scale rows first.
+    pub linear: Linear<B>,
+    /// Parameter-free layer norm.
+    pub norm: LayerNorm<B>,
+}
+
+impl<B: Backend> AdaLayerNormContinuous<B> {
+    /// Builds the norm of width `hidden` from `src`.
+    pub fn new(src: &impl ParamSource<B>, hidden: usize) -> Result<Self, LoadError> {
+        Ok(Self {
+            linear: src.linear("linear", hidden, 2 * hidden, true)?,
+            norm: LayerNorm::plain(NORM_EPS),
+        })
+    }
+
+    /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`.
+    pub fn forward(&self, x: Tensor<B, 3>, temb: Tensor<B, 2>) -> Tensor<B, 3> {
+        let mut halves = self.linear.forward(silu(temb)).chunk(2, 1).into_iter();
+        let scale = halves.next().expect("two halves");
+        let shift = halves.next().expect("two halves");
+        scale_shift(self.norm.forward(x), scale, shift)
+    }
+}

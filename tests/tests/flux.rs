@@ -1,0 +1,471 @@
+//! FLUX.1 transformer against diffusers (fixtures from `fixtures/gen_flux.py`): RoPE table,
+//! embeddings, every block and the whole forward from both checkpoint layouts, a DiCache run,
+//! and the errors of damaged or mismatched checkpoints and inputs.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use burn::tensor::{Tensor, TensorData};
+use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
+use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dit_layers::{LoadError, Weights};
+use models_flux::{FluxConfig, FluxInput, FluxTransformer, InputError, Layout};
+
+type Fixtures = HashMap<String, TensorData>;
+
+/// fp32 parity tolerance.
+const ATOL: f32 = 1e-5;
+const RTOL: f32 = 1e-4;
+
+/// The tiny model's rotary split (its head size is 16, so it cannot be inferred).
+fn tiny_axes() -> Option<Vec<usize>> {
+    Some(vec![4, 6, 6])
+}
+
+fn device() -> burn_flex::FlexDevice {
+    Default::default()
+}
+
+fn dev_diffusers() -> FluxTransformer<Cpu> {
+    FluxTransformer::load_diffusers(&fixture("flux/dev"), &device()).expect("load diffusers folder")
+}
+
+fn dev_bfl() -> FluxTransformer<Cpu> {
+    FluxTransformer::load_bfl(&fixture("flux/dev-bfl.safetensors"), tiny_axes(), &device())
+        .expect("load BFL file")
+}
+
+/// The inputs stored under `input.*`, the first `batch` rows of the batched ones.
+fn inputs(fx: &Fixtures, guidance: bool, batch: usize) -> FluxInput<Cpu> {
+    let d = device();
+    let rows3 = |name| tensor::<Cpu, 3>(fx, name, &d).narrow(0, 0, batch);
+    let rows2 = |name| tensor::<Cpu, 2>(fx, name, &d).narrow(0, 0, batch);
+    let rows1 = |name| tensor::<Cpu, 1>(fx, name, &d).narrow(0, 0, batch);
+    FluxInput {
+        latents: rows3("input.hidden_states"),
+        encoder_hidden_states: rows3("input.encoder_hidden_states"),
+        pooled_projections: rows2("input.pooled_projections"),
+        timestep: rows1("input.timestep"),
+        guidance: guidance.then(|| rows1("input.guidance")),
+        img_ids: tensor(fx, "input.img_ids", &d),
+        txt_ids: tensor(fx, "input.txt_ids", &d),
+    }
+}
+
+/// Embeddings, each block's output (run one block at a time) and the output.
+fn check_against_reference(model: &FluxTransformer<Cpu>, what: &str) {
+    let fx = load_fixture("flux/forward.safetensors");
+    let input = model
+        .check_input(inputs(&fx, true, 2))
+        .expect("valid input");
+    let (ctx, mut state) = model.embed(&input);
+    assert_close(
+        ctx.temb.clone(),
+        &fx["embed.temb"],
+        ATOL,
+        RTOL,
+        &format!("{what} temb"),
+    );
+    assert_close(
+        state.img.clone(),
+        &fx["embed.img"],
+        ATOL,
+        RTOL,
+        &format!("{what} x_embedder"),
+    );
+    assert_close(
+        state.txt.clone(),
+        &fx["embed.txt"],
+        ATOL,
+        RTOL,
+        &format!("{what} context_embedder"),
+    );
+    let doubles = model.config().num_layers;
+    for i in 0..model.num_blocks() {
+        state = model.run_blocks(&ctx, state, i..i + 1);
+        let name = if i < doubles {
+            format!("double.{i}")
+        } else {
+            format!("single.{}", i - doubles)
+        };
+        assert_close(
+            state.img.clone(),
+            &fx[&format!("{name}.img")],
+            ATOL,
+            RTOL,
+            &format!("{what} {name} img"),
+        );
+        assert_close(
+            state.txt.clone(),
+            &fx[&format!("{name}.txt")],
+            ATOL,
+            RTOL,
+            &format!("{what} {name} txt"),
+        );
+    }
+    let out = model.head(&ctx, state.img);
+    assert_close(out, &fx["output"], ATOL, RTOL, &format!("{what} head"));
+    assert_close(
+        model.forward(&input),
+        &fx["output"],
+        ATOL,
+        RTOL,
+        &format!("{what} forward"),
+    );
+}
+
+#[test]
+fn rope_table_matches_diffusers() {
+    let fx = load_fixture("flux/forward.safetensors");
+    let model = dev_diffusers();
+    let input = model.check_input(inputs(&fx, true, 2)).unwrap();
+    let table = model.rotary_table(&input);
+    assert_close(table.cos, &fx["rope.cos"], 1e-6, 1e-6, "rope cos");
+    assert_close(table.sin, &fx["rope.sin"], 1e-6, 1e-6, "rope sin");
+}
+
+#[test]
+fn diffusers_folder_matches_reference() {
+    check_against_reference(&dev_diffusers(), "diffusers");
+}
+
+#[test]
+fn bfl_file_matches_reference() {
+    check_against_reference(&dev_bfl(), "bfl");
+}
+
+#[test]
+fn bfl_config_is_inferred_from_shapes() {
+    let path = fixture("flux/dev-bfl.safetensors");
+    let weights = Weights::open(&path)
+        .unwrap()
+        .strip_prefix("model.diffusion_model.");
+    let inferred = FluxConfig::infer_bfl(&weights, &path, tiny_axes()).unwrap();
+    let expected = FluxConfig::from_file(&fixture("flux/dev/config.json")).unwrap();
+    assert_eq!(inferred, expected);
+
+    let schnell = fixture("flux/schnell-bfl.safetensors");
+    let weights = Weights::open(&schnell).unwrap();
+    let inferred = FluxConfig::infer_bfl(&weights, &schnell, tiny_axes()).unwrap();
+    let expected = FluxConfig::from_file(&fixture("flux/schnell/config.json")).unwrap();
+    assert_eq!(inferred, expected);
+    assert!(!inferred.guidance_embeds);
+
+    let err = FluxConfig::infer_bfl(&weights, &schnell, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("axes_dims_rope") && err.contains("schnell-bfl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn schnell_bfl_without_prefix_matches_reference() {
+    let fx = load_fixture("flux/schnell-forward.safetensors");
+    let model: FluxTransformer<Cpu> = FluxTransformer::load_bfl(
+        &fixture("flux/schnell-bfl.safetensors"),
+        tiny_axes(),
+        &device(),
+    )
+    .unwrap();
+    let input = model.check_input(inputs(&fx, false, 1)).unwrap();
+    assert_close(
+        model.forward(&input),
+        &fx["output"],
+        ATOL,
+        RTOL,
+        "schnell forward",
+    );
+}
+
+#[test]
+fn presets_have_the_published_sizes() {
+    for (config, guidance) in [(FluxConfig::dev(), true), (FluxConfig::schnell(), false)] {
+        assert_eq!((config.num_layers, config.num_single_layers), (19, 38));
+        assert_eq!(config.hidden_size(), 3072);
+        assert_eq!(
+            (config.num_attention_heads, config.attention_head_dim),
+            (24, 128)
+        );
+        assert_eq!(config.guidance_embeds, guidance);
+        config.validate(Path::new("preset")).unwrap();
+    }
+}
+
+#[test]
+fn random_model_runs_any_block_split() {
+    let config = FluxConfig {
+        num_layers: 2,
+        num_single_layers: 2,
+        num_attention_heads: 2,
+        attention_head_dim: 16,
+        axes_dims_rope: vec![4, 6, 6],
+        joint_attention_dim: 24,
+        pooled_projection_dim: 20,
+        in_channels: 16,
+        ..FluxConfig::dev()
+    };
+    let model = FluxTransformer::<Cpu>::random(&config, &device()).unwrap();
+    let fx = load_fixture("flux/forward.safetensors");
+    let input = model.check_input(inputs(&fx, true, 2)).unwrap();
+    let whole = model.forward(&input);
+    assert_eq!(whole.dims(), [2, 12, 16]);
+    let (ctx, state) = model.embed(&input);
+    // Probe into the first single block, then resume.
+    let state = model.run_blocks(&ctx, state, 0..3);
+    let state = model.run_blocks(&ctx, state, 3..4);
+    let split = model.head(&ctx, state.img);
+    assert_close(split, &whole.into_data(), 1e-6, 1e-6, "split vs whole");
+}
+
+#[test]
+fn dicache_run_matches_reference() {
+    let fx = load_fixture("flux/forward.safetensors");
+    let run = load_fixture("flux/dicache.safetensors");
+    let model = dev_diffusers();
+    let d = device();
+    let values = |name: &str| -> Vec<f32> { run[name].iter::<f32>().collect() };
+    let sigmas = values("sigmas");
+    let steps = sigmas.len() - 1;
+    let threshold = values("threshold")[0] as f64;
+    let policy = CachePolicy::DiCache(DiCacheConfig {
+        threshold,
+        ..DiCacheConfig::flux()
+    });
+    let mut session = CacheSession::new(policy, steps, model.num_blocks()).unwrap();
+    let base = inputs(&fx, true, 1);
+    let mut x: Tensor<Cpu, 3> = tensor(&run, "noise", &d);
+    for (i, pair) in sigmas.windows(2).enumerate() {
+        let input = FluxInput {
+            latents: x.clone(),
+            timestep: Tensor::from_data(TensorData::new(vec![pair[0]], [1]), &d),
+            ..base.clone()
+        };
+        let input = model.check_input(input).unwrap();
+        let v = session.forward(&model, &input, i, Pass::Single).unwrap();
+        x = x + v.mul_scalar(pair[1] - pair[0]);
+    }
+    let trace = session.into_trace();
+    let computed: Vec<bool> = values("trace.computed").iter().map(|&c| c == 1.0).collect();
+    let got: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
+    assert_eq!(got, computed, "computed flags");
+    assert!(computed.contains(&false) && computed.contains(&true));
+    let close = |name: &str, got: Vec<Option<f64>>| {
+        for (step, (g, want)) in got.iter().zip(values(name)).enumerate() {
+            match g {
+                None => assert!(want.is_nan(), "{name} step {step}: none, reference {want}"),
+                Some(g) => assert!(
+                    (g - want as f64).abs() <= 1e-4 * (want as f64).abs(),
+                    "{name} step {step}: {g} vs {want}"
+                ),
+            }
+        }
+    };
+    close(
+        "trace.indicator",
+        trace.steps.iter().map(|s| s.indicator).collect(),
+    );
+    close(
+        "trace.accumulated",
+        trace.steps.iter().map(|s| s.accumulated).collect(),
+    );
+    close("trace.gamma", trace.steps.iter().map(|s| s.gamma).collect());
+    assert_close(x, &run["latents"], ATOL, RTOL, "dicache latents");
+}
+
+/// A scratch copy of the fixture folder `rel`, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn copy_of(rel: &str, tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("flux-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for entry in fs::read_dir(fixture(rel)).unwrap() {
+            let path = entry.unwrap().path();
+            fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn shard(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!(
+        "diffusion_pytorch_model-0000{n}-of-00004.safetensors"
+    ))
+}
+
+#[test]
+fn missing_shard_is_an_error_naming_it() {
+    let scratch = Scratch::copy_of("flux/dev", "missing-shard");
+    fs::remove_file(shard(&scratch.0, 2)).unwrap();
+    let err = FluxTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Index { .. }), "{msg}");
+    assert!(
+        msg.contains("diffusion_pytorch_model-00002-of-00004.safetensors"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_file_is_an_error_naming_it() {
+    let scratch = Scratch::copy_of("flux/dev", "truncated");
+    let path = shard(&scratch.0, 3);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = FluxTransformer::<Cpu>::load_diffusers(&scratch.0, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("00003-of-00004") && msg.contains("truncated"),
+        "{msg}"
+    );
+
+    let bfl = scratch.0.join("bfl.safetensors");
+    let bytes = fs::read(fixture("flux/dev-bfl.safetensors")).unwrap();
+    fs::write(&bfl, &bytes[..bytes.len() - 100]).unwrap();
+    let msg = FluxTransformer::<Cpu>::load_bfl(&bfl, tiny_axes(), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("bfl.safetensors"), "{msg}");
+}
+
+#[test]
+fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
+    let scratch = Scratch::copy_of("flux/dev", "wrong-shape");
+    let key = "transformer_blocks.1.attn.norm_added_k.weight";
+    let path = (1..=4)
+        .map(|n| shard(&scratch.0, n))
+        .find(|p| {
+            let bytes = fs::read(p).unwrap();
+            safetensors::SafeTensors::deserialize(&bytes)
+                .unwrap()
+                .names()
+                .contains(&key)
+        })
+        .expect("some shard holds the key");
+    let bytes = fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    for (name, view) in &mut tensors {
+        if name == key {
+            // 16 values stored as [2, 8] instead of [16].
+            *view = safetensors::tensor::TensorView::new(view.dtype(), vec![2, 8], view.data())
+                .unwrap();
+        }
+    }
+    fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+    let err = FluxTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
+    assert!(
+        msg.contains(key) && msg.contains(path.file_name().unwrap().to_str().unwrap()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn config_not_matching_weights_is_an_error() {
+    let weights = Weights::open(&fixture("flux/dev")).unwrap();
+    let config = FluxConfig::from_file(&fixture("flux/dev/config.json")).unwrap();
+    let d = device();
+
+    // Fewer blocks than stored: the rest are unused.
+    let fewer = FluxConfig {
+        num_single_layers: 1,
+        ..config.clone()
+    };
+    let msg = FluxTransformer::<Cpu>::from_weights(fewer, &weights, Layout::Diffusers, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("single_transformer_blocks.1."), "{msg}");
+
+    // No guidance embedding configured, but stored.
+    let weights = Weights::open(&fixture("flux/dev")).unwrap();
+    let schnell = FluxConfig {
+        guidance_embeds: false,
+        ..config.clone()
+    };
+    let msg = FluxTransformer::<Cpu>::from_weights(schnell, &weights, Layout::Diffusers, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("guidance_embedder"), "{msg}");
+
+    // Other head split: the QK-norm scales have another size.
+    let weights = Weights::open(&fixture("flux/dev")).unwrap();
+    let heads = FluxConfig {
+        num_attention_heads: 4,
+        attention_head_dim: 8,
+        axes_dims_rope: vec![2, 2, 4],
+        ..config.clone()
+    };
+    let err =
+        FluxTransformer::<Cpu>::from_weights(heads, &weights, Layout::Diffusers, &d).unwrap_err();
+    assert!(err.to_string().contains("norm_q.weight"), "{err}");
+
+    // More blocks than stored.
+    let weights = Weights::open(&fixture("flux/dev")).unwrap();
+    let more = FluxConfig {
+        num_layers: 3,
+        ..config.clone()
+    };
+    let msg = FluxTransformer::<Cpu>::from_weights(more, &weights, Layout::Diffusers, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("transformer_blocks.2."), "{msg}");
+
+    // A diffusers checkpoint read as BFL names nothing the model needs.
+    let weights = Weights::open(&fixture("flux/dev")).unwrap();
+    let msg = FluxTransformer::<Cpu>::from_weights(config.clone(), &weights, Layout::Bfl, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("time_in.in_layer.weight"), "{msg}");
+
+    // Rotary split not summing to the head size.
+    let bad_rope = FluxConfig {
+        axes_dims_rope: vec![4, 4, 4],
+        ..config
+    };
+    let msg = FluxTransformer::<Cpu>::random(&bad_rope, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("axes_dims_rope"), "{msg}");
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_them() {
+    let fx = load_fixture("flux/forward.safetensors");
+    let model = dev_diffusers();
+    let err = model.check_input(inputs(&fx, false, 2)).unwrap_err();
+    assert_eq!(err, InputError::Guidance { model: true });
+
+    let mut input = inputs(&fx, true, 2);
+    input.img_ids = input.img_ids.narrow(0, 0, 5);
+    let err = model.check_input(input).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InputError::Shape {
+                name: "img_ids",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let mut input = inputs(&fx, true, 2);
+    input.pooled_projections = input.pooled_projections.narrow(1, 0, 3);
+    let err = model.check_input(input).unwrap_err();
+    assert!(err.to_string().contains("pooled_projections"), "{err}");
+}
