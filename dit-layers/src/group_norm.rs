@@ -19,7 +19,7 @@ pub fn group_norm<B: Backend>(
     eps: f64,
     device: &B::Device,
 ) -> Result<GroupNorm<B>, LoadError> {
-    if num_groups == 0 || channels % num_groups != 0 {
+    if num_groups == 0 || !channels.is_multiple_of(num_groups) {
         return Err(LoadError::Config {
             path: PathBuf::from(w.key("weight")),
             message: format!("{channels} channels do not split into {num_groups} groups"),

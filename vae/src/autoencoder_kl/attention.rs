@@ -1,0 +1,60 @@
+//! The self-attention of the VAE's mid block: one head over all channels, every pixel a token.
+
+use burn::{
+    module::Module,
+    nn::{GroupNorm, Linear},
+    tensor::{Tensor, backend::Backend},
+};
+use dit_layers::{LoadError, WeightsView, attention, group_norm, linear};
+
+/// diffusers' `Attention` with `group_norm`, a residual connection and a single head of
+/// `channels` dimensions: `x + to_out(softmax(q kᵀ / sqrt(channels)) v)` with `q`, `k`, `v`
+/// projected from the group-normed pixels.
+#[derive(Module, Debug)]
+pub struct VaeAttention<B: Backend> {
+    group_norm: GroupNorm<B>,
+    to_q: Linear<B>,
+    to_k: Linear<B>,
+    to_v: Linear<B>,
+    to_out: Linear<B>,
+}
+
+impl<B: Backend> VaeAttention<B> {
+    /// Loads the attention under `w` over `channels` channels.
+    pub fn load(
+        w: &WeightsView<'_>,
+        channels: usize,
+        groups: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let proj = |name: &str| linear(&w.at(name), channels, channels, true, device);
+        Ok(Self {
+            group_norm: group_norm(&w.at("group_norm"), groups, channels, eps, device)?,
+            to_q: proj("to_q")?,
+            to_k: proj("to_k")?,
+            to_v: proj("to_v")?,
+            to_out: proj("to_out.0")?,
+        })
+    }
+
+    /// `[batch, channels, h, w]` → same shape.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, channels, height, width] = x.dims();
+        // [batch, channels, h*w] normed, then tokens [batch, h*w, channels].
+        let tokens = self
+            .group_norm
+            .forward(x.clone().reshape([batch, channels, height * width]))
+            .swap_dims(1, 2);
+        // One head: [batch, 1, h*w, channels].
+        let q = self.to_q.forward(tokens.clone()).unsqueeze_dim(1);
+        let k = self.to_k.forward(tokens.clone()).unsqueeze_dim(1);
+        let v = self.to_v.forward(tokens).unsqueeze_dim(1);
+        let out = self
+            .to_out
+            .forward(attention(q, k, v, None).squeeze_dim::<3>(1));
+        out.swap_dims(1, 2)
+            .reshape([batch, channels, height, width])
+            + x
+    }
+}

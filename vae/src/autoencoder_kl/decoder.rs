@@ -1,0 +1,215 @@
+//! diffusers' VAE `Decoder`: `conv_in`, a mid block, up blocks from the coarsest resolution
+//! to the finest, then group norm, SiLU and `conv_out`.
+
+use burn::{
+    module::Module,
+    nn::{GroupNorm, conv::Conv2d},
+    tensor::{
+        Tensor,
+        activation::silu,
+        backend::Backend,
+        module::interpolate,
+        ops::{InterpolateMode, InterpolateOptions},
+    },
+};
+use dit_layers::{LoadError, WeightsView, conv2d, group_norm};
+
+use super::{AutoencoderKlConfig, attention::VaeAttention, resnet::ResnetBlock2d};
+
+/// Epsilon of every group norm in the decoder.
+const EPS: f64 = 1e-6;
+
+/// A point in the decoder whose activations [`Decoder::forward_inspect`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderStage {
+    /// After `conv_in`.
+    ConvIn,
+    /// After the mid block.
+    MidBlock,
+    /// After up block `i` (`up_blocks.i`, upsampler included).
+    UpBlock(usize),
+}
+
+/// diffusers' `UNetMidBlock2D` with one layer: `resnets.0`, `attentions.0` (when the
+/// configuration keeps it), `resnets.1`, all at the latent resolution.
+#[derive(Module, Debug)]
+struct MidBlock<B: Backend> {
+    first: ResnetBlock2d<B>,
+    attention: Option<VaeAttention<B>>,
+    second: ResnetBlock2d<B>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    fn load(
+        w: &WeightsView<'_>,
+        channels: usize,
+        groups: usize,
+        with_attention: bool,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let resnet = |i: usize| {
+            ResnetBlock2d::load(
+                &w.at("resnets").at(i),
+                channels,
+                channels,
+                groups,
+                EPS,
+                device,
+            )
+        };
+        let attention = if with_attention {
+            let w = w.at("attentions.0");
+            Some(VaeAttention::load(&w, channels, groups, EPS, device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            first: resnet(0)?,
+            attention,
+            second: resnet(1)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.first.forward(x);
+        let x = match &self.attention {
+            Some(attention) => attention.forward(x),
+            None => x,
+        };
+        self.second.forward(x)
+    }
+}
+
+/// diffusers' `UpDecoderBlock2D`: resnets, then (except in the last block) nearest-neighbour
+/// 2x upsampling followed by a 3x3 conv (`upsamplers.0.conv`).
+#[derive(Module, Debug)]
+struct UpDecoderBlock<B: Backend> {
+    resnets: Vec<ResnetBlock2d<B>>,
+    upsample_conv: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> UpDecoderBlock<B> {
+    fn load(
+        w: &WeightsView<'_>,
+        (c_in, c_out): (usize, usize),
+        num_resnets: usize,
+        groups: usize,
+        upsample: bool,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let resnets = (0..num_resnets)
+            .map(|i| {
+                let c = if i == 0 { c_in } else { c_out };
+                ResnetBlock2d::load(&w.at("resnets").at(i), c, c_out, groups, EPS, device)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let upsample_conv = if upsample {
+            let w = w.at("upsamplers.0.conv");
+            Some(conv2d(&w, c_out, c_out, 3, 1, true, device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            resnets,
+            upsample_conv,
+        })
+    }
+
+    /// `[batch, c_in, h, w]` → `[batch, c_out, 2h, 2w]` (`[.., h, w]` without upsampler).
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.resnets.iter().fold(x, |x, resnet| resnet.forward(x));
+        match &self.upsample_conv {
+            Some(conv) => {
+                let [_, _, height, width] = x.dims();
+                let nearest = InterpolateOptions::new(InterpolateMode::Nearest);
+                conv.forward(interpolate(x, [2 * height, 2 * width], nearest))
+            }
+            None => x,
+        }
+    }
+}
+
+/// The decoder of `AutoencoderKL` (weights under `decoder.`).
+#[derive(Module, Debug)]
+pub struct Decoder<B: Backend> {
+    conv_in: Conv2d<B>,
+    mid_block: MidBlock<B>,
+    up_blocks: Vec<UpDecoderBlock<B>>,
+    conv_norm_out: GroupNorm<B>,
+    conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Loads the decoder described by `config` from `w` (the `decoder` view).
+    pub fn load(
+        w: &WeightsView<'_>,
+        config: &AutoencoderKlConfig,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let groups = config.norm_num_groups;
+        // Coarsest resolution first.
+        let channels: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
+        let deepest = channels[0];
+        let up_blocks = channels
+            .iter()
+            .enumerate()
+            .map(|(i, &c_out)| {
+                let c_in = if i == 0 { deepest } else { channels[i - 1] };
+                let upsample = i + 1 < channels.len();
+                let w = w.at("up_blocks").at(i);
+                let num_resnets = config.layers_per_block + 1;
+                UpDecoderBlock::load(&w, (c_in, c_out), num_resnets, groups, upsample, device)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let finest = channels[channels.len() - 1];
+        Ok(Self {
+            conv_in: conv2d(
+                &w.at("conv_in"),
+                config.latent_channels,
+                deepest,
+                3,
+                1,
+                true,
+                device,
+            )?,
+            mid_block: MidBlock::load(
+                &w.at("mid_block"),
+                deepest,
+                groups,
+                config.mid_block_add_attention,
+                device,
+            )?,
+            up_blocks,
+            conv_norm_out: group_norm(&w.at("conv_norm_out"), groups, finest, EPS, device)?,
+            conv_out: conv2d(
+                &w.at("conv_out"),
+                finest,
+                config.out_channels,
+                3,
+                1,
+                true,
+                device,
+            )?,
+        })
+    }
+
+    /// Decodes `z` `[batch, latent_channels, h, w]` into `[batch, out_channels, h * 2^(n-1),
+    /// w * 2^(n-1)]` for `n` up blocks, calling `inspect` with the activations after each
+    /// [`DecoderStage`].
+    pub fn forward_inspect(
+        &self,
+        z: Tensor<B, 4>,
+        mut inspect: impl FnMut(DecoderStage, &Tensor<B, 4>),
+    ) -> Tensor<B, 4> {
+        let x = self.conv_in.forward(z);
+        inspect(DecoderStage::ConvIn, &x);
+        let x = self.mid_block.forward(x);
+        inspect(DecoderStage::MidBlock, &x);
+        let x = self.up_blocks.iter().enumerate().fold(x, |x, (i, block)| {
+            let x = block.forward(x);
+            inspect(DecoderStage::UpBlock(i), &x);
+            x
+        });
+        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+    }
+}

@@ -1,0 +1,138 @@
+//! diffusers' `AutoencoderKL` (FLUX.1's VAE), decoder side.
+
+mod attention;
+mod config;
+mod decoder;
+mod resnet;
+
+use std::path::Path;
+
+use burn::{
+    module::Module,
+    nn::conv::Conv2d,
+    tensor::{Tensor, backend::Backend},
+};
+use dit_layers::{LoadError, Weights, conv2d};
+
+pub use config::AutoencoderKlConfig;
+pub use decoder::DecoderStage;
+
+use crate::VaeError;
+use decoder::Decoder;
+
+/// Name of the configuration file in a diffusers `vae/` folder.
+const CONFIG_FILE: &str = "config.json";
+
+/// Prefixes of the encoder-side weights a full checkpoint holds and decoding does not read.
+const ENCODER_PREFIXES: [&str; 2] = ["encoder.", "quant_conv."];
+
+/// The decoder of a diffusers `AutoencoderKL`: latents `[batch, latent_channels, h, w]` to
+/// images `[batch, out_channels, h * 2^(n-1), w * 2^(n-1)]` for `n` entries of
+/// `block_out_channels` (FLUX.1: 16 latent channels, 8x upsampling).
+#[derive(Module, Debug)]
+pub struct AutoencoderKl<B: Backend> {
+    post_quant_conv: Option<Conv2d<B>>,
+    decoder: Decoder<B>,
+    latent_channels: usize,
+    scaling_factor: f64,
+    shift_factor: Option<f64>,
+}
+
+impl<B: Backend> AutoencoderKl<B> {
+    /// Loads a diffusers `vae/` folder (`config.json` and its safetensors weights, sharded or
+    /// not), or a `.safetensors` file with `config.json` beside it.
+    ///
+    /// Weight names follow diffusers (`decoder.mid_block.attentions.0.to_q.weight`, ...), so
+    /// real checkpoints load; encoder weights are skipped, and any other weight the
+    /// configuration does not use is an error (config and weights do not match).
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
+        let folder = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(Path::new("."))
+        };
+        let config = AutoencoderKlConfig::from_file(&folder.join(CONFIG_FILE))?;
+        let weights = Weights::open(path)?;
+        let model = Self::from_weights(&config, &weights, device)?;
+        let unused: Vec<String> = weights
+            .unused()
+            .into_iter()
+            .filter(|k| !ENCODER_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .collect();
+        if !unused.is_empty() {
+            return Err(LoadError::Unused {
+                count: unused.len(),
+                examples: unused.into_iter().take(5).collect(),
+            }
+            .into());
+        }
+        Ok(model)
+    }
+
+    /// Builds the decoder described by `config` from `weights` (diffusers names).
+    pub fn from_weights(
+        config: &AutoencoderKlConfig,
+        weights: &Weights,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let c = config.latent_channels;
+        let post_quant_conv = if config.use_post_quant_conv {
+            Some(conv2d(
+                &weights.view("post_quant_conv"),
+                c,
+                c,
+                1,
+                0,
+                true,
+                device,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            post_quant_conv,
+            decoder: Decoder::load(&weights.view("decoder"), config, device)?,
+            latent_channels: c,
+            scaling_factor: config.scaling_factor,
+            shift_factor: config.shift_factor,
+        })
+    }
+
+    /// Undoes the pipeline's latent scaling: `latents / scaling_factor + shift_factor` (the
+    /// shift only when configured), in the latents' dtype as diffusers computes it. Apply it to
+    /// the denoised latents before [`Self::decode`].
+    pub fn unscale_latents<const D: usize>(&self, latents: Tensor<B, D>) -> Tensor<B, D> {
+        let latents = latents.div_scalar(self.scaling_factor);
+        match self.shift_factor {
+            Some(shift) => latents.add_scalar(shift),
+            None => latents,
+        }
+    }
+
+    /// Decodes unscaled latents `[batch, latent_channels, h, w]` into images
+    /// `[batch, out_channels, h * 2^(n-1), w * 2^(n-1)]`, nominally in `[-1, 1]` (not clamped;
+    /// see [`crate::to_rgb8`]).
+    pub fn decode(&self, latents: Tensor<B, 4>) -> Result<Tensor<B, 4>, VaeError> {
+        self.decode_inspect(latents, |_, _| {})
+    }
+
+    /// [`Self::decode`], calling `inspect` with the activations after each [`DecoderStage`].
+    pub fn decode_inspect(
+        &self,
+        latents: Tensor<B, 4>,
+        inspect: impl FnMut(DecoderStage, &Tensor<B, 4>),
+    ) -> Result<Tensor<B, 4>, VaeError> {
+        let [_, channels, height, width] = latents.dims();
+        if channels != self.latent_channels || height == 0 || width == 0 {
+            return Err(VaeError::LatentShape {
+                channels: self.latent_channels,
+                found: latents.dims().to_vec(),
+            });
+        }
+        let z = match &self.post_quant_conv {
+            Some(conv) => conv.forward(latents),
+            None => latents,
+        };
+        Ok(self.decoder.forward_inspect(z, inspect))
+    }
+}

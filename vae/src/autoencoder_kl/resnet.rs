@@ -1,0 +1,63 @@
+//! diffusers' `ResnetBlock2D` as the VAE uses it: no time embedding, output scale 1.
+
+use burn::{
+    module::Module,
+    nn::{GroupNorm, conv::Conv2d},
+    tensor::{Tensor, activation::silu, backend::Backend},
+};
+use dit_layers::{LoadError, WeightsView, conv2d, group_norm};
+
+/// `x + conv2(silu(norm2(conv1(silu(norm1(x))))))`, the skip through a 1x1 `conv_shortcut`
+/// when the channel count changes.
+#[derive(Module, Debug)]
+pub struct ResnetBlock2d<B: Backend> {
+    norm1: GroupNorm<B>,
+    conv1: Conv2d<B>,
+    norm2: GroupNorm<B>,
+    conv2: Conv2d<B>,
+    conv_shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> ResnetBlock2d<B> {
+    /// Loads the block under `w` mapping `c_in` to `c_out` channels.
+    pub fn load(
+        w: &WeightsView<'_>,
+        c_in: usize,
+        c_out: usize,
+        groups: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let conv_shortcut = if c_in == c_out {
+            None
+        } else {
+            Some(conv2d(
+                &w.at("conv_shortcut"),
+                c_in,
+                c_out,
+                1,
+                0,
+                true,
+                device,
+            )?)
+        };
+        Ok(Self {
+            norm1: group_norm(&w.at("norm1"), groups, c_in, eps, device)?,
+            conv1: conv2d(&w.at("conv1"), c_in, c_out, 3, 1, true, device)?,
+            norm2: group_norm(&w.at("norm2"), groups, c_out, eps, device)?,
+            conv2: conv2d(&w.at("conv2"), c_out, c_out, 3, 1, true, device)?,
+            conv_shortcut,
+        })
+    }
+
+    /// `[batch, c_in, h, w]` → `[batch, c_out, h, w]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let skip = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        skip + h
+    }
+}
