@@ -19,7 +19,7 @@ use super::{AutoencoderKlConfig, attention::VaeAttention, resnet::ResnetBlock2d}
 /// Epsilon of every group norm in the decoder.
 const EPS: f64 = 1e-6;
 
-/// A point in the decoder whose activations `AutoencoderKl::decode_inspect` reports.
+/// A point in the decoder whose activations [`crate::AutoencoderKl::decode_inspect`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecoderStage {
     /// After `conv_in`.
