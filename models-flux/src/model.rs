@@ -1,10 +1,7 @@
 //! diffusers `FluxTransformer2DModel`: embeddings, double- then single-stream blocks, output
 //! norm and projection; loading from both checkpoint layouts; the cache-engine interface.
 
-use std::{
-    ops::Range,
-    path::{Path, PathBuf},
-};
+use std::{ops::Range, path::Path};
 
 use burn::{
     module::Module,
@@ -198,7 +195,7 @@ impl<B: Backend> FluxTransformer<B> {
         if path.is_dir() {
             Self::load_diffusers(path, device)
         } else {
-            Self::load_bfl(&PathBuf::from(path), None, device)
+            Self::load_bfl(path, None, device)
         }
     }
 
@@ -269,7 +266,8 @@ impl<B: Backend> CacheableModel<B> for FluxTransformer<B> {
 
     /// Runs `blocks` (indices past the double-stream blocks are single-stream blocks); the
     /// streams are joined on entering the single-stream part and split again at its end, so
-    /// any split of the range computes the same as one call.
+    /// any split of the range computes the same as one call. `blocks` must lie within
+    /// `0..num_blocks()`.
     fn run_blocks(
         &self,
         ctx: &Self::Context,
