@@ -154,3 +154,59 @@ impl<B: Backend> RopeTable<B> {
         (x * cos + rotated * sin).cast(dtype)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Tensor;
+    use burn_flex::Flex;
+
+    use super::{MultiAxisRope, RopeError};
+
+    #[test]
+    fn odd_or_missing_axes_are_rejected() {
+        assert_eq!(
+            MultiAxisRope::new(vec![4, 3], 1e4),
+            Err(RopeError::AxisDim { axis: 1, dim: 3 })
+        );
+        assert_eq!(MultiAxisRope::new(vec![], 1e4), Err(RopeError::NoAxes));
+    }
+
+    #[test]
+    fn positions_need_one_column_per_axis() {
+        let rope = MultiAxisRope::new(vec![2, 2], 1e4).unwrap();
+        let ids = Tensor::<Flex, 2>::zeros([3, 3], &Default::default());
+        assert_eq!(
+            rope.table(ids).unwrap_err(),
+            RopeError::Positions {
+                shape: vec![3, 3],
+                axes: 2
+            }
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_pair_norms_and_position_zero_is_identity() {
+        let device = Default::default();
+        let rope = MultiAxisRope::new(vec![2, 4], 100.0).unwrap();
+        let table = rope
+            .table_from_positions::<Flex>(&[0.0, 0.0, 3.0, -1.5], &device)
+            .unwrap();
+        let x = Tensor::<Flex, 4>::from_floats(
+            [[[
+                [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            ]]],
+            &device,
+        );
+        let y: Vec<f32> = table.apply(x).into_data().iter::<f32>().collect();
+        assert_eq!(&y[..6], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        for pair in 0..3 {
+            let (a, b) = (y[6 + 2 * pair], y[7 + 2 * pair]);
+            let (u, v) = ((2 * pair + 1) as f32, (2 * pair + 2) as f32);
+            assert!(((a * a + b * b) - (u * u + v * v)).abs() < 1e-4);
+        }
+        // Axis 0 rotates its only pair by 3 rad.
+        let (s, c) = (3.0f32.sin(), 3.0f32.cos());
+        assert!((y[6] - (c - 2.0 * s)).abs() < 1e-5 && (y[7] - (2.0 * c + s)).abs() < 1e-5);
+    }
+}
