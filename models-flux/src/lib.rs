@@ -4,7 +4,8 @@
 //!
 //! Loads diffusers folders ([`FluxTransformer::load_diffusers`]) and Black Forest Labs' single
 //! files ([`FluxTransformer::load_bfl`]); [`FluxTransformer::random`] builds a model of any
-//! [`FluxConfig`] with random weights for benchmarks.
+//! [`FluxConfig`] with random weights for benchmarks. [`FluxPipeline`] runs the whole
+//! prompt-to-image pipeline from a diffusers-layout folder.
 
 mod adaln;
 mod attention;
@@ -12,7 +13,9 @@ mod bfl;
 mod config;
 mod double_block;
 mod input;
+mod latents;
 mod model;
+pub mod pipeline;
 mod single_block;
 
 pub use adaln::{AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, Modulation};
@@ -22,4 +25,5 @@ pub use config::{FluxConfig, MLP_RATIO, ROPE_THETA};
 pub use double_block::{FeedForward, FluxTransformerBlock};
 pub use input::{CheckedInput, FluxInput, InputError};
 pub use model::{FluxContext, FluxState, FluxTransformer, Layout};
+pub use pipeline::{FluxOutput, FluxPipeline, FluxRequest};
 pub use single_block::FluxSingleTransformerBlock;

@@ -6,6 +6,7 @@
 
 mod backend;
 mod fixtures;
+mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -19,12 +20,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate an image or video from a prompt.
+    #[command(subcommand)]
+    Run(run::RunCommand),
     /// Regenerate the reference fixtures (needs the Python environment).
     Fixtures(fixtures::FixturesArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Run(command) => run::run(command),
         Command::Fixtures(args) => fixtures::run(&args),
     }
 }

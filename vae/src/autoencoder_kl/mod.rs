@@ -36,6 +36,7 @@ pub struct AutoencoderKl<B: Backend> {
     latent_channels: usize,
     scaling_factor: f64,
     shift_factor: Option<f64>,
+    scale_factor: usize,
 }
 
 impl<B: Backend> AutoencoderKl<B> {
@@ -95,7 +96,14 @@ impl<B: Backend> AutoencoderKl<B> {
             latent_channels: c,
             scaling_factor: config.scaling_factor,
             shift_factor: config.shift_factor,
+            scale_factor: 1 << config.block_out_channels.len().saturating_sub(1),
         })
+    }
+
+    /// Pixels per latent cell along each side: `2^(n-1)` for `n` entries of
+    /// `block_out_channels` (8 for FLUX.1), the pipelines' `vae_scale_factor`.
+    pub fn scale_factor(&self) -> usize {
+        self.scale_factor
     }
 
     /// Undoes the pipeline's latent scaling: `latents / scaling_factor + shift_factor` (the

@@ -1,0 +1,12 @@
+//! Seeded Gaussian noise for the initial latents.
+
+use burn::tensor::{Distribution, TensorData};
+use rand::{SeedableRng, rngs::StdRng};
+
+/// Standard-normal f32 noise of `shape`, drawn on the host from a generator seeded with `seed`,
+/// so a seed gives the same latents on every backend. (It does not reproduce PyTorch's
+/// generator; pass `--init-noise` to start from noise made elsewhere.)
+pub fn gaussian_noise(shape: &[usize], seed: u64) -> TensorData {
+    let mut rng = StdRng::seed_from_u64(seed);
+    TensorData::random::<f32, _, _>(shape.to_vec(), Distribution::Normal(0.0, 1.0), &mut rng)
+}
