@@ -32,8 +32,14 @@ fn loads_f32_f16_and_bf16_into_the_device_dtype() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
     let v = [1.5f32, -2.25, 0.125, 3.0];
-    let half: Vec<u8> = v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect();
-    let brain: Vec<u8> = v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect();
+    let half: Vec<u8> = v
+        .iter()
+        .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+        .collect();
+    let brain: Vec<u8> = v
+        .iter()
+        .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+        .collect();
     write(
         &path,
         &[
@@ -80,14 +86,32 @@ fn linear_takes_pytorch_layout_and_fused_rows() {
 #[test]
 fn sharded_folder_with_index_and_prefix_stripping() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("m-1.safetensors"), &[("model.diffusion_model.x", Dtype::F32, vec![1], f32_bytes(&[1.0]))]);
-    write(&dir.path().join("m-2.safetensors"), &[("model.diffusion_model.y", Dtype::F32, vec![1], f32_bytes(&[2.0]))]);
+    write(
+        &dir.path().join("m-1.safetensors"),
+        &[(
+            "model.diffusion_model.x",
+            Dtype::F32,
+            vec![1],
+            f32_bytes(&[1.0]),
+        )],
+    );
+    write(
+        &dir.path().join("m-2.safetensors"),
+        &[(
+            "model.diffusion_model.y",
+            Dtype::F32,
+            vec![1],
+            f32_bytes(&[2.0]),
+        )],
+    );
     fs::write(
         dir.path().join("m.safetensors.index.json"),
         r#"{"metadata": {}, "weight_map": {"model.diffusion_model.x": "m-1.safetensors", "model.diffusion_model.y": "m-2.safetensors"}}"#,
     )
     .unwrap();
-    let w = Weights::open(dir.path()).unwrap().strip_prefix("model.diffusion_model.");
+    let w = Weights::open(dir.path())
+        .unwrap()
+        .strip_prefix("model.diffusion_model.");
     assert_eq!(w.keys(), vec!["x", "y"]);
     let dev = Default::default();
     assert_eq!(values(w.tensor::<B, 1>("y", [1], &dev).unwrap()), vec![2.0]);
@@ -104,15 +128,31 @@ fn sharded_folder_with_index_and_prefix_stripping() {
 fn bad_files_and_tensors_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
-    write(&path, &[("t", Dtype::F32, vec![2, 3], f32_bytes(&[0.0; 6])), ("i", Dtype::I64, vec![1], vec![0; 8])]);
+    write(
+        &path,
+        &[
+            ("t", Dtype::F32, vec![2, 3], f32_bytes(&[0.0; 6])),
+            ("i", Dtype::I64, vec![1], vec![0; 8]),
+        ],
+    );
     let w = Weights::open(&path).unwrap();
     let dev = Default::default();
 
     let err = w.tensor::<B, 2>("t", [3, 2], &dev).err().unwrap();
     let msg = err.to_string();
-    assert!(msg.contains("\"t\"") && msg.contains("[2, 3]") && msg.contains("[3, 2]"), "{msg}");
-    let msg = w.tensor::<B, 1>("missing", [1], &dev).err().unwrap().to_string();
-    assert!(msg.contains("\"missing\"") && msg.contains("w.safetensors"), "{msg}");
+    assert!(
+        msg.contains("\"t\"") && msg.contains("[2, 3]") && msg.contains("[3, 2]"),
+        "{msg}"
+    );
+    let msg = w
+        .tensor::<B, 1>("missing", [1], &dev)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("\"missing\"") && msg.contains("w.safetensors"),
+        "{msg}"
+    );
     let msg = w.tensor::<B, 1>("i", [1], &dev).err().unwrap().to_string();
     assert!(msg.contains("\"i\"") && msg.contains("I64"), "{msg}");
 
@@ -121,14 +161,26 @@ fn bad_files_and_tensors_are_named_errors() {
     let cut = dir.path().join("cut.safetensors");
     fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
     let err = Weights::open(&cut).err().unwrap();
-    assert!(matches!(err, LoadError::Corrupt { .. }) && err.to_string().contains("cut.safetensors"), "{err}");
+    assert!(
+        matches!(err, LoadError::Corrupt { .. }) && err.to_string().contains("cut.safetensors"),
+        "{err}"
+    );
     // Garbage header.
     let junk = dir.path().join("junk.safetensors");
     fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!").unwrap();
-    assert!(matches!(Weights::open(&junk).err().unwrap(), LoadError::Corrupt { .. }));
+    assert!(matches!(
+        Weights::open(&junk).err().unwrap(),
+        LoadError::Corrupt { .. }
+    ));
     // Missing file, empty folder.
-    let msg = Weights::open(&dir.path().join("nope.safetensors")).err().unwrap().to_string();
+    let msg = Weights::open(&dir.path().join("nope.safetensors"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("nope.safetensors"), "{msg}");
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(Weights::open(empty.path()).err().unwrap(), LoadError::NoWeights(_)));
+    assert!(matches!(
+        Weights::open(empty.path()).err().unwrap(),
+        LoadError::NoWeights(_)
+    ));
 }

@@ -42,11 +42,17 @@ mod tests {
     fn pack_groups_2x2_patches_channel_major_and_unpack_inverts_it() {
         let dev = Default::default();
         let values: Vec<f32> = (0..2 * 4 * 6).map(|v| v as f32).collect();
-        let latents = Tensor::<Flex, 4>::from_data(TensorData::new(values.clone(), [1, 2, 4, 6]), &dev);
+        let latents =
+            Tensor::<Flex, 4>::from_data(TensorData::new(values.clone(), [1, 2, 4, 6]), &dev);
         let packed = pack(latents);
         assert_eq!(packed.dims(), [1, 6, 8]);
         // Token 1 is the patch at row 0, columns 2..4: channel 0 then channel 1, each row-major.
-        let token1: Vec<f32> = packed.clone().slice([0..1, 1..2, 0..8]).into_data().to_vec().unwrap();
+        let token1: Vec<f32> = packed
+            .clone()
+            .slice([0..1, 1..2, 0..8])
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert_eq!(token1, vec![2.0, 3.0, 8.0, 9.0, 26.0, 27.0, 32.0, 33.0]);
         let back: Vec<f32> = unpack(packed, 4, 6).into_data().to_vec().unwrap();
         assert_eq!(back, values);

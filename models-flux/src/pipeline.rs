@@ -108,29 +108,51 @@ pub struct FluxPipeline<B: Backend> {
 impl<B: Backend> FluxPipeline<B> {
     /// Loads a diffusers-layout FLUX pipeline folder; `transformer_file` replaces its
     /// `transformer/` with a single-file checkpoint (BFL's `flux1-dev.safetensors`).
-    pub fn load(folder: &Path, transformer_file: Option<&Path>, device: &B::Device) -> Result<Self, PipelineError> {
+    pub fn load(
+        folder: &Path,
+        transformer_file: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self, PipelineError> {
         let part = |component: &'static str, what: &'static str| {
             let path = folder.join(component.trim_end_matches('/'));
             if path.exists() {
                 Ok(path)
             } else {
-                Err(PipelineError::MissingComponent { folder: folder.to_path_buf(), component, what })
+                Err(PipelineError::MissingComponent {
+                    folder: folder.to_path_buf(),
+                    component,
+                    what,
+                })
             }
         };
         part("model_index.json", "the pipeline index")?;
         part("scheduler/", "the scheduler configuration")?;
-        let clip_tokenizer = PromptTokenizer::clip(&part("tokenizer/", "the CLIP tokenizer")?, CLIP_MAX_LENGTH)?;
+        let clip_tokenizer =
+            PromptTokenizer::clip(&part("tokenizer/", "the CLIP tokenizer")?, CLIP_MAX_LENGTH)?;
         part("tokenizer_2/", "the T5 tokenizer")?;
         let clip = ClipTextModel::load(&part("text_encoder/", "the CLIP text encoder")?, device)?;
         let t5 = T5EncoderModel::load(&part("text_encoder_2/", "the T5 text encoder")?, device)?;
         let transformer = match transformer_file {
             Some(file) => FluxTransformer::load(file, device)?,
-            None => FluxTransformer::load_diffusers(&part("transformer/", "the FLUX transformer")?, device)?,
+            None => FluxTransformer::load_diffusers(
+                &part("transformer/", "the FLUX transformer")?,
+                device,
+            )?,
         };
         let vae = AutoencoderKl::load(&part("vae/", "the VAE")?, device)?;
         // Fail now, not after the text encoders ran, on a scheduler configuration we cannot run.
-        FlowMatchEulerDiscreteScheduler::from_file(&folder.join("scheduler/scheduler_config.json"))?;
-        Ok(Self { folder: folder.to_path_buf(), clip_tokenizer, clip, t5, transformer, vae, device: device.clone() })
+        FlowMatchEulerDiscreteScheduler::from_file(
+            &folder.join("scheduler/scheduler_config.json"),
+        )?;
+        Ok(Self {
+            folder: folder.to_path_buf(),
+            clip_tokenizer,
+            clip,
+            t5,
+            transformer,
+            vae,
+            device: device.clone(),
+        })
     }
 
     /// The transformer.
@@ -154,7 +176,12 @@ impl<B: Backend> FluxPipeline<B> {
             )));
         }
         let channels = self.transformer.config().in_channels / 4;
-        Ok([1, channels, height / self.vae_scale_factor(), width / self.vae_scale_factor()])
+        Ok([
+            1,
+            channels,
+            height / self.vae_scale_factor(),
+            width / self.vae_scale_factor(),
+        ])
     }
 
     /// Runs the pipeline with the cache `policy`, calling `on_step(done, total)` after each
@@ -177,18 +204,25 @@ impl<B: Backend> FluxPipeline<B> {
                 request.height
             )));
         }
-        let guidance = resolve_guidance(self.transformer.config().guidance_embeds, request.guidance)?;
+        let guidance =
+            resolve_guidance(self.transformer.config().guidance_embeds, request.guidance)?;
         let (pooled, text) = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
         let [_, _, h, w] = shape;
         let mut sample = latents::pack(request.noise.clone());
         let img_ids = latents::image_ids::<B>(h, w, &self.device);
         let txt_ids = Tensor::<B, 2>::zeros([text.dims()[1], 3], &self.device);
 
-        let mut scheduler = FlowMatchEulerDiscreteScheduler::from_file(&self.folder.join("scheduler/scheduler_config.json"))?;
+        let mut scheduler = FlowMatchEulerDiscreteScheduler::from_file(
+            &self.folder.join("scheduler/scheduler_config.json"),
+        )?;
         let sigmas = linspace_sigmas(request.steps);
         let mu = scheduler.mu_for_seq_len(sample.dims()[1]);
         scheduler.set_timesteps(request.steps, Some(sigmas), Some(mu))?;
-        let mut session = CacheSession::new(policy, request.steps, dicache_core::CacheableModel::num_blocks(&self.transformer))?;
+        let mut session = CacheSession::new(
+            policy,
+            request.steps,
+            dicache_core::CacheableModel::num_blocks(&self.transformer),
+        )?;
         let timesteps = scheduler.timesteps().to_vec();
         for (i, t) in timesteps.iter().enumerate() {
             let input = self.transformer.check_input(FluxInput {
@@ -196,7 +230,8 @@ impl<B: Backend> FluxPipeline<B> {
                 encoder_hidden_states: text.clone(),
                 pooled_projections: pooled.clone(),
                 timestep: Tensor::from_data(TensorData::new(vec![*t / 1000.0], [1]), &self.device),
-                guidance: guidance.map(|g| Tensor::from_data(TensorData::new(vec![g as f32], [1]), &self.device)),
+                guidance: guidance
+                    .map(|g| Tensor::from_data(TensorData::new(vec![g as f32], [1]), &self.device)),
                 img_ids: img_ids.clone(),
                 txt_ids: txt_ids.clone(),
             })?;
@@ -205,19 +240,37 @@ impl<B: Backend> FluxPipeline<B> {
             on_step(i + 1, timesteps.len());
         }
         let final_latents = latents::unpack(sample, h, w);
-        let image = self.vae.decode(self.vae.unscale_latents(final_latents.clone()))?;
-        Ok(FluxOutput { latents: final_latents, image, trace: session.into_trace() })
+        let image = self
+            .vae
+            .decode(self.vae.unscale_latents(final_latents.clone()))?;
+        Ok(FluxOutput {
+            latents: final_latents,
+            image,
+            trace: session.into_trace(),
+        })
     }
 
     /// CLIP's pooled embedding `[1, 768]` and T5's hidden states `[1, max_len, 4096]`.
-    fn encode_prompt(&self, prompt: &str, max_sequence_length: usize) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
+    fn encode_prompt(
+        &self,
+        prompt: &str,
+        max_sequence_length: usize,
+    ) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
         if max_sequence_length == 0 {
-            return Err(PipelineError::Request("max sequence length must be at least 1".into()));
+            return Err(PipelineError::Request(
+                "max sequence length must be at least 1".into(),
+            ));
         }
-        let clip_ids = self.clip_tokenizer.encode(&[prompt])?.ids_tensor::<B>(&self.device);
+        let clip_ids = self
+            .clip_tokenizer
+            .encode(&[prompt])?
+            .ids_tensor::<B>(&self.device);
         let pooled = self.clip.forward(clip_ids)?.pooled;
-        let t5_tokenizer = PromptTokenizer::t5(&self.folder.join("tokenizer_2"), max_sequence_length)?;
-        let t5_ids = t5_tokenizer.encode(&[prompt])?.ids_tensor::<B>(&self.device);
+        let t5_tokenizer =
+            PromptTokenizer::t5(&self.folder.join("tokenizer_2"), max_sequence_length)?;
+        let t5_ids = t5_tokenizer
+            .encode(&[prompt])?
+            .ids_tensor::<B>(&self.device);
         let text = self.t5.forward(t5_ids, None)?;
         Ok((pooled, text))
     }
@@ -225,7 +278,10 @@ impl<B: Backend> FluxPipeline<B> {
 
 /// The guidance the transformer gets: the default on guidance-distilled models
 /// (`guidance_embeds`), an error when one is asked of a model without guidance embedding.
-fn resolve_guidance(guidance_embeds: bool, asked: Option<f64>) -> Result<Option<f64>, PipelineError> {
+fn resolve_guidance(
+    guidance_embeds: bool,
+    asked: Option<f64>,
+) -> Result<Option<f64>, PipelineError> {
     match (guidance_embeds, asked) {
         (true, g) => Ok(Some(g.unwrap_or(DEFAULT_GUIDANCE))),
         (false, None) => Ok(None),
@@ -247,7 +303,10 @@ mod tests {
 
     #[test]
     fn guidance_defaults_on_dev_and_is_refused_on_schnell() {
-        assert_eq!(resolve_guidance(true, None).unwrap(), Some(DEFAULT_GUIDANCE));
+        assert_eq!(
+            resolve_guidance(true, None).unwrap(),
+            Some(DEFAULT_GUIDANCE)
+        );
         assert_eq!(resolve_guidance(true, Some(5.0)).unwrap(), Some(5.0));
         assert_eq!(resolve_guidance(false, None).unwrap(), None);
         let msg = resolve_guidance(false, Some(3.5)).unwrap_err().to_string();

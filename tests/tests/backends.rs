@@ -30,7 +30,10 @@ fn layers<B: Backend>(device: &B::Device) -> Vec<Vec<f32>> {
         bias: Some(Param::from_tensor(Tensor::from_data(data(&[8], 3), device))),
         eps: 1e-6,
     };
-    let rms = RmsNorm::<B> { weight: Param::from_tensor(Tensor::from_data(data(&[8], 4), device)), eps: 1e-6 };
+    let rms = RmsNorm::<B> {
+        weight: Param::from_tensor(Tensor::from_data(data(&[8], 4), device)),
+        eps: 1e-6,
+    };
     let q = Tensor::<B, 4>::from_data(data(&[1, 2, 6, 4], 5), device);
     let k = Tensor::<B, 4>::from_data(data(&[1, 2, 7, 4], 6), device);
     let v = Tensor::<B, 4>::from_data(data(&[1, 2, 7, 4], 7), device);
@@ -51,7 +54,10 @@ fn assert_all_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert_eq!(x.len(), y.len());
         for (j, (p, q)) in x.iter().zip(y).enumerate() {
-            assert!((p - q).abs() <= tol * (1.0 + q.abs()), "output {i}[{j}]: wgpu {p} vs cpu {q}");
+            assert!(
+                (p - q).abs() <= tol * (1.0 + q.abs()),
+                "output {i}[{j}]: wgpu {p} vs cpu {q}"
+            );
         }
     }
 }

@@ -20,7 +20,8 @@ struct Settings {
 
 fn settings() -> Settings {
     let run: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(fixture("flux_pipeline/run.json")).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(fixture("flux_pipeline/run.json")).unwrap())
+            .unwrap();
     let num = |k: &str| run[k].as_f64().unwrap();
     Settings {
         prompt: run["prompt"].as_str().unwrap().to_string(),
@@ -58,38 +59,89 @@ fn pipeline() -> FluxPipeline<Cpu> {
 #[test]
 fn uncached_run_equals_diffusers() {
     let s = settings();
-    let out = pipeline().generate(&request(&s), CachePolicy::None, &mut |_, _| {}).unwrap();
+    let out = pipeline()
+        .generate(&request(&s), CachePolicy::None, &mut |_, _| {})
+        .unwrap();
     let reference = load_fixture("flux_pipeline/none.safetensors");
-    assert_close(out.latents, &reference["latents"], 1e-5, 1e-4, "final latents");
-    assert_close(unit(out.image), &reference["image"], 1e-5, 1e-4, "decoded image");
+    assert_close(
+        out.latents,
+        &reference["latents"],
+        1e-5,
+        1e-4,
+        "final latents",
+    );
+    assert_close(
+        unit(out.image),
+        &reference["image"],
+        1e-5,
+        1e-4,
+        "decoded image",
+    );
     assert!(out.trace.steps.iter().all(|e| e.computed));
 }
 
 #[test]
 fn dicache_run_equals_the_python_reference() {
     let s = settings();
-    let policy = CachePolicy::DiCache(DiCacheConfig { threshold: s.threshold, ..DiCacheConfig::flux() });
+    let policy = CachePolicy::DiCache(DiCacheConfig {
+        threshold: s.threshold,
+        ..DiCacheConfig::flux()
+    });
     let mut steps_seen = Vec::new();
-    let out = pipeline().generate(&request(&s), policy, &mut |done, total| steps_seen.push((done, total))).unwrap();
+    let out = pipeline()
+        .generate(&request(&s), policy, &mut |done, total| {
+            steps_seen.push((done, total))
+        })
+        .unwrap();
     assert_eq!(steps_seen.last(), Some(&(s.steps, s.steps)));
     let reference = load_fixture("flux_pipeline/dicache.safetensors");
-    let computed: Vec<bool> = reference["trace.computed"].iter::<f64>().map(|c| c == 1.0).collect();
+    let computed: Vec<bool> = reference["trace.computed"]
+        .iter::<f64>()
+        .map(|c| c == 1.0)
+        .collect();
     let ours: Vec<bool> = out.trace.steps.iter().map(|e| e.computed).collect();
     assert_eq!(ours, computed, "computed/skipped schedule");
-    assert!(computed.contains(&false), "the fixture must skip some steps");
+    assert!(
+        computed.contains(&false),
+        "the fixture must skip some steps"
+    );
     let column = |k: &str| -> Vec<f64> { reference[k].iter::<f64>().collect() };
-    for (e, (acc, gamma)) in out.trace.steps.iter().zip(column("trace.accumulated").into_iter().zip(column("trace.gamma"))) {
+    for (e, (acc, gamma)) in out.trace.steps.iter().zip(
+        column("trace.accumulated")
+            .into_iter()
+            .zip(column("trace.gamma")),
+    ) {
         match e.accumulated {
-            Some(a) => assert!((a - acc).abs() <= 1e-4 * acc.abs().max(1.0), "step {}: accumulated {a} vs {acc}", e.step),
+            Some(a) => assert!(
+                (a - acc).abs() <= 1e-4 * acc.abs().max(1.0),
+                "step {}: accumulated {a} vs {acc}",
+                e.step
+            ),
             None => assert!(acc.is_nan(), "step {}: reference accumulated {acc}", e.step),
         }
         match e.gamma {
-            Some(g) => assert!((g - gamma).abs() <= 1e-4, "step {}: gamma {g} vs {gamma}", e.step),
+            Some(g) => assert!(
+                (g - gamma).abs() <= 1e-4,
+                "step {}: gamma {g} vs {gamma}",
+                e.step
+            ),
             None => assert!(gamma.is_nan(), "step {}: reference gamma {gamma}", e.step),
         }
     }
-    assert_close(out.latents, &reference["latents"], 1e-5, 1e-4, "final latents (dicache)");
-    assert_close(unit(out.image), &reference["image"], 1e-5, 1e-4, "decoded image (dicache)");
+    assert_close(
+        out.latents,
+        &reference["latents"],
+        1e-5,
+        1e-4,
+        "final latents (dicache)",
+    );
+    assert_close(
+        unit(out.image),
+        &reference["image"],
+        1e-5,
+        1e-4,
+        "decoded image (dicache)",
+    );
 }
 
 /// A copy of the fixture pipeline folder to damage.
@@ -99,7 +151,11 @@ fn copy_pipeline(dst: &Path) {
         for entry in fs::read_dir(src).unwrap() {
             let entry = entry.unwrap();
             let to = dst.join(entry.file_name());
-            if entry.path().is_dir() { copy(&entry.path(), &to) } else { fs::copy(entry.path(), to).map(|_| ()).unwrap() }
+            if entry.path().is_dir() {
+                copy(&entry.path(), &to)
+            } else {
+                fs::copy(entry.path(), to).map(|_| ()).unwrap()
+            }
         }
     }
     copy(&fixture("flux_pipeline/model"), dst);
@@ -140,19 +196,38 @@ fn missing_or_broken_components_are_named() {
 fn impossible_requests_are_errors() {
     let s = settings();
     let pipe = pipeline();
-    let generate = |r: &FluxRequest<Cpu>| pipe.generate(r, CachePolicy::None, &mut |_, _| {}).err().map(|e| e.to_string());
+    let generate = |r: &FluxRequest<Cpu>| {
+        pipe.generate(r, CachePolicy::None, &mut |_, _| {})
+            .err()
+            .map(|e| e.to_string())
+    };
 
-    let odd = FluxRequest { width: s.width + 8, ..request(&s) };
+    let odd = FluxRequest {
+        width: s.width + 8,
+        ..request(&s)
+    };
     let msg = generate(&odd).unwrap();
     assert!(msg.contains("multiples of 16"), "{msg}");
-    let no_steps = FluxRequest { steps: 0, ..request(&s) };
+    let no_steps = FluxRequest {
+        steps: 0,
+        ..request(&s)
+    };
     assert!(generate(&no_steps).unwrap().contains("steps"));
-    let wrong_noise = FluxRequest { noise: Tensor::zeros([1, 16, 2, 2], &Default::default()), ..request(&s) };
+    let wrong_noise = FluxRequest {
+        noise: Tensor::zeros([1, 16, 2, 2], &Default::default()),
+        ..request(&s)
+    };
     let msg = generate(&wrong_noise).unwrap();
-    assert!(msg.contains("noise") && msg.contains("[1, 16, 8, 6]"), "{msg}");
+    assert!(
+        msg.contains("noise") && msg.contains("[1, 16, 8, 6]"),
+        "{msg}"
+    );
     let bad_cache = pipe.generate(
         &request(&s),
-        CachePolicy::DiCache(DiCacheConfig { threshold: -1.0, ..DiCacheConfig::flux() }),
+        CachePolicy::DiCache(DiCacheConfig {
+            threshold: -1.0,
+            ..DiCacheConfig::flux()
+        }),
         &mut |_, _| {},
     );
     assert!(matches!(bad_cache, Err(PipelineError::Cache(_))));

@@ -58,14 +58,22 @@ impl BackendJob for FluxJob {
         let args = self.0;
         let policy = args.common.policy(DiCacheConfig::flux())?;
         if args.out.extension().is_none() {
-            bail!("--out {} needs an image extension such as .png", args.out.display());
+            bail!(
+                "--out {} needs an image extension such as .png",
+                args.out.display()
+            );
         }
         let start = Instant::now();
         eprintln!("loading {}", args.model.display());
         let pipe = FluxPipeline::<B>::load(&args.model, args.transformer.as_deref(), &device)
             .with_context(|| format!("loading the FLUX pipeline from {}", args.model.display()))?;
         let shape = pipe.latent_shape(args.width, args.height)?;
-        let noise = output::initial_noise::<B, 4>(args.common.init_noise.as_deref(), args.common.seed, shape, &device)?;
+        let noise = output::initial_noise::<B, 4>(
+            args.common.init_noise.as_deref(),
+            args.common.seed,
+            shape,
+            &device,
+        )?;
         let request = FluxRequest {
             prompt: args.common.prompt.clone(),
             width: args.width,
@@ -76,14 +84,19 @@ impl BackendJob for FluxJob {
             noise,
         };
         let bar = output::step_bar(args.steps);
-        let result = pipe.generate(&request, policy, &mut |done, _| bar.set_position(done as u64));
+        let result = pipe.generate(&request, policy, &mut |done, _| {
+            bar.set_position(done as u64)
+        });
         bar.finish_and_clear();
         let result = result?;
         if let Some(path) = &args.common.save_latents {
             output::save_latents(result.latents.clone(), path)?;
         }
         if let Some(path) = &args.common.trace {
-            result.trace.write_json(path).with_context(|| format!("cannot write {}", path.display()))?;
+            result
+                .trace
+                .write_json(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         output::save_image(result.image, &args.out)?;
         print_summary(&result.trace, start.elapsed().as_secs_f64());

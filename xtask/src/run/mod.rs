@@ -97,10 +97,15 @@ impl CommonArgs {
                 CachePolicy::None
             }
             CacheKind::Uniform => {
-                if self.threshold.is_some() || self.probe_depth.is_some() || self.warmup_ratio.is_some() {
+                if self.threshold.is_some()
+                    || self.probe_depth.is_some()
+                    || self.warmup_ratio.is_some()
+                {
                     return misplaced("--threshold/--probe-depth/--warmup-ratio", "uniform");
                 }
-                CachePolicy::Uniform(UniformConfig { interval: self.interval.unwrap_or(2) })
+                CachePolicy::Uniform(UniformConfig {
+                    interval: self.interval.unwrap_or(2),
+                })
             }
             CacheKind::Fbcache => {
                 if self.warmup_ratio.is_some() || self.interval.is_some() {
@@ -146,11 +151,20 @@ pub fn print_summary(trace: &Trace, total_seconds: f64) {
     // computed call.
     let uncached = s.calls as f64 * per_computed;
     eprintln!("cache      {}", trace.policy.name());
-    eprintln!("steps      {} computed, {} skipped of {} transformer calls", s.computed, s.skipped, s.calls);
+    eprintln!(
+        "steps      {} computed, {} skipped of {} transformer calls",
+        s.computed, s.skipped, s.calls
+    );
     eprintln!("blocks     {} of {} run", s.blocks_run, s.blocks_uncached);
-    eprintln!("per step   {per_computed:.3} s computed, {:.3} s skipped", s.mean_skipped_ms / 1e3);
+    eprintln!(
+        "per step   {per_computed:.3} s computed, {:.3} s skipped",
+        s.mean_skipped_ms / 1e3
+    );
     eprintln!("time       {loop_seconds:.2} s in the transformer, {total_seconds:.2} s in all");
     if loop_seconds > 0.0 && s.computed > 0 {
-        eprintln!("speedup    {:.2}x over computing every step (estimated {uncached:.2} s)", uncached / loop_seconds);
+        eprintln!(
+            "speedup    {:.2}x over computing every step (estimated {uncached:.2} s)",
+            uncached / loop_seconds
+        );
     }
 }

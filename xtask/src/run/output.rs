@@ -18,8 +18,11 @@ pub fn initial_noise<B: Backend, const D: usize>(
 ) -> Result<Tensor<B, D>> {
     match file {
         Some(path) => {
-            let weights = Weights::open(path).with_context(|| format!("--init-noise {}", path.display()))?;
-            Ok(weights.tensor("latents", shape, device).with_context(|| format!("--init-noise {}", path.display()))?)
+            let weights =
+                Weights::open(path).with_context(|| format!("--init-noise {}", path.display()))?;
+            Ok(weights
+                .tensor("latents", shape, device)
+                .with_context(|| format!("--init-noise {}", path.display()))?)
         }
         None => Ok(Tensor::from_data(gaussian_noise(&shape, seed), device)),
     }
@@ -46,7 +49,8 @@ pub fn save_image<B: Backend>(image: Tensor<B, 4>, path: &Path) -> Result<()> {
     let rgb = images.remove(0);
     let img = image::RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.pixels)
         .context("image buffer size")?;
-    img.save(path).with_context(|| format!("cannot write {}", path.display()))?;
+    img.save(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
