@@ -16,6 +16,7 @@ mod linear;
 mod noise;
 mod norm;
 mod params;
+mod patch_embed;
 mod rope;
 mod weights;
 
@@ -29,5 +30,6 @@ pub use linear::{linear, linear_from_rows};
 pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{Checkpoint, ParamSource, RandomInit};
+pub use patch_embed::{PatchEmbed3d, PatchError};
 pub use rope::{MultiAxisRope, RopeError, RopeTable};
 pub use weights::{Weights, WeightsView};
