@@ -1,1 +1,28 @@
-//! placeholder
+//! WAN 2.1 text-to-video diffusion transformer in Burn, a faithful port of diffusers'
+//! `WanTransformer3DModel`, with the [`dicache_core::CacheableModel`] interface so the cache
+//! engine can probe and skip its blocks.
+//!
+//! The video tokens are the only stream: the cached state is the token sequence itself. With
+//! classifier-free guidance the conditional and unconditional passes are separate calls, each
+//! with its own cache state in a [`dicache_core::CacheSession`] (`Pass::Cond` /
+//! `Pass::Uncond`).
+//!
+//! Loads diffusers folders ([`WanTransformer::load_diffusers`]) and Wan's original single files
+//! ([`WanTransformer::load_original`]); [`WanTransformer::random`] builds a model of any
+//! [`WanConfig`] with random weights for benchmarks.
+
+mod attention;
+mod block;
+mod condition;
+mod config;
+mod input;
+mod model;
+mod params;
+
+pub use attention::WanAttention;
+pub use block::{FeedForward, Modulation, WanTransformerBlock};
+pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder, Conditioning};
+pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
+pub use input::{CheckedInput, InputError, WanInput};
+pub use model::{WanContext, WanTransformer};
+pub use params::{Layout, WanParams, original_name};

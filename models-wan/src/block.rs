@@ -1,0 +1,140 @@
+//! diffusers `WanTransformerBlock`: modulated self-attention with rotary embedding,
+//! cross-attention to the text, modulated feed-forward network.
+
+use burn::{
+    module::{Module, Param},
+    nn::Linear,
+    tensor::{Tensor, activation::gelu_approximate, backend::Backend},
+};
+use dit_layers::{LayerNorm, LoadError, ParamSource, RopeTable};
+
+use crate::{WanAttention, condition::BLOCK_MODULATIONS, params::WanParams};
+
+/// One shift/scale/gate triple, each `[batch, 1, dim]` (broadcast over the tokens).
+#[derive(Debug, Clone)]
+pub struct Modulation<B: Backend> {
+    /// Added after scaling.
+    pub shift: Tensor<B, 3>,
+    /// `x * (1 + scale)`.
+    pub scale: Tensor<B, 3>,
+    /// Multiplies the branch output before the residual add.
+    pub gate: Tensor<B, 3>,
+}
+
+impl<B: Backend> Modulation<B> {
+    /// `x * (1 + scale) + shift` for `x` `[batch, tokens, dim]`.
+    pub fn scale_shift(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        x * (self.scale.clone() + 1.0) + self.shift.clone()
+    }
+
+    /// `x * gate` for `x` `[batch, tokens, dim]`.
+    pub fn gate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        x * self.gate.clone()
+    }
+}
+
+/// diffusers `FeedForward(dim, inner_dim=ffn_dim, activation_fn="gelu-approximate")`.
+#[derive(Module, Debug)]
+pub struct FeedForward<B: Backend> {
+    /// `net.0.proj` `[dim -> ffn_dim]`.
+    pub proj_in: Linear<B>,
+    /// `net.2` `[ffn_dim -> dim]`.
+    pub proj_out: Linear<B>,
+}
+
+impl<B: Backend> FeedForward<B> {
+    /// Builds the network from `src`.
+    pub fn new(src: &impl ParamSource<B>, dim: usize, ffn_dim: usize) -> Result<Self, LoadError> {
+        Ok(Self {
+            proj_in: src.linear("net.0.proj", dim, ffn_dim, true)?,
+            proj_out: src.linear("net.2", ffn_dim, dim, true)?,
+        })
+    }
+
+    /// `[batch, tokens, dim]` to the same shape.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.proj_out
+            .forward(gelu_approximate(self.proj_in.forward(x)))
+    }
+}
+
+/// One transformer block (`blocks.N`).
+#[derive(Module, Debug)]
+pub struct WanTransformerBlock<B: Backend> {
+    /// `norm1`: layer norm without affine parameters before self-attention.
+    pub norm1: LayerNorm<B>,
+    /// `attn1`: self-attention over the video tokens.
+    pub attn1: WanAttention<B>,
+    /// `norm2`: affine layer norm before cross-attention (`cross_attn_norm`), else none.
+    pub norm2: Option<LayerNorm<B>>,
+    /// `attn2`: cross-attention to the text tokens.
+    pub attn2: WanAttention<B>,
+    /// `norm3`: layer norm without affine parameters before the FFN.
+    pub norm3: LayerNorm<B>,
+    /// `ffn`.
+    pub ffn: FeedForward<B>,
+    /// `scale_shift_table` `[1, 6, dim]`, added to the call's `timestep_proj`.
+    pub scale_shift_table: Param<Tensor<B, 3>>,
+}
+
+impl<B: Backend> WanTransformerBlock<B> {
+    /// Builds the block from `src`.
+    pub fn new(
+        src: &WanParams<'_, B>,
+        heads: usize,
+        head_dim: usize,
+        ffn_dim: usize,
+        cross_attn_norm: bool,
+        eps: f64,
+    ) -> Result<Self, LoadError> {
+        let dim = heads * head_dim;
+        Ok(Self {
+            norm1: LayerNorm::plain(eps),
+            attn1: WanAttention::new(&src.at("attn1"), heads, head_dim, eps)?,
+            norm2: cross_attn_norm
+                .then(|| src.layer_norm("norm2", dim, eps))
+                .transpose()?,
+            attn2: WanAttention::new(&src.at("attn2"), heads, head_dim, eps)?,
+            norm3: LayerNorm::plain(eps),
+            ffn: FeedForward::new(&src.at("ffn"), dim, ffn_dim)?,
+            scale_shift_table: Param::from_tensor(
+                src.parameter("scale_shift_table", [1, BLOCK_MODULATIONS, dim])?,
+            ),
+        })
+    }
+
+    /// The attention and FFN modulations of `timestep_proj` `[batch, 6, dim]`.
+    pub fn modulations(&self, timestep_proj: Tensor<B, 3>) -> (Modulation<B>, Modulation<B>) {
+        let mut m = (self.scale_shift_table.val() + timestep_proj)
+            .chunk(BLOCK_MODULATIONS, 1)
+            .into_iter();
+        let mut triple = || Modulation {
+            shift: m.next().expect("six chunks"),
+            scale: m.next().expect("six chunks"),
+            gate: m.next().expect("six chunks"),
+        };
+        let attn = triple();
+        (attn, triple())
+    }
+
+    /// Runs the block on `x` `[batch, tokens, dim]` with the text `[batch, text_tokens, dim]`,
+    /// the call's `timestep_proj` `[batch, 6, dim]` and the rotary table over the tokens.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        text: Tensor<B, 3>,
+        timestep_proj: Tensor<B, 3>,
+        rope: &RopeTable<B>,
+    ) -> Tensor<B, 3> {
+        let (msa, ffn) = self.modulations(timestep_proj);
+        let h = msa.scale_shift(self.norm1.forward(x.clone()));
+        let x = x + msa.gate(self.attn1.forward(h.clone(), h, Some(rope)));
+        let h = match &self.norm2 {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
+        let x = x + self.attn2.forward(h, text, None);
+        let h = ffn.scale_shift(self.norm3.forward(x.clone()));
+        x + ffn.gate(self.ffn.forward(h))
+    }
+}

@@ -1,0 +1,90 @@
+//! diffusers `WanTimeTextImageEmbedding` (text-to-video part): the timestep conditioning and
+//! its six modulation vectors per token channel, and the projection of the text embeddings.
+
+use burn::{
+    module::Module,
+    nn::Linear,
+    tensor::{Tensor, activation::silu, backend::Backend},
+};
+use dit_layers::{EmbeddingMlp, LoadError, MlpActivation, ParamSource, SinusoidalTimesteps};
+
+/// Number of modulation vectors each block reads (shift, scale, gate of attention and FFN).
+pub const BLOCK_MODULATIONS: usize = 6;
+
+/// The conditioning of one call.
+#[derive(Debug, Clone)]
+pub struct Conditioning<B: Backend> {
+    /// `temb`: the embedded timestep `[batch, dim]` (the head's modulation reads it).
+    pub temb: Tensor<B, 2>,
+    /// `timestep_proj`: the blocks' modulation `[batch, 6, dim]`.
+    pub timestep_proj: Tensor<B, 3>,
+    /// The projected text embeddings `[batch, text_tokens, dim]`.
+    pub text: Tensor<B, 3>,
+}
+
+/// `condition_embedder`: `timesteps_proj` (sinusoidal, `freq_dim` channels, cosines first)
+/// → `time_embedder` (SiLU MLP) → `time_proj(silu(.))` to `6 dim`; `text_embedder` (GELU-tanh
+/// MLP) on the text embeddings.
+#[derive(Module, Debug)]
+pub struct ConditionEmbedder<B: Backend> {
+    /// `timesteps_proj`.
+    #[module(skip)]
+    pub timesteps_proj: SinusoidalTimesteps,
+    /// `time_embedder`: `freq_dim -> dim -> dim`, SiLU.
+    pub time_embedder: EmbeddingMlp<B>,
+    /// `time_proj`: `[dim -> 6 dim]`.
+    pub time_proj: Linear<B>,
+    /// `text_embedder`: `text_dim -> dim -> dim`, GELU (tanh).
+    pub text_embedder: EmbeddingMlp<B>,
+}
+
+impl<B: Backend> ConditionEmbedder<B> {
+    /// Builds the embedder of width `dim` from `src`.
+    pub fn new(
+        src: &impl ParamSource<B>,
+        dim: usize,
+        freq_dim: usize,
+        text_dim: usize,
+    ) -> Result<Self, LoadError> {
+        Ok(Self {
+            timesteps_proj: SinusoidalTimesteps {
+                num_channels: freq_dim,
+                ..SinusoidalTimesteps::standard()
+            },
+            time_embedder: EmbeddingMlp::new(
+                &src.at("time_embedder"),
+                freq_dim,
+                dim,
+                dim,
+                MlpActivation::Silu,
+            )?,
+            time_proj: src.linear("time_proj", dim, BLOCK_MODULATIONS * dim, true)?,
+            text_embedder: EmbeddingMlp::new(
+                &src.at("text_embedder"),
+                text_dim,
+                dim,
+                dim,
+                MlpActivation::GeluTanh,
+            )?,
+        })
+    }
+
+    /// The conditioning of timesteps `[batch]` (as the pipeline passes them, 0..1000) and text
+    /// embeddings `[batch, text_tokens, text_dim]`.
+    pub fn forward(&self, timestep: Tensor<B, 1>, text: Tensor<B, 3>) -> Conditioning<B> {
+        let [batch] = timestep.dims();
+        let temb = self
+            .time_embedder
+            .forward(self.timesteps_proj.forward(timestep).cast(text.dtype()));
+        let dim = temb.dims()[1];
+        let timestep_proj =
+            self.time_proj
+                .forward(silu(temb.clone()))
+                .reshape([batch, BLOCK_MODULATIONS, dim]);
+        Conditioning {
+            temb,
+            timestep_proj,
+            text: self.text_embedder.forward(text),
+        }
+    }
+}
