@@ -7,8 +7,10 @@ use burn::{
     tensor::{Bool, Tensor, TensorData, backend::Backend},
 };
 use burn_wgpu::{Wgpu, WgpuDevice};
-use dicache_tests::Cpu;
+use dicache_core::{CachePolicy, DiCacheConfig};
+use dicache_tests::{Cpu, fixture, load_fixture};
 use dit_layers::{LayerNorm, RmsNorm, attention};
+use models_flux::{FluxPipeline, FluxRequest};
 
 /// Deterministic values in [-1, 1).
 fn data(shape: &[usize], seed: u32) -> TensorData {
@@ -67,4 +69,44 @@ fn layers_agree_on_wgpu_and_cpu() {
     let cpu = layers::<Cpu>(&Default::default());
     let gpu = layers::<Wgpu>(&WgpuDevice::default());
     assert_all_close(&gpu, &cpu, 1e-5);
+}
+
+/// The tiny FLUX pipeline fixture with DiCache on backend `B`: final latents, decoded image and
+/// the computed/skipped schedule.
+fn flux_pipeline<B: Backend>(device: &B::Device) -> (Vec<Vec<f32>>, Vec<bool>) {
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("flux_pipeline/run.json")).unwrap())
+            .unwrap();
+    let num = |k: &str| run[k].as_f64().unwrap();
+    let noise = load_fixture("flux_pipeline/noise.safetensors")["latents"].clone();
+    let pipe = FluxPipeline::<B>::load(&fixture("flux_pipeline/model"), None, device).unwrap();
+    let request = FluxRequest {
+        prompt: run["prompt"].as_str().unwrap().to_string(),
+        width: num("width") as usize,
+        height: num("height") as usize,
+        steps: num("steps") as usize,
+        guidance: Some(num("guidance")),
+        max_sequence_length: num("max_sequence_length") as usize,
+        noise: Tensor::from_data(noise, device),
+    };
+    let policy = CachePolicy::DiCache(DiCacheConfig {
+        threshold: num("threshold"),
+        ..DiCacheConfig::flux()
+    });
+    let out = pipe.generate(&request, policy, &mut |_, _| {}).unwrap();
+    let computed = out.trace.steps.iter().map(|e| e.computed).collect();
+    let tensors = [out.latents.into_data(), out.image.into_data()]
+        .into_iter()
+        .map(|d| d.to_vec::<f32>().unwrap())
+        .collect();
+    (tensors, computed)
+}
+
+#[test]
+fn flux_pipeline_with_dicache_agrees_on_wgpu_and_cpu() {
+    let (cpu, cpu_schedule) = flux_pipeline::<Cpu>(&Default::default());
+    let (gpu, gpu_schedule) = flux_pipeline::<Wgpu>(&WgpuDevice::default());
+    assert_eq!(gpu_schedule, cpu_schedule, "DiCache schedule");
+    assert!(cpu_schedule.contains(&false));
+    assert_all_close(&gpu, &cpu, 1e-4);
 }
