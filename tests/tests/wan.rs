@@ -111,6 +111,31 @@ fn original_file_matches_reference() {
 }
 
 #[test]
+fn original_file_with_comfy_prefix_matches_reference() {
+    let scratch = Scratch::copy_of("wan", "prefix");
+    let path = scratch.0.join("t2v-original.safetensors");
+    let bytes = fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let prefixed: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (format!("model.diffusion_model.{name}"), view))
+        .collect();
+    let file = scratch.0.join("prefixed.safetensors");
+    fs::write(&file, safetensors::serialize(prefixed, None).unwrap()).unwrap();
+    let model = WanTransformer::<Cpu>::load_original(&file, TINY_HEADS, &device()).unwrap();
+    let fx = load_fixture("wan/forward.safetensors");
+    let input = model.check_input(inputs(&fx)).unwrap();
+    assert_close(
+        model.forward(&input),
+        &fx["output"],
+        ATOL,
+        RTOL,
+        "prefixed forward",
+    );
+}
+
+#[test]
 fn original_config_is_inferred_from_shapes() {
     let path = fixture("wan/t2v-original.safetensors");
     let weights = Weights::open(&path).unwrap();
@@ -321,7 +346,9 @@ impl Scratch {
         fs::create_dir_all(&dir).unwrap();
         for entry in fs::read_dir(fixture(rel)).unwrap() {
             let path = entry.unwrap().path();
-            fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            if path.is_file() {
+                fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
         }
         Self(dir)
     }
