@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData};
 use dicache_tests::{Cpu, assert_close, load_fixture, tensor};
 use dit_layers::{attention, attention_with_bias};
 
@@ -126,12 +126,17 @@ fn strided_inputs() {
 #[test]
 fn other_dtypes_use_burns_kernel() {
     let f = cases();
-    let dev = Default::default();
-    let [q, k, v] = ["q", "k", "v"].map(|part| {
-        Tensor::<Cpu, 4>::from_data(f[&format!("tiles.{part}")].clone().convert::<f64>(), &dev)
-    });
-    let out = attention(q, k, v, None).cast(burn::tensor::FloatDType::F32);
-    assert_close(out, &f["tiles.out"], ATOL, RTOL, "tiles, f64");
+    let [q, k, v] = qkv(&f, "tiles").map(|t| t.cast(FloatDType::F64));
+    assert_eq!(q.dtype(), DType::F64);
+    let out = attention(q, k, v, None);
+    assert_eq!(out.dtype(), DType::F64);
+    assert_close(
+        out.cast(FloatDType::F32),
+        &f["tiles.out"],
+        ATOL,
+        RTOL,
+        "tiles, f64",
+    );
 }
 
 /// A query whose keys are all ignored gets zeros, not NaN (both kernels agree on this).
