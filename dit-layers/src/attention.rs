@@ -2,14 +2,9 @@
 //!
 //! Both entry points are generic over the backend. On Burn's Flex CPU backend with f32 tensors
 //! (a run-time check of the backend type; feature `flex`, on by default) they run this crate's
-//! multi-threaded kernel (`flex`), because Flex's own attention uses one thread. Every other
+//! multi-threaded kernel (`cpu::attention`), because Flex's own attention uses one thread. Every other
 //! backend and dtype (wgpu, CUDA, f16/bf16, autodiff) gets Burn's `module::attention`, i.e. the
 //! backend's fused kernel.
-
-#[cfg(feature = "flex")]
-mod flex;
-#[cfg(feature = "flex")]
-mod rows;
 
 use burn::tensor::{Bool, Tensor, backend::Backend, module, ops::AttentionModuleOptions};
 
@@ -53,7 +48,9 @@ fn sdpa<B: Backend>(
     scale: Option<f64>,
 ) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    if let Some(out) = flex::try_attention(&q, &k, &v, mask.as_ref(), bias.as_ref(), scale) {
+    if let Some(out) =
+        crate::cpu::attention::try_attention(&q, &k, &v, mask.as_ref(), bias.as_ref(), scale)
+    {
         return out;
     }
     let options = AttentionModuleOptions {

@@ -10,7 +10,10 @@ mod attention;
 mod config;
 mod embeddings;
 mod conv2d;
+#[cfg(feature = "flex")]
+mod cpu;
 mod error;
+mod gelu;
 mod group_norm;
 mod linear;
 mod noise;
@@ -25,6 +28,7 @@ pub use config::read_json;
 pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use conv2d::conv2d;
 pub use error::LoadError;
+pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;
 pub use linear::{linear, linear_from_rows};
 pub use noise::gaussian_noise;

@@ -1,7 +1,7 @@
-//! Row primitives of the softmax inside the CPU attention kernel: maximum, shifted exponential
-//! with its sum, and scaling, written so the compiler vectorises them (eight independent lanes,
-//! no calls into libm). On x86-64 they are compiled a second time for AVX2+FMA and picked at run
-//! time; elsewhere the portable build is used.
+//! Slice primitives of the CPU kernels: the softmax pieces of attention (maximum, shifted
+//! exponential with its sum, scaling) and the tanh GELU, written so the compiler vectorises them
+//! (eight independent lanes, no calls into libm). On x86-64 they are compiled a second time for
+//! AVX2+FMA and picked at run time; elsewhere the portable build is used.
 
 /// Lanes the loops below are written for (one AVX2 register of f32).
 const LANES: usize = 8;
@@ -28,6 +28,16 @@ pub fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
     exp_shifted_sum_portable(row, shift)
 }
 
+/// Replaces every `x` in `values` by `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
+pub fn gelu_tanh(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: as in `max`.
+        return unsafe { gelu_tanh_avx2(values) };
+    }
+    gelu_tanh_portable(values)
+}
+
 /// Multiplies every element of `row` by `factor`.
 pub fn scale(row: &mut [f32], factor: f32) {
     row.iter_mut().for_each(|x| *x *= factor);
@@ -43,6 +53,31 @@ fn max_avx2(row: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 fn exp_shifted_sum_avx2(row: &mut [f32], shift: f32) -> f32 {
     exp_shifted_sum_portable(row, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gelu_tanh_avx2(values: &mut [f32]) {
+    gelu_tanh_portable(values)
+}
+
+#[inline(always)]
+fn gelu_tanh_portable(values: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for x in values.iter_mut() {
+        let v = *x;
+        let inner = SQRT_2_OVER_PI * (v + 0.044_715 * v * v * v);
+        *x = 0.5 * v * (1.0 + tanh(inner));
+    }
+}
+
+/// `tanh(y) = sign(y) (1 - e) / (1 + e)` with `e = exp(-2|y|) <= 1`: absolute error about
+/// 1e-7 (relative error grows near 0, where callers add 1 to it).
+#[inline(always)]
+fn tanh(y: f32) -> f32 {
+    let e = exp_nonpositive(-2.0 * y.abs());
+    let t = (1.0 - e) / (1.0 + e);
+    if y < 0.0 { -t } else { t }
 }
 
 #[inline(always)]
@@ -126,6 +161,25 @@ mod tests {
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpositive(-100.0), 0.0);
         assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+
+    #[test]
+    fn gelu_matches_the_formula_in_f64() {
+        let mut xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 5e-3).collect();
+        xs.extend([-30.0, 30.0, f32::MIN_POSITIVE, -1e-9]);
+        let want: Vec<f64> = xs
+            .iter()
+            .map(|&x| {
+                let x = x as f64;
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            })
+            .collect();
+        gelu_tanh(&mut xs);
+        for (got, want) in xs.iter().zip(&want) {
+            let err = (*got as f64 - want).abs();
+            assert!(err <= 1e-6 + 1e-6 * want.abs(), "{got} vs {want}");
+        }
     }
 
     #[test]

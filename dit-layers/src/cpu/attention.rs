@@ -8,13 +8,11 @@
 //! (see `rows`). Inputs are read through their strides, so `[batch, seq, heads, dim]` tensors
 //! viewed as `[batch, heads, seq, dim]` need no copy.
 
-use std::any::{Any, TypeId};
-
-use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
-use burn_flex::{Flex, FlexTensor};
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::rows;
+use super::{cast, from_flex, is_flex_f32, rows, to_flex};
 
 /// Queries per task. The score tile `[QUERY_BLOCK, KEY_TILE]` (512 KiB) stays in L2, and each
 /// packed K and V tile serves 256 queries. Measured on a 2-core Zen 4 at `[1, 24, 1024, 128]`
@@ -25,7 +23,7 @@ const QUERY_BLOCK: usize = 256;
 const KEY_TILE: usize = 512;
 
 /// `Some(output)` when the inputs are f32 tensors of the Flex backend (then computed here),
-/// `None` otherwise. Shapes as in [`super::attention_with_bias`]; `scale` defaults to
+/// `None` otherwise. Shapes as in [`crate::attention_with_bias`]; `scale` defaults to
 /// `1 / sqrt(head_dim)`.
 pub fn try_attention<B: Backend>(
     q: &Tensor<B, 4>,
@@ -35,27 +33,25 @@ pub fn try_attention<B: Backend>(
     bias: Option<&Tensor<B, 4>>,
     scale: Option<f64>,
 ) -> Option<Tensor<B, 4>> {
-    if TypeId::of::<B>() != TypeId::of::<Flex>()
-        || [Some(q), Some(k), Some(v), bias]
-            .iter()
-            .flatten()
-            .any(|t| t.dtype() != DType::F32)
+    if ![Some(q), Some(k), Some(v), bias]
+        .into_iter()
+        .flatten()
+        .all(is_flex_f32)
     {
         return None;
     }
     let extras = Extras {
         mask: mask.map(|m| cast::<B::BoolTensorPrimitive, FlexTensor>(m.clone().into_primitive())),
-        bias: bias.map(|t| to_flex::<B>(t.clone())),
+        bias: bias.map(|t| to_flex(t.clone())),
         scale: scale.map(|s| s as f32),
     };
     let out = attention_f32(
-        &to_flex::<B>(q.clone()),
-        &to_flex::<B>(k.clone()),
-        &to_flex::<B>(v.clone()),
+        &to_flex(q.clone()),
+        &to_flex(k.clone()),
+        &to_flex(v.clone()),
         &extras,
     );
-    let out = cast::<FlexTensor, B::FloatTensorPrimitive>(out);
-    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    Some(from_flex(out))
 }
 
 /// The optional parts of an attention call, as Flex tensors.
@@ -66,19 +62,6 @@ struct Extras {
     bias: Option<FlexTensor>,
     /// Score scale; `1 / sqrt(head_dim)` when `None`.
     scale: Option<f32>,
-}
-
-fn to_flex<B: Backend>(t: Tensor<B, 4>) -> FlexTensor {
-    cast::<B::FloatTensorPrimitive, FlexTensor>(t.into_primitive().tensor())
-}
-
-/// Moves `value` into type `T`; only called where `B` is `Flex`, so `A` and `T` are the same type.
-fn cast<A: 'static, T: 'static>(value: A) -> T {
-    let mut slot = Some(value);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<T>>()
-        .and_then(Option::take)
-        .expect("attention: the Flex backend's tensor primitive is FlexTensor")
 }
 
 /// A 4-d f32 (or u8 mask) tensor read through its strides; a dimension of size 1 has stride 0,
