@@ -5,6 +5,7 @@
 //! - `fixtures`: regenerates the reference fixtures with the pinned Python environment.
 
 mod backend;
+mod bench;
 mod fixtures;
 mod run;
 
@@ -25,11 +26,14 @@ enum Command {
     Run(run::RunCommand),
     /// Regenerate the reference fixtures (needs the Python environment).
     Fixtures(fixtures::FixturesArgs),
+    /// Benchmark against PyTorch on this machine; results under `bench/`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(command) => run::run(command),
         Command::Fixtures(args) => fixtures::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -1,0 +1,169 @@
+//! `cargo xtask bench <name>`: times a workload in Burn on the chosen backend and, when the
+//! Python environment (`.venv`) exists, the same workload in PyTorch on the same machine in the
+//! same run; writes `bench/results/<name>.json` and regenerates `bench/RESULTS.md`.
+//!
+//! Every timing is the median of `--repeat` runs after `--warmup` untimed runs; the JSON keeps
+//! all samples.
+
+mod attention;
+mod flux_forward;
+mod report;
+mod timing;
+mod torch;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::tensor::backend::Backend;
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::backend::{BackendJob, BackendKind, Dtype, dispatch};
+use crate::fixtures::workspace_root;
+
+pub use timing::Samples;
+
+/// Arguments of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The benchmark to run.
+    #[arg(value_enum)]
+    pub name: BenchName,
+    /// Timed runs per case (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Folder of the results: `<out>/results/<name>.json` and `<out>/RESULTS.md`.
+    #[arg(long, default_value = "bench")]
+    pub out: PathBuf,
+    /// Backend of the Burn side.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Float dtype of both sides.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+    /// Skip the PyTorch side even when `.venv` exists.
+    #[arg(long)]
+    pub no_torch: bool,
+}
+
+/// The benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchName {
+    /// Scaled dot-product attention, `[1, 24, seq, 128]`, against `F.scaled_dot_product_attention`.
+    Attention,
+    /// One forward of a medium FLUX transformer with random weights, against diffusers'
+    /// `FluxTransformer2DModel`.
+    FluxForward,
+}
+
+impl BenchName {
+    /// The name used for files and in the report (`flux-forward`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attention => "attention",
+            Self::FluxForward => "flux-forward",
+        }
+    }
+
+    /// The PyTorch side: `fixtures/bench_<name>.py`.
+    fn script(self) -> PathBuf {
+        let file = format!("bench_{}.py", self.as_str().replace('-', "_"));
+        workspace_root().join("fixtures").join(file)
+    }
+
+    /// The cases of this benchmark, each with the parameters the PyTorch script receives.
+    fn cases(self) -> Vec<Case> {
+        match self {
+            Self::Attention => attention::cases(),
+            Self::FluxForward => flux_forward::cases(),
+        }
+    }
+}
+
+/// One measured configuration of a benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct Case {
+    /// Short name shown in the report (`seq 1024`).
+    pub name: String,
+    /// What the PyTorch script needs to build the same workload (and what the report records).
+    pub params: serde_json::Value,
+}
+
+/// Runs the benchmark `args.name` and writes its results.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
+    let cases = args.name.cases();
+    let job = BurnSide {
+        bench: args.name,
+        cases: &cases,
+        warmup: args.warmup,
+        repeat: args.repeat,
+    };
+    let burn = dispatch(args.backend, args.dtype, job)?;
+    let python = workspace_root().join(".venv/bin/python");
+    let torch = if args.no_torch || !python.exists() {
+        eprintln!("bench: no PyTorch side (no .venv or --no-torch)");
+        None
+    } else {
+        let device = torch::device_for(args.backend);
+        Some(torch::run(
+            &python,
+            &args.name.script(),
+            &cases,
+            &torch::Settings {
+                warmup: args.warmup,
+                repeat: args.repeat,
+                dtype: args.dtype,
+                device,
+            },
+        )?)
+    };
+    let result = report::BenchResult::new(args, &cases, burn, torch)?;
+    let out = workspace_root().join(&args.out);
+    result.write(&out)?;
+    report::write_summary(&out)?;
+    result.print();
+    Ok(())
+}
+
+/// The Burn side of a benchmark, run on the backend the user picked.
+struct BurnSide<'a> {
+    bench: BenchName,
+    cases: &'a [Case],
+    warmup: usize,
+    repeat: usize,
+}
+
+impl BackendJob for BurnSide<'_> {
+    type Output = BurnTimings;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<BurnTimings> {
+        let samples = self
+            .cases
+            .iter()
+            .map(|case| {
+                eprintln!("bench: burn {} {}", self.bench.as_str(), case.name);
+                let timer = timing::Timer::<B>::new(&device, self.warmup, self.repeat);
+                match self.bench {
+                    BenchName::Attention => attention::time::<B>(case, &timer),
+                    BenchName::FluxForward => flux_forward::time::<B>(case, &timer),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BurnTimings {
+            backend: B::name(&device),
+            samples,
+        })
+    }
+}
+
+/// What the Burn side measured: the backend's own name and one sample set per case.
+pub struct BurnTimings {
+    /// `B::name(device)`, e.g. `flex<f32>`.
+    pub backend: String,
+    /// Per case, in the order of the cases.
+    pub samples: Vec<Samples>,
+}
