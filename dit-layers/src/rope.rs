@@ -141,6 +141,11 @@ impl<B: Backend> RopeTable<B> {
     /// Rotates `x` `[batch, heads, tokens, head_dim]` (computed in f32, returned in `x`'s dtype):
     /// each pair `(a, b)` becomes `(a cos - b sin, b cos + a sin)`.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        #[cfg(feature = "flex")]
+        let x = match crate::cpu::rope::try_rotate_pairs(x, &self.cos, &self.sin) {
+            Ok(rotated) => return rotated,
+            Err(x) => x,
+        };
         let dtype = x.dtype();
         let [batch, heads, tokens, head_dim] = x.dims();
         let x = x.cast(FloatDType::F32);

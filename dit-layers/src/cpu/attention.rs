@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{cast, from_flex, is_flex_f32, rows, to_flex};
+use super::{Strided, cast, dims, from_flex, is_flex_f32, readable, rows, to_flex};
 
 /// Queries per task. The score tile `[QUERY_BLOCK, KEY_TILE]` (512 KiB) stays in L2, and each
 /// packed K and V tile serves 256 queries. Measured on a 2-core Zen 4 at `[1, 24, 1024, 128]`
@@ -64,50 +64,6 @@ struct Extras {
     scale: Option<f32>,
 }
 
-/// A 4-d f32 (or u8 mask) tensor read through its strides; a dimension of size 1 has stride 0,
-/// so masks broadcast over batch, heads and queries.
-struct Strided<'a, T> {
-    data: &'a [T],
-    offset: usize,
-    strides: [usize; 4],
-}
-
-impl<'a, T> Strided<'a, T> {
-    /// Views `t` (non-negative strides) whose storage is `data`.
-    fn new(t: &'a FlexTensor, data: &'a [T]) -> Self {
-        let layout = t.layout();
-        let shape = layout.shape();
-        let mut strides = [0usize; 4];
-        for (d, s) in strides.iter_mut().enumerate() {
-            let stride = layout.strides()[d];
-            *s = if shape[d] == 1 { 0 } else { stride as usize };
-        }
-        Self {
-            data,
-            offset: layout.start_offset(),
-            strides,
-        }
-    }
-
-    /// The element offset of `[b, h, i, j]` in `data`.
-    fn at(&self, b: usize, h: usize, i: usize, j: usize) -> usize {
-        self.offset
-            + b * self.strides[0]
-            + h * self.strides[1]
-            + i * self.strides[2]
-            + j * self.strides[3]
-    }
-}
-
-/// `t` itself when all its strides are non-negative, else a contiguous copy.
-fn readable(t: &FlexTensor) -> FlexTensor {
-    if t.layout().has_positive_strides() {
-        t.clone()
-    } else {
-        t.to_contiguous()
-    }
-}
-
 /// `t` readable through its strides, after checking that it broadcasts to `target`.
 fn broadcastable(t: &FlexTensor, what: &str, target: [usize; 4]) -> FlexTensor {
     for (i, (got, want)) in dims(t).into_iter().zip(target).enumerate() {
@@ -117,12 +73,6 @@ fn broadcastable(t: &FlexTensor, what: &str, target: [usize; 4]) -> FlexTensor {
         );
     }
     readable(t)
-}
-
-fn dims(t: &FlexTensor) -> [usize; 4] {
-    let s = t.layout().shape();
-    assert_eq!(s.num_dims(), 4, "attention: inputs must be 4-d, got {s:?}");
-    [s[0], s[1], s[2], s[3]]
 }
 
 /// Attention of f32 Flex tensors: `q` `[b, h, sq, d]`, `k` `[b, h, sk, d]`, `v` `[b, h, sk, dv]`.

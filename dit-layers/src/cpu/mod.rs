@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod gelu;
+pub mod rope;
 mod rows;
 
 use std::any::{Any, TypeId};
@@ -36,4 +37,55 @@ fn cast<A: 'static, T: 'static>(value: A) -> T {
         .downcast_mut::<Option<T>>()
         .and_then(Option::take)
         .expect("the Flex backend's tensor primitive is FlexTensor")
+}
+
+/// A 4-d f32 (or u8 mask) tensor read through its strides; a dimension of size 1 has stride 0,
+/// so masks broadcast over batch, heads and queries.
+pub struct Strided<'a, T> {
+    pub data: &'a [T],
+    offset: usize,
+    pub strides: [usize; 4],
+}
+
+impl<'a, T> Strided<'a, T> {
+    /// Views `t` (non-negative strides) whose storage is `data`.
+    pub fn new(t: &'a FlexTensor, data: &'a [T]) -> Self {
+        let layout = t.layout();
+        let shape = layout.shape();
+        let mut strides = [0usize; 4];
+        for (d, s) in strides.iter_mut().enumerate() {
+            let stride = layout.strides()[d];
+            *s = if shape[d] == 1 { 0 } else { stride as usize };
+        }
+        Self {
+            data,
+            offset: layout.start_offset(),
+            strides,
+        }
+    }
+
+    /// The element offset of `[b, h, i, j]` in `data`.
+    pub fn at(&self, b: usize, h: usize, i: usize, j: usize) -> usize {
+        self.offset
+            + b * self.strides[0]
+            + h * self.strides[1]
+            + i * self.strides[2]
+            + j * self.strides[3]
+    }
+}
+
+/// `t` itself when all its strides are non-negative, else a contiguous copy.
+fn readable(t: &FlexTensor) -> FlexTensor {
+    if t.layout().has_positive_strides() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The shape of a 4-d tensor.
+fn dims(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    assert_eq!(s.num_dims(), 4, "attention: inputs must be 4-d, got {s:?}");
+    [s[0], s[1], s[2], s[3]]
 }
