@@ -80,7 +80,7 @@ impl MlpActivation {
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             MlpActivation::Silu => activation::silu(x),
-            MlpActivation::GeluTanh => activation::gelu_approximate(x),
+            MlpActivation::GeluTanh => crate::gelu_tanh(x),
         }
     }
 }
