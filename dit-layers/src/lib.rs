@@ -10,6 +10,7 @@ mod attention;
 mod config;
 mod embeddings;
 mod conv2d;
+mod conv3d;
 #[cfg(feature = "flex")]
 mod cpu;
 mod error;
@@ -27,6 +28,7 @@ pub use attention::{attention, attention_with_bias};
 pub use config::read_json;
 pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use conv2d::conv2d;
+pub use conv3d::conv3d;
 pub use error::LoadError;
 pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;

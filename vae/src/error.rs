@@ -20,6 +20,24 @@ pub enum VaeError {
         /// The shape passed.
         found: Vec<usize>,
     },
+    /// Video latents whose channel count differs from the configuration's, or with an empty
+    /// axis.
+    #[error(
+        "latents have shape {found:?}; the video decoder takes [batch, {channels}, frames, \
+         height, width] with no empty axis"
+    )]
+    VideoLatentShape {
+        /// The configuration's `z_dim`.
+        channels: usize,
+        /// The shape passed.
+        found: Vec<usize>,
+    },
+    /// Videos that are not `[batch, 3, frames, height, width]`.
+    #[error("videos have shape {found:?}; RGB conversion takes [batch, 3, frames, height, width]")]
+    VideoShape {
+        /// The shape passed.
+        found: Vec<usize>,
+    },
     /// Images that are not `[batch, 3, height, width]`.
     #[error("images have shape {found:?}; RGB conversion takes [batch, 3, height, width]")]
     ImageShape {

@@ -2,13 +2,18 @@
 //!
 //! - [`AutoencoderKl`]: diffusers' `AutoencoderKL` decoder (FLUX.1, SD-family), loaded from a
 //!   diffusers `vae/` folder (`config.json` + safetensors).
+//! - [`WanVae`]: diffusers' `AutoencoderKLWan` decoder (WAN 2.1's causal 3-D VAE), decoding
+//!   latent clips frame by frame with the causal feature cache, as diffusers does.
 //! - [`to_rgb8`]: a decoded `[-1, 1]` image batch as 8-bit RGB pixels, rounded as diffusers'
-//!   image post-processing rounds them.
+//!   image post-processing rounds them; [`video_to_rgb8`] the same for videos.
 
 mod autoencoder_kl;
+mod checkpoint;
 mod error;
 mod rgb8;
+mod wan;
 
 pub use autoencoder_kl::{AutoencoderKl, AutoencoderKlConfig, DecoderStage};
 pub use error::VaeError;
 pub use rgb8::{Rgb8Image, to_rgb8};
+pub use wan::{WanVae, WanVaeConfig, video_to_rgb8};

@@ -17,14 +17,8 @@ use dit_layers::{LoadError, Weights, conv2d};
 pub use config::AutoencoderKlConfig;
 pub use decoder::DecoderStage;
 
-use crate::VaeError;
+use crate::{VaeError, checkpoint};
 use decoder::Decoder;
-
-/// Name of the configuration file in a diffusers `vae/` folder.
-const CONFIG_FILE: &str = "config.json";
-
-/// Prefixes of the encoder-side weights a full checkpoint holds and decoding does not read.
-const ENCODER_PREFIXES: [&str; 2] = ["encoder.", "quant_conv."];
 
 /// The decoder of a diffusers `AutoencoderKL`: latents `[batch, latent_channels, h, w]` to
 /// images `[batch, out_channels, h * 2^(n-1), w * 2^(n-1)]` for `n` entries of
@@ -47,26 +41,10 @@ impl<B: Backend> AutoencoderKl<B> {
     /// real checkpoints load; encoder weights are skipped, and any other weight the
     /// configuration does not use is an error (config and weights do not match).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
-        let folder = if path.is_dir() {
-            path
-        } else {
-            path.parent().unwrap_or(Path::new("."))
-        };
-        let config = AutoencoderKlConfig::from_file(&folder.join(CONFIG_FILE))?;
+        let config = AutoencoderKlConfig::from_file(&checkpoint::config_path(path))?;
         let weights = Weights::open(path)?;
         let model = Self::from_weights(&config, &weights, device)?;
-        let unused: Vec<String> = weights
-            .unused()
-            .into_iter()
-            .filter(|k| !ENCODER_PREFIXES.iter().any(|p| k.starts_with(p)))
-            .collect();
-        if !unused.is_empty() {
-            return Err(LoadError::Unused {
-                count: unused.len(),
-                examples: unused.into_iter().take(5).collect(),
-            }
-            .into());
-        }
+        checkpoint::check_decoder_weights_used(&weights)?;
         Ok(model)
     }
 
