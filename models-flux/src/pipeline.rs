@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use dicache_core::{CacheError, CachePolicy, CacheSession, Pass, Trace};
-use dit_layers::LoadError;
-use schedulers::{FlowMatchEulerDiscreteScheduler, SchedulerError};
-use text_encoders::{ClipTextModel, PromptTokenizer, T5EncoderModel, TokenizerError};
-use thiserror::Error;
-use vae::{AutoencoderKl, VaeError};
+use dicache_core::{CachePolicy, CacheSession, Pass, Trace};
+pub use dit_pipeline::PipelineError;
+use dit_pipeline::PipelineFolder;
+use schedulers::FlowMatchEulerDiscreteScheduler;
+use text_encoders::{ClipTextModel, PromptTokenizer, T5EncoderModel};
+use vae::AutoencoderKl;
 
-use crate::{FluxInput, FluxTransformer, InputError, latents};
+use crate::{FluxInput, FluxTransformer, latents};
 
 /// CLIP's fixed prompt length in the FLUX pipeline (`tokenizer_max_length`).
 const CLIP_MAX_LENGTH: usize = 77;
@@ -21,45 +21,6 @@ pub const DEFAULT_GUIDANCE: f64 = 3.5;
 pub const DEFAULT_STEPS: usize = 28;
 /// FluxPipeline's default T5 prompt length.
 pub const DEFAULT_MAX_SEQUENCE_LENGTH: usize = 512;
-
-/// Why a FLUX generation could not run; each variant names the component or setting.
-#[derive(Debug, Error)]
-pub enum PipelineError {
-    /// A component folder or file is missing.
-    #[error("the FLUX pipeline folder {folder} has no {component} ({what})")]
-    MissingComponent {
-        /// The pipeline folder.
-        folder: PathBuf,
-        /// The missing entry (`text_encoder_2/`, `model_index.json`).
-        component: &'static str,
-        /// What it holds.
-        what: &'static str,
-    },
-    /// A model failed to load.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// A tokenizer failed to load or encode.
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    /// The scheduler configuration or schedule is unusable.
-    #[error(transparent)]
-    Scheduler(#[from] SchedulerError),
-    /// The VAE failed to load or decode.
-    #[error(transparent)]
-    Vae(#[from] VaeError),
-    /// A text encoder rejected its input.
-    #[error("text encoder: {0}")]
-    TextEncoder(#[from] text_encoders::InputError),
-    /// The transformer rejected its input.
-    #[error(transparent)]
-    Transformer(#[from] InputError),
-    /// Bad cache settings.
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    /// An impossible request (size, steps, guidance, noise).
-    #[error("{0}")]
-    Request(String),
-}
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -96,8 +57,10 @@ pub struct FluxOutput<B: Backend> {
 
 /// The FLUX.1 pipeline: tokenizers, CLIP and T5 encoders, transformer, VAE and scheduler.
 pub struct FluxPipeline<B: Backend> {
-    folder: PathBuf,
+    scheduler: FlowMatchEulerDiscreteScheduler,
     clip_tokenizer: PromptTokenizer,
+    /// The T5 tokenizer's folder: it is built per request, for the request's prompt length.
+    t5_tokenizer: PathBuf,
     clip: ClipTextModel<B>,
     t5: T5EncoderModel<B>,
     transformer: FluxTransformer<B>,
@@ -113,40 +76,36 @@ impl<B: Backend> FluxPipeline<B> {
         transformer_file: Option<&Path>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
-        let part = |component: &'static str, what: &'static str| {
-            let path = folder.join(component.trim_end_matches('/'));
-            if path.exists() {
-                Ok(path)
-            } else {
-                Err(PipelineError::MissingComponent {
-                    folder: folder.to_path_buf(),
-                    component,
-                    what,
-                })
-            }
-        };
-        part("model_index.json", "the pipeline index")?;
-        part("scheduler/", "the scheduler configuration")?;
-        let clip_tokenizer =
-            PromptTokenizer::clip(&part("tokenizer/", "the CLIP tokenizer")?, CLIP_MAX_LENGTH)?;
-        part("tokenizer_2/", "the T5 tokenizer")?;
-        let clip = ClipTextModel::load(&part("text_encoder/", "the CLIP text encoder")?, device)?;
-        let t5 = T5EncoderModel::load(&part("text_encoder_2/", "the T5 text encoder")?, device)?;
+        let folder = PipelineFolder::open(folder)?;
+        let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.component(
+            "scheduler/scheduler_config.json",
+            "the scheduler configuration",
+        )?)?;
+        let clip_tokenizer = PromptTokenizer::clip(
+            &folder.component("tokenizer", "the CLIP tokenizer")?,
+            CLIP_MAX_LENGTH,
+        )?;
+        let t5_tokenizer = folder.component("tokenizer_2", "the T5 tokenizer")?;
+        let clip = ClipTextModel::load(
+            &folder.component("text_encoder", "the CLIP text encoder")?,
+            device,
+        )?;
+        let t5 = T5EncoderModel::load(
+            &folder.component("text_encoder_2", "the T5 text encoder")?,
+            device,
+        )?;
         let transformer = match transformer_file {
             Some(file) => FluxTransformer::load(file, device)?,
             None => FluxTransformer::load_diffusers(
-                &part("transformer/", "the FLUX transformer")?,
+                &folder.component("transformer", "the FLUX transformer")?,
                 device,
             )?,
         };
-        let vae = AutoencoderKl::load(&part("vae/", "the VAE")?, device)?;
-        // Fail now, not after the text encoders ran, on a scheduler configuration we cannot run.
-        FlowMatchEulerDiscreteScheduler::from_file(
-            &folder.join("scheduler/scheduler_config.json"),
-        )?;
+        let vae = AutoencoderKl::load(&folder.component("vae", "the VAE")?, device)?;
         Ok(Self {
-            folder: folder.to_path_buf(),
+            scheduler,
             clip_tokenizer,
+            t5_tokenizer,
             clip,
             t5,
             transformer,
@@ -212,9 +171,7 @@ impl<B: Backend> FluxPipeline<B> {
         let img_ids = latents::image_ids::<B>(h, w, &self.device);
         let txt_ids = Tensor::<B, 2>::zeros([text.dims()[1], 3], &self.device);
 
-        let mut scheduler = FlowMatchEulerDiscreteScheduler::from_file(
-            &self.folder.join("scheduler/scheduler_config.json"),
-        )?;
+        let mut scheduler = self.scheduler.clone();
         let sigmas = linspace_sigmas(request.steps);
         let mu = scheduler.mu_for_seq_len(sample.dims()[1]);
         scheduler.set_timesteps(request.steps, Some(sigmas), Some(mu))?;
@@ -225,16 +182,23 @@ impl<B: Backend> FluxPipeline<B> {
         )?;
         let timesteps = scheduler.timesteps().to_vec();
         for (i, t) in timesteps.iter().enumerate() {
-            let input = self.transformer.check_input(FluxInput {
-                latents: sample.clone(),
-                encoder_hidden_states: text.clone(),
-                pooled_projections: pooled.clone(),
-                timestep: Tensor::from_data(TensorData::new(vec![*t / 1000.0], [1]), &self.device),
-                guidance: guidance
-                    .map(|g| Tensor::from_data(TensorData::new(vec![g as f32], [1]), &self.device)),
-                img_ids: img_ids.clone(),
-                txt_ids: txt_ids.clone(),
-            })?;
+            let input = self
+                .transformer
+                .check_input(FluxInput {
+                    latents: sample.clone(),
+                    encoder_hidden_states: text.clone(),
+                    pooled_projections: pooled.clone(),
+                    timestep: Tensor::from_data(
+                        TensorData::new(vec![*t / 1000.0], [1]),
+                        &self.device,
+                    ),
+                    guidance: guidance.map(|g| {
+                        Tensor::from_data(TensorData::new(vec![g as f32], [1]), &self.device)
+                    }),
+                    img_ids: img_ids.clone(),
+                    txt_ids: txt_ids.clone(),
+                })
+                .map_err(|e| PipelineError::Transformer(e.to_string()))?;
             let velocity = session.forward(&self.transformer, &input, i, Pass::Single)?;
             sample = scheduler.step(velocity, sample, i)?;
             on_step(i + 1, timesteps.len());
@@ -266,8 +230,7 @@ impl<B: Backend> FluxPipeline<B> {
             .encode(&[prompt])?
             .ids_tensor::<B>(&self.device);
         let pooled = self.clip.forward(clip_ids)?.pooled;
-        let t5_tokenizer =
-            PromptTokenizer::t5(&self.folder.join("tokenizer_2"), max_sequence_length)?;
+        let t5_tokenizer = PromptTokenizer::t5(&self.t5_tokenizer, max_sequence_length)?;
         let t5_ids = t5_tokenizer
             .encode(&[prompt])?
             .ids_tensor::<B>(&self.device);

@@ -1,0 +1,44 @@
+//! Why a generation could not run.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Why a pipeline could not load or generate; each variant names the component or setting.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    /// A component folder or file is missing.
+    #[error("the pipeline folder {folder} has no {component} ({what})")]
+    MissingComponent {
+        /// The pipeline folder.
+        folder: PathBuf,
+        /// The missing entry (`text_encoder_2/`, `model_index.json`).
+        component: String,
+        /// What it holds.
+        what: String,
+    },
+    /// A model failed to load.
+    #[error(transparent)]
+    Load(#[from] dit_layers::LoadError),
+    /// A tokenizer failed to load or encode.
+    #[error(transparent)]
+    Tokenizer(#[from] text_encoders::TokenizerError),
+    /// A scheduler configuration or schedule is unusable.
+    #[error(transparent)]
+    Scheduler(#[from] schedulers::SchedulerError),
+    /// The VAE failed to load or decode.
+    #[error(transparent)]
+    Vae(#[from] vae::VaeError),
+    /// A text encoder rejected its input.
+    #[error("text encoder: {0}")]
+    TextEncoder(#[from] text_encoders::InputError),
+    /// The transformer rejected its input.
+    #[error("transformer input: {0}")]
+    Transformer(String),
+    /// Bad cache settings.
+    #[error(transparent)]
+    Cache(#[from] dicache_core::CacheError),
+    /// An impossible request (size, frames, steps, guidance, noise).
+    #[error("{0}")]
+    Request(String),
+}
