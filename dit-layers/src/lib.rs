@@ -6,14 +6,16 @@
 //! the file and key of anything wrong, so a mismatched or damaged checkpoint is an error, never
 //! a panic or a silently wrong picture.
 
+mod adaln;
 mod attention;
 mod config;
-mod embeddings;
 mod conv2d;
 mod conv3d;
 #[cfg(feature = "flex")]
 mod cpu;
+mod embeddings;
 mod error;
+mod feed_forward;
 mod gelu;
 mod group_norm;
 mod linear;
@@ -21,15 +23,20 @@ mod noise;
 mod norm;
 mod params;
 mod patch_embed;
+mod qkv;
 mod rope;
 mod weights;
 
+pub use adaln::{
+    ADALN_NORM_EPS, AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, Modulation,
+};
 pub use attention::{attention, attention_with_bias};
 pub use config::read_json;
-pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use conv2d::conv2d;
 pub use conv3d::conv3d;
+pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use error::LoadError;
+pub use feed_forward::FeedForward;
 pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;
 pub use linear::{linear, linear_from_rows};
@@ -37,5 +44,6 @@ pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{Checkpoint, ParamSource, RandomInit};
 pub use patch_embed::{PatchEmbed3d, PatchError};
-pub use rope::{MultiAxisRope, RopeError, RopeTable};
+pub use qkv::{Heads, QK_NORM_EPS, QkvNames, QkvProjection, merge_heads};
+pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};
 pub use weights::{Weights, WeightsView};

@@ -29,6 +29,16 @@ impl<B: Backend> LayerNorm<B> {
         }
     }
 
+    /// A fresh affine norm of size `dim`: scale ones (and shift zeros when `bias`), as
+    /// PyTorch initialises `nn.LayerNorm`.
+    pub fn identity(dim: usize, bias: bool, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Some(Param::from_tensor(Tensor::ones([dim], device))),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([dim], device))),
+            eps,
+        }
+    }
+
     /// Loads `weight` (and `bias` when `bias`) of size `dim` from `w`.
     pub fn load(
         w: &WeightsView<'_>,

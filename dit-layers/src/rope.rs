@@ -32,12 +32,24 @@ pub enum RopeError {
     },
 }
 
+/// The float precision the rotation angles are computed in before their cosines and sines are
+/// rounded to f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnglePrecision {
+    /// f64 frequencies and angles (diffusers' FLUX: `freqs_dtype=torch.float64`).
+    F64,
+    /// f32 frequencies, angles and trigonometry (diffusers' default `freqs_dtype`, used by
+    /// HunyuanVideo), reproducing the reference's rounding.
+    F32,
+}
+
 /// Rotary embedding with per-axis channel counts `axes_dims` (summing to the head dimension)
 /// and base `theta`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MultiAxisRope {
     axes_dims: Vec<usize>,
     theta: f64,
+    precision: AnglePrecision,
 }
 
 impl MultiAxisRope {
@@ -54,7 +66,16 @@ impl MultiAxisRope {
         {
             return Err(RopeError::AxisDim { axis, dim });
         }
-        Ok(Self { axes_dims, theta })
+        Ok(Self {
+            axes_dims,
+            theta,
+            precision: AnglePrecision::F64,
+        })
+    }
+
+    /// The same embedding with angles computed in `precision` (f64 unless set).
+    pub fn with_precision(self, precision: AnglePrecision) -> Self {
+        Self { precision, ..self }
     }
 
     /// Channels per axis.
@@ -68,7 +89,7 @@ impl MultiAxisRope {
     }
 
     /// The table for position ids `ids` `[tokens, axes]` (read back to the host; angles are
-    /// computed in f64 and rounded once, as diffusers does for FLUX).
+    /// computed in the embedding's [`AnglePrecision`]).
     pub fn table<B: Backend>(&self, ids: Tensor<B, 2>) -> Result<RopeTable<B>, RopeError> {
         let [tokens, axes] = ids.dims();
         if axes != self.axes_dims.len() {
@@ -109,11 +130,28 @@ impl MultiAxisRope {
             .collect();
         let mut cos = Vec::with_capacity(tokens * head_dim);
         let mut sin = Vec::with_capacity(tokens * head_dim);
+        let inv_freqs_f32: Vec<Vec<f32>> = self
+            .axes_dims
+            .iter()
+            .map(|&d| {
+                (0..d / 2)
+                    .map(|j| 1.0 / (self.theta as f32).powf((2 * j) as f32 / d as f32))
+                    .collect()
+            })
+            .collect();
         for token in positions.chunks_exact(axes) {
-            for (&pos, freqs) in token.iter().zip(&inv_freqs) {
-                for &f in freqs {
-                    let angle = pos * f;
-                    let (s, c) = (angle.sin() as f32, angle.cos() as f32);
+            for (a, &pos) in token.iter().enumerate() {
+                for j in 0..self.axes_dims[a] / 2 {
+                    let (s, c) = match self.precision {
+                        AnglePrecision::F64 => {
+                            let angle = pos * inv_freqs[a][j];
+                            (angle.sin() as f32, angle.cos() as f32)
+                        }
+                        AnglePrecision::F32 => {
+                            let angle = pos as f32 * inv_freqs_f32[a][j];
+                            (angle.sin(), angle.cos())
+                        }
+                    };
                     cos.extend([c, c]);
                     sin.extend([s, s]);
                 }

@@ -3,43 +3,14 @@
 
 use burn::{
     module::Module,
-    nn::Linear,
-    tensor::{Tensor, activation::gelu_approximate, backend::Backend},
+    tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LayerNorm, LoadError, ParamSource, RopeTable};
-
-use crate::{
-    adaln::{AdaLayerNormZero, NORM_EPS},
-    attention::JointAttention,
-    config::MLP_RATIO,
+use dit_layers::{
+    ADALN_NORM_EPS, AdaLayerNormZero, FeedForward, LayerNorm, LoadError, MlpActivation,
+    ParamSource, RopeTable,
 };
 
-/// diffusers `FeedForward(dim, activation_fn="gelu-approximate")`: `hidden -> 4 hidden`, GELU
-/// (tanh), `-> hidden`.
-#[derive(Module, Debug)]
-pub struct FeedForward<B: Backend> {
-    /// `net.0.proj` `[hidden -> 4 hidden]`.
-    pub proj_in: Linear<B>,
-    /// `net.2` `[4 hidden -> hidden]`.
-    pub proj_out: Linear<B>,
-}
-
-impl<B: Backend> FeedForward<B> {
-    /// Builds the MLP of width `hidden` from `src`.
-    pub fn new(src: &impl ParamSource<B>, hidden: usize) -> Result<Self, LoadError> {
-        let inner = MLP_RATIO * hidden;
-        Ok(Self {
-            proj_in: src.linear("net.0.proj", hidden, inner, true)?,
-            proj_out: src.linear("net.2", inner, hidden, true)?,
-        })
-    }
-
-    /// `[batch, tokens, hidden]` to the same shape.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.proj_out
-            .forward(gelu_approximate(self.proj_in.forward(x)))
-    }
-}
+use crate::{attention::JointAttention, config::MLP_RATIO};
 
 /// One double-stream block (`transformer_blocks.N`).
 #[derive(Module, Debug)]
@@ -52,7 +23,7 @@ pub struct FluxTransformerBlock<B: Backend> {
     pub attn: JointAttention<B>,
     /// `norm2`: parameter-free norm before the image MLP.
     pub norm2: LayerNorm<B>,
-    /// `ff`: image MLP.
+    /// `ff`: image MLP (`hidden -> 4 hidden`, GELU (tanh), `-> hidden`).
     pub ff: FeedForward<B>,
     /// `norm2_context`: parameter-free norm before the text MLP.
     pub norm2_context: LayerNorm<B>,
@@ -68,14 +39,20 @@ impl<B: Backend> FluxTransformerBlock<B> {
         head_dim: usize,
     ) -> Result<Self, LoadError> {
         let hidden = heads * head_dim;
+        let inner = MLP_RATIO * hidden;
         Ok(Self {
             norm1: AdaLayerNormZero::new(&src.at("norm1"), hidden)?,
             norm1_context: AdaLayerNormZero::new(&src.at("norm1_context"), hidden)?,
             attn: JointAttention::new(&src.at("attn"), heads, head_dim)?,
-            norm2: LayerNorm::plain(NORM_EPS),
-            ff: FeedForward::new(&src.at("ff"), hidden)?,
-            norm2_context: LayerNorm::plain(NORM_EPS),
-            ff_context: FeedForward::new(&src.at("ff_context"), hidden)?,
+            norm2: LayerNorm::plain(ADALN_NORM_EPS),
+            ff: FeedForward::new(&src.at("ff"), hidden, inner, MlpActivation::GeluTanh)?,
+            norm2_context: LayerNorm::plain(ADALN_NORM_EPS),
+            ff_context: FeedForward::new(
+                &src.at("ff_context"),
+                hidden,
+                inner,
+                MlpActivation::GeluTanh,
+            )?,
         })
     }
 

@@ -7,7 +7,6 @@
 //! [`FluxConfig`] with random weights for benchmarks. [`FluxPipeline`] runs the whole
 //! prompt-to-image pipeline from a diffusers-layout folder.
 
-mod adaln;
 mod attention;
 mod bfl;
 mod config;
@@ -18,11 +17,14 @@ mod model;
 pub mod pipeline;
 mod single_block;
 
-pub use adaln::{AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, Modulation};
-pub use attention::{JointAttention, QkvProjection, SingleAttention};
+pub use attention::{JointAttention, SingleAttention};
 pub use bfl::BflCheckpoint;
 pub use config::{FluxConfig, MLP_RATIO, ROPE_THETA};
-pub use double_block::{FeedForward, FluxTransformerBlock};
+pub use dit_layers::{
+    AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, FeedForward, Modulation,
+    QkvProjection,
+};
+pub use double_block::FluxTransformerBlock;
 pub use input::{CheckedInput, FluxInput, InputError};
 pub use model::{FluxContext, FluxState, FluxTransformer, Layout};
 pub use pipeline::{FluxOutput, FluxPipeline, FluxRequest};

@@ -10,14 +10,13 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    Checkpoint, LoadError, MultiAxisRope, ParamSource, RandomInit, RopeTable, TimeTextEmbedding,
-    Weights,
+    AdaLayerNormContinuous, Checkpoint, LoadError, MultiAxisRope, ParamSource, RandomInit,
+    RopeTable, TimeTextEmbedding, Weights,
 };
 
 use crate::{
-    CheckedInput, FluxConfig, FluxInput, InputError, adaln::AdaLayerNormContinuous,
-    bfl::BflCheckpoint, double_block::FluxTransformerBlock,
-    single_block::FluxSingleTransformerBlock,
+    CheckedInput, FluxConfig, FluxInput, InputError, bfl::BflCheckpoint,
+    double_block::FluxTransformerBlock, single_block::FluxSingleTransformerBlock,
 };
 
 /// BFL checkpoints may store every name under this prefix (ComfyUI-style exports).

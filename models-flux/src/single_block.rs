@@ -6,9 +6,9 @@ use burn::{
     nn::Linear,
     tensor::{Tensor, activation::gelu_approximate, backend::Backend},
 };
-use dit_layers::{LoadError, ParamSource, RopeTable};
+use dit_layers::{AdaLayerNormZeroSingle, LoadError, ParamSource, RopeTable};
 
-use crate::{adaln::AdaLayerNormZeroSingle, attention::SingleAttention, config::MLP_RATIO};
+use crate::{attention::SingleAttention, config::MLP_RATIO};
 
 /// One single-stream block (`single_transformer_blocks.N`).
 #[derive(Module, Debug)]

@@ -1,15 +1,16 @@
-//! Adaptive layer norms: the conditioning vector `temb` is turned into per-channel shift,
-//! scale (and gate) by `linear(silu(temb))` (diffusers `normalization.py`).
+//! Adaptive layer norms of the MM-DiT family (FLUX.1, HunyuanVideo): the conditioning vector
+//! `temb` is turned into per-channel shift, scale (and gate) by `linear(silu(temb))` (diffusers
+//! `normalization.py`), applied after a parameter-free layer norm.
 
+use crate::{LayerNorm, LoadError, ParamSource};
 use burn::{
     module::Module,
     nn::Linear,
     tensor::{Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LayerNorm, LoadError, ParamSource};
 
-/// Epsilon of every parameter-free layer norm in FLUX.1.
-pub const NORM_EPS: f64 = 1e-6;
+/// Epsilon of the parameter-free layer norms of these blocks (FLUX.1 and HunyuanVideo).
+pub const ADALN_NORM_EPS: f64 = 1e-6;
 
 /// One shift/scale/gate triple of adaLN-Zero, each `[batch, hidden]`.
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ impl<B: Backend> AdaLayerNormZero<B> {
     pub fn new(src: &impl ParamSource<B>, hidden: usize) -> Result<Self, LoadError> {
         Ok(Self {
             linear: src.linear("linear", hidden, 6 * hidden, true)?,
-            norm: LayerNorm::plain(NORM_EPS),
+            norm: LayerNorm::plain(ADALN_NORM_EPS),
         })
     }
 
@@ -108,7 +109,7 @@ impl<B: Backend> AdaLayerNormZeroSingle<B> {
     pub fn new(src: &impl ParamSource<B>, hidden: usize) -> Result<Self, LoadError> {
         Ok(Self {
             linear: src.linear("linear", hidden, 3 * hidden, true)?,
-            norm: LayerNorm::plain(NORM_EPS),
+            norm: LayerNorm::plain(ADALN_NORM_EPS),
         })
     }
 
@@ -121,7 +122,7 @@ impl<B: Backend> AdaLayerNormZeroSingle<B> {
     }
 }
 
-/// diffusers `AdaLayerNormContinuous` as FLUX.1's `norm_out` uses it: `linear`
+/// diffusers `AdaLayerNormContinuous` as FLUX.1's and HunyuanVideo's `norm_out` use it: `linear`
 /// (`hidden -> 2 hidden`) gives **(scale, shift)**, in this order (BFL stores shift first).
 #[derive(Module, Debug)]
 pub struct AdaLayerNormContinuous<B: Backend> {
@@ -136,7 +137,7 @@ impl<B: Backend> AdaLayerNormContinuous<B> {
     pub fn new(src: &impl ParamSource<B>, hidden: usize) -> Result<Self, LoadError> {
         Ok(Self {
             linear: src.linear("linear", hidden, 2 * hidden, true)?,
-            norm: LayerNorm::plain(NORM_EPS),
+            norm: LayerNorm::plain(ADALN_NORM_EPS),
         })
     }
 
