@@ -52,4 +52,16 @@ pub enum SchedulerError {
         /// Shape of the sample.
         sample: Vec<usize>,
     },
+    /// A multistep `step` got a sample of another shape than the earlier steps of its
+    /// generation.
+    #[error(
+        "the sample has shape {sample:?} but earlier steps of this generation had {history:?} \
+         (reset the scheduler to start a new generation)"
+    )]
+    HistoryShape {
+        /// Shape of the tensors of the earlier steps.
+        history: Vec<usize>,
+        /// Shape of the sample passed.
+        sample: Vec<usize>,
+    },
 }

@@ -1,17 +1,17 @@
 //! diffusers' `FlowMatchEulerDiscreteScheduler`: the Euler solver of rectified-flow models
 //! (FLUX.1, HunyuanVideo, SD3), with static or resolution-dependent ("dynamic") time shifting.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{FloatDType, Tensor, backend::Backend};
-use dit_layers::{LoadError, read_json};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::{SchedulerError, linspace};
-
-/// Name of the configuration file in a diffusers `scheduler/` folder.
-const CONFIG_FILE: &str = "scheduler_config.json";
+use crate::{
+    SchedulerError,
+    config_file::{SchedulerSettings, config_path, unsupported},
+    linspace,
+};
 
 /// The class a configuration file must name when it names one.
 const CLASS_NAME: &str = "FlowMatchEulerDiscreteScheduler";
@@ -107,44 +107,17 @@ impl FlowMatchEulerDiscreteConfig {
     /// `FlowMatchEulerDiscreteScheduler` and an unknown `time_shift_type` are errors naming the
     /// key. A `null` value means the default, as for an absent key.
     pub fn from_file(path: &Path) -> Result<Self, SchedulerError> {
-        let path = config_path(path);
-        let origin = path.display().to_string();
-        let mut map: Map<String, Value> = read_json(&path)?;
-        if let Some(class) = map.get("_class_name")
-            && class.as_str() != Some(CLASS_NAME)
-        {
-            return Err(unsupported(
-                &origin,
-                "_class_name",
-                class,
-                &format!("expected {CLASS_NAME:?}"),
-            ));
-        }
-        map.retain(|key, value| !key.starts_with('_') && !value.is_null());
-        if let Some(key) = map.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-            return Err(unsupported(
-                &origin,
-                key,
-                &map[key],
-                "not an option of this scheduler",
-            ));
-        }
-        if let Some(kind) = map.get("time_shift_type")
+        let settings = SchedulerSettings::read(path, CLASS_NAME, &KNOWN_KEYS)?;
+        if let Some(kind) = settings.values.get("time_shift_type")
             && !matches!(kind.as_str(), Some("exponential" | "linear"))
         {
-            return Err(unsupported(
-                &origin,
+            return Err(settings.unsupported(
                 "time_shift_type",
                 kind,
                 "\"exponential\" or \"linear\"",
             ));
         }
-        serde_json::from_value(Value::Object(map)).map_err(|e| {
-            SchedulerError::Load(LoadError::Config {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-        })
+        settings.parse()
     }
 
     /// Fails on the first option set to something this port does not implement, naming it.
@@ -179,24 +152,6 @@ impl FlowMatchEulerDiscreteConfig {
     }
 }
 
-/// `path` itself, or `scheduler_config.json` inside it when it is a folder.
-fn config_path(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join(CONFIG_FILE)
-    } else {
-        path.to_path_buf()
-    }
-}
-
-fn unsupported(origin: &str, key: &str, value: &Value, reason: &str) -> SchedulerError {
-    SchedulerError::Unsupported {
-        origin: origin.to_string(),
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
 /// FluxPipeline's `calculate_shift`: `mu` grows linearly with the image's token count, from
 /// `base_shift` at `base_seq_len` tokens to `max_shift` at `max_seq_len` tokens.
 pub fn calculate_shift(
@@ -215,7 +170,7 @@ pub fn calculate_shift(
 /// it (computing in f64 and rounding each result to f32 gives f32 arithmetic exactly, since
 /// f64 carries more than twice f32's precision).
 #[derive(Debug, Clone, Copy)]
-enum Precision {
+pub(crate) enum Precision {
     F32,
     F64,
 }
@@ -422,7 +377,7 @@ impl FlowMatchEulerDiscreteScheduler {
 
 /// Static shift `shift * sigma / (1 + (shift - 1) * sigma)` in `precision`, with `shift` and
 /// `shift - 1` rounded to it as scalars are.
-fn static_shift(shift: f64, sigma: f64, precision: Precision) -> f64 {
+pub(crate) fn static_shift(shift: f64, sigma: f64, precision: Precision) -> f64 {
     let r = |x| precision.round(x);
     let (a, b) = (r(shift), r(shift - 1.0));
     r(r(a * sigma) / r(1.0 + r(b * sigma)))
