@@ -1,0 +1,220 @@
+//! The transformer's configuration: diffusers' `config.json` of
+//! `HunyuanVideoTransformer3DModel`.
+
+use std::path::Path;
+
+use dit_layers::{AnglePrecision, LoadError, MultiAxisRope};
+use serde::{Deserialize, Serialize};
+
+/// The only query/key normalisation of HunyuanVideo (and of this port): a per-head RMS norm.
+pub const QK_NORM_RMS: &str = "rms_norm";
+
+/// Width of the token refiner's MLP relative to the hidden size: diffusers builds
+/// `HunyuanVideoTokenRefiner` with its default `mlp_ratio = 4.0`, whatever the config says.
+pub const REFINER_MLP_RATIO: f64 = 4.0;
+
+/// Hyper-parameters of a HunyuanVideo transformer; the keys and defaults are those of
+/// diffusers' `HunyuanVideoTransformer3DModel.__init__`, so a diffusers `transformer/config.json`
+/// deserialises directly (unknown keys such as `_class_name` are ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HunyuanVideoConfig {
+    /// Latent channels in.
+    pub in_channels: usize,
+    /// Latent channels out; `None` (or 0, as diffusers' `out_channels or in_channels`) means
+    /// `in_channels`.
+    pub out_channels: Option<usize>,
+    /// Attention heads; the hidden size is `num_attention_heads * attention_head_dim`.
+    pub num_attention_heads: usize,
+    /// Channels per attention head.
+    pub attention_head_dim: usize,
+    /// Number of dual-stream blocks (`transformer_blocks`).
+    pub num_layers: usize,
+    /// Number of single-stream blocks (`single_transformer_blocks`).
+    pub num_single_layers: usize,
+    /// Number of blocks of the text token refiner (`context_embedder`).
+    pub num_refiner_layers: usize,
+    /// Width of the blocks' MLPs relative to the hidden size (truncated to an integer width).
+    pub mlp_ratio: f64,
+    /// Spatial patch size (height and width).
+    pub patch_size: usize,
+    /// Temporal patch size.
+    pub patch_size_t: usize,
+    /// Query/key normalisation; only `"rms_norm"` (see [`QK_NORM_RMS`]).
+    pub qk_norm: String,
+    /// Whether the model embeds a guidance scale (HunyuanVideo is guidance-distilled).
+    pub guidance_embeds: bool,
+    /// Channels of the text encoder's (LLaMA) hidden states.
+    pub text_embed_dim: usize,
+    /// Channels of the pooled CLIP embedding.
+    pub pooled_projection_dim: usize,
+    /// Base of the rotary angles.
+    pub rope_theta: f64,
+    /// Rotary channels per axis (frames, height, width); sums to `attention_head_dim`.
+    pub rope_axes_dim: Vec<usize>,
+    /// Image conditioning of the image-to-video models: `None` (text-to-video) or
+    /// `"latent_concat"` (the same transformer, image latents concatenated to the channels by
+    /// the pipeline); `"token_replace"` is not supported.
+    pub image_condition_type: Option<String>,
+}
+
+impl Default for HunyuanVideoConfig {
+    /// diffusers' constructor defaults: the released HunyuanVideo (T2V, 13B).
+    fn default() -> Self {
+        Self {
+            in_channels: 16,
+            out_channels: Some(16),
+            num_attention_heads: 24,
+            attention_head_dim: 128,
+            num_layers: 20,
+            num_single_layers: 40,
+            num_refiner_layers: 2,
+            mlp_ratio: 4.0,
+            patch_size: 2,
+            patch_size_t: 1,
+            qk_norm: QK_NORM_RMS.to_string(),
+            guidance_embeds: true,
+            text_embed_dim: 4096,
+            pooled_projection_dim: 768,
+            rope_theta: 256.0,
+            rope_axes_dim: vec![16, 56, 56],
+            image_condition_type: None,
+        }
+    }
+}
+
+impl HunyuanVideoConfig {
+    /// HunyuanVideo text-to-video (13B): 20 dual- + 40 single-stream blocks, 24 heads x 128 =
+    /// 3072, 2 refiner blocks, rotary split (16, 56, 56) with theta 256, guidance embedding
+    /// (hunyuanvideo-community/HunyuanVideo `transformer/config.json`; Tencent's
+    /// `hyvideo/modules/models.py`, `HUNYUAN_VIDEO_CONFIG["HYVideo-T/2-cfgdistill"]`).
+    pub fn hunyuan_video() -> Self {
+        Self::default()
+    }
+
+    /// Hidden size (`num_attention_heads * attention_head_dim`).
+    pub fn hidden_size(&self) -> usize {
+        self.num_attention_heads * self.attention_head_dim
+    }
+
+    /// Latent channels of the output.
+    pub fn output_channels(&self) -> usize {
+        match self.out_channels {
+            Some(c) if c > 0 => c,
+            _ => self.in_channels,
+        }
+    }
+
+    /// The patch (frames, height, width).
+    pub fn patch(&self) -> [usize; 3] {
+        [self.patch_size_t, self.patch_size, self.patch_size]
+    }
+
+    /// Width of `proj_out`: `patch_size_t * patch_size² * out_channels`.
+    pub fn proj_out_channels(&self) -> usize {
+        self.patch().iter().product::<usize>() * self.output_channels()
+    }
+
+    /// Inner width of the blocks' MLPs, `int(hidden * mlp_ratio)` as diffusers computes it.
+    pub fn mlp_dim(&self) -> usize {
+        (self.hidden_size() as f64 * self.mlp_ratio) as usize
+    }
+
+    /// Inner width of the token refiner's MLPs.
+    pub fn refiner_mlp_dim(&self) -> usize {
+        (self.hidden_size() as f64 * REFINER_MLP_RATIO) as usize
+    }
+
+    /// Number of blocks the cache engine sees: dual-stream, then single-stream.
+    pub fn num_blocks(&self) -> usize {
+        self.num_layers + self.num_single_layers
+    }
+
+    /// The rotary embedding (f32 angles, as diffusers' `get_1d_rotary_pos_embed` computes them).
+    pub fn rope(&self) -> Result<MultiAxisRope, dit_layers::RopeError> {
+        Ok(
+            MultiAxisRope::new(self.rope_axes_dim.clone(), self.rope_theta)?
+                .with_precision(AnglePrecision::F32),
+        )
+    }
+
+    /// Checks that the settings describe a model this port builds; `source` names where they
+    /// came from in the error.
+    pub fn validate(&self, source: &Path) -> Result<(), LoadError> {
+        let fail = |message: String| LoadError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        for (name, value) in [
+            ("in_channels", self.in_channels),
+            ("num_attention_heads", self.num_attention_heads),
+            ("attention_head_dim", self.attention_head_dim),
+            ("patch_size", self.patch_size),
+            ("patch_size_t", self.patch_size_t),
+            ("text_embed_dim", self.text_embed_dim),
+            ("pooled_projection_dim", self.pooled_projection_dim),
+        ] {
+            if value == 0 {
+                return Err(fail(format!("{name} must be positive")));
+            }
+        }
+        if self.num_blocks() == 0 {
+            return Err(fail(
+                "num_layers + num_single_layers must be positive".into(),
+            ));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_dim() == 0 {
+            return Err(fail(format!(
+                "mlp_ratio {} must give a positive MLP width",
+                self.mlp_ratio
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(fail(format!(
+                "rope_theta {} must be positive",
+                self.rope_theta
+            )));
+        }
+        if self.qk_norm != QK_NORM_RMS {
+            return Err(fail(format!(
+                "qk_norm {:?} is not supported, only {QK_NORM_RMS:?}",
+                self.qk_norm
+            )));
+        }
+        match self.image_condition_type.as_deref() {
+            None | Some("latent_concat") => {}
+            Some(other) => {
+                return Err(fail(format!(
+                    "image_condition_type {other:?} is not supported: only text-to-video (null) \
+                     and \"latent_concat\"; the \"token_replace\" image-to-video blocks are not \
+                     ported"
+                )));
+            }
+        }
+        if self.rope_axes_dim.len() != 3 {
+            return Err(fail(format!(
+                "rope_axes_dim {:?} must have three axes (frames, height, width)",
+                self.rope_axes_dim
+            )));
+        }
+        let rope = self
+            .rope()
+            .map_err(|e| fail(format!("rope_axes_dim: {e}")))?;
+        if rope.head_dim() != self.attention_head_dim {
+            return Err(fail(format!(
+                "rope_axes_dim {:?} sums to {}, but attention_head_dim is {}",
+                self.rope_axes_dim,
+                rope.head_dim(),
+                self.attention_head_dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads and checks a diffusers `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
+        let config: Self = dit_layers::read_json(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+}

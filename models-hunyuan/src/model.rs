@@ -1,0 +1,308 @@
+//! diffusers `HunyuanVideoTransformer3DModel` (text-to-video): patch, text and condition
+//! embeddings, dual- then single-stream blocks, output norm, projection and unpatchify; loading;
+//! the cache-engine interface.
+
+use std::{ops::Range, path::Path};
+
+use burn::{
+    module::Module,
+    nn::Linear,
+    tensor::{Tensor, backend::Backend},
+};
+use dicache_core::CacheableModel;
+use dit_layers::{
+    AdaLayerNormContinuous, LoadError, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable,
+    TimeTextEmbedding, Weights,
+};
+
+use crate::{
+    CheckedInput, DualStreamBlock, HunyuanVideoConfig, HunyuanVideoInput, InputError,
+    SingleStreamBlock, TokenRefiner, params::HunyuanParams,
+};
+
+/// The HunyuanVideo transformer.
+#[derive(Module, Debug)]
+pub struct HunyuanVideoTransformer<B: Backend> {
+    /// `x_embedder.proj`: `Conv3d(in_channels, hidden, (pt, p, p), stride=(pt, p, p))`.
+    pub x_embedder: PatchEmbed3d<B>,
+    /// `context_embedder`: the text token refiner.
+    pub context_embedder: TokenRefiner<B>,
+    /// `time_text_embed`: timestep (+ guidance) + pooled CLIP conditioning.
+    pub time_text_embed: TimeTextEmbedding<B>,
+    /// `transformer_blocks`: dual-stream blocks.
+    pub transformer_blocks: Vec<DualStreamBlock<B>>,
+    /// `single_transformer_blocks`: single-stream blocks.
+    pub single_transformer_blocks: Vec<SingleStreamBlock<B>>,
+    /// `norm_out`: final adaptive norm.
+    pub norm_out: AdaLayerNormContinuous<B>,
+    /// `proj_out` `[hidden -> out_channels * pt * p * p]`.
+    pub proj_out: Linear<B>,
+    /// `rope`: rotary embedding over (frame, row, column) of the video tokens.
+    #[module(skip)]
+    pub rope: MultiAxisRope,
+    /// The configuration the model was built for.
+    #[module(skip)]
+    pub config: HunyuanVideoConfig,
+}
+
+/// What one call's blocks and head share.
+#[derive(Debug, Clone)]
+pub struct HunyuanVideoContext<B: Backend> {
+    /// `temb` `[batch, hidden]`.
+    pub temb: Tensor<B, 2>,
+    /// Rotary table over the video tokens.
+    pub rope: RopeTable<B>,
+    /// Keys of `[video; text]` each batch row attends to (video + valid text tokens).
+    pub key_lengths: Vec<usize>,
+    /// Token grid `[frames, height, width]` after patching.
+    pub grid: [usize; 3],
+}
+
+/// The two streams between blocks.
+#[derive(Debug, Clone)]
+pub struct HunyuanVideoState<B: Backend> {
+    /// Video tokens `[batch, video_tokens, hidden]`.
+    pub video: Tensor<B, 3>,
+    /// Text tokens `[batch, text_tokens, hidden]`.
+    pub text: Tensor<B, 3>,
+}
+
+impl<B: Backend> HunyuanVideoTransformer<B> {
+    /// Builds the model for `config` from `src`; `source` names the configuration's origin in
+    /// errors.
+    fn build(
+        config: HunyuanVideoConfig,
+        src: &HunyuanParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        config.validate(source)?;
+        let hidden = config.hidden_size();
+        let (heads, head_dim) = (config.num_attention_heads, config.attention_head_dim);
+        let mlp_dim = config.mlp_dim();
+        let rope = config.rope().map_err(|e| LoadError::Config {
+            path: source.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            x_embedder: src.patch_embed(
+                "x_embedder.proj",
+                config.in_channels,
+                hidden,
+                config.patch(),
+            )?,
+            context_embedder: TokenRefiner::new(&src.at("context_embedder"), &config)?,
+            time_text_embed: TimeTextEmbedding::new(
+                &src.at("time_text_embed"),
+                hidden,
+                config.pooled_projection_dim,
+                config.guidance_embeds,
+            )?,
+            transformer_blocks: (0..config.num_layers)
+                .map(|i| {
+                    DualStreamBlock::new(
+                        &src.at("transformer_blocks").at(i),
+                        heads,
+                        head_dim,
+                        mlp_dim,
+                    )
+                })
+                .collect::<Result<_, _>>()?,
+            single_transformer_blocks: (0..config.num_single_layers)
+                .map(|i| {
+                    SingleStreamBlock::new(
+                        &src.at("single_transformer_blocks").at(i),
+                        heads,
+                        head_dim,
+                        mlp_dim,
+                    )
+                })
+                .collect::<Result<_, _>>()?,
+            norm_out: AdaLayerNormContinuous::new(&src.at("norm_out"), hidden)?,
+            proj_out: src.linear("proj_out", hidden, config.proj_out_channels(), true)?,
+            rope,
+            config,
+        })
+    }
+
+    /// A model of `config` with random weights (seed with `B::seed`), for benchmarks and tests
+    /// that need no reference numbers; e.g. a smaller one:
+    /// `HunyuanVideoConfig { num_layers: 2, num_single_layers: 4, ..HunyuanVideoConfig::hunyuan_video() }`.
+    /// Fails only on an invalid configuration.
+    pub fn random(config: &HunyuanVideoConfig, device: &B::Device) -> Result<Self, LoadError> {
+        Self::build(
+            config.clone(),
+            &HunyuanParams::random(device),
+            Path::new("HunyuanVideoConfig given in code"),
+        )
+    }
+
+    /// Loads the diffusers-layout `weights` as a model of `config`. Every tensor must have the
+    /// shape `config` implies and every tensor of the checkpoint must be used, so a
+    /// configuration that does not match the weights is an error.
+    pub fn from_weights(
+        config: HunyuanVideoConfig,
+        weights: &Weights,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let model = Self::build(
+            config,
+            &HunyuanParams::checkpoint(weights, device),
+            Path::new("HunyuanVideoConfig given for the checkpoint"),
+        )?;
+        weights.check_all_used()?;
+        Ok(model)
+    }
+
+    /// Loads a diffusers transformer folder (`config.json` and one or more `*.safetensors`
+    /// shards with their index), or a pipeline folder holding one in `transformer/`.
+    pub fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
+        let nested = dir.join("transformer");
+        let dir = if nested.join("config.json").is_file() {
+            nested
+        } else {
+            dir.to_path_buf()
+        };
+        let config = HunyuanVideoConfig::from_file(&dir.join("config.json"))?;
+        let weights = Weights::open(&dir)?;
+        Self::from_weights(config, &weights, device)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HunyuanVideoConfig {
+        &self.config
+    }
+
+    /// Checks `input` against the configuration; the model runs only on checked inputs.
+    pub fn check_input(&self, input: HunyuanVideoInput<B>) -> Result<CheckedInput<B>, InputError> {
+        input.check(&self.config)
+    }
+
+    /// The prediction `[batch, out_channels, frames, height, width]` of one call, every block
+    /// computed (no cache).
+    pub fn forward(&self, input: &CheckedInput<B>) -> Tensor<B, 5> {
+        let (ctx, state) = self.embed(input);
+        let state = self.run_blocks(&ctx, state, 0..self.config.num_blocks());
+        self.head(&ctx, state.video)
+    }
+
+    /// The conditioning vector `temb` `[batch, hidden]` of `input`.
+    pub fn conditioning(&self, input: &HunyuanVideoInput<B>) -> Tensor<B, 2> {
+        self.time_text_embed.forward(
+            input.timestep.clone(),
+            input.guidance.clone(),
+            input.pooled_projections.clone(),
+        )
+    }
+
+    /// The refined text tokens `[batch, text_tokens, hidden]` of `input` (`context_embedder`).
+    pub fn refine_text(&self, input: &CheckedInput<B>) -> Tensor<B, 3> {
+        let raw = input.get();
+        self.context_embedder.forward(
+            raw.encoder_hidden_states.clone(),
+            raw.timestep.clone(),
+            input.text_mask(),
+            self.config.num_attention_heads,
+        )
+    }
+
+    /// The rotary table over a token grid `[frames, height, width]` (after patching), tokens
+    /// in (frame, row, column) order.
+    pub fn rotary_table(&self, [f, h, w]: [usize; 3], device: &B::Device) -> RopeTable<B> {
+        let positions: Vec<f64> = (0..f)
+            .flat_map(|i| (0..h).flat_map(move |j| (0..w).flat_map(move |k| [i, j, k])))
+            .map(|p| p as f64)
+            .collect();
+        self.rope
+            .table_from_positions(&positions, device)
+            .expect("three positions per token for a three-axis embedding")
+    }
+
+    /// Folds patch tokens `[batch, f * h * w, out_channels * pt * p * p]` (channel-major, as
+    /// `proj_out` orders them) back into a video `[batch, out_channels, f * pt, h * p, w * p]`.
+    pub fn unpatchify(&self, x: Tensor<B, 3>, [f, h, w]: [usize; 3]) -> Tensor<B, 5> {
+        let batch = x.dims()[0];
+        let [pt, ph, pw] = self.config.patch();
+        let c = self.config.output_channels();
+        x.reshape([batch, f, h, w, c, pt, ph, pw])
+            .permute([0, 4, 1, 5, 2, 6, 3, 7])
+            .reshape([batch, c, f * pt, h * ph, w * pw])
+    }
+}
+
+impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
+    type Input = CheckedInput<B>;
+    type Context = HunyuanVideoContext<B>;
+    type State = HunyuanVideoState<B>;
+    /// The prediction `[batch, out_channels, frames, height, width]`.
+    type Output = Tensor<B, 5>;
+
+    /// Dual-stream blocks `0..num_layers`, then single-stream blocks.
+    fn num_blocks(&self) -> usize {
+        self.config.num_blocks()
+    }
+
+    fn embed(&self, input: &Self::Input) -> (Self::Context, Self::State) {
+        let raw = input.get();
+        let (video, grid) = self
+            .x_embedder
+            .forward(raw.latents.clone())
+            .expect("CheckedInput's sizes are multiples of the patch");
+        let video_tokens = video.dims()[1];
+        let ctx = HunyuanVideoContext {
+            temb: self.conditioning(raw),
+            rope: self.rotary_table(grid, &video.device()),
+            key_lengths: input.text_mask().joint_key_lengths(video_tokens),
+            grid,
+        };
+        let state = HunyuanVideoState {
+            video,
+            text: self.refine_text(input),
+        };
+        (ctx, state)
+    }
+
+    /// Runs `blocks` (indices past the dual-stream blocks are single-stream blocks); the
+    /// streams are joined as `[video; text]` on entering the single-stream part and split
+    /// again at its end, so any split of the range computes the same as one call. `blocks`
+    /// must lie within `0..num_blocks()`.
+    fn run_blocks(
+        &self,
+        ctx: &Self::Context,
+        state: Self::State,
+        blocks: Range<usize>,
+    ) -> Self::State {
+        let duals = self.transformer_blocks.len();
+        let HunyuanVideoState {
+            mut video,
+            mut text,
+        } = state;
+        let keys = &ctx.key_lengths;
+        for block in &self.transformer_blocks[blocks.start.min(duals)..blocks.end.min(duals)] {
+            (video, text) = block.forward(video, text, ctx.temb.clone(), &ctx.rope, keys);
+        }
+        let singles = blocks.start.max(duals) - duals..blocks.end.max(duals) - duals;
+        if !singles.is_empty() {
+            let video_len = video.dims()[1];
+            let mut x = Tensor::cat(vec![video, text], 1);
+            for block in &self.single_transformer_blocks[singles] {
+                x = block.forward(x, ctx.temb.clone(), &ctx.rope, keys);
+            }
+            let tokens = x.dims()[1];
+            video = x.clone().narrow(1, 0, video_len);
+            text = x.narrow(1, video_len, tokens - video_len);
+        }
+        HunyuanVideoState { video, text }
+    }
+
+    fn image_stream(&self, state: &Self::State) -> Tensor<B, 3> {
+        state.video.clone()
+    }
+
+    /// `proj_out(norm_out(video, temb))`, unpatchified.
+    fn head(&self, ctx: &Self::Context, image: Tensor<B, 3>) -> Self::Output {
+        let x = self
+            .proj_out
+            .forward(self.norm_out.forward(image, ctx.temb.clone()));
+        self.unpatchify(x, ctx.grid)
+    }
+}

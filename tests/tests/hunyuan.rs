@@ -1,0 +1,503 @@
+//! HunyuanVideo transformer against diffusers (fixtures from `fixtures/gen_hunyuan.py`): RoPE
+//! table, embeddings and token refiner, every block and the whole forward, a DiCache run, and
+//! the errors of damaged or mismatched checkpoints and inputs.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use burn::tensor::{Int, Tensor, TensorData};
+use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
+use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dit_layers::{LoadError, Weights};
+use models_hunyuan::{
+    HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoState, HunyuanVideoTransformer, InputError,
+};
+
+type Fixtures = HashMap<String, TensorData>;
+
+/// fp32 parity tolerance.
+const ATOL: f32 = 1e-5;
+const RTOL: f32 = 1e-4;
+
+fn device() -> burn_flex::FlexDevice {
+    Default::default()
+}
+
+fn tiny() -> HunyuanVideoTransformer<Cpu> {
+    HunyuanVideoTransformer::load_diffusers(&fixture("hunyuan/tiny"), &device())
+        .expect("load diffusers folder")
+}
+
+fn tiny_config() -> HunyuanVideoConfig {
+    HunyuanVideoConfig::from_file(&fixture("hunyuan/tiny/config.json")).unwrap()
+}
+
+/// The inputs stored under `input.*`, the first `batch` rows.
+fn inputs(fx: &Fixtures, batch: usize) -> HunyuanVideoInput<Cpu> {
+    let d = device();
+    HunyuanVideoInput {
+        latents: tensor::<Cpu, 5>(fx, "input.hidden_states", &d).narrow(0, 0, batch),
+        timestep: tensor::<Cpu, 1>(fx, "input.timestep", &d).narrow(0, 0, batch),
+        encoder_hidden_states: tensor::<Cpu, 3>(fx, "input.encoder_hidden_states", &d)
+            .narrow(0, 0, batch),
+        encoder_attention_mask: Tensor::<Cpu, 2, Int>::from_data(
+            fx["input.encoder_attention_mask"].clone(),
+            &d,
+        )
+        .narrow(0, 0, batch),
+        pooled_projections: tensor::<Cpu, 2>(fx, "input.pooled_projections", &d)
+            .narrow(0, 0, batch),
+        guidance: Some(tensor::<Cpu, 1>(fx, "input.guidance", &d).narrow(0, 0, batch)),
+    }
+}
+
+#[test]
+fn rope_table_matches_diffusers() {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let model = tiny();
+    let input = model.check_input(inputs(&fx, 2)).unwrap();
+    let table = model.rotary_table(input.grid(), &device());
+    assert_close(table.cos, &fx["rope.cos"], 1e-6, 1e-6, "rope cos");
+    assert_close(table.sin, &fx["rope.sin"], 1e-6, 1e-6, "rope sin");
+}
+
+#[test]
+fn embeddings_and_token_refiner_match_diffusers() {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let model = tiny();
+    let input = model.check_input(inputs(&fx, 2)).unwrap();
+    assert_eq!(input.text_mask().lengths(), &[4, 3]);
+    let (ctx, state) = model.embed(&input);
+    assert_close(ctx.temb, &fx["embed.temb"], ATOL, RTOL, "time_text_embed");
+    assert_close(state.video, &fx["embed.video"], ATOL, RTOL, "x_embedder");
+    assert_close(
+        state.text,
+        &fx["embed.text"],
+        ATOL,
+        RTOL,
+        "context_embedder (refiner)",
+    );
+}
+
+/// The reference's `temb` differs from a correctly rounded one by up to 8e-6 here: torch's
+/// vectorised `expf` is 1 ulp off for one sinusoid frequency (`w_12`), and at timestep 700 /
+/// guidance 1500 that moves the angle by ~4e-5 rad (checked in Python against an f64-rounded
+/// projection). Blocks are therefore checked on the reference's own inputs (its `temb` and the
+/// previous block's output), and the chained forward with the tolerance doubled.
+const CHAINED_ATOL: f32 = 2.0 * ATOL;
+
+#[test]
+fn every_block_matches_diffusers_on_its_inputs() {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let model = tiny();
+    let d = device();
+    let input = model.check_input(inputs(&fx, 2)).unwrap();
+    let (mut ctx, _) = model.embed(&input);
+    ctx.temb = tensor(&fx, "embed.temb", &d);
+    let duals = model.config().num_layers;
+    let name = |i: usize| {
+        if i < duals {
+            format!("dual.{i}")
+        } else {
+            format!("single.{}", i - duals)
+        }
+    };
+    for i in 0..model.num_blocks() {
+        let before = if i == 0 {
+            "embed".to_string()
+        } else {
+            name(i - 1)
+        };
+        let state = HunyuanVideoState {
+            video: tensor(&fx, &format!("{before}.video"), &d),
+            text: tensor(&fx, &format!("{before}.text"), &d),
+        };
+        let state = model.run_blocks(&ctx, state, i..i + 1);
+        for (stream, t) in [("video", state.video), ("text", state.text)] {
+            let key = format!("{}.{stream}", name(i));
+            assert_close(t, &fx[&key], ATOL, RTOL, &key);
+        }
+    }
+    let last = tensor(&fx, &format!("{}.video", name(model.num_blocks() - 1)), &d);
+    assert_close(model.head(&ctx, last), &fx["output"], ATOL, RTOL, "head");
+}
+
+#[test]
+fn chained_blocks_and_forward_match_diffusers() {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let model = tiny();
+    let input = model.check_input(inputs(&fx, 2)).unwrap();
+    let (ctx, mut state) = model.embed(&input);
+    let duals = model.config().num_layers;
+    for i in 0..model.num_blocks() {
+        state = model.run_blocks(&ctx, state, i..i + 1);
+        let name = if i < duals {
+            format!("dual.{i}")
+        } else {
+            format!("single.{}", i - duals)
+        };
+        for (stream, t) in [("video", &state.video), ("text", &state.text)] {
+            let key = format!("chained {name}.{stream}");
+            let want = &fx[&format!("{name}.{stream}")];
+            assert_close(t.clone(), want, CHAINED_ATOL, RTOL, &key);
+        }
+    }
+    let out = model.head(&ctx, state.video);
+    assert_close(out, &fx["output"], CHAINED_ATOL, RTOL, "chained head");
+    let out = model.forward(&input);
+    assert_close(out, &fx["output"], CHAINED_ATOL, RTOL, "forward");
+}
+
+#[test]
+fn each_row_matches_alone() {
+    // Row 1 alone takes the batched path with one key count: same numbers as in the batch.
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let model = tiny();
+    let mut input = inputs(&fx, 2);
+    let row = |t: Tensor<Cpu, 1>| t.narrow(0, 1, 1);
+    input.latents = input.latents.narrow(0, 1, 1);
+    input.timestep = row(input.timestep);
+    input.encoder_hidden_states = input.encoder_hidden_states.narrow(0, 1, 1);
+    input.encoder_attention_mask = input.encoder_attention_mask.narrow(0, 1, 1);
+    input.pooled_projections = input.pooled_projections.narrow(0, 1, 1);
+    input.guidance = input.guidance.map(row);
+    let out = model.forward(&model.check_input(input).unwrap());
+    let expected = tensor::<Cpu, 5>(&fx, "output", &device()).narrow(0, 1, 1);
+    assert_close(out, &expected.into_data(), ATOL, RTOL, "row 1 forward");
+}
+
+#[test]
+fn preset_has_the_published_sizes() {
+    let config = HunyuanVideoConfig::hunyuan_video();
+    assert_eq!((config.num_layers, config.num_single_layers), (20, 40));
+    assert_eq!(
+        (config.num_attention_heads, config.attention_head_dim),
+        (24, 128)
+    );
+    assert_eq!(config.hidden_size(), 3072);
+    assert_eq!(config.rope_axes_dim, vec![16, 56, 56]);
+    assert_eq!((config.rope_theta, config.num_refiner_layers), (256.0, 2));
+    assert_eq!(
+        (config.text_embed_dim, config.pooled_projection_dim),
+        (4096, 768)
+    );
+    assert!(config.guidance_embeds);
+    config.validate(Path::new("preset")).unwrap();
+}
+
+#[test]
+fn random_model_runs_any_block_split() {
+    let config = tiny_config();
+    let model = HunyuanVideoTransformer::<Cpu>::random(&config, &device()).unwrap();
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let input = model.check_input(inputs(&fx, 2)).unwrap();
+    let whole = model.forward(&input);
+    assert_eq!(whole.dims(), [2, 4, 3, 4, 4]);
+    let (ctx, state) = model.embed(&input);
+    // Probe into the first single block, then resume.
+    let state = model.run_blocks(&ctx, state, 0..3);
+    let state = model.run_blocks(&ctx, state, 3..4);
+    let split = model.head(&ctx, state.video);
+    assert_close(split, &whole.into_data(), 1e-6, 1e-6, "split vs whole");
+}
+
+#[test]
+fn dicache_run_matches_reference() {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let run = load_fixture("hunyuan/dicache.safetensors");
+    let model = tiny();
+    let d = device();
+    let values = |name: &str| -> Vec<f64> { run[name].iter::<f64>().collect() };
+    let sigmas = values("sigmas");
+    let steps = sigmas.len() - 1;
+    let policy = CachePolicy::DiCache(DiCacheConfig {
+        threshold: values("threshold")[0],
+        ..DiCacheConfig::hunyuan_video()
+    });
+    let mut session = CacheSession::new(policy, steps, model.num_blocks()).unwrap();
+    let base = inputs(&fx, 1);
+    let mut x: Tensor<Cpu, 5> = tensor(&run, "noise", &d);
+    for (i, pair) in sigmas.windows(2).enumerate() {
+        let t = (pair[0] as f32) * 1000.0;
+        let input = HunyuanVideoInput {
+            latents: x.clone(),
+            timestep: Tensor::from_data(TensorData::new(vec![t], [1]), &d),
+            ..base.clone()
+        };
+        let input = model.check_input(input).unwrap();
+        let v = session.forward(&model, &input, i, Pass::Single).unwrap();
+        x = x + v.mul_scalar(pair[1] - pair[0]);
+    }
+    let trace = session.into_trace();
+    let computed: Vec<bool> = values("trace.computed").iter().map(|&c| c == 1.0).collect();
+    let got: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
+    assert_eq!(got, computed, "computed flags");
+    assert!(computed.contains(&false) && computed.contains(&true));
+    let close = |name: &str, got: Vec<Option<f64>>| {
+        for (step, (g, want)) in got.iter().zip(values(name)).enumerate() {
+            match g {
+                None => assert!(want.is_nan(), "{name} step {step}: none, reference {want}"),
+                Some(g) => assert!(
+                    (g - want).abs() <= 1e-4 * want.abs(),
+                    "{name} step {step}: {g} vs {want}"
+                ),
+            }
+        }
+    };
+    close(
+        "trace.indicator",
+        trace.steps.iter().map(|s| s.indicator).collect(),
+    );
+    close(
+        "trace.accumulated",
+        trace.steps.iter().map(|s| s.accumulated).collect(),
+    );
+    close("trace.gamma", trace.steps.iter().map(|s| s.gamma).collect());
+    assert_close(x, &run["latents"], ATOL, RTOL, "dicache latents");
+}
+
+/// A scratch copy of a fixture folder, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn copy_of(rel: &str, tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("hunyuan-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for entry in fs::read_dir(fixture(rel)).unwrap() {
+            let path = entry.unwrap().path();
+            fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn shard(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!(
+        "diffusion_pytorch_model-0000{n}-of-00004.safetensors"
+    ))
+}
+
+#[test]
+fn missing_shard_is_an_error_naming_it() {
+    let scratch = Scratch::copy_of("hunyuan/tiny", "missing-shard");
+    fs::remove_file(shard(&scratch.0, 3)).unwrap();
+    let err = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Index { .. }), "{msg}");
+    assert!(msg.contains("00003-of-00004"), "{msg}");
+}
+
+#[test]
+fn truncated_file_is_an_error_naming_it() {
+    let scratch = Scratch::copy_of("hunyuan/tiny", "truncated");
+    let path = shard(&scratch.0, 2);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("00002-of-00004") && msg.contains("truncated"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
+    let scratch = Scratch::copy_of("hunyuan/tiny", "wrong-shape");
+    let key = "context_embedder.token_refiner.refiner_blocks.1.norm2.weight";
+    let path = (1..=4)
+        .map(|n| shard(&scratch.0, n))
+        .find(|p| {
+            let bytes = fs::read(p).unwrap();
+            safetensors::SafeTensors::deserialize(&bytes)
+                .unwrap()
+                .names()
+                .contains(&key)
+        })
+        .expect("some shard holds the key");
+    let bytes = fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    for (name, view) in &mut tensors {
+        if name == key {
+            // 32 values stored as [4, 8] instead of [32].
+            *view = safetensors::tensor::TensorView::new(view.dtype(), vec![4, 8], view.data())
+                .unwrap();
+        }
+    }
+    fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+    let err = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
+    assert!(
+        msg.contains(key) && msg.contains(path.file_name().unwrap().to_str().unwrap()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn config_not_matching_weights_is_an_error() {
+    let config = tiny_config();
+    let d = device();
+    let load = |config: HunyuanVideoConfig| {
+        let weights = Weights::open(&fixture("hunyuan/tiny")).unwrap();
+        HunyuanVideoTransformer::<Cpu>::from_weights(config, &weights, &d)
+            .unwrap_err()
+            .to_string()
+    };
+    let fewer = HunyuanVideoConfig {
+        num_single_layers: 1,
+        ..config.clone()
+    };
+    let msg = load(fewer);
+    assert!(msg.contains("single_transformer_blocks.1."), "{msg}");
+
+    let fewer_refiner = HunyuanVideoConfig {
+        num_refiner_layers: 1,
+        ..config.clone()
+    };
+    let msg = load(fewer_refiner);
+    assert!(msg.contains("refiner_blocks.1."), "{msg}");
+
+    let more = HunyuanVideoConfig {
+        num_layers: 3,
+        ..config.clone()
+    };
+    let msg = load(more);
+    assert!(msg.contains("transformer_blocks.2."), "{msg}");
+
+    let no_guidance = HunyuanVideoConfig {
+        guidance_embeds: false,
+        ..config.clone()
+    };
+    let msg = load(no_guidance);
+    assert!(msg.contains("guidance_embedder"), "{msg}");
+
+    let heads = HunyuanVideoConfig {
+        num_attention_heads: 4,
+        attention_head_dim: 8,
+        rope_axes_dim: vec![2, 2, 4],
+        ..config.clone()
+    };
+    let msg = load(heads);
+    assert!(msg.contains("norm_q.weight"), "{msg}");
+
+    let text_dim = HunyuanVideoConfig {
+        text_embed_dim: 24,
+        ..config.clone()
+    };
+    let msg = load(text_dim);
+    assert!(msg.contains("context_embedder."), "{msg}");
+
+    for (bad, what) in [
+        (
+            HunyuanVideoConfig {
+                image_condition_type: Some("token_replace".into()),
+                ..config.clone()
+            },
+            "token_replace",
+        ),
+        (
+            HunyuanVideoConfig {
+                rope_axes_dim: vec![4, 4, 4],
+                ..config.clone()
+            },
+            "rope_axes_dim",
+        ),
+        (
+            HunyuanVideoConfig {
+                qk_norm: "layer_norm".into(),
+                ..config.clone()
+            },
+            "qk_norm",
+        ),
+    ] {
+        let msg = HunyuanVideoTransformer::<Cpu>::random(&bad, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(what), "{msg}");
+    }
+}
+
+#[test]
+fn bad_config_file_is_an_error_naming_it() {
+    let scratch = Scratch::copy_of("hunyuan/tiny", "bad-config");
+    let path = scratch.0.join("config.json");
+    let text = fs::read_to_string(&path).unwrap();
+    let text = text.replace(
+        "\"image_condition_type\": null",
+        "\"image_condition_type\": \"token_replace\"",
+    );
+    fs::write(&path, text).unwrap();
+    let msg = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("token_replace"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_them() {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let model = tiny();
+    let d = device();
+
+    let mut input = inputs(&fx, 2);
+    input.guidance = None;
+    assert_eq!(
+        model.check_input(input).unwrap_err(),
+        InputError::Guidance { model: true }
+    );
+
+    let mut input = inputs(&fx, 2);
+    input.latents = input.latents.narrow(4, 0, 3);
+    let err = model.check_input(input).unwrap_err();
+    assert!(
+        matches!(err, InputError::NotDivisible { axis: "width", .. }),
+        "{err}"
+    );
+
+    let mut input = inputs(&fx, 2);
+    input.encoder_attention_mask = input.encoder_attention_mask.narrow(1, 0, 5);
+    let err = model.check_input(input).unwrap_err();
+    assert!(err.to_string().contains("encoder_attention_mask"), "{err}");
+
+    for (row, values) in [
+        (0, [[1, 0, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0]]),
+        (1, [[1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]]),
+        (0, [[1, 1, 2, 0, 0, 0], [1, 1, 1, 0, 0, 0]]),
+    ] {
+        let mut input = inputs(&fx, 2);
+        let flat: Vec<i64> = values.iter().flatten().copied().collect();
+        input.encoder_attention_mask = Tensor::from_data(TensorData::new(flat, [2, 6]), &d);
+        let err = model.check_input(input).unwrap_err();
+        assert!(
+            matches!(err, InputError::Mask { row: r, .. } if r == row),
+            "{err}"
+        );
+        assert!(err.to_string().contains("encoder_attention_mask"), "{err}");
+    }
+
+    let mut input = inputs(&fx, 2);
+    input.pooled_projections = input.pooled_projections.narrow(1, 0, 3);
+    let err = model.check_input(input).unwrap_err();
+    assert!(err.to_string().contains("pooled_projections"), "{err}");
+
+    let mut input = inputs(&fx, 2);
+    input.encoder_hidden_states = input.encoder_hidden_states.narrow(2, 0, 16);
+    let err = model.check_input(input).unwrap_err();
+    assert!(err.to_string().contains("encoder_hidden_states"), "{err}");
+}
