@@ -18,6 +18,7 @@ mod config;
 mod input;
 mod model;
 mod params;
+pub mod pipeline;
 
 pub use attention::WanAttention;
 pub use block::{FeedForward, Modulation, WanTransformerBlock};
@@ -26,3 +27,4 @@ pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
 pub use input::{CheckedInput, InputError, WanInput};
 pub use model::{WanContext, WanTransformer};
 pub use params::{Layout, WanParams, original_name};
+pub use pipeline::{WanOutput, WanPipeline, WanRequest};

@@ -2,6 +2,8 @@
 
 mod flux;
 mod output;
+mod video;
+mod wan;
 
 use std::path::PathBuf;
 
@@ -16,12 +18,15 @@ use crate::backend::{BackendKind, Dtype};
 pub enum RunCommand {
     /// FLUX.1 text-to-image from a diffusers-layout folder.
     Flux(flux::FluxArgs),
+    /// WAN 2.1 text-to-video from a diffusers-layout folder.
+    Wan(wan::WanArgs),
 }
 
 /// Runs the chosen model.
 pub fn run(command: RunCommand) -> Result<()> {
     match command {
         RunCommand::Flux(args) => flux::run(args),
+        RunCommand::Wan(args) => wan::run(args),
     }
 }
 
