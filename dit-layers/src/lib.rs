@@ -19,6 +19,7 @@ mod feed_forward;
 mod gelu;
 mod group_norm;
 mod linear;
+mod mmdit;
 mod noise;
 mod norm;
 mod params;
@@ -40,6 +41,10 @@ pub use feed_forward::FeedForward;
 pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;
 pub use linear::{linear, linear_from_rows};
+pub use mmdit::{
+    DualStreamBlock, JointAttention, JointLayout, MmditBlocks, MmditStacks, SingleAttention,
+    SingleStreamBlock, load_mmdit_blocks,
+};
 pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{Checkpoint, ParamSource, RandomInit};

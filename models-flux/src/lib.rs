@@ -7,25 +7,19 @@
 //! [`FluxConfig`] with random weights for benchmarks. [`FluxPipeline`] runs the whole
 //! prompt-to-image pipeline from a diffusers-layout folder.
 
-mod attention;
 mod bfl;
 mod config;
-mod double_block;
 mod input;
 mod latents;
 mod model;
 pub mod pipeline;
-mod single_block;
 
-pub use attention::{JointAttention, SingleAttention};
 pub use bfl::BflCheckpoint;
 pub use config::{FluxConfig, MLP_RATIO, ROPE_THETA};
 pub use dit_layers::{
-    AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, FeedForward, Modulation,
-    QkvProjection,
+    AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, DualStreamBlock, FeedForward,
+    JointAttention, Modulation, QkvProjection, SingleAttention, SingleStreamBlock,
 };
-pub use double_block::FluxTransformerBlock;
 pub use input::{CheckedInput, FluxInput, InputError};
 pub use model::{FluxContext, FluxState, FluxTransformer, Layout};
 pub use pipeline::{FluxOutput, FluxPipeline, FluxRequest};
-pub use single_block::FluxSingleTransformerBlock;

@@ -10,14 +10,15 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, Checkpoint, LoadError, MultiAxisRope, ParamSource, RandomInit,
-    RopeTable, TimeTextEmbedding, Weights,
+    AdaLayerNormContinuous, Checkpoint, DualStreamBlock, JointLayout, LoadError, MmditBlocks,
+    MultiAxisRope, ParamSource, RandomInit, RopeTable, SingleStreamBlock, TimeTextEmbedding,
+    Weights, load_mmdit_blocks,
 };
 
-use crate::{
-    CheckedInput, FluxConfig, FluxInput, InputError, bfl::BflCheckpoint,
-    double_block::FluxTransformerBlock, single_block::FluxSingleTransformerBlock,
-};
+use crate::{CheckedInput, FluxConfig, FluxInput, InputError, MLP_RATIO, bfl::BflCheckpoint};
+
+/// FLUX.1 joins its streams as `[txt; img]`, the rotary table covering both.
+const LAYOUT: JointLayout = JointLayout::TextFirst;
 
 /// BFL checkpoints may store every name under this prefix (ComfyUI-style exports).
 const BFL_PREFIX: &str = "model.diffusion_model.";
@@ -45,9 +46,9 @@ pub struct FluxTransformer<B: Backend> {
     /// `x_embedder` `[in_channels -> hidden]`.
     pub x_embedder: Linear<B>,
     /// `transformer_blocks`: double-stream blocks.
-    pub transformer_blocks: Vec<FluxTransformerBlock<B>>,
+    pub transformer_blocks: Vec<DualStreamBlock<B>>,
     /// `single_transformer_blocks`: single-stream blocks.
-    pub single_transformer_blocks: Vec<FluxSingleTransformerBlock<B>>,
+    pub single_transformer_blocks: Vec<SingleStreamBlock<B>>,
     /// `norm_out`: final adaptive norm.
     pub norm_out: AdaLayerNormContinuous<B>,
     /// `proj_out` `[hidden -> patch_size² * out_channels]`.
@@ -93,34 +94,30 @@ impl<B: Backend> FluxTransformer<B> {
             path: source.to_path_buf(),
             message: e.to_string(),
         })?;
+        let time_text_embed = TimeTextEmbedding::new(
+            &src.at("time_text_embed"),
+            hidden,
+            config.pooled_projection_dim,
+            config.guidance_embeds,
+        )?;
+        let context_embedder =
+            src.linear("context_embedder", config.joint_attention_dim, hidden, true)?;
+        let x_embedder = src.linear("x_embedder", config.in_channels, hidden, true)?;
+        let (transformer_blocks, single_transformer_blocks) = load_mmdit_blocks(
+            src,
+            config.num_layers,
+            config.num_single_layers,
+            heads,
+            head_dim,
+            MLP_RATIO * hidden,
+            LAYOUT,
+        )?;
         Ok(Self {
-            time_text_embed: TimeTextEmbedding::new(
-                &src.at("time_text_embed"),
-                hidden,
-                config.pooled_projection_dim,
-                config.guidance_embeds,
-            )?,
-            context_embedder: src.linear(
-                "context_embedder",
-                config.joint_attention_dim,
-                hidden,
-                true,
-            )?,
-            x_embedder: src.linear("x_embedder", config.in_channels, hidden, true)?,
-            transformer_blocks: (0..config.num_layers)
-                .map(|i| {
-                    FluxTransformerBlock::new(&src.at("transformer_blocks").at(i), heads, head_dim)
-                })
-                .collect::<Result<_, _>>()?,
-            single_transformer_blocks: (0..config.num_single_layers)
-                .map(|i| {
-                    FluxSingleTransformerBlock::new(
-                        &src.at("single_transformer_blocks").at(i),
-                        heads,
-                        head_dim,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
+            time_text_embed,
+            context_embedder,
+            x_embedder,
+            transformer_blocks,
+            single_transformer_blocks,
             norm_out: AdaLayerNormContinuous::new(&src.at("norm_out"), hidden)?,
             proj_out: src.linear("proj_out", hidden, config.output_channels(), true)?,
             pos_embed,
@@ -273,22 +270,18 @@ impl<B: Backend> CacheableModel<B> for FluxTransformer<B> {
         state: Self::State,
         blocks: Range<usize>,
     ) -> Self::State {
-        let doubles = self.transformer_blocks.len();
-        let FluxState { mut txt, mut img } = state;
-        for block in &self.transformer_blocks[blocks.start.min(doubles)..blocks.end.min(doubles)] {
-            (img, txt) = block.forward(img, txt, ctx.temb.clone(), &ctx.rope);
-        }
-        let singles = blocks.start.max(doubles) - doubles..blocks.end.max(doubles) - doubles;
-        if !singles.is_empty() {
-            let txt_len = txt.dims()[1];
-            let mut x = Tensor::cat(vec![txt, img], 1);
-            for block in &self.single_transformer_blocks[singles] {
-                x = block.forward(x, ctx.temb.clone(), &ctx.rope);
-            }
-            let tokens = x.dims()[1];
-            txt = x.clone().narrow(1, 0, txt_len);
-            img = x.narrow(1, txt_len, tokens - txt_len);
-        }
+        let blocks_of = MmditBlocks {
+            duals: &self.transformer_blocks,
+            singles: &self.single_transformer_blocks,
+            layout: LAYOUT,
+        };
+        let (img, txt) = blocks_of.run(
+            (state.img, state.txt),
+            blocks,
+            ctx.temb.clone(),
+            &ctx.rope,
+            None,
+        );
         FluxState { txt, img }
     }
 

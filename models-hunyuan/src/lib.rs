@@ -12,8 +12,6 @@
 //! [`HunyuanVideoTransformer::random`] builds a model of any [`HunyuanVideoConfig`] with random
 //! weights for benchmarks.
 
-mod attention;
-mod blocks;
 mod config;
 mod input;
 mod model;
@@ -21,9 +19,8 @@ mod params;
 mod refiner;
 mod text_mask;
 
-pub use attention::{JointAttention, SingleAttention};
-pub use blocks::{DualStreamBlock, SingleStreamBlock};
 pub use config::{HunyuanVideoConfig, QK_NORM_RMS, REFINER_MLP_RATIO};
+pub use dit_layers::{DualStreamBlock, JointAttention, SingleAttention, SingleStreamBlock};
 pub use input::{CheckedInput, HunyuanVideoInput, InputError};
 pub use model::{HunyuanVideoContext, HunyuanVideoState, HunyuanVideoTransformer};
 pub use params::HunyuanParams;

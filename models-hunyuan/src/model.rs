@@ -11,14 +11,18 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, LoadError, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable,
-    TimeTextEmbedding, Weights,
+    AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, MultiAxisRope,
+    ParamSource, PatchEmbed3d, RopeTable, SingleStreamBlock, TimeTextEmbedding, Weights,
+    load_mmdit_blocks,
 };
 
 use crate::{
-    CheckedInput, DualStreamBlock, HunyuanVideoConfig, HunyuanVideoInput, InputError,
-    SingleStreamBlock, TokenRefiner, params::HunyuanParams,
+    CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, TokenRefiner,
+    params::HunyuanParams,
 };
+
+/// HunyuanVideo joins its streams as `[video; text]`, the rotary table covering the video.
+const LAYOUT: JointLayout = JointLayout::ImageFirst;
 
 /// The HunyuanVideo transformer.
 #[derive(Module, Debug)]
@@ -83,40 +87,34 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
             path: source.to_path_buf(),
             message: e.to_string(),
         })?;
+        let x_embedder = src.patch_embed(
+            "x_embedder.proj",
+            config.in_channels,
+            hidden,
+            config.patch(),
+        )?;
+        let context_embedder = TokenRefiner::new(&src.at("context_embedder"), &config)?;
+        let time_text_embed = TimeTextEmbedding::new(
+            &src.at("time_text_embed"),
+            hidden,
+            config.pooled_projection_dim,
+            config.guidance_embeds,
+        )?;
+        let (transformer_blocks, single_transformer_blocks) = load_mmdit_blocks(
+            src,
+            config.num_layers,
+            config.num_single_layers,
+            heads,
+            head_dim,
+            mlp_dim,
+            LAYOUT,
+        )?;
         Ok(Self {
-            x_embedder: src.patch_embed(
-                "x_embedder.proj",
-                config.in_channels,
-                hidden,
-                config.patch(),
-            )?,
-            context_embedder: TokenRefiner::new(&src.at("context_embedder"), &config)?,
-            time_text_embed: TimeTextEmbedding::new(
-                &src.at("time_text_embed"),
-                hidden,
-                config.pooled_projection_dim,
-                config.guidance_embeds,
-            )?,
-            transformer_blocks: (0..config.num_layers)
-                .map(|i| {
-                    DualStreamBlock::new(
-                        &src.at("transformer_blocks").at(i),
-                        heads,
-                        head_dim,
-                        mlp_dim,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
-            single_transformer_blocks: (0..config.num_single_layers)
-                .map(|i| {
-                    SingleStreamBlock::new(
-                        &src.at("single_transformer_blocks").at(i),
-                        heads,
-                        head_dim,
-                        mlp_dim,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
+            x_embedder,
+            context_embedder,
+            time_text_embed,
+            transformer_blocks,
+            single_transformer_blocks,
             norm_out: AdaLayerNormContinuous::new(&src.at("norm_out"), hidden)?,
             proj_out: src.linear("proj_out", hidden, config.proj_out_channels(), true)?,
             rope,
@@ -271,26 +269,19 @@ impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
         state: Self::State,
         blocks: Range<usize>,
     ) -> Self::State {
-        let duals = self.transformer_blocks.len();
-        let HunyuanVideoState {
-            mut video,
-            mut text,
-        } = state;
-        let keys = &ctx.key_lengths;
-        for block in &self.transformer_blocks[blocks.start.min(duals)..blocks.end.min(duals)] {
-            (video, text) = block.forward(video, text, ctx.temb.clone(), &ctx.rope, keys);
-        }
-        let singles = blocks.start.max(duals) - duals..blocks.end.max(duals) - duals;
-        if !singles.is_empty() {
-            let video_len = video.dims()[1];
-            let mut x = Tensor::cat(vec![video, text], 1);
-            for block in &self.single_transformer_blocks[singles] {
-                x = block.forward(x, ctx.temb.clone(), &ctx.rope, keys);
-            }
-            let tokens = x.dims()[1];
-            video = x.clone().narrow(1, 0, video_len);
-            text = x.narrow(1, video_len, tokens - video_len);
-        }
+        let blocks_of = MmditBlocks {
+            duals: &self.transformer_blocks,
+            singles: &self.single_transformer_blocks,
+            layout: LAYOUT,
+        };
+        let keys = Some(ctx.key_lengths.as_slice());
+        let (video, text) = blocks_of.run(
+            (state.video, state.text),
+            blocks,
+            ctx.temb.clone(),
+            &ctx.rope,
+            keys,
+        );
         HunyuanVideoState { video, text }
     }
 
