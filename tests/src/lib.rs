@@ -1,7 +1,9 @@
-//! Shared helpers of the integration tests: fixture files and tolerant comparison.
+//! Shared helpers of the integration tests: fixture files, scratch copies of them to damage,
+//! and tolerant comparison.
 
 use std::{
     collections::HashMap,
+    fs,
     path::{Path, PathBuf},
 };
 
@@ -50,6 +52,95 @@ pub fn load_fixture(rel: &str) -> HashMap<String, TensorData> {
             (name, data)
         })
         .collect()
+}
+
+/// A scratch folder under the system temp folder, removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// An empty scratch folder, unique to `tag` within this test process.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("dicache-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// A scratch folder holding a copy of the files (not the subfolders) of the fixture folder
+    /// `rel`.
+    pub fn copy_of(rel: &str, tag: &str) -> Self {
+        let scratch = Self::new(tag);
+        for entry in fs::read_dir(fixture(rel)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                fs::copy(&path, scratch.0.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        scratch
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Rewrites `config.json` in the folder, replacing `from` (which must occur) with `to`.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.0.join("config.json");
+        let config = fs::read_to_string(&path).unwrap();
+        assert!(config.contains(from), "config has no {from}");
+        fs::write(path, config.replace(from, to)).unwrap();
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Shard `n` of the four-shard diffusers checkpoint in `dir`.
+pub fn shard(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!(
+        "diffusion_pytorch_model-0000{n}-of-00004.safetensors"
+    ))
+}
+
+/// The shard of the four-shard diffusers checkpoint in `dir` that holds the tensor `key`.
+pub fn shard_holding(dir: &Path, key: &str) -> PathBuf {
+    (1..=4)
+        .map(|n| shard(dir, n))
+        .find(|p| {
+            let bytes = fs::read(p).unwrap();
+            SafeTensors::deserialize(&bytes)
+                .unwrap()
+                .names()
+                .contains(&key)
+        })
+        .expect("some shard holds the key")
+}
+
+/// Cuts the file at `path` to `len(size)` bytes.
+pub fn truncate(path: &Path, len: impl FnOnce(usize) -> usize) {
+    let bytes = fs::read(path).unwrap();
+    fs::write(path, &bytes[..len(bytes.len())]).unwrap();
+}
+
+/// Rewrites `path` with the tensor `key` stored as `shape` (same values).
+pub fn reshape_stored(path: &Path, key: &str, shape: Vec<usize>) {
+    let bytes = fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    let mut found = false;
+    for (name, view) in &mut tensors {
+        if name == key {
+            *view = safetensors::tensor::TensorView::new(view.dtype(), shape.clone(), view.data())
+                .unwrap();
+            found = true;
+        }
+    }
+    assert!(found, "{key} not in {}", path.display());
+    fs::write(path, safetensors::serialize(tensors, None).unwrap()).unwrap();
 }
 
 /// The fixture tensor `name` on `device`.

@@ -2,15 +2,14 @@
 //! embeddings, every block and the whole forward from both checkpoint layouts, a DiCache run,
 //! and the errors of damaged or mismatched checkpoints and inputs.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, fs, path::Path};
 
 use burn::tensor::{Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dicache_tests::{
+    Cpu, Scratch, assert_close, fixture, load_fixture, reshape_stored, shard, shard_holding,
+    tensor, truncate,
+};
 use dit_layers::{LoadError, Weights};
 use models_flux::{FluxConfig, FluxInput, FluxTransformer, InputError, Layout};
 
@@ -277,46 +276,11 @@ fn dicache_run_matches_reference() {
     assert_close(x, &run["latents"], ATOL, RTOL, "dicache latents");
 }
 
-/// A scratch copy of the fixture folder `rel`, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    /// An empty scratch folder.
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("flux-test-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    /// A scratch folder holding a copy of the fixture folder `rel`.
-    fn copy_of(rel: &str, tag: &str) -> Self {
-        let scratch = Self::new(tag);
-        for entry in fs::read_dir(fixture(rel)).unwrap() {
-            let path = entry.unwrap().path();
-            fs::copy(&path, scratch.0.join(path.file_name().unwrap())).unwrap();
-        }
-        scratch
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn shard(dir: &Path, n: usize) -> PathBuf {
-    dir.join(format!(
-        "diffusion_pytorch_model-0000{n}-of-00004.safetensors"
-    ))
-}
-
 #[test]
 fn missing_shard_is_an_error_naming_it() {
     let scratch = Scratch::copy_of("flux/dev", "missing-shard");
-    fs::remove_file(shard(&scratch.0, 2)).unwrap();
-    let err = FluxTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    fs::remove_file(shard(scratch.path(), 2)).unwrap();
+    let err = FluxTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Index { .. }), "{msg}");
     assert!(
@@ -328,10 +292,9 @@ fn missing_shard_is_an_error_naming_it() {
 #[test]
 fn truncated_file_is_an_error_naming_it() {
     let scratch = Scratch::copy_of("flux/dev", "truncated");
-    let path = shard(&scratch.0, 3);
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let msg = FluxTransformer::<Cpu>::load_diffusers(&scratch.0, &device())
+    let path = shard(scratch.path(), 3);
+    truncate(&path, |n| n / 2);
+    let msg = FluxTransformer::<Cpu>::load_diffusers(scratch.path(), &device())
         .unwrap_err()
         .to_string();
     assert!(
@@ -339,9 +302,9 @@ fn truncated_file_is_an_error_naming_it() {
         "{msg}"
     );
 
-    let bfl = scratch.0.join("bfl.safetensors");
-    let bytes = fs::read(fixture("flux/dev-bfl.safetensors")).unwrap();
-    fs::write(&bfl, &bytes[..bytes.len() - 100]).unwrap();
+    let bfl = scratch.path().join("bfl.safetensors");
+    fs::copy(fixture("flux/dev-bfl.safetensors"), &bfl).unwrap();
+    truncate(&bfl, |n| n - 100);
     let msg = FluxTransformer::<Cpu>::load_bfl(&bfl, tiny_axes(), &device())
         .unwrap_err()
         .to_string();
@@ -352,28 +315,10 @@ fn truncated_file_is_an_error_naming_it() {
 fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
     let scratch = Scratch::copy_of("flux/dev", "wrong-shape");
     let key = "transformer_blocks.1.attn.norm_added_k.weight";
-    let path = (1..=4)
-        .map(|n| shard(&scratch.0, n))
-        .find(|p| {
-            let bytes = fs::read(p).unwrap();
-            safetensors::SafeTensors::deserialize(&bytes)
-                .unwrap()
-                .names()
-                .contains(&key)
-        })
-        .expect("some shard holds the key");
-    let bytes = fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
-    for (name, view) in &mut tensors {
-        if name == key {
-            // 16 values stored as [2, 8] instead of [16].
-            *view = safetensors::tensor::TensorView::new(view.dtype(), vec![2, 8], view.data())
-                .unwrap();
-        }
-    }
-    fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
-    let err = FluxTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    let path = shard_holding(scratch.path(), key);
+    // 16 values stored as [2, 8] instead of [16].
+    reshape_stored(&path, key, vec![2, 8]);
+    let err = FluxTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
     assert!(
@@ -505,7 +450,7 @@ fn bf16_checkpoint_loads_into_f32() {
             safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), data);
         (name.clone(), view.unwrap())
     });
-    let path = scratch.0.join("bf16.safetensors");
+    let path = scratch.path().join("bf16.safetensors");
     fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
 
     let model: FluxTransformer<Cpu> =

@@ -2,15 +2,14 @@
 //! table, embeddings and token refiner, every block and the whole forward, a DiCache run, and
 //! the errors of damaged or mismatched checkpoints and inputs.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, fs, path::Path};
 
 use burn::tensor::{Int, Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dicache_tests::{
+    Cpu, Scratch, assert_close, fixture, load_fixture, reshape_stored, shard, shard_holding,
+    tensor, truncate,
+};
 use dit_layers::{LoadError, Weights};
 use models_hunyuan::{
     HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoState, HunyuanVideoTransformer, InputError,
@@ -259,39 +258,12 @@ fn dicache_run_matches_reference() {
     assert_close(x, &run["latents"], ATOL, RTOL, "dicache latents");
 }
 
-/// A scratch copy of a fixture folder, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn copy_of(rel: &str, tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("hunyuan-test-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        for entry in fs::read_dir(fixture(rel)).unwrap() {
-            let path = entry.unwrap().path();
-            fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn shard(dir: &Path, n: usize) -> PathBuf {
-    dir.join(format!(
-        "diffusion_pytorch_model-0000{n}-of-00004.safetensors"
-    ))
-}
-
 #[test]
 fn missing_shard_is_an_error_naming_it() {
     let scratch = Scratch::copy_of("hunyuan/tiny", "missing-shard");
-    fs::remove_file(shard(&scratch.0, 3)).unwrap();
-    let err = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    fs::remove_file(shard(scratch.path(), 3)).unwrap();
+    let err =
+        HunyuanVideoTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Index { .. }), "{msg}");
     assert!(msg.contains("00003-of-00004"), "{msg}");
@@ -300,10 +272,9 @@ fn missing_shard_is_an_error_naming_it() {
 #[test]
 fn truncated_file_is_an_error_naming_it() {
     let scratch = Scratch::copy_of("hunyuan/tiny", "truncated");
-    let path = shard(&scratch.0, 2);
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let msg = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device())
+    let path = shard(scratch.path(), 2);
+    truncate(&path, |n| n / 2);
+    let msg = HunyuanVideoTransformer::<Cpu>::load_diffusers(scratch.path(), &device())
         .unwrap_err()
         .to_string();
     assert!(
@@ -316,28 +287,11 @@ fn truncated_file_is_an_error_naming_it() {
 fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
     let scratch = Scratch::copy_of("hunyuan/tiny", "wrong-shape");
     let key = "context_embedder.token_refiner.refiner_blocks.1.norm2.weight";
-    let path = (1..=4)
-        .map(|n| shard(&scratch.0, n))
-        .find(|p| {
-            let bytes = fs::read(p).unwrap();
-            safetensors::SafeTensors::deserialize(&bytes)
-                .unwrap()
-                .names()
-                .contains(&key)
-        })
-        .expect("some shard holds the key");
-    let bytes = fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
-    for (name, view) in &mut tensors {
-        if name == key {
-            // 32 values stored as [4, 8] instead of [32].
-            *view = safetensors::tensor::TensorView::new(view.dtype(), vec![4, 8], view.data())
-                .unwrap();
-        }
-    }
-    fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
-    let err = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    let path = shard_holding(scratch.path(), key);
+    // 32 values stored as [4, 8] instead of [32].
+    reshape_stored(&path, key, vec![4, 8]);
+    let err =
+        HunyuanVideoTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
     assert!(
@@ -433,14 +387,11 @@ fn config_not_matching_weights_is_an_error() {
 #[test]
 fn bad_config_file_is_an_error_naming_it() {
     let scratch = Scratch::copy_of("hunyuan/tiny", "bad-config");
-    let path = scratch.0.join("config.json");
-    let text = fs::read_to_string(&path).unwrap();
-    let text = text.replace(
+    scratch.edit_config(
         "\"image_condition_type\": null",
         "\"image_condition_type\": \"token_replace\"",
     );
-    fs::write(&path, text).unwrap();
-    let msg = HunyuanVideoTransformer::<Cpu>::load_diffusers(&scratch.0, &device())
+    let msg = HunyuanVideoTransformer::<Cpu>::load_diffusers(scratch.path(), &device())
         .unwrap_err()
         .to_string();
     assert!(

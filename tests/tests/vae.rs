@@ -2,10 +2,10 @@
 //! compared after `conv_in`, the mid block, every up block and at the output; FLUX's latent
 //! unscaling; 8-bit RGB post-processing; and loading errors.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::collections::HashMap;
 
 use burn::tensor::{Tensor, TensorData};
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dicache_tests::{Cpu, Scratch, assert_close, fixture, load_fixture, tensor};
 use dit_layers::LoadError;
 use vae::{AutoencoderKl, DecoderStage, VaeError, to_rgb8};
 
@@ -109,30 +109,16 @@ fn wrong_latent_channels_is_an_error() {
     assert!(err.to_string().contains("16"), "{err}");
 }
 
-/// A scratch copy of fixture model `name` in a fresh folder.
-fn scratch(name: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dicache-vae-{tag}-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
-        std::fs::copy(fixture(&format!("vae/{name}/{file}")), dir.join(file)).unwrap();
-    }
-    dir
-}
-
 fn load_err(path: &std::path::Path) -> VaeError {
     AutoencoderKl::<Cpu>::load(path, &Default::default()).unwrap_err()
 }
 
 #[test]
 fn missing_config_is_named() {
-    let dir = scratch("flux_like", "noconfig");
-    std::fs::remove_file(dir.join("config.json")).unwrap();
-    let err = load_err(&dir);
+    let dir = Scratch::copy_of("vae/flux_like", "noconfig");
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let err = load_err(dir.path());
     assert!(err.to_string().contains("config.json"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -144,37 +130,31 @@ fn weight_file_loads_with_config_beside_it() {
 #[test]
 fn wrong_weight_shape_names_the_key() {
     // A config with more latent channels than the weights hold.
-    let dir = scratch("flux_like", "shape");
-    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let config = config.replace("\"latent_channels\": 16", "\"latent_channels\": 8");
-    std::fs::write(dir.join("config.json"), config).unwrap();
-    let err = load_err(&dir);
+    let dir = Scratch::copy_of("vae/flux_like", "shape");
+    dir.edit_config("\"latent_channels\": 16", "\"latent_channels\": 8");
+    let err = load_err(dir.path());
     match &err {
         VaeError::Load(LoadError::Shape { key, .. }) => {
             assert_eq!(key, "decoder.conv_in.weight", "{err}")
         }
         other => panic!("expected a shape error, got {other}"),
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn unused_decoder_weights_are_an_error() {
     // Weights with mid-block attention, config without: the attention weights are left over.
-    let dir = scratch("flux_like", "unused");
-    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let config = config.replace(
+    let dir = Scratch::copy_of("vae/flux_like", "unused");
+    dir.edit_config(
         "\"mid_block_add_attention\": true",
         "\"mid_block_add_attention\": false",
     );
-    std::fs::write(dir.join("config.json"), config).unwrap();
-    let err = load_err(&dir);
+    let err = load_err(dir.path());
     assert!(
         matches!(err, VaeError::Load(LoadError::Unused { .. })),
         "{err}"
     );
     assert!(err.to_string().contains("mid_block.attentions"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -192,16 +172,13 @@ fn unsupported_config_values_are_named() {
             "_class_name",
         ),
     ] {
-        let dir = scratch("flux_like", key);
-        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-        assert!(config.contains(from), "{from}");
-        std::fs::write(dir.join("config.json"), config.replace(from, to)).unwrap();
-        let err = load_err(&dir);
+        let dir = Scratch::copy_of("vae/flux_like", key);
+        dir.edit_config(from, to);
+        let err = load_err(dir.path());
         let msg = err.to_string();
         assert!(
             msg.contains(key) && msg.contains("config.json"),
             "{key}: {msg}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

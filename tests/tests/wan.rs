@@ -3,15 +3,14 @@
 //! with classifier-free guidance (one cache state per pass), and the errors of damaged or
 //! mismatched checkpoints and inputs.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, fs, path::Path};
 
 use burn::tensor::{Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dicache_tests::{
+    Cpu, Scratch, assert_close, fixture, load_fixture, reshape_stored, shard, shard_holding,
+    tensor, truncate,
+};
 use dit_layers::{LoadError, Weights};
 use models_wan::{InputError, Layout, WanConfig, WanInput, WanTransformer, original_name};
 
@@ -113,7 +112,7 @@ fn original_file_matches_reference() {
 #[test]
 fn original_file_with_comfy_prefix_matches_reference() {
     let scratch = Scratch::copy_of("wan", "prefix");
-    let path = scratch.0.join("t2v-original.safetensors");
+    let path = scratch.path().join("t2v-original.safetensors");
     let bytes = fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let prefixed: Vec<(String, safetensors::tensor::TensorView)> = st
@@ -121,7 +120,7 @@ fn original_file_with_comfy_prefix_matches_reference() {
         .into_iter()
         .map(|(name, view)| (format!("model.diffusion_model.{name}"), view))
         .collect();
-    let file = scratch.0.join("prefixed.safetensors");
+    let file = scratch.path().join("prefixed.safetensors");
     fs::write(&file, safetensors::serialize(prefixed, None).unwrap()).unwrap();
     let model = WanTransformer::<Cpu>::load_original(&file, TINY_HEADS, &device()).unwrap();
     let fx = load_fixture("wan/forward.safetensors");
@@ -336,41 +335,11 @@ fn dicache_cfg_run_matches_reference() {
     assert_close(x, &run["latents"], 1e-4, 1e-4, "dicache latents");
 }
 
-/// A scratch copy of the fixture folder `rel`, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn copy_of(rel: &str, tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("wan-test-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        for entry in fs::read_dir(fixture(rel)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn shard(dir: &Path, n: usize) -> PathBuf {
-    dir.join(format!(
-        "diffusion_pytorch_model-0000{n}-of-00004.safetensors"
-    ))
-}
-
 #[test]
 fn missing_shard_is_an_error_naming_it() {
     let scratch = Scratch::copy_of("wan/t2v", "missing-shard");
-    fs::remove_file(shard(&scratch.0, 2)).unwrap();
-    let err = WanTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    fs::remove_file(shard(scratch.path(), 2)).unwrap();
+    let err = WanTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Index { .. }), "{msg}");
     assert!(
@@ -382,10 +351,9 @@ fn missing_shard_is_an_error_naming_it() {
 #[test]
 fn truncated_file_is_an_error_naming_it() {
     let scratch = Scratch::copy_of("wan/t2v", "truncated");
-    let path = shard(&scratch.0, 3);
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let msg = WanTransformer::<Cpu>::load_diffusers(&scratch.0, &device())
+    let path = shard(scratch.path(), 3);
+    truncate(&path, |n| n / 2);
+    let msg = WanTransformer::<Cpu>::load_diffusers(scratch.path(), &device())
         .unwrap_err()
         .to_string();
     assert!(
@@ -393,9 +361,9 @@ fn truncated_file_is_an_error_naming_it() {
         "{msg}"
     );
 
-    let original = scratch.0.join("original.safetensors");
-    let bytes = fs::read(fixture("wan/t2v-original.safetensors")).unwrap();
-    fs::write(&original, &bytes[..bytes.len() - 100]).unwrap();
+    let original = scratch.path().join("original.safetensors");
+    fs::copy(fixture("wan/t2v-original.safetensors"), &original).unwrap();
+    truncate(&original, |n| n - 100);
     let msg = WanTransformer::<Cpu>::load_original(&original, TINY_HEADS, &device())
         .unwrap_err()
         .to_string();
@@ -405,40 +373,14 @@ fn truncated_file_is_an_error_naming_it() {
     );
 }
 
-/// Rewrites `path` with the tensor `key` stored as `shape` (same values).
-fn reshape_stored(path: &Path, key: &str, shape: Vec<usize>) {
-    let bytes = fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
-    let mut found = false;
-    for (name, view) in &mut tensors {
-        if name == key {
-            *view = safetensors::tensor::TensorView::new(view.dtype(), shape.clone(), view.data())
-                .unwrap();
-            found = true;
-        }
-    }
-    assert!(found, "{key} not in {}", path.display());
-    fs::write(path, safetensors::serialize(tensors, None).unwrap()).unwrap();
-}
-
 #[test]
 fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
     let scratch = Scratch::copy_of("wan/t2v", "wrong-shape");
     let key = "blocks.1.scale_shift_table";
-    let path = (1..=4)
-        .map(|n| shard(&scratch.0, n))
-        .find(|p| {
-            let bytes = fs::read(p).unwrap();
-            safetensors::SafeTensors::deserialize(&bytes)
-                .unwrap()
-                .names()
-                .contains(&key)
-        })
-        .expect("some shard holds the key");
+    let path = shard_holding(scratch.path(), key);
     // [1, 6, 32] stored as [6, 32].
     reshape_stored(&path, key, vec![6, 32]);
-    let err = WanTransformer::<Cpu>::load_diffusers(&scratch.0, &device()).unwrap_err();
+    let err = WanTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
     assert!(
@@ -447,7 +389,7 @@ fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
     );
 
     // The same in the original layout names the original key.
-    let original = scratch.0.join("original.safetensors");
+    let original = scratch.path().join("original.safetensors");
     fs::copy(fixture("wan/t2v-original.safetensors"), &original).unwrap();
     reshape_stored(&original, "blocks.0.cross_attn.norm_q.weight", vec![2, 16]);
     let err = WanTransformer::<Cpu>::load_original(&original, TINY_HEADS, &device()).unwrap_err();

@@ -6,11 +6,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use burn::tensor::{Tensor, TensorData};
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dicache_tests::{Cpu, Scratch, assert_close, fixture, load_fixture, tensor};
 use dit_layers::LoadError;
 use vae::{DecoderStage, VaeError, WanVae, video_to_rgb8};
 
@@ -166,27 +166,6 @@ fn bad_latents_are_errors() {
     }
 }
 
-/// A scratch copy of fixture model `name` in a fresh folder.
-fn scratch(name: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dicache-wan-vae-{tag}-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
-        std::fs::copy(fixture(&format!("wan_vae/{name}/{file}")), dir.join(file)).unwrap();
-    }
-    dir
-}
-
-/// Rewrites `config.json` in `dir`, replacing `from` (which must occur) with `to`.
-fn edit_config(dir: &Path, from: &str, to: &str) {
-    let path = dir.join("config.json");
-    let config = std::fs::read_to_string(&path).unwrap();
-    assert!(config.contains(from), "config has no {from}");
-    std::fs::write(path, config.replace(from, to)).unwrap();
-}
-
 fn load_err(path: &Path) -> VaeError {
     WanVae::<Cpu>::load(path, &Default::default()).unwrap_err()
 }
@@ -199,54 +178,50 @@ fn weight_file_loads_with_config_beside_it() {
 
 #[test]
 fn missing_config_is_named() {
-    let dir = scratch("wan21_like", "noconfig");
-    std::fs::remove_file(dir.join("config.json")).unwrap();
-    let err = load_err(&dir);
+    let dir = Scratch::copy_of("wan_vae/wan21_like", "noconfig");
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let err = load_err(dir.path());
     assert!(err.to_string().contains("config.json"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn wrong_weight_shape_names_the_key() {
     // A wider decoder than the weights hold.
-    let dir = scratch("wan21_like", "shape");
-    edit_config(&dir, "\"base_dim\": 4", "\"base_dim\": 8");
-    let err = load_err(&dir);
+    let dir = Scratch::copy_of("wan_vae/wan21_like", "shape");
+    dir.edit_config("\"base_dim\": 4", "\"base_dim\": 8");
+    let err = load_err(dir.path());
     match &err {
         VaeError::Load(LoadError::Shape { key, .. }) => {
             assert_eq!(key, "decoder.conv_in.weight", "{err}")
         }
         other => panic!("expected a shape error, got {other}"),
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn missing_weight_names_the_key() {
     // Three resnets per up block asked of a checkpoint with two.
-    let dir = scratch("wan21_like", "missing");
-    edit_config(&dir, "\"num_res_blocks\": 1", "\"num_res_blocks\": 2");
-    let err = load_err(&dir);
+    let dir = Scratch::copy_of("wan_vae/wan21_like", "missing");
+    dir.edit_config("\"num_res_blocks\": 1", "\"num_res_blocks\": 2");
+    let err = load_err(dir.path());
     assert!(
         matches!(&err, VaeError::Load(LoadError::MissingKey { key, .. })
             if key.starts_with("decoder.up_blocks.0.resnets.2.")),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn unused_decoder_weights_are_an_error() {
     // One resnet per up block asked of a checkpoint with two: `resnets.1` is left over.
-    let dir = scratch("wan21_like", "unused");
-    edit_config(&dir, "\"num_res_blocks\": 1", "\"num_res_blocks\": 0");
-    let err = load_err(&dir);
+    let dir = Scratch::copy_of("wan_vae/wan21_like", "unused");
+    dir.edit_config("\"num_res_blocks\": 1", "\"num_res_blocks\": 0");
+    let err = load_err(dir.path());
     assert!(
         matches!(err, VaeError::Load(LoadError::Unused { .. })),
         "{err}"
     );
     assert!(err.to_string().contains("resnets.1"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -279,13 +254,12 @@ fn unsupported_config_values_are_named() {
         ("dim_mult", ("\"dim_mult\": [", "\"dim_mult\": [0, ")),
     ]);
     for (key, (from, to)) in cases {
-        let dir = scratch("wan21_like", key);
-        edit_config(&dir, from, to);
-        let msg = load_err(&dir).to_string();
+        let dir = Scratch::copy_of("wan_vae/wan21_like", key);
+        dir.edit_config(from, to);
+        let msg = load_err(dir.path()).to_string();
         assert!(
             msg.contains(key) && msg.contains("config.json"),
             "{key}: {msg}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
