@@ -27,11 +27,14 @@ pub enum VaeError {
          height, width] with no empty axis"
     )]
     VideoLatentShape {
-        /// The configuration's `z_dim`.
+        /// The configuration's `z_dim` (WAN) or `latent_channels` (HunyuanVideo).
         channels: usize,
         /// The shape passed.
         found: Vec<usize>,
     },
+    /// Tile sizes tiled decoding cannot use (names the axis).
+    #[error("tiled decoding: {0}")]
+    Tiles(String),
     /// Videos that are not `[batch, 3, frames, height, width]`.
     #[error("videos have shape {found:?}; RGB conversion takes [batch, 3, frames, height, width]")]
     VideoShape {

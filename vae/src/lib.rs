@@ -4,16 +4,23 @@
 //!   diffusers `vae/` folder (`config.json` + safetensors).
 //! - [`WanVae`]: diffusers' `AutoencoderKLWan` decoder (WAN 2.1's causal 3-D VAE), decoding
 //!   latent clips frame by frame with the causal feature cache, as diffusers does.
+//! - [`HunyuanVideoVae`]: diffusers' `AutoencoderKLHunyuanVideo` decoder (HunyuanVideo's causal
+//!   3-D VAE), decoding whole clips or, as diffusers' tiled decoding, overlapping tiles in
+//!   space and time ([`TileConfig`]).
 //! - [`to_rgb8`]: a decoded `[-1, 1]` image batch as 8-bit RGB pixels, rounded as diffusers'
 //!   image post-processing rounds them; [`video_to_rgb8`] the same for videos.
 
 mod autoencoder_kl;
 mod checkpoint;
 mod error;
+mod hunyuan;
 mod rgb8;
 mod wan;
 
 pub use autoencoder_kl::{AutoencoderKl, AutoencoderKlConfig, DecoderStage};
 pub use error::VaeError;
+pub use hunyuan::{
+    HunyuanVideoVae, HunyuanVideoVaeConfig, SpatialTiles, TemporalTiles, TileConfig,
+};
 pub use rgb8::{Rgb8Image, to_rgb8};
 pub use wan::{WanVae, WanVaeConfig, video_to_rgb8};

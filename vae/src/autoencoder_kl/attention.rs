@@ -1,9 +1,10 @@
-//! The self-attention of the VAE's mid block: one head over all channels, every pixel a token.
+//! The self-attention of a VAE mid block: one head over all channels, every pixel a token
+//! (`AutoencoderKL`'s over one image, HunyuanVideo's over all frames of a clip).
 
 use burn::{
     module::Module,
     nn::{GroupNorm, Linear},
-    tensor::{Tensor, backend::Backend},
+    tensor::{Bool, Tensor, backend::Backend},
 };
 use dit_layers::{LoadError, WeightsView, attention, group_norm, linear};
 
@@ -41,20 +42,27 @@ impl<B: Backend> VaeAttention<B> {
     /// `[batch, channels, h, w]` → same shape.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [batch, channels, height, width] = x.dims();
-        // [batch, channels, h*w] normed, then tokens [batch, h*w, channels].
-        let tokens = self
-            .group_norm
-            .forward(x.clone().reshape([batch, channels, height * width]))
-            .swap_dims(1, 2);
-        // One head: [batch, 1, h*w, channels].
+        self.forward_sequence(x.reshape([batch, channels, height * width]), None)
+            .reshape([batch, channels, height, width])
+    }
+
+    /// The attention over a sequence of pixels `x` `[batch, channels, seq]` (group-normed over
+    /// the whole sequence), with `mask` `[batch, 1, seq, seq]` `true` where a query must not see
+    /// a key; same shape out.
+    pub fn forward_sequence(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        // Tokens [batch, seq, channels], normed.
+        let tokens = self.group_norm.forward(x.clone()).swap_dims(1, 2);
+        // One head: [batch, 1, seq, channels].
         let q = self.to_q.forward(tokens.clone()).unsqueeze_dim(1);
         let k = self.to_k.forward(tokens.clone()).unsqueeze_dim(1);
         let v = self.to_v.forward(tokens).unsqueeze_dim(1);
         let out = self
             .to_out
-            .forward(attention(q, k, v, None).squeeze_dim::<3>(1));
-        out.swap_dims(1, 2)
-            .reshape([batch, channels, height, width])
-            + x
+            .forward(attention(q, k, v, mask).squeeze_dim::<3>(1));
+        out.swap_dims(1, 2) + x
     }
 }

@@ -19,8 +19,8 @@ use super::{AutoencoderKlConfig, attention::VaeAttention, resnet::ResnetBlock2d}
 /// Epsilon of every group norm in the decoder.
 const EPS: f64 = 1e-6;
 
-/// A point in the decoder whose activations [`crate::AutoencoderKl::decode_inspect`] and
-/// [`crate::WanVae::decode_inspect`] report.
+/// A point in the decoder whose activations [`crate::AutoencoderKl::decode_inspect`],
+/// [`crate::WanVae::decode_inspect`] and [`crate::HunyuanVideoVae::decode_inspect`] report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecoderStage {
     /// After `conv_in`.

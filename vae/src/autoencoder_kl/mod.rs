@@ -1,6 +1,6 @@
 //! diffusers' `AutoencoderKL` (FLUX.1's VAE), decoder side.
 
-mod attention;
+pub(crate) mod attention;
 mod config;
 mod decoder;
 mod resnet;

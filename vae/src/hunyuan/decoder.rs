@@ -1,0 +1,221 @@
+//! diffusers' `HunyuanVideoDecoder3D`: `conv_in`, a mid block, up blocks from the coarsest
+//! resolution to the finest, then group norm, SiLU and `conv_out`, over a whole clip at once.
+
+use burn::{
+    module::Module,
+    nn::GroupNorm,
+    tensor::{Bool, Int, Tensor, activation::silu, backend::Backend},
+};
+use dit_layers::{LoadError, WeightsView, group_norm};
+
+use super::{
+    HunyuanVideoVaeConfig,
+    causal_conv::CausalConv3d,
+    config::Upsampling,
+    resnet::{EPS, ResnetBlock},
+    upsample::Upsample,
+};
+use crate::{DecoderStage, autoencoder_kl::attention::VaeAttention};
+
+/// diffusers' `HunyuanVideoMidBlock3D` with one layer: `resnets.0`, `attentions.0` (when the
+/// configuration keeps it), `resnets.1`.
+#[derive(Module, Debug)]
+struct MidBlock<B: Backend> {
+    first: ResnetBlock<B>,
+    attention: Option<VaeAttention<B>>,
+    second: ResnetBlock<B>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    fn load(
+        w: &WeightsView<'_>,
+        channels: usize,
+        groups: usize,
+        with_attention: bool,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let resnet = |i: usize| {
+            ResnetBlock::load(&w.at("resnets").at(i), (channels, channels), groups, device)
+        };
+        let first = resnet(0)?;
+        let attention = if with_attention {
+            let w = w.at("attentions.0");
+            Some(VaeAttention::load(&w, channels, groups, EPS, device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            first,
+            attention,
+            second: resnet(1)?,
+        })
+    }
+
+    /// `[batch, c, t, h, w]` → same shape. The attention runs over every pixel of every frame,
+    /// a pixel seeing all pixels of its own and earlier frames.
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let x = self.first.forward(x);
+        let x = match &self.attention {
+            Some(attention) => {
+                let [batch, channels, frames, height, width] = x.dims();
+                let mask = causal_frame_mask(batch, frames, height * width, &x.device());
+                let tokens = x.reshape([batch, channels, frames * height * width]);
+                attention
+                    .forward_sequence(tokens, Some(mask))
+                    .reshape([batch, channels, frames, height, width])
+            }
+            None => x,
+        };
+        self.second.forward(x)
+    }
+}
+
+/// The mask of diffusers' `prepare_causal_attention_mask` as `[batch, 1, seq, seq]` booleans
+/// for `seq = frames * pixels` tokens in frame order: `true` where the key's frame comes after
+/// the query's.
+fn causal_frame_mask<B: Backend>(
+    batch: usize,
+    frames: usize,
+    pixels: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let seq = frames * pixels;
+    let index = Tensor::<B, 1, Int>::arange(0..frames as i64, device);
+    // [query frame, key frame].
+    let later = index
+        .clone()
+        .reshape([1, frames])
+        .greater(index.reshape([frames, 1]));
+    later
+        .reshape([frames, 1, frames, 1])
+        .expand([frames, pixels, frames, pixels])
+        .reshape([1, 1, seq, seq])
+        .expand([batch, 1, seq, seq])
+}
+
+/// diffusers' `HunyuanVideoUpBlock3D`: resnets, then (where the layout puts one) an upsampler.
+#[derive(Module, Debug)]
+struct UpBlock<B: Backend> {
+    resnets: Vec<ResnetBlock<B>>,
+    upsampler: Option<Upsample<B>>,
+}
+
+impl<B: Backend> UpBlock<B> {
+    fn load(
+        w: &WeightsView<'_>,
+        (c_in, c_out): (usize, usize),
+        num_resnets: usize,
+        groups: usize,
+        upsampling: Option<Upsampling>,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let resnets = (0..num_resnets)
+            .map(|i| {
+                let c = if i == 0 { c_in } else { c_out };
+                ResnetBlock::load(&w.at("resnets").at(i), (c, c_out), groups, device)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let upsampler = upsampling
+            .map(|up| Upsample::load(&w.at("upsamplers.0"), c_out, up, device))
+            .transpose()?;
+        Ok(Self { resnets, upsampler })
+    }
+
+    /// `[batch, c_in, t, h, w]` → `[batch, c_out, t', h', w']` as the upsampler makes them.
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let x = self.resnets.iter().fold(x, |x, resnet| resnet.forward(x));
+        match &self.upsampler {
+            Some(upsampler) => upsampler.forward(x),
+            None => x,
+        }
+    }
+}
+
+/// The decoder of `AutoencoderKLHunyuanVideo` (weights under `decoder.`).
+#[derive(Module, Debug)]
+pub struct Decoder3d<B: Backend> {
+    conv_in: CausalConv3d<B>,
+    mid_block: MidBlock<B>,
+    up_blocks: Vec<UpBlock<B>>,
+    conv_norm_out: GroupNorm<B>,
+    conv_out: CausalConv3d<B>,
+}
+
+impl<B: Backend> Decoder3d<B> {
+    /// Loads the decoder described by `config` from `w` (the `decoder` view).
+    pub fn load(
+        w: &WeightsView<'_>,
+        config: &HunyuanVideoVaeConfig,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let groups = config.norm_num_groups;
+        // Coarsest resolution first.
+        let channels: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
+        let deepest = channels[0];
+        let finest = channels[channels.len() - 1];
+        // Loaded in the order data flows, so a mismatch is reported at its first layer.
+        let conv_in = CausalConv3d::load(
+            &w.at("conv_in"),
+            (config.latent_channels, deepest),
+            3,
+            device,
+        )?;
+        let mid_block = MidBlock::load(
+            &w.at("mid_block"),
+            deepest,
+            groups,
+            config.mid_block_add_attention,
+            device,
+        )?;
+        let up_blocks = config
+            .upsampling()
+            .into_iter()
+            .enumerate()
+            .map(|(i, upsampling)| {
+                let c_in = if i == 0 { deepest } else { channels[i - 1] };
+                let w = w.at("up_blocks").at(i);
+                let num_resnets = config.layers_per_block + 1;
+                UpBlock::load(
+                    &w,
+                    (c_in, channels[i]),
+                    num_resnets,
+                    groups,
+                    upsampling,
+                    device,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            conv_in,
+            mid_block,
+            up_blocks,
+            conv_norm_out: group_norm(&w.at("conv_norm_out"), groups, finest, EPS, device)?,
+            conv_out: CausalConv3d::load(
+                &w.at("conv_out"),
+                (finest, config.out_channels),
+                3,
+                device,
+            )?,
+        })
+    }
+
+    /// Decodes a latent clip `z` `[batch, latent_channels, t, h, w]` into
+    /// `[batch, out_channels, 1 + 4 (t - 1), 8h, 8w]` (HunyuanVideo's ratios), calling
+    /// `inspect` with the activations after each [`DecoderStage`].
+    pub fn forward_inspect(
+        &self,
+        z: Tensor<B, 5>,
+        mut inspect: impl FnMut(DecoderStage, &Tensor<B, 5>),
+    ) -> Tensor<B, 5> {
+        let x = self.conv_in.forward(z);
+        inspect(DecoderStage::ConvIn, &x);
+        let x = self.mid_block.forward(x);
+        inspect(DecoderStage::MidBlock, &x);
+        let x = self.up_blocks.iter().enumerate().fold(x, |x, (i, block)| {
+            let x = block.forward(x);
+            inspect(DecoderStage::UpBlock(i), &x);
+            x
+        });
+        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+    }
+}
