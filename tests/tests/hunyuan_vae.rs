@@ -1,7 +1,6 @@
 //! HunyuanVideo VAE decoder (diffusers' `AutoencoderKLHunyuanVideo`) against diffusers: tiny
 //! random models saved with `save_pretrained`, decoded in one pass and compared after
-//! `post_quant_conv`'s successor stages (`conv_in`, the mid block with its causal attention,
-//! every up block) and at the output; HunyuanVideoPipeline's latent unscaling; tiled decoding
+//! `conv_in`, the mid block (with its causal attention), every up block and at the output; HunyuanVideoPipeline's latent unscaling; tiled decoding
 //! with tiny tiles (spatial tiles, and temporal tiles each tiled spatially) against diffusers'
 //! `enable_tiling`; frame counts; loading, tiling and input errors.
 
@@ -10,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData};
 use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
 use dit_layers::LoadError;
 use vae::{DecoderStage, HunyuanVideoVae, SpatialTiles, TemporalTiles, TileConfig, VaeError};
@@ -137,6 +136,27 @@ fn temporally_tiled_decode_matches_diffusers() {
     let video = model.decode_tiled(latents, &tiny_tiles()).unwrap();
     assert_eq!(video.dims(), [1, 3, model.video_frames(4), 32, 40]);
     assert_close(video, &fx["temporal_video"], ATOL, RTOL, "temporal tiles");
+}
+
+#[test]
+fn tiled_decoding_keeps_the_frame_count() {
+    // Temporal tiles of 3 latent frames every 1: short last tiles (2 and 1 latent frames) and
+    // clips of a single tile, down to one frame; spatial tiles one latent cell wide at the edge.
+    let model = load("hunyuan_like");
+    let device = Default::default();
+    for frames in 1..=6 {
+        let latents = Tensor::<Cpu, 5>::random(
+            [1, 16, frames, 1, 5],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let video = model.decode_tiled(latents, &tiny_tiles()).unwrap();
+        assert_eq!(
+            video.dims(),
+            [1, 3, model.video_frames(frames), 8, 40],
+            "{frames} latent frames"
+        );
+    }
 }
 
 #[test]
