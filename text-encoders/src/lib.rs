@@ -4,6 +4,8 @@
 //!   `text_encoder_2/`): last hidden state and pooled output.
 //! - [`T5EncoderModel`]: transformers' `T5EncoderModel` (FLUX `text_encoder_2/`) and
 //!   `UMT5EncoderModel` (WAN `text_encoder/`).
+//! - [`LlamaModel`]: transformers' `LlamaModel` (HunyuanVideo `text_encoder/`): every hidden
+//!   state; [`LlamaPromptEncoder`] turns prompts into HunyuanVideo's prompt embeddings.
 //! - [`PromptTokenizer`]: the matching tokenizers, padded and truncated to a fixed length as
 //!   the diffusers pipelines call them.
 //!
@@ -16,6 +18,9 @@ mod checkpoint;
 mod clip;
 mod error;
 mod input;
+mod llama;
+mod llama_prompt;
+mod llama_rope;
 mod t5;
 mod tokenizer;
 
@@ -25,6 +30,14 @@ pub use clip::{
     ClipTextOutput, EosRule,
 };
 pub use error::{InputError, TokenizerError};
+pub use llama::{
+    LlamaAttention, LlamaConfig, LlamaDecoderLayer, LlamaMlp, LlamaModel, LlamaOutput,
+};
+pub use llama_prompt::{
+    HUNYUAN_VIDEO_HIDDEN_LAYERS_TO_SKIP, LlamaPromptEmbeds, LlamaPromptEncoder, LlamaPromptError,
+    PromptTemplate,
+};
+pub use llama_rope::{Llama3Scaling, LlamaRope, LlamaRopeParameters};
 pub use t5::{
     T5Attention, T5Block, T5Config, T5DenseActDense, T5EncoderModel, T5EncoderOutput, T5Variant,
     relative_position_bucket,

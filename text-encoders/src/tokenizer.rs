@@ -98,6 +98,24 @@ impl PromptTokenizer {
         Self::new(tokenizer, folder, &pad, max_length)
     }
 
+    /// LLaMA's tokenizer from the `tokenizer.json` of a transformers folder (HunyuanVideo's
+    /// `tokenizer/`, Llama 3 byte-level BPE): `<|begin_of_text|>` is prepended by its
+    /// post-processor; the padding token comes from the configuration files (default `<pad>`,
+    /// HunyuanVideo's). Padding is on the right; a folder configured to pad on the left
+    /// (`padding_side`) is an error naming `tokenizer_config.json`.
+    pub fn llama(folder: &Path, max_length: usize) -> Result<Self, TokenizerError> {
+        let side = special_token(folder, ("padding_side", "right"))?;
+        if side != "right" {
+            return Err(TokenizerError::Load {
+                path: folder.join("tokenizer_config.json"),
+                message: format!("padding_side {side:?} is not supported (only \"right\")"),
+            });
+        }
+        let tokenizer = load_json(&folder.join("tokenizer.json"))?;
+        let pad = special_token(folder, ("pad_token", "<pad>"))?;
+        Self::new(tokenizer, folder, &pad, max_length)
+    }
+
     fn new(
         mut tokenizer: Tokenizer,
         folder: &Path,
@@ -153,6 +171,26 @@ impl PromptTokenizer {
                 .map(|e| e.get_attention_mask().to_vec())
                 .collect(),
         })
+    }
+
+    /// The number of tokens of `text`, special tokens included, neither truncated nor padded.
+    pub fn count_tokens(&self, text: &str) -> Result<usize, TokenizerError> {
+        let mut unpadded = self.tokenizer.clone();
+        unpadded.with_padding(None);
+        let unpadded = unpadded
+            .with_truncation(None)
+            .map_err(|e| self.encode_error(e))?;
+        let encoding = unpadded
+            .encode(text, true)
+            .map_err(|e| self.encode_error(e))?;
+        Ok(encoding.len())
+    }
+
+    fn encode_error(&self, e: impl ToString) -> TokenizerError {
+        TokenizerError::Encode {
+            folder: self.folder.clone(),
+            message: e.to_string(),
+        }
     }
 
     /// The id of `token`, if it is in the vocabulary.
