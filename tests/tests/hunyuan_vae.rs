@@ -1,8 +1,9 @@
 //! HunyuanVideo VAE decoder (diffusers' `AutoencoderKLHunyuanVideo`) against diffusers: tiny
 //! random models saved with `save_pretrained`, decoded in one pass and compared after
-//! `conv_in`, the mid block (with its causal attention), every up block and at the output; HunyuanVideoPipeline's latent unscaling; tiled decoding
-//! with tiny tiles (spatial tiles, and temporal tiles each tiled spatially) against diffusers'
-//! `enable_tiling`; frame counts; loading, tiling and input errors.
+//! `conv_in`, the mid block (with its causal attention), every up block and at the output;
+//! HunyuanVideoPipeline's latent unscaling; tiled decoding with tiny tiles (spatial tiles, and
+//! temporal tiles each tiled spatially) against diffusers' `enable_tiling`; frame counts;
+//! loading, tiling and input errors.
 
 use std::{
     collections::{BTreeMap, HashMap},
