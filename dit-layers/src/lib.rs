@@ -47,7 +47,7 @@ pub use mmdit::{
 };
 pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
-pub use params::{Checkpoint, ParamSource, RandomInit};
+pub use params::{KeyMap, ModelParams, ParamSource};
 pub use patch_embed::{PatchEmbed3d, PatchError};
 pub use qkv::{Heads, QK_NORM_EPS, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};

@@ -10,9 +10,9 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, Checkpoint, DualStreamBlock, JointLayout, LoadError, MmditBlocks,
-    MultiAxisRope, ParamSource, RandomInit, RopeTable, SingleStreamBlock, TimeTextEmbedding,
-    Weights, load_mmdit_blocks,
+    AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, ModelParams,
+    MultiAxisRope, ParamSource, RopeTable, SingleStreamBlock, TimeTextEmbedding, Weights,
+    load_mmdit_blocks,
 };
 
 use crate::{CheckedInput, FluxConfig, FluxInput, InputError, MLP_RATIO, bfl::BflCheckpoint};
@@ -132,7 +132,7 @@ impl<B: Backend> FluxTransformer<B> {
     pub fn random(config: &FluxConfig, device: &B::Device) -> Result<Self, LoadError> {
         Self::build(
             config.clone(),
-            &RandomInit::new(device),
+            &ModelParams::random(device),
             Path::new("FluxConfig given in code"),
         )
     }
@@ -149,7 +149,7 @@ impl<B: Backend> FluxTransformer<B> {
         let source = Path::new("FluxConfig given for the checkpoint");
         let model = match layout {
             Layout::Diffusers => {
-                Self::build(config, &Checkpoint::new(weights.root(), device), source)?
+                Self::build(config, &ModelParams::checkpoint(weights, device), source)?
             }
             Layout::Bfl => Self::build(config, &BflCheckpoint::new(weights, device), source)?,
         };

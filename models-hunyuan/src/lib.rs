@@ -15,7 +15,6 @@
 mod config;
 mod input;
 mod model;
-mod params;
 mod refiner;
 mod text_mask;
 
@@ -23,6 +22,5 @@ pub use config::{HunyuanVideoConfig, QK_NORM_RMS, REFINER_MLP_RATIO};
 pub use dit_layers::{DualStreamBlock, JointAttention, SingleAttention, SingleStreamBlock};
 pub use input::{CheckedInput, HunyuanVideoInput, InputError};
 pub use model::{HunyuanVideoContext, HunyuanVideoState, HunyuanVideoTransformer};
-pub use params::HunyuanParams;
 pub use refiner::{RefinerAttention, RefinerBlock, TokenRefiner};
 pub use text_mask::TextMask;

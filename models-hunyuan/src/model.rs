@@ -11,15 +11,12 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, MultiAxisRope,
-    ParamSource, PatchEmbed3d, RopeTable, SingleStreamBlock, TimeTextEmbedding, Weights,
-    load_mmdit_blocks,
+    AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, ModelParams,
+    MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, SingleStreamBlock, TimeTextEmbedding,
+    Weights, load_mmdit_blocks,
 };
 
-use crate::{
-    CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, TokenRefiner,
-    params::HunyuanParams,
-};
+use crate::{CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, TokenRefiner};
 
 /// HunyuanVideo joins its streams as `[video; text]`, the rotary table covering the video.
 const LAYOUT: JointLayout = JointLayout::ImageFirst;
@@ -76,7 +73,7 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
     /// errors.
     fn build(
         config: HunyuanVideoConfig,
-        src: &HunyuanParams<'_, B>,
+        src: &ModelParams<'_, B>,
         source: &Path,
     ) -> Result<Self, LoadError> {
         config.validate(source)?;
@@ -129,7 +126,7 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
     pub fn random(config: &HunyuanVideoConfig, device: &B::Device) -> Result<Self, LoadError> {
         Self::build(
             config.clone(),
-            &HunyuanParams::random(device),
+            &ModelParams::random(device),
             Path::new("HunyuanVideoConfig given in code"),
         )
     }
@@ -144,7 +141,7 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
     ) -> Result<Self, LoadError> {
         let model = Self::build(
             config,
-            &HunyuanParams::checkpoint(weights, device),
+            &ModelParams::checkpoint(weights, device),
             Path::new("HunyuanVideoConfig given for the checkpoint"),
         )?;
         weights.check_all_used()?;

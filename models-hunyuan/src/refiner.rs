@@ -8,11 +8,11 @@ use burn::{
     tensor::{Bool, Tensor, activation::silu, backend::Backend},
 };
 use dit_layers::{
-    FeedForward, LayerNorm, LoadError, MlpActivation, ParamSource, QkvNames, QkvProjection,
-    TimeTextEmbedding, attention, merge_heads,
+    FeedForward, LayerNorm, LoadError, MlpActivation, ModelParams, ParamSource, QkvNames,
+    QkvProjection, TimeTextEmbedding, attention, merge_heads,
 };
 
-use crate::{HunyuanVideoConfig, params::HunyuanParams, text_mask::TextMask};
+use crate::{HunyuanVideoConfig, text_mask::TextMask};
 
 /// Epsilon of the refiner blocks' affine layer norms.
 const REFINER_NORM_EPS: f64 = 1e-6;
@@ -62,7 +62,7 @@ pub struct RefinerBlock<B: Backend> {
 }
 
 impl<B: Backend> RefinerBlock<B> {
-    fn new(src: &HunyuanParams<'_, B>, config: &HunyuanVideoConfig) -> Result<Self, LoadError> {
+    fn new(src: &ModelParams<'_, B>, config: &HunyuanVideoConfig) -> Result<Self, LoadError> {
         let hidden = config.hidden_size();
         let heads = config.num_attention_heads;
         Ok(Self {
@@ -110,7 +110,7 @@ pub struct TokenRefiner<B: Backend> {
 
 impl<B: Backend> TokenRefiner<B> {
     /// Builds the refiner of `config` from `src` (the `context_embedder` module).
-    pub fn new(src: &HunyuanParams<'_, B>, config: &HunyuanVideoConfig) -> Result<Self, LoadError> {
+    pub fn new(src: &ModelParams<'_, B>, config: &HunyuanVideoConfig) -> Result<Self, LoadError> {
         let hidden = config.hidden_size();
         let blocks = src.at("token_refiner").at("refiner_blocks");
         Ok(Self {

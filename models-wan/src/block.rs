@@ -6,9 +6,9 @@ use burn::{
     nn::Linear,
     tensor::{Tensor, activation::gelu_approximate, backend::Backend},
 };
-use dit_layers::{LayerNorm, LoadError, ParamSource, RopeTable};
+use dit_layers::{LayerNorm, LoadError, ModelParams, ParamSource, RopeTable};
 
-use crate::{WanAttention, condition::BLOCK_MODULATIONS, params::WanParams};
+use crate::{WanAttention, condition::BLOCK_MODULATIONS};
 
 /// One shift/scale/gate triple, each `[batch, 1, dim]` (broadcast over the tokens).
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub struct WanTransformerBlock<B: Backend> {
 impl<B: Backend> WanTransformerBlock<B> {
     /// Builds the block from `src`.
     pub fn new(
-        src: &WanParams<'_, B>,
+        src: &ModelParams<'_, B>,
         heads: usize,
         head_dim: usize,
         ffn_dim: usize,

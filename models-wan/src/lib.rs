@@ -26,5 +26,5 @@ pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder, Conditioning};
 pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
 pub use input::{CheckedInput, InputError, WanInput};
 pub use model::{WanContext, WanTransformer};
-pub use params::{Layout, WanParams, original_name};
+pub use params::{Layout, original_name};
 pub use pipeline::{WanOutput, WanPipeline, WanRequest};

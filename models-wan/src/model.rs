@@ -11,13 +11,13 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    LayerNorm, LoadError, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, Weights,
+    LayerNorm, LoadError, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, Weights,
 };
 
 use crate::{
     CheckedInput, InputError, WanConfig, WanInput, WanTransformerBlock,
     condition::ConditionEmbedder,
-    params::{Layout, WanParams},
+    params::{Layout, checkpoint_params},
 };
 
 /// Original-layout checkpoints may store every name under this prefix (ComfyUI-style exports).
@@ -64,7 +64,11 @@ pub struct WanContext<B: Backend> {
 impl<B: Backend> WanTransformer<B> {
     /// Builds the model for `config` from `src`; `source` names the configuration's origin in
     /// errors.
-    fn build(config: WanConfig, src: &WanParams<'_, B>, source: &Path) -> Result<Self, LoadError> {
+    fn build(
+        config: WanConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
         config.validate(source)?;
         let dim = config.hidden_size();
         let (heads, head_dim) = (config.num_attention_heads, config.attention_head_dim);
@@ -112,7 +116,7 @@ impl<B: Backend> WanTransformer<B> {
     pub fn random(config: &WanConfig, device: &B::Device) -> Result<Self, LoadError> {
         Self::build(
             config.clone(),
-            &WanParams::random(device),
+            &ModelParams::random(device),
             Path::new("WanConfig given in code"),
         )
     }
@@ -128,7 +132,7 @@ impl<B: Backend> WanTransformer<B> {
     ) -> Result<Self, LoadError> {
         let model = Self::build(
             config,
-            &WanParams::checkpoint(weights, layout, device),
+            &checkpoint_params(weights, layout, device),
             Path::new("WanConfig given for the checkpoint"),
         )?;
         weights.check_all_used()?;
