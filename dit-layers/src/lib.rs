@@ -18,6 +18,7 @@ mod error;
 mod feed_forward;
 mod gelu;
 mod group_norm;
+mod infer;
 mod linear;
 mod mmdit;
 mod noise;
@@ -40,6 +41,7 @@ pub use error::LoadError;
 pub use feed_forward::FeedForward;
 pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;
+pub use infer::ShapeProbe;
 pub use linear::{linear, linear_from_rows};
 pub use mmdit::{
     DualStreamBlock, JointAttention, JointLayout, MmditBlocks, MmditStacks, SingleAttention,

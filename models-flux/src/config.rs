@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dit_layers::{LoadError, MultiAxisRope, Weights};
+use dit_layers::{LoadError, MultiAxisRope, ShapeProbe, Weights};
 use serde::{Deserialize, Serialize};
 
 /// Width of the MLP in every block relative to the hidden size (fixed in FLUX.1).
@@ -155,57 +155,26 @@ impl FluxConfig {
         path: &Path,
         axes_dims_rope: Option<Vec<usize>>,
     ) -> Result<Self, LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: path.to_path_buf(),
-            message: format!(
-                "cannot infer the FLUX configuration from a BFL checkpoint: {message}"
-            ),
-        };
-        let shape = |key: &str| -> Result<Vec<usize>, LoadError> {
-            if weights.contains(key) {
-                weights.shape(key)
-            } else {
-                Err(fail(format!("tensor {key:?} is missing")))
-            }
-        };
-        let matrix = |key: &str| -> Result<(usize, usize), LoadError> {
-            match shape(key)?.as_slice() {
-                &[rows, cols] => Ok((rows, cols)),
-                other => Err(fail(format!(
-                    "tensor {key:?} has shape {other:?}, expected 2-D"
-                ))),
-            }
-        };
-        let count = |prefix: &str| {
-            weights
-                .keys()
-                .iter()
-                .filter_map(|k| {
-                    k.strip_prefix(prefix)?
-                        .split('.')
-                        .next()?
-                        .parse::<usize>()
-                        .ok()
-                })
-                .map(|i| i + 1)
-                .max()
-                .unwrap_or(0)
-        };
-        let (hidden, in_channels) = matrix("img_in.weight")?;
-        let (_, joint_attention_dim) = matrix("txt_in.weight")?;
-        let (_, pooled_projection_dim) = matrix("vector_in.in_layer.weight")?;
-        let (out, _) = matrix("final_layer.linear.weight")?;
-        let num_layers = count("double_blocks.");
-        let num_single_layers = count("single_blocks.");
+        let probe = ShapeProbe::new(
+            weights,
+            path,
+            "the FLUX configuration from a BFL checkpoint",
+        );
+        let (hidden, in_channels) = probe.matrix("img_in.weight")?;
+        let (_, joint_attention_dim) = probe.matrix("txt_in.weight")?;
+        let (_, pooled_projection_dim) = probe.matrix("vector_in.in_layer.weight")?;
+        let (out, _) = probe.matrix("final_layer.linear.weight")?;
+        let num_layers = probe.count("double_blocks.");
+        let num_single_layers = probe.count("single_blocks.");
         let norm_key = if num_layers > 0 {
             "double_blocks.0.img_attn.norm.query_norm.scale"
         } else {
             "single_blocks.0.norm.query_norm.scale"
         };
-        let attention_head_dim = match shape(norm_key)?.as_slice() {
+        let attention_head_dim = match probe.shape(norm_key)?.as_slice() {
             &[d] if d > 0 && hidden % d == 0 => d,
             other => {
-                return Err(fail(format!(
+                return Err(probe.fail(format!(
                     "{norm_key:?} has shape {other:?}, which does not divide the hidden size {hidden}"
                 )));
             }
@@ -214,7 +183,7 @@ impl FluxConfig {
             Some(axes) => axes,
             None if attention_head_dim == 128 => Self::dev().axes_dims_rope,
             None => {
-                return Err(fail(format!(
+                return Err(probe.fail(format!(
                     "the head size is {attention_head_dim}, not FLUX.1's 128, so axes_dims_rope \
                      must be given"
                 )));

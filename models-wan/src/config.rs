@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dit_layers::{LoadError, MultiAxisRope, Weights};
+use dit_layers::{LoadError, MultiAxisRope, ShapeProbe, Weights};
 use serde::{Deserialize, Serialize};
 
 /// Base of the rotary angles (`WanRotaryPosEmbed(theta=10000)`).
@@ -207,62 +207,35 @@ impl WanConfig {
         path: &Path,
         num_heads: Option<usize>,
     ) -> Result<Self, LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: path.to_path_buf(),
-            message: format!(
-                "cannot infer the WAN configuration from an original-layout checkpoint: {message}"
-            ),
-        };
-        let shape = |key: &str| -> Result<Vec<usize>, LoadError> {
-            if weights.contains(key) {
-                weights.shape(key)
-            } else {
-                Err(fail(format!("tensor {key:?} is missing")))
-            }
-        };
-        let matrix = |key: &str| -> Result<(usize, usize), LoadError> {
-            match shape(key)?.as_slice() {
-                &[rows, cols] => Ok((rows, cols)),
-                other => Err(fail(format!(
-                    "tensor {key:?} has shape {other:?}, expected 2-D"
-                ))),
-            }
-        };
+        let probe = ShapeProbe::new(
+            weights,
+            path,
+            "the WAN configuration from an original-layout checkpoint",
+        );
         if weights.keys().iter().any(|k| k.starts_with("img_emb.")) {
-            return Err(fail(
+            return Err(probe.fail(
                 "it holds an image embedder (img_emb.*): image-to-video WAN models are not \
                  supported, only text-to-video"
                     .into(),
             ));
         }
-        let (hidden, in_channels, patch_size) = match shape("patch_embedding.weight")?.as_slice() {
-            &[hidden, c, pt, ph, pw] => (hidden, c, [pt, ph, pw]),
-            other => {
-                return Err(fail(format!(
-                    "tensor \"patch_embedding.weight\" has shape {other:?}, expected 5-D"
-                )));
-            }
-        };
-        let (_, text_dim) = matrix("text_embedding.0.weight")?;
-        let (_, freq_dim) = matrix("time_embedding.0.weight")?;
-        let (ffn_dim, _) = matrix("blocks.0.ffn.0.weight")?;
-        let (proj_out, _) = matrix("head.head.weight")?;
-        let num_layers = weights
-            .keys()
-            .iter()
-            .filter_map(|k| {
-                k.strip_prefix("blocks.")?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .map(|i| i + 1)
-            .max()
-            .unwrap_or(0);
+        let (hidden, in_channels, patch_size) =
+            match probe.shape("patch_embedding.weight")?.as_slice() {
+                &[hidden, c, pt, ph, pw] => (hidden, c, [pt, ph, pw]),
+                other => {
+                    return Err(probe.fail(format!(
+                        "tensor \"patch_embedding.weight\" has shape {other:?}, expected 5-D"
+                    )));
+                }
+            };
+        let (_, text_dim) = probe.matrix("text_embedding.0.weight")?;
+        let (_, freq_dim) = probe.matrix("time_embedding.0.weight")?;
+        let (ffn_dim, _) = probe.matrix("blocks.0.ffn.0.weight")?;
+        let (proj_out, _) = probe.matrix("head.head.weight")?;
+        let num_layers = probe.count("blocks.");
         let patch_volume: usize = patch_size.iter().product();
         if patch_volume == 0 || proj_out % patch_volume != 0 {
-            return Err(fail(format!(
+            return Err(probe.fail(format!(
                 "head.head has {proj_out} outputs, not a multiple of the patch volume {patch_volume}"
             )));
         }
@@ -270,14 +243,14 @@ impl WanConfig {
             Some(heads) => heads,
             None if hidden % WAN21_HEAD_DIM == 0 => hidden / WAN21_HEAD_DIM,
             None => {
-                return Err(fail(format!(
+                return Err(probe.fail(format!(
                     "the hidden size {hidden} is not a multiple of WAN 2.1's head size \
                      {WAN21_HEAD_DIM}, so the number of heads must be given"
                 )));
             }
         };
         if num_attention_heads == 0 || hidden % num_attention_heads != 0 {
-            return Err(fail(format!(
+            return Err(probe.fail(format!(
                 "{num_attention_heads} heads do not divide the hidden size {hidden}"
             )));
         }
