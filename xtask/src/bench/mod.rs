@@ -32,9 +32,13 @@ pub struct BenchArgs {
     /// Timed runs per case (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
-    /// Untimed runs before timing.
+    /// Untimed runs before timing (in each round).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Rounds, alternating the Burn and the PyTorch side (each round times `--repeat` runs of
+    /// each): on a machine shared with other work, both sides then see the same load.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Folder of the results: `<out>/results/<name>.json` and `<out>/RESULTS.md`.
     #[arg(long, default_value = "bench")]
     pub out: PathBuf,
@@ -95,32 +99,19 @@ pub struct Case {
 /// Runs the benchmark `args.name` and writes its results.
 pub fn run(args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     let cases = args.name.cases();
-    let job = BurnSide {
-        bench: args.name,
-        cases: &cases,
-        warmup: args.warmup,
-        repeat: args.repeat,
-    };
-    let burn = dispatch(args.backend, args.dtype, job)?;
     let python = workspace_root().join(".venv/bin/python");
-    let torch = if args.no_torch || !python.exists() {
+    let python = (!args.no_torch && python.exists()).then_some(python);
+    if python.is_none() {
         eprintln!("bench: no PyTorch side (no .venv or --no-torch)");
-        None
-    } else {
-        let device = torch::device_for(args.backend);
-        Some(torch::run(
-            &python,
-            &args.name.script(),
-            &cases,
-            &torch::Settings {
-                warmup: args.warmup,
-                repeat: args.repeat,
-                dtype: args.dtype,
-                device,
-            },
-        )?)
+    }
+    let job = Rounds {
+        args,
+        cases: &cases,
+        python,
     };
+    let (burn, torch) = dispatch(args.backend, args.dtype, job)?;
     let result = report::BenchResult::new(args, &cases, burn, torch)?;
     let out = workspace_root().join(&args.out);
     result.write(&out)?;
@@ -129,35 +120,71 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The Burn side of a benchmark, run on the backend the user picked.
-struct BurnSide<'a> {
-    bench: BenchName,
+/// All rounds of a benchmark: in each, the Burn side on the backend the user picked (one
+/// backend set-up for the whole run), then the PyTorch side when `python` is given.
+struct Rounds<'a> {
+    args: &'a BenchArgs,
     cases: &'a [Case],
-    warmup: usize,
-    repeat: usize,
+    python: Option<PathBuf>,
 }
 
-impl BackendJob for BurnSide<'_> {
-    type Output = BurnTimings;
+impl BackendJob for Rounds<'_> {
+    type Output = (BurnTimings, Option<torch::TorchTimings>);
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<BurnTimings> {
-        let samples = self
-            .cases
-            .iter()
-            .map(|case| {
-                eprintln!("bench: burn {} {}", self.bench.as_str(), case.name);
-                let timer = timing::Timer::<B>::new(&device, self.warmup, self.repeat);
-                match self.bench {
-                    BenchName::Attention => attention::time::<B>(case, &timer),
-                    BenchName::FluxForward => flux_forward::time::<B>(case, &timer),
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        let args = self.args;
+        let mut burn: Option<BurnTimings> = None;
+        let mut torch: Option<torch::TorchTimings> = None;
+        for round in 0..args.rounds {
+            eprintln!("bench: round {}/{}", round + 1, args.rounds);
+            let b = burn_side::<B>(args, self.cases, &device)?;
+            match &mut burn {
+                Some(all) => all
+                    .samples
+                    .iter_mut()
+                    .zip(b.samples)
+                    .for_each(|(a, s)| a.extend(s)),
+                None => burn = Some(b),
+            }
+            if let Some(python) = &self.python {
+                let settings = torch::Settings {
+                    warmup: args.warmup,
+                    repeat: args.repeat,
+                    dtype: args.dtype,
+                    device: torch::device_for(args.backend),
+                };
+                let t = torch::run(python, &args.name.script(), self.cases, &settings)?;
+                match &mut torch {
+                    Some(all) => all.merge(t),
+                    None => torch = Some(t),
                 }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(BurnTimings {
-            backend: B::name(&device),
-            samples,
-        })
+            }
+        }
+        Ok((burn.expect("at least one round ran"), torch))
     }
+}
+
+/// One round of the Burn side: every case, timed.
+fn burn_side<B: Backend>(
+    args: &BenchArgs,
+    cases: &[Case],
+    device: &B::Device,
+) -> Result<BurnTimings> {
+    let samples = cases
+        .iter()
+        .map(|case| {
+            eprintln!("bench: burn {} {}", args.name.as_str(), case.name);
+            let timer = timing::Timer::<B>::new(device, args.warmup, args.repeat);
+            match args.name {
+                BenchName::Attention => attention::time::<B>(case, &timer),
+                BenchName::FluxForward => flux_forward::time::<B>(case, &timer),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BurnTimings {
+        backend: B::name(device),
+        samples,
+    })
 }
 
 /// What the Burn side measured: the backend's own name and one sample set per case.

@@ -68,8 +68,11 @@ pub struct BenchResult {
     pub dtype: String,
     /// Untimed runs per case.
     pub warmup: usize,
-    /// Timed runs per case.
+    /// Timed runs per case and round.
     pub repeat: usize,
+    /// Rounds alternating the two sides.
+    #[serde(default = "one")]
+    pub rounds: usize,
     /// PyTorch version, threads and device, when PyTorch ran.
     pub torch: Option<TorchInfo>,
     /// Per case.
@@ -125,6 +128,7 @@ impl BenchResult {
             dtype: format!("{:?}", args.dtype).to_lowercase(),
             warmup: args.warmup,
             repeat: args.repeat,
+            rounds: args.rounds,
             torch: torch.map(|t| TorchInfo {
                 version: t.torch,
                 threads: t.threads,
@@ -166,7 +170,7 @@ impl BenchResult {
         };
         let _ = writeln!(
             s,
-            "{} ({} threads, {}), Burn backend `{}`, {}; {}; median of {} runs after {} warm-up; \
+            "{} ({} threads, {}), Burn backend `{}`, {}; {}; median of {} runs x {} alternating rounds, {} warm-up each; \
              {}, commit {}, load average {}.\n",
             m.cpu,
             m.cores,
@@ -175,6 +179,7 @@ impl BenchResult {
             self.dtype,
             torch,
             self.repeat,
+            self.rounds,
             self.warmup,
             m.date,
             m.commit,
@@ -201,6 +206,11 @@ impl BenchResult {
         }
         s
     }
+}
+
+/// Results written before `rounds` existed ran one round.
+fn one() -> usize {
+    1
 }
 
 /// Regenerates `<out>/RESULTS.md` from every `<out>/results/*.json`.

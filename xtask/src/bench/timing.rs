@@ -24,6 +24,16 @@ impl Samples {
         median(&self.wall_ms)
     }
 
+    /// Appends the runs of `other` (another round of the same case).
+    pub fn extend(&mut self, other: Samples) {
+        self.wall_ms.extend(other.wall_ms);
+        if self.cpu_ms.is_empty() || other.cpu_ms.is_empty() {
+            self.cpu_ms.clear();
+        } else {
+            self.cpu_ms.extend(other.cpu_ms);
+        }
+    }
+
     /// Median CPU time, if measured.
     pub fn cpu(&self) -> Option<f64> {
         (!self.cpu_ms.is_empty()).then(|| median(&self.cpu_ms))

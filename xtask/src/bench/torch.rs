@@ -38,6 +38,20 @@ pub struct TorchTimings {
     pub cases: HashMap<String, Samples>,
 }
 
+impl TorchTimings {
+    /// Appends the runs of another round of the same cases.
+    pub fn merge(&mut self, other: TorchTimings) {
+        for (name, samples) in other.cases {
+            match self.cases.get_mut(&name) {
+                Some(all) => all.extend(samples),
+                None => {
+                    self.cases.insert(name, samples);
+                }
+            }
+        }
+    }
+}
+
 /// The PyTorch device matching a Burn backend: CUDA for CUDA, the CPU otherwise (wgpu has no
 /// PyTorch counterpart; its numbers are compared against the CPU).
 pub fn device_for(backend: BackendKind) -> &'static str {
