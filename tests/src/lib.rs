@@ -8,6 +8,7 @@ use std::{
 };
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use dit_layers::LoadError;
 use safetensors::SafeTensors;
 
 /// The CPU backend the tests run on.
@@ -141,6 +142,59 @@ pub fn reshape_stored(path: &Path, key: &str, shape: Vec<usize>) {
     }
     assert!(found, "{key} not in {}", path.display());
     fs::write(path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+}
+
+/// Asserts that loading (with `load`) the four-shard diffusers fixture folder `rel` with shard
+/// `n` deleted is an index error naming the shard's file.
+pub fn assert_missing_shard_named<M: std::fmt::Debug>(
+    rel: &str,
+    n: usize,
+    load: impl FnOnce(&Path) -> Result<M, LoadError>,
+) {
+    let scratch = Scratch::copy_of(rel, "missing-shard");
+    let path = shard(scratch.path(), n);
+    fs::remove_file(&path).unwrap();
+    let err = load(scratch.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Index { .. }), "{msg}");
+    let file = path.file_name().unwrap().to_str().unwrap();
+    assert!(msg.contains(file), "{msg}");
+}
+
+/// Asserts that loading (with `load`) the four-shard diffusers fixture folder `rel` with shard
+/// `n` cut in half is an error naming the shard and saying it is truncated.
+pub fn assert_truncated_shard_named<M: std::fmt::Debug>(
+    rel: &str,
+    n: usize,
+    load: impl FnOnce(&Path) -> Result<M, LoadError>,
+) {
+    let scratch = Scratch::copy_of(rel, "truncated");
+    truncate(&shard(scratch.path(), n), |len| len / 2);
+    let msg = load(scratch.path()).unwrap_err().to_string();
+    assert!(
+        msg.contains(&format!("0000{n}-of-00004")) && msg.contains("truncated"),
+        "{msg}"
+    );
+}
+
+/// Asserts that loading (with `load`) the four-shard diffusers fixture folder `rel` with the
+/// tensor `key` stored as `shape` (same values) is a shape error naming the key and its shard.
+pub fn assert_reshaped_tensor_named<M: std::fmt::Debug>(
+    rel: &str,
+    key: &str,
+    shape: Vec<usize>,
+    load: impl FnOnce(&Path) -> Result<M, LoadError>,
+) {
+    let scratch = Scratch::copy_of(rel, "wrong-shape");
+    let path = shard_holding(scratch.path(), key);
+    reshape_stored(&path, key, shape);
+    let err = load(scratch.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
+    assert!(
+        msg.contains(key) && msg.contains(path.file_name().unwrap().to_str().unwrap()),
+        "{msg}"
+    );
 }
 
 /// The fixture tensor `name` on `device`.

@@ -7,10 +7,10 @@ use std::{collections::HashMap, fs, path::Path};
 use burn::tensor::{Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
-    Cpu, Scratch, assert_close, fixture, load_fixture, reshape_stored, shard, shard_holding,
-    tensor, truncate,
+    Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
+    assert_truncated_shard_named, fixture, load_fixture, tensor, truncate,
 };
-use dit_layers::{LoadError, Weights};
+use dit_layers::Weights;
 use models_flux::{FluxConfig, FluxInput, FluxTransformer, InputError, Layout};
 
 type Fixtures = HashMap<String, TensorData>;
@@ -278,30 +278,18 @@ fn dicache_run_matches_reference() {
 
 #[test]
 fn missing_shard_is_an_error_naming_it() {
-    let scratch = Scratch::copy_of("flux/dev", "missing-shard");
-    fs::remove_file(shard(scratch.path(), 2)).unwrap();
-    let err = FluxTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, LoadError::Index { .. }), "{msg}");
-    assert!(
-        msg.contains("diffusion_pytorch_model-00002-of-00004.safetensors"),
-        "{msg}"
-    );
+    assert_missing_shard_named("flux/dev", 2, |dir| {
+        FluxTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 }
 
 #[test]
 fn truncated_file_is_an_error_naming_it() {
-    let scratch = Scratch::copy_of("flux/dev", "truncated");
-    let path = shard(scratch.path(), 3);
-    truncate(&path, |n| n / 2);
-    let msg = FluxTransformer::<Cpu>::load_diffusers(scratch.path(), &device())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("00003-of-00004") && msg.contains("truncated"),
-        "{msg}"
-    );
+    assert_truncated_shard_named("flux/dev", 3, |dir| {
+        FluxTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 
+    let scratch = Scratch::new("truncated-bfl");
     let bfl = scratch.path().join("bfl.safetensors");
     fs::copy(fixture("flux/dev-bfl.safetensors"), &bfl).unwrap();
     truncate(&bfl, |n| n - 100);
@@ -313,18 +301,11 @@ fn truncated_file_is_an_error_naming_it() {
 
 #[test]
 fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
-    let scratch = Scratch::copy_of("flux/dev", "wrong-shape");
-    let key = "transformer_blocks.1.attn.norm_added_k.weight";
-    let path = shard_holding(scratch.path(), key);
     // 16 values stored as [2, 8] instead of [16].
-    reshape_stored(&path, key, vec![2, 8]);
-    let err = FluxTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
-    assert!(
-        msg.contains(key) && msg.contains(path.file_name().unwrap().to_str().unwrap()),
-        "{msg}"
-    );
+    let key = "transformer_blocks.1.attn.norm_added_k.weight";
+    assert_reshaped_tensor_named("flux/dev", key, vec![2, 8], |dir| {
+        FluxTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 }
 
 #[test]

@@ -2,15 +2,15 @@
 //! table, embeddings and token refiner, every block and the whole forward, a DiCache run, and
 //! the errors of damaged or mismatched checkpoints and inputs.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{collections::HashMap, path::Path};
 
 use burn::tensor::{Int, Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
-    Cpu, Scratch, assert_close, fixture, load_fixture, reshape_stored, shard, shard_holding,
-    tensor, truncate,
+    Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
+    assert_truncated_shard_named, fixture, load_fixture, tensor,
 };
-use dit_layers::{LoadError, Weights};
+use dit_layers::Weights;
 use models_hunyuan::{
     HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoState, HunyuanVideoTransformer, InputError,
 };
@@ -260,44 +260,25 @@ fn dicache_run_matches_reference() {
 
 #[test]
 fn missing_shard_is_an_error_naming_it() {
-    let scratch = Scratch::copy_of("hunyuan/tiny", "missing-shard");
-    fs::remove_file(shard(scratch.path(), 3)).unwrap();
-    let err =
-        HunyuanVideoTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, LoadError::Index { .. }), "{msg}");
-    assert!(msg.contains("00003-of-00004"), "{msg}");
+    assert_missing_shard_named("hunyuan/tiny", 3, |dir| {
+        HunyuanVideoTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 }
 
 #[test]
 fn truncated_file_is_an_error_naming_it() {
-    let scratch = Scratch::copy_of("hunyuan/tiny", "truncated");
-    let path = shard(scratch.path(), 2);
-    truncate(&path, |n| n / 2);
-    let msg = HunyuanVideoTransformer::<Cpu>::load_diffusers(scratch.path(), &device())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("00002-of-00004") && msg.contains("truncated"),
-        "{msg}"
-    );
+    assert_truncated_shard_named("hunyuan/tiny", 2, |dir| {
+        HunyuanVideoTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 }
 
 #[test]
 fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
-    let scratch = Scratch::copy_of("hunyuan/tiny", "wrong-shape");
-    let key = "context_embedder.token_refiner.refiner_blocks.1.norm2.weight";
-    let path = shard_holding(scratch.path(), key);
     // 32 values stored as [4, 8] instead of [32].
-    reshape_stored(&path, key, vec![4, 8]);
-    let err =
-        HunyuanVideoTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
-    assert!(
-        msg.contains(key) && msg.contains(path.file_name().unwrap().to_str().unwrap()),
-        "{msg}"
-    );
+    let key = "context_embedder.token_refiner.refiner_blocks.1.norm2.weight";
+    assert_reshaped_tensor_named("hunyuan/tiny", key, vec![4, 8], |dir| {
+        HunyuanVideoTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 }
 
 #[test]

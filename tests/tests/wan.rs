@@ -8,8 +8,8 @@ use std::{collections::HashMap, fs, path::Path};
 use burn::tensor::{Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
-    Cpu, Scratch, assert_close, fixture, load_fixture, reshape_stored, shard, shard_holding,
-    tensor, truncate,
+    Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
+    assert_truncated_shard_named, fixture, load_fixture, reshape_stored, tensor, truncate,
 };
 use dit_layers::{LoadError, Weights};
 use models_wan::{InputError, Layout, WanConfig, WanInput, WanTransformer, original_name};
@@ -337,30 +337,18 @@ fn dicache_cfg_run_matches_reference() {
 
 #[test]
 fn missing_shard_is_an_error_naming_it() {
-    let scratch = Scratch::copy_of("wan/t2v", "missing-shard");
-    fs::remove_file(shard(scratch.path(), 2)).unwrap();
-    let err = WanTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, LoadError::Index { .. }), "{msg}");
-    assert!(
-        msg.contains("diffusion_pytorch_model-00002-of-00004.safetensors"),
-        "{msg}"
-    );
+    assert_missing_shard_named("wan/t2v", 2, |dir| {
+        WanTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 }
 
 #[test]
 fn truncated_file_is_an_error_naming_it() {
-    let scratch = Scratch::copy_of("wan/t2v", "truncated");
-    let path = shard(scratch.path(), 3);
-    truncate(&path, |n| n / 2);
-    let msg = WanTransformer::<Cpu>::load_diffusers(scratch.path(), &device())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("00003-of-00004") && msg.contains("truncated"),
-        "{msg}"
-    );
+    assert_truncated_shard_named("wan/t2v", 3, |dir| {
+        WanTransformer::<Cpu>::load_diffusers(dir, &device())
+    });
 
+    let scratch = Scratch::new("truncated-original");
     let original = scratch.path().join("original.safetensors");
     fs::copy(fixture("wan/t2v-original.safetensors"), &original).unwrap();
     truncate(&original, |n| n - 100);
@@ -375,20 +363,16 @@ fn truncated_file_is_an_error_naming_it() {
 
 #[test]
 fn wrong_shape_tensor_is_an_error_naming_key_and_file() {
-    let scratch = Scratch::copy_of("wan/t2v", "wrong-shape");
-    let key = "blocks.1.scale_shift_table";
-    let path = shard_holding(scratch.path(), key);
     // [1, 6, 32] stored as [6, 32].
-    reshape_stored(&path, key, vec![6, 32]);
-    let err = WanTransformer::<Cpu>::load_diffusers(scratch.path(), &device()).unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, LoadError::Shape { .. }), "{msg}");
-    assert!(
-        msg.contains(key) && msg.contains(path.file_name().unwrap().to_str().unwrap()),
-        "{msg}"
+    assert_reshaped_tensor_named(
+        "wan/t2v",
+        "blocks.1.scale_shift_table",
+        vec![6, 32],
+        |dir| WanTransformer::<Cpu>::load_diffusers(dir, &device()),
     );
 
     // The same in the original layout names the original key.
+    let scratch = Scratch::new("wrong-shape-original");
     let original = scratch.path().join("original.safetensors");
     fs::copy(fixture("wan/t2v-original.safetensors"), &original).unwrap();
     reshape_stored(&original, "blocks.0.cross_attn.norm_q.weight", vec![2, 16]);
