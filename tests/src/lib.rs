@@ -8,6 +8,7 @@ use std::{
 };
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use dicache_core::Trace;
 use dit_layers::LoadError;
 use safetensors::SafeTensors;
 
@@ -236,4 +237,34 @@ pub fn assert_close<B: Backend, const D: usize>(
         );
     }
     eprintln!("{what}: max |diff| {:.3e} at {}", worst.1, worst.0);
+}
+
+/// Asserts that the DiCache `trace` matches the reference run's `trace.computed` flags and, to
+/// a relative 1e-4, its `trace.indicator`, `trace.accumulated` and `trace.gamma` (NaN in the
+/// reference where the trace has no value), call by call.
+pub fn assert_trace_matches(trace: &Trace, run: &HashMap<String, TensorData>) {
+    let values = |name: &str| -> Vec<f64> { run[name].iter::<f64>().collect() };
+    let computed: Vec<bool> = values("trace.computed").iter().map(|&c| c == 1.0).collect();
+    let got: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
+    assert_eq!(got, computed, "computed flags");
+    let close = |name: &str, got: Vec<Option<f64>>| {
+        for (call, (g, want)) in got.iter().zip(values(name)).enumerate() {
+            match g {
+                None => assert!(want.is_nan(), "{name} call {call}: none, reference {want}"),
+                Some(g) => assert!(
+                    (g - want).abs() <= 1e-4 * want.abs(),
+                    "{name} call {call}: {g} vs {want}"
+                ),
+            }
+        }
+    };
+    close(
+        "trace.indicator",
+        trace.steps.iter().map(|s| s.indicator).collect(),
+    );
+    close(
+        "trace.accumulated",
+        trace.steps.iter().map(|s| s.accumulated).collect(),
+    );
+    close("trace.gamma", trace.steps.iter().map(|s| s.gamma).collect());
 }

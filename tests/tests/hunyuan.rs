@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
-    assert_truncated_shard_named, fixture, load_fixture, tensor,
+    assert_trace_matches, assert_truncated_shard_named, fixture, load_fixture, tensor,
 };
 use dit_layers::Weights;
 use models_hunyuan::{
@@ -231,30 +231,9 @@ fn dicache_run_matches_reference() {
         x = x + v.mul_scalar(pair[1] - pair[0]);
     }
     let trace = session.into_trace();
-    let computed: Vec<bool> = values("trace.computed").iter().map(|&c| c == 1.0).collect();
-    let got: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
-    assert_eq!(got, computed, "computed flags");
+    assert_trace_matches(&trace, &run);
+    let computed: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
     assert!(computed.contains(&false) && computed.contains(&true));
-    let close = |name: &str, got: Vec<Option<f64>>| {
-        for (step, (g, want)) in got.iter().zip(values(name)).enumerate() {
-            match g {
-                None => assert!(want.is_nan(), "{name} step {step}: none, reference {want}"),
-                Some(g) => assert!(
-                    (g - want).abs() <= 1e-4 * want.abs(),
-                    "{name} step {step}: {g} vs {want}"
-                ),
-            }
-        }
-    };
-    close(
-        "trace.indicator",
-        trace.steps.iter().map(|s| s.indicator).collect(),
-    );
-    close(
-        "trace.accumulated",
-        trace.steps.iter().map(|s| s.accumulated).collect(),
-    );
-    close("trace.gamma", trace.steps.iter().map(|s| s.gamma).collect());
     assert_close(x, &run["latents"], ATOL, RTOL, "dicache latents");
 }
 

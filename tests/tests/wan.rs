@@ -9,7 +9,8 @@ use burn::tensor::{Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
-    assert_truncated_shard_named, fixture, load_fixture, reshape_stored, tensor, truncate,
+    assert_trace_matches, assert_truncated_shard_named, fixture, load_fixture, reshape_stored,
+    tensor, truncate,
 };
 use dit_layers::{LoadError, Weights};
 use models_wan::{InputError, Layout, WanConfig, WanInput, WanTransformer, original_name};
@@ -296,9 +297,7 @@ fn dicache_cfg_run_matches_reference() {
         passes,
         "passes"
     );
-    let computed: Vec<bool> = values("trace.computed").iter().map(|&c| c == 1.0).collect();
-    let got: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
-    assert_eq!(got, computed, "computed flags");
+    assert_trace_matches(&trace, &run);
     for pass in [Pass::Cond, Pass::Uncond] {
         let flags: Vec<bool> = trace
             .steps
@@ -311,26 +310,6 @@ fn dicache_cfg_run_matches_reference() {
             "{pass:?}: {flags:?}"
         );
     }
-    let close = |name: &str, got: Vec<Option<f64>>| {
-        for (call, (g, want)) in got.iter().zip(values(name)).enumerate() {
-            match g {
-                None => assert!(want.is_nan(), "{name} call {call}: none, reference {want}"),
-                Some(g) => assert!(
-                    (g - want as f64).abs() <= 1e-4 * (want as f64).abs(),
-                    "{name} call {call}: {g} vs {want}"
-                ),
-            }
-        }
-    };
-    close(
-        "trace.indicator",
-        trace.steps.iter().map(|s| s.indicator).collect(),
-    );
-    close(
-        "trace.accumulated",
-        trace.steps.iter().map(|s| s.accumulated).collect(),
-    );
-    close("trace.gamma", trace.steps.iter().map(|s| s.gamma).collect());
     // Eight guided steps of accumulated fp32 differences, amplified by the random tiny model.
     assert_close(x, &run["latents"], 1e-4, 1e-4, "dicache latents");
 }
