@@ -1,6 +1,9 @@
-//! Reading JSON configuration files.
+//! Reading JSON configuration files, and finding a model's folder.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use serde::de::DeserializeOwned;
 
@@ -16,4 +19,15 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// The folder of a diffusers model: `dir/<component>` when `dir` is a pipeline folder holding
+/// the model there (with its `config.json`), else `dir` itself.
+pub fn model_folder(dir: &Path, component: &str) -> PathBuf {
+    let nested = dir.join(component);
+    if nested.join("config.json").is_file() {
+        nested
+    } else {
+        dir.to_path_buf()
+    }
 }

@@ -12,7 +12,7 @@ use dicache_core::CacheableModel;
 use dit_layers::{
     AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, ModelParams,
     MultiAxisRope, ParamSource, RopeTable, SingleStreamBlock, TimeTextEmbedding, Weights,
-    load_mmdit_blocks,
+    load_mmdit_blocks, model_folder,
 };
 
 use crate::{CheckedInput, FluxConfig, FluxInput, InputError, MLP_RATIO, bfl::BflCheckpoint};
@@ -161,12 +161,7 @@ impl<B: Backend> FluxTransformer<B> {
     /// `*.safetensors` shards with their index), or a pipeline folder holding one in
     /// `transformer/`.
     pub fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let nested = dir.join("transformer");
-        let dir = if nested.join("config.json").is_file() {
-            nested
-        } else {
-            dir.to_path_buf()
-        };
+        let dir = model_folder(dir, "transformer");
         let config = FluxConfig::from_file(&dir.join("config.json"))?;
         let weights = Weights::open(&dir)?;
         Self::from_weights(config, &weights, Layout::Diffusers, device)

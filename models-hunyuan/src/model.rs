@@ -13,7 +13,7 @@ use dicache_core::CacheableModel;
 use dit_layers::{
     AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, ModelParams,
     MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, SingleStreamBlock, TimeTextEmbedding,
-    Weights, load_mmdit_blocks,
+    Weights, load_mmdit_blocks, model_folder,
 };
 
 use crate::{CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, TokenRefiner};
@@ -151,12 +151,7 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
     /// Loads a diffusers transformer folder (`config.json` and one or more `*.safetensors`
     /// shards with their index), or a pipeline folder holding one in `transformer/`.
     pub fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let nested = dir.join("transformer");
-        let dir = if nested.join("config.json").is_file() {
-            nested
-        } else {
-            dir.to_path_buf()
-        };
+        let dir = model_folder(dir, "transformer");
         let config = HunyuanVideoConfig::from_file(&dir.join("config.json"))?;
         let weights = Weights::open(&dir)?;
         Self::from_weights(config, &weights, device)

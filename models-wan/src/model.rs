@@ -11,7 +11,8 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    LayerNorm, LoadError, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, Weights,
+    LayerNorm, LoadError, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable,
+    Weights, model_folder,
 };
 
 use crate::{
@@ -142,12 +143,7 @@ impl<B: Backend> WanTransformer<B> {
     /// Loads a diffusers transformer folder (`config.json` and one or more `*.safetensors`
     /// shards with their index), or a pipeline folder holding one in `transformer/`.
     pub fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let nested = dir.join("transformer");
-        let dir = if nested.join("config.json").is_file() {
-            nested
-        } else {
-            dir.to_path_buf()
-        };
+        let dir = model_folder(dir, "transformer");
         let config = WanConfig::from_file(&dir.join("config.json"))?;
         let weights = Weights::open(&dir)?;
         Self::from_weights(config, &weights, Layout::Diffusers, device)
