@@ -44,8 +44,7 @@ pub use group_norm::group_norm;
 pub use infer::ShapeProbe;
 pub use linear::{linear, linear_from_rows};
 pub use mmdit::{
-    DualStreamBlock, JointAttention, JointLayout, MmditBlocks, MmditStacks, SingleAttention,
-    SingleStreamBlock, load_mmdit_blocks,
+    DualStreamBlock, JointAttention, JointLayout, MmditBlocks, SingleAttention, SingleStreamBlock,
 };
 pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};

@@ -354,20 +354,51 @@ impl<B: Backend> SingleStreamBlock<B> {
     }
 }
 
-/// The blocks of an MM-DiT: dual-stream blocks (`transformer_blocks`) then single-stream blocks
-/// (`single_transformer_blocks`).
-#[derive(Debug, Clone, Copy)]
-pub struct MmditBlocks<'a, B: Backend> {
-    /// Dual-stream blocks, indices `0..duals.len()`.
-    pub duals: &'a [DualStreamBlock<B>],
-    /// Single-stream blocks, the indices after the dual-stream ones.
-    pub singles: &'a [SingleStreamBlock<B>],
-    /// How the streams are joined for the single-stream blocks.
+/// The blocks of an MM-DiT: dual-stream blocks (`transformer_blocks.N`), then single-stream
+/// blocks (`single_transformer_blocks.N`) over the joined sequence.
+#[derive(Module, Debug)]
+pub struct MmditBlocks<B: Backend> {
+    /// `transformer_blocks`: dual-stream blocks, indices `0..transformer_blocks.len()`.
+    pub transformer_blocks: Vec<DualStreamBlock<B>>,
+    /// `single_transformer_blocks`: single-stream blocks, the indices after the dual-stream ones.
+    pub single_transformer_blocks: Vec<SingleStreamBlock<B>>,
+    /// How the streams are joined.
+    #[module(skip)]
     pub layout: JointLayout,
 }
 
-impl<B: Backend> MmditBlocks<'_, B> {
-    /// Runs the blocks with indices in `blocks` (within `0..duals.len() + singles.len()`) on
+impl<B: Backend> MmditBlocks<B> {
+    /// Loads `num_layers` dual-stream blocks from `src.transformer_blocks.N` and
+    /// `num_single_layers` single-stream blocks from `src.single_transformer_blocks.N`, each
+    /// with `heads` heads of `head_dim` channels and MLP width `mlp_dim`.
+    pub fn new(
+        src: &impl ParamSource<B>,
+        [num_layers, num_single_layers]: [usize; 2],
+        heads: usize,
+        head_dim: usize,
+        mlp_dim: usize,
+        layout: JointLayout,
+    ) -> Result<Self, LoadError> {
+        let transformer_blocks = (0..num_layers)
+            .map(|i| {
+                let src = src.at("transformer_blocks").at(i);
+                DualStreamBlock::new(&src, heads, head_dim, mlp_dim, layout)
+            })
+            .collect::<Result<_, _>>()?;
+        let single_transformer_blocks = (0..num_single_layers)
+            .map(|i| {
+                let src = src.at("single_transformer_blocks").at(i);
+                SingleStreamBlock::new(&src, heads, head_dim, mlp_dim, layout)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            transformer_blocks,
+            single_transformer_blocks,
+            layout,
+        })
+    }
+
+    /// Runs the blocks with indices in `blocks` (within `0..` the number of blocks) on
     /// `(image, text)`; the streams are joined on entering the single-stream part and split
     /// again at its end, so any split of the range computes the same as one call. Returns the
     /// new `(image, text)`.
@@ -379,48 +410,19 @@ impl<B: Backend> MmditBlocks<'_, B> {
         rope: &RopeTable<B>,
         key_lengths: Option<&[usize]>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let duals = self.duals.len();
-        for block in &self.duals[blocks.start.min(duals)..blocks.end.min(duals)] {
+        let duals = self.transformer_blocks.len();
+        for block in &self.transformer_blocks[blocks.start.min(duals)..blocks.end.min(duals)] {
             (image, text) = block.forward(image, text, temb.clone(), rope, key_lengths);
         }
         let singles = blocks.start.max(duals) - duals..blocks.end.max(duals) - duals;
         if !singles.is_empty() {
             let image_len = image.dims()[1];
             let mut x = self.layout.join(image, text);
-            for block in &self.singles[singles] {
+            for block in &self.single_transformer_blocks[singles] {
                 x = block.forward(x, temb.clone(), rope, key_lengths);
             }
             (image, text) = self.layout.split(x, image_len);
         }
         (image, text)
     }
-}
-
-/// The dual-stream blocks and the single-stream blocks of an MM-DiT.
-pub type MmditStacks<B> = (Vec<DualStreamBlock<B>>, Vec<SingleStreamBlock<B>>);
-
-/// Loads `num_layers` dual-stream blocks from `src.transformer_blocks.N` and
-/// `num_single_layers` single-stream blocks from `src.single_transformer_blocks.N`.
-pub fn load_mmdit_blocks<B: Backend>(
-    src: &impl ParamSource<B>,
-    num_layers: usize,
-    num_single_layers: usize,
-    heads: usize,
-    head_dim: usize,
-    mlp_dim: usize,
-    layout: JointLayout,
-) -> Result<MmditStacks<B>, LoadError> {
-    let duals = (0..num_layers)
-        .map(|i| {
-            let src = src.at("transformer_blocks").at(i);
-            DualStreamBlock::new(&src, heads, head_dim, mlp_dim, layout)
-        })
-        .collect::<Result<_, _>>()?;
-    let singles = (0..num_single_layers)
-        .map(|i| {
-            let src = src.at("single_transformer_blocks").at(i);
-            SingleStreamBlock::new(&src, heads, head_dim, mlp_dim, layout)
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((duals, singles))
 }

@@ -10,15 +10,11 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, ModelParams,
-    MultiAxisRope, ParamSource, RopeTable, SingleStreamBlock, TimeTextEmbedding, Weights,
-    load_mmdit_blocks, model_folder,
+    AdaLayerNormContinuous, JointLayout, LoadError, MmditBlocks, ModelParams, MultiAxisRope,
+    ParamSource, RopeTable, TimeTextEmbedding, Weights, model_folder,
 };
 
 use crate::{CheckedInput, FluxConfig, FluxInput, InputError, MLP_RATIO, bfl::BflCheckpoint};
-
-/// FLUX.1 joins its streams as `[txt; img]`, the rotary table covering both.
-const LAYOUT: JointLayout = JointLayout::TextFirst;
 
 /// BFL checkpoints may store every name under this prefix (ComfyUI-style exports).
 const BFL_PREFIX: &str = "model.diffusion_model.";
@@ -45,10 +41,8 @@ pub struct FluxTransformer<B: Backend> {
     pub context_embedder: Linear<B>,
     /// `x_embedder` `[in_channels -> hidden]`.
     pub x_embedder: Linear<B>,
-    /// `transformer_blocks`: double-stream blocks.
-    pub transformer_blocks: Vec<DualStreamBlock<B>>,
-    /// `single_transformer_blocks`: single-stream blocks.
-    pub single_transformer_blocks: Vec<SingleStreamBlock<B>>,
+    /// `transformer_blocks` (double-stream) and `single_transformer_blocks`.
+    pub blocks: MmditBlocks<B>,
     /// `norm_out`: final adaptive norm.
     pub norm_out: AdaLayerNormContinuous<B>,
     /// `proj_out` `[hidden -> patch_size² * out_channels]`.
@@ -94,30 +88,28 @@ impl<B: Backend> FluxTransformer<B> {
             path: source.to_path_buf(),
             message: e.to_string(),
         })?;
-        let time_text_embed = TimeTextEmbedding::new(
-            &src.at("time_text_embed"),
-            hidden,
-            config.pooled_projection_dim,
-            config.guidance_embeds,
-        )?;
-        let context_embedder =
-            src.linear("context_embedder", config.joint_attention_dim, hidden, true)?;
-        let x_embedder = src.linear("x_embedder", config.in_channels, hidden, true)?;
-        let (transformer_blocks, single_transformer_blocks) = load_mmdit_blocks(
-            src,
-            config.num_layers,
-            config.num_single_layers,
-            heads,
-            head_dim,
-            MLP_RATIO * hidden,
-            LAYOUT,
-        )?;
         Ok(Self {
-            time_text_embed,
-            context_embedder,
-            x_embedder,
-            transformer_blocks,
-            single_transformer_blocks,
+            time_text_embed: TimeTextEmbedding::new(
+                &src.at("time_text_embed"),
+                hidden,
+                config.pooled_projection_dim,
+                config.guidance_embeds,
+            )?,
+            context_embedder: src.linear(
+                "context_embedder",
+                config.joint_attention_dim,
+                hidden,
+                true,
+            )?,
+            x_embedder: src.linear("x_embedder", config.in_channels, hidden, true)?,
+            blocks: MmditBlocks::new(
+                src,
+                [config.num_layers, config.num_single_layers],
+                heads,
+                head_dim,
+                MLP_RATIO * hidden,
+                JointLayout::TextFirst,
+            )?,
             norm_out: AdaLayerNormContinuous::new(&src.at("norm_out"), hidden)?,
             proj_out: src.linear("proj_out", hidden, config.output_channels(), true)?,
             pos_embed,
@@ -265,12 +257,7 @@ impl<B: Backend> CacheableModel<B> for FluxTransformer<B> {
         state: Self::State,
         blocks: Range<usize>,
     ) -> Self::State {
-        let blocks_of = MmditBlocks {
-            duals: &self.transformer_blocks,
-            singles: &self.single_transformer_blocks,
-            layout: LAYOUT,
-        };
-        let (img, txt) = blocks_of.run(
+        let (img, txt) = self.blocks.run(
             (state.img, state.txt),
             blocks,
             ctx.temb.clone(),

@@ -11,15 +11,11 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, DualStreamBlock, JointLayout, LoadError, MmditBlocks, ModelParams,
-    MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, SingleStreamBlock, TimeTextEmbedding,
-    Weights, load_mmdit_blocks, model_folder,
+    AdaLayerNormContinuous, JointLayout, LoadError, MmditBlocks, ModelParams, MultiAxisRope,
+    ParamSource, PatchEmbed3d, RopeTable, TimeTextEmbedding, Weights, model_folder,
 };
 
 use crate::{CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, TokenRefiner};
-
-/// HunyuanVideo joins its streams as `[video; text]`, the rotary table covering the video.
-const LAYOUT: JointLayout = JointLayout::ImageFirst;
 
 /// The HunyuanVideo transformer.
 #[derive(Module, Debug)]
@@ -30,10 +26,8 @@ pub struct HunyuanVideoTransformer<B: Backend> {
     pub context_embedder: TokenRefiner<B>,
     /// `time_text_embed`: timestep (+ guidance) + pooled CLIP conditioning.
     pub time_text_embed: TimeTextEmbedding<B>,
-    /// `transformer_blocks`: dual-stream blocks.
-    pub transformer_blocks: Vec<DualStreamBlock<B>>,
-    /// `single_transformer_blocks`: single-stream blocks.
-    pub single_transformer_blocks: Vec<SingleStreamBlock<B>>,
+    /// `transformer_blocks` (dual-stream) and `single_transformer_blocks`.
+    pub blocks: MmditBlocks<B>,
     /// `norm_out`: final adaptive norm.
     pub norm_out: AdaLayerNormContinuous<B>,
     /// `proj_out` `[hidden -> out_channels * pt * p * p]`.
@@ -84,34 +78,28 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
             path: source.to_path_buf(),
             message: e.to_string(),
         })?;
-        let x_embedder = src.patch_embed(
-            "x_embedder.proj",
-            config.in_channels,
-            hidden,
-            config.patch(),
-        )?;
-        let context_embedder = TokenRefiner::new(&src.at("context_embedder"), &config)?;
-        let time_text_embed = TimeTextEmbedding::new(
-            &src.at("time_text_embed"),
-            hidden,
-            config.pooled_projection_dim,
-            config.guidance_embeds,
-        )?;
-        let (transformer_blocks, single_transformer_blocks) = load_mmdit_blocks(
-            src,
-            config.num_layers,
-            config.num_single_layers,
-            heads,
-            head_dim,
-            mlp_dim,
-            LAYOUT,
-        )?;
         Ok(Self {
-            x_embedder,
-            context_embedder,
-            time_text_embed,
-            transformer_blocks,
-            single_transformer_blocks,
+            x_embedder: src.patch_embed(
+                "x_embedder.proj",
+                config.in_channels,
+                hidden,
+                config.patch(),
+            )?,
+            context_embedder: TokenRefiner::new(&src.at("context_embedder"), &config)?,
+            time_text_embed: TimeTextEmbedding::new(
+                &src.at("time_text_embed"),
+                hidden,
+                config.pooled_projection_dim,
+                config.guidance_embeds,
+            )?,
+            blocks: MmditBlocks::new(
+                src,
+                [config.num_layers, config.num_single_layers],
+                heads,
+                head_dim,
+                mlp_dim,
+                JointLayout::ImageFirst,
+            )?,
             norm_out: AdaLayerNormContinuous::new(&src.at("norm_out"), hidden)?,
             proj_out: src.linear("proj_out", hidden, config.proj_out_channels(), true)?,
             rope,
@@ -261,13 +249,8 @@ impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
         state: Self::State,
         blocks: Range<usize>,
     ) -> Self::State {
-        let blocks_of = MmditBlocks {
-            duals: &self.transformer_blocks,
-            singles: &self.single_transformer_blocks,
-            layout: LAYOUT,
-        };
         let keys = Some(ctx.key_lengths.as_slice());
-        let (video, text) = blocks_of.run(
+        let (video, text) = self.blocks.run(
             (state.video, state.text),
             blocks,
             ctx.temb.clone(),
