@@ -29,6 +29,9 @@ pub enum PipelineError {
     /// The VAE failed to load or decode.
     #[error(transparent)]
     Vae(#[from] vae::VaeError),
+    /// A templated LLaMA prompt encoding (HunyuanVideo) could not be set up or run.
+    #[error("LLaMA prompt encoding: {0}")]
+    Prompt(#[from] text_encoders::LlamaPromptError),
     /// A text encoder rejected its input.
     #[error("text encoder: {0}")]
     TextEncoder(#[from] text_encoders::InputError),

@@ -15,6 +15,7 @@
 mod config;
 mod input;
 mod model;
+pub mod pipeline;
 mod refiner;
 mod text_mask;
 
@@ -22,5 +23,6 @@ pub use config::{HunyuanVideoConfig, QK_NORM_RMS, REFINER_MLP_RATIO};
 pub use dit_layers::{DualStreamBlock, JointAttention, SingleAttention, SingleStreamBlock};
 pub use input::{CheckedInput, HunyuanVideoInput, InputError};
 pub use model::{HunyuanVideoContext, HunyuanVideoState, HunyuanVideoTransformer};
+pub use pipeline::{HunyuanVideoOutput, HunyuanVideoPipeline, HunyuanVideoRequest};
 pub use refiner::{RefinerAttention, RefinerBlock, TokenRefiner};
 pub use text_mask::TextMask;

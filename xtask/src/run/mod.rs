@@ -1,6 +1,7 @@
 //! `cargo xtask run flux|wan|hunyuan`: prompt to image or video.
 
 mod flux;
+mod hunyuan;
 mod output;
 mod video;
 mod wan;
@@ -20,6 +21,8 @@ pub enum RunCommand {
     Flux(flux::FluxArgs),
     /// WAN 2.1 text-to-video from a diffusers-layout folder.
     Wan(wan::WanArgs),
+    /// HunyuanVideo text-to-video from a diffusers-layout folder.
+    Hunyuan(hunyuan::HunyuanArgs),
 }
 
 /// Runs the chosen model.
@@ -27,6 +30,7 @@ pub fn run(command: RunCommand) -> Result<()> {
     match command {
         RunCommand::Flux(args) => flux::run(args),
         RunCommand::Wan(args) => wan::run(args),
+        RunCommand::Hunyuan(args) => hunyuan::run(args),
     }
 }
 

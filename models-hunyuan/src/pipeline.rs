@@ -1,0 +1,296 @@
+//! Prompt to video: diffusers' `HunyuanVideoPipeline` (LLaMA prompt encoding in the chat
+//! template and CLIP's pooled embedding, flow-match Euler sampling with embedded guidance, one
+//! transformer call a step behind a cache session, HunyuanVideo VAE decoding, whole or in
+//! tiles), from a diffusers-layout folder.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use dicache_core::{CachePolicy, CacheSession, CacheableModel, Pass, Trace};
+pub use dit_pipeline::PipelineError;
+use dit_pipeline::PipelineFolder;
+use schedulers::FlowMatchEulerDiscreteScheduler;
+use text_encoders::{ClipTextModel, LlamaModel, LlamaPromptEncoder, PromptTokenizer};
+use vae::{HunyuanVideoVae, TileConfig};
+
+use crate::{HunyuanVideoInput, HunyuanVideoTransformer};
+
+/// CLIP's prompt length in the pipeline (`_get_clip_prompt_embeds`' `max_sequence_length`).
+const CLIP_MAX_LENGTH: usize = 77;
+/// HunyuanVideoPipeline's default width.
+pub const DEFAULT_WIDTH: usize = 1280;
+/// HunyuanVideoPipeline's default height.
+pub const DEFAULT_HEIGHT: usize = 720;
+/// HunyuanVideoPipeline's default number of frames.
+pub const DEFAULT_FRAMES: usize = 129;
+/// HunyuanVideoPipeline's default number of denoising steps.
+pub const DEFAULT_STEPS: usize = 50;
+/// HunyuanVideoPipeline's default embedded guidance scale.
+pub const DEFAULT_GUIDANCE: f64 = 6.0;
+/// HunyuanVideoPipeline's default LLaMA prompt length (tokens after the template's crop).
+pub const DEFAULT_MAX_SEQUENCE_LENGTH: usize = 256;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct HunyuanVideoRequest<B: Backend> {
+    /// The prompt (for both text encoders, as the pipeline uses it).
+    pub prompt: String,
+    /// Width in pixels (a multiple of 16).
+    pub width: usize,
+    /// Height in pixels (a multiple of 16).
+    pub height: usize,
+    /// Frames, `4k + 1`.
+    pub frames: usize,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Embedded guidance scale (the transformer gets `guidance * 1000`; one call a step).
+    pub guidance: f64,
+    /// LLaMA prompt length in tokens, after the template's leading tokens are cropped.
+    pub max_sequence_length: usize,
+    /// The initial noise `[1, 16, (frames-1)/4+1, height/8, width/8]`.
+    pub noise: Tensor<B, 5>,
+    /// How the VAE decodes: an axis is tiled only when the clip is longer than one tile along
+    /// it, so small videos decode in one pass whatever the tiles. [`TileConfig::default`] is
+    /// diffusers after `vae.enable_tiling()` (as HunyuanVideo's own example runs it: 17 frames of
+    /// 256x256 at a time, for videos too large for one pass); `TileConfig { spatial: None,
+    /// temporal: Some(TemporalTiles::default()) }` is the pipeline without `enable_tiling`
+    /// (framewise decoding only); no tiles at all is one pass of the decoder.
+    ///
+    /// [`TemporalTiles::default()`]: vae::TemporalTiles
+    pub vae_tiles: TileConfig,
+}
+
+/// What a generation returns.
+#[derive(Debug)]
+pub struct HunyuanVideoOutput<B: Backend> {
+    /// The sampler's final latents `[1, 16, (frames-1)/4+1, height/8, width/8]`, before the
+    /// VAE's scaling factor is undone.
+    pub latents: Tensor<B, 5>,
+    /// The decoded video `[1, 3, frames, height, width]`, nominally in `[-1, 1]` (see
+    /// [`vae::video_to_rgb8`]).
+    pub video: Tensor<B, 5>,
+    /// The cache trace, one entry per transformer call (one a step).
+    pub trace: Trace,
+}
+
+/// The HunyuanVideo text-to-video pipeline: LLaMA and CLIP text encoders with their
+/// tokenizers, transformer, VAE, scheduler.
+pub struct HunyuanVideoPipeline<B: Backend> {
+    scheduler: FlowMatchEulerDiscreteScheduler,
+    /// The LLaMA tokenizer's folder: the prompt encoding is built per request, for the
+    /// request's prompt length.
+    llama_tokenizer: PathBuf,
+    clip_tokenizer: PromptTokenizer,
+    llama: LlamaModel<B>,
+    clip: ClipTextModel<B>,
+    transformer: HunyuanVideoTransformer<B>,
+    vae: HunyuanVideoVae<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> HunyuanVideoPipeline<B> {
+    /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
+    /// `tokenizer/` and `text_encoder/` (LLaMA), `tokenizer_2/` and `text_encoder_2/` (CLIP),
+    /// `transformer/`, `vae/`).
+    pub fn load(folder: &Path, device: &B::Device) -> Result<Self, PipelineError> {
+        let folder = PipelineFolder::open(folder)?;
+        let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.component(
+            "scheduler/scheduler_config.json",
+            "the scheduler configuration",
+        )?)?;
+        let llama_tokenizer = folder.component("tokenizer", "the LLaMA tokenizer")?;
+        let clip_tokenizer = PromptTokenizer::clip(
+            &folder.component("tokenizer_2", "the CLIP tokenizer")?,
+            CLIP_MAX_LENGTH,
+        )?;
+        let llama = LlamaModel::load(
+            &folder.component("text_encoder", "the LLaMA text encoder")?,
+            device,
+        )?;
+        let clip = ClipTextModel::load(
+            &folder.component("text_encoder_2", "the CLIP text encoder")?,
+            device,
+        )?;
+        let transformer = HunyuanVideoTransformer::load_diffusers(
+            &folder.component("transformer", "the HunyuanVideo transformer")?,
+            device,
+        )?;
+        let vae = HunyuanVideoVae::load(&folder.component("vae", "the HunyuanVideo VAE")?, device)?;
+        Ok(Self {
+            scheduler,
+            llama_tokenizer,
+            clip_tokenizer,
+            llama,
+            clip,
+            transformer,
+            vae,
+            device: device.clone(),
+        })
+    }
+
+    /// The transformer.
+    pub fn transformer(&self) -> &HunyuanVideoTransformer<B> {
+        &self.transformer
+    }
+
+    /// Checks the video size and returns the latent shape
+    /// `[1, 16, (frames-1)/t+1, height/s, width/s]` (t = 4, s = 8 for HunyuanVideo's VAE).
+    pub fn latent_shape(
+        &self,
+        width: usize,
+        height: usize,
+        frames: usize,
+    ) -> Result<[usize; 5], PipelineError> {
+        let (s, t) = (
+            self.vae.spatial_scale_factor(),
+            self.vae.temporal_scale_factor(),
+        );
+        let config = self.transformer.config();
+        let [pt, ph, pw] = config.patch();
+        // The pipeline asks for multiples of 16 (check_inputs): 8 pixels per latent cell times
+        // the 2x2 patches.
+        let multiple = s * ph.max(pw);
+        if width == 0
+            || height == 0
+            || !width.is_multiple_of(multiple)
+            || !height.is_multiple_of(multiple)
+        {
+            return Err(PipelineError::Request(format!(
+                "video size {width}x{height} must be positive multiples of {multiple} (the VAE's \
+                 {s} pixels per latent times the transformer's {ph}x{pw} patches)"
+            )));
+        }
+        if frames == 0 || !(frames - 1).is_multiple_of(t) {
+            return Err(PipelineError::Request(format!(
+                "{frames} frames: the HunyuanVideo VAE decodes 4k+1 frames (1, 5, ..., 129), {t} \
+                 per latent frame after the first"
+            )));
+        }
+        let latent_frames = (frames - 1) / t + 1;
+        if !latent_frames.is_multiple_of(pt) {
+            return Err(PipelineError::Request(format!(
+                "{frames} frames make {latent_frames} latent frames, not a multiple of the \
+                 transformer's temporal patch size {pt}"
+            )));
+        }
+        Ok([1, config.in_channels, latent_frames, height / s, width / s])
+    }
+
+    /// Runs the pipeline with the cache `policy`, calling `on_step(done, total)` after each
+    /// denoising step.
+    pub fn generate(
+        &self,
+        request: &HunyuanVideoRequest<B>,
+        policy: CachePolicy,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<HunyuanVideoOutput<B>, PipelineError> {
+        let shape = self.latent_shape(request.width, request.height, request.frames)?;
+        if request.steps == 0 {
+            return Err(PipelineError::Request("steps must be at least 1".into()));
+        }
+        if request.noise.dims() != shape {
+            return Err(PipelineError::Request(format!(
+                "initial noise has shape {:?}; a {}x{}x{} video needs {shape:?}",
+                request.noise.dims(),
+                request.width,
+                request.height,
+                request.frames
+            )));
+        }
+        let prompt = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
+        // `torch.tensor([guidance_scale]) * 1000.0` in the transformer's dtype; a model without
+        // a guidance embedding ignores it, so it gets none.
+        let guidance = self.transformer.config().guidance_embeds.then(|| {
+            Tensor::<B, 1>::from_data(
+                TensorData::new(vec![request.guidance as f32 * 1000.0], [1]),
+                &self.device,
+            )
+        });
+
+        let mut scheduler = self.scheduler.clone();
+        scheduler.set_timesteps(request.steps, Some(unshifted_sigmas(request.steps)), None)?;
+        let mut session = CacheSession::new(policy, request.steps, self.transformer.num_blocks())?;
+        let mut sample = request.noise.clone();
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, t) in timesteps.iter().enumerate() {
+            let input = self
+                .transformer
+                .check_input(HunyuanVideoInput {
+                    latents: sample.clone(),
+                    timestep: Tensor::from_data(TensorData::new(vec![*t], [1]), &self.device),
+                    encoder_hidden_states: prompt.text.clone(),
+                    encoder_attention_mask: prompt.mask.clone(),
+                    pooled_projections: prompt.pooled.clone(),
+                    guidance: guidance.clone(),
+                })
+                .map_err(|e| PipelineError::Transformer(e.to_string()))?;
+            let velocity = session.forward(&self.transformer, &input, i, Pass::Single)?;
+            sample = scheduler.step(velocity, sample, i)?;
+            on_step(i + 1, timesteps.len());
+        }
+        let video = self.vae.decode_tiled(
+            self.vae.unscale_latents(sample.clone())?,
+            &request.vae_tiles,
+        )?;
+        Ok(HunyuanVideoOutput {
+            latents: sample,
+            video,
+            trace: session.into_trace(),
+        })
+    }
+
+    /// Both text encoders' embeddings of `prompt` (the pipeline's `encode_prompt`).
+    fn encode_prompt(
+        &self,
+        prompt: &str,
+        max_sequence_length: usize,
+    ) -> Result<PromptEmbeds<B>, PipelineError> {
+        if max_sequence_length == 0 {
+            return Err(PipelineError::Request(
+                "max sequence length must be at least 1".into(),
+            ));
+        }
+        let encoder =
+            LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
+        let llama = encoder.encode(&self.llama, &[prompt], &self.device)?;
+        let clip_ids = self
+            .clip_tokenizer
+            .encode(&[prompt])?
+            .ids_tensor::<B>(&self.device);
+        let pooled = self.clip.forward(clip_ids)?.pooled;
+        Ok(PromptEmbeds {
+            text: llama.embeds,
+            mask: llama.mask,
+            pooled,
+        })
+    }
+}
+
+/// A prompt as the transformer takes it.
+struct PromptEmbeds<B: Backend> {
+    /// LLaMA's templated hidden states `[1, max_len, text_embed_dim]` (`prompt_embeds`).
+    text: Tensor<B, 3>,
+    /// `[1, max_len]`, 1 for the prompt's tokens, 0 for padding (`prompt_attention_mask`).
+    mask: Tensor<B, 2, Int>,
+    /// CLIP's pooled embedding `[1, pooled_projection_dim]` (`pooled_prompt_embeds`).
+    pooled: Tensor<B, 2>,
+}
+
+/// HunyuanVideoPipeline's sigmas before the scheduler's shift:
+/// `linspace(1, 0, steps + 1)` without the final 0.
+fn unshifted_sigmas(steps: usize) -> Vec<f64> {
+    let mut sigmas = schedulers::linspace(1.0, 0.0, steps + 1);
+    sigmas.pop();
+    sigmas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unshifted_sigmas;
+
+    #[test]
+    fn sigmas_run_from_one_down_to_one_step_above_zero() {
+        assert_eq!(unshifted_sigmas(4), vec![1.0, 0.75, 0.5, 0.25]);
+        assert_eq!(unshifted_sigmas(1), vec![1.0]);
+    }
+}

@@ -1,0 +1,150 @@
+//! `cargo xtask run hunyuan`.
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::Backend;
+use clap::{Args, ValueEnum};
+use dicache_core::DiCacheConfig;
+use models_hunyuan::{HunyuanVideoPipeline, HunyuanVideoRequest, pipeline};
+use vae::{TemporalTiles, TileConfig};
+
+use super::{CommonArgs, output, print_summary, video};
+use crate::backend::{BackendJob, dispatch};
+
+/// Arguments of `cargo xtask run hunyuan`.
+#[derive(Debug, Args)]
+pub struct HunyuanArgs {
+    /// A HunyuanVideo pipeline folder in diffusers layout (model_index.json, scheduler/,
+    /// text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/, transformer/, vae/).
+    #[arg(long)]
+    model: PathBuf,
+    /// Video width (multiple of 16).
+    #[arg(long, default_value_t = pipeline::DEFAULT_WIDTH)]
+    width: usize,
+    /// Video height (multiple of 16).
+    #[arg(long, default_value_t = pipeline::DEFAULT_HEIGHT)]
+    height: usize,
+    /// Frames (4k+1).
+    #[arg(long, default_value_t = pipeline::DEFAULT_FRAMES)]
+    frames: usize,
+    /// Denoising steps.
+    #[arg(long, default_value_t = pipeline::DEFAULT_STEPS)]
+    steps: usize,
+    /// Embedded guidance scale (one transformer pass a step).
+    #[arg(long, default_value_t = pipeline::DEFAULT_GUIDANCE)]
+    guidance: f64,
+    /// LLaMA prompt length in tokens (after the template).
+    #[arg(long, default_value_t = pipeline::DEFAULT_MAX_SEQUENCE_LENGTH)]
+    max_sequence_length: usize,
+    /// How the VAE decodes (an axis is tiled only when the video is longer than one tile).
+    #[arg(long, value_enum, default_value_t = VaeTiling::SpaceAndTime)]
+    vae_tiling: VaeTiling,
+    /// Frames per second of the written video (HunyuanVideo's 129 frames are 5 s at 24).
+    #[arg(long, default_value_t = 24)]
+    fps: u32,
+    /// Also write every frame as a PNG into this folder.
+    #[arg(long)]
+    frames_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where to write the video: .gif (built in), .mp4 or .webp (need ffmpeg on PATH).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The VAE's decoding, in diffusers' terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VaeTiling {
+    /// As after `vae.enable_tiling()` (HunyuanVideo's own example): 17 frames of 256x256 pixels
+    /// at a time, for memory bounded by the tile rather than the video.
+    SpaceAndTime,
+    /// The pipeline without `enable_tiling`: 17 frames at a time, whole frames.
+    Time,
+    /// One pass of the decoder over the whole video.
+    None,
+}
+
+impl VaeTiling {
+    fn tiles(self) -> TileConfig {
+        match self {
+            Self::SpaceAndTime => TileConfig::default(),
+            Self::Time => TileConfig {
+                spatial: None,
+                temporal: Some(TemporalTiles::default()),
+            },
+            Self::None => TileConfig {
+                spatial: None,
+                temporal: None,
+            },
+        }
+    }
+}
+
+/// Runs HunyuanVideo on the chosen backend.
+pub fn run(args: HunyuanArgs) -> Result<()> {
+    let (backend, dtype) = (args.common.backend, args.common.dtype);
+    dispatch(backend, dtype, HunyuanJob(args))
+}
+
+struct HunyuanJob(HunyuanArgs);
+
+impl BackendJob for HunyuanJob {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let args = self.0;
+        let policy = args.common.policy(DiCacheConfig::hunyuan_video())?;
+        let format = video::Format::of(&args.out)?;
+        format.check_encoder()?;
+        let start = Instant::now();
+        eprintln!("loading {}", args.model.display());
+        let pipe = HunyuanVideoPipeline::<B>::load(&args.model, &device).with_context(|| {
+            format!(
+                "loading the HunyuanVideo pipeline from {}",
+                args.model.display()
+            )
+        })?;
+        let shape = pipe.latent_shape(args.width, args.height, args.frames)?;
+        let noise = output::initial_noise::<B, 5>(
+            args.common.init_noise.as_deref(),
+            args.common.seed,
+            shape,
+            &device,
+        )?;
+        let request = HunyuanVideoRequest {
+            prompt: args.common.prompt.clone(),
+            width: args.width,
+            height: args.height,
+            frames: args.frames,
+            steps: args.steps,
+            guidance: args.guidance,
+            max_sequence_length: args.max_sequence_length,
+            noise,
+            vae_tiles: args.vae_tiling.tiles(),
+        };
+        let bar = output::step_bar(args.steps);
+        let result = pipe.generate(&request, policy, &mut |done, _| {
+            bar.set_position(done as u64)
+        });
+        bar.finish_and_clear();
+        let result = result?;
+        if let Some(path) = &args.common.save_latents {
+            output::save_latents(result.latents.clone(), path)?;
+        }
+        if let Some(path) = &args.common.trace {
+            result
+                .trace
+                .write_json(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let frames = video::frames(result.video)?;
+        if let Some(dir) = &args.frames_dir {
+            video::write_pngs(&frames, dir)?;
+        }
+        video::write(&frames, format, args.fps, &args.out)?;
+        print_summary(&result.trace, start.elapsed().as_secs_f64());
+        eprintln!("wrote {}", args.out.display());
+        Ok(())
+    }
+}
