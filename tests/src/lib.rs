@@ -102,14 +102,14 @@ impl Drop for Scratch {
 }
 
 /// Shard `n` of the four-shard diffusers checkpoint in `dir`.
-pub fn shard(dir: &Path, n: usize) -> PathBuf {
+fn shard(dir: &Path, n: usize) -> PathBuf {
     dir.join(format!(
         "diffusion_pytorch_model-0000{n}-of-00004.safetensors"
     ))
 }
 
 /// The shard of the four-shard diffusers checkpoint in `dir` that holds the tensor `key`.
-pub fn shard_holding(dir: &Path, key: &str) -> PathBuf {
+fn shard_holding(dir: &Path, key: &str) -> PathBuf {
     (1..=4)
         .map(|n| shard(dir, n))
         .find(|p| {
@@ -123,7 +123,7 @@ pub fn shard_holding(dir: &Path, key: &str) -> PathBuf {
 }
 
 /// Cuts the file at `path` to `len(size)` bytes.
-pub fn truncate(path: &Path, len: impl FnOnce(usize) -> usize) {
+fn truncate(path: &Path, len: impl FnOnce(usize) -> usize) {
     let bytes = fs::read(path).unwrap();
     fs::write(path, &bytes[..len(bytes.len())]).unwrap();
 }
@@ -174,6 +174,24 @@ pub fn assert_truncated_shard_named<M: std::fmt::Debug>(
     let msg = load(scratch.path()).unwrap_err().to_string();
     assert!(
         msg.contains(&format!("0000{n}-of-00004")) && msg.contains("truncated"),
+        "{msg}"
+    );
+}
+
+/// Asserts that loading (with `load`) a copy of the fixture file `rel` with its last 100 bytes
+/// cut off is an error naming the file and saying it is truncated.
+pub fn assert_truncated_file_named<M: std::fmt::Debug>(
+    rel: &str,
+    load: impl FnOnce(&Path) -> Result<M, LoadError>,
+) {
+    let scratch = Scratch::new("truncated-file");
+    let name = Path::new(rel).file_name().unwrap();
+    let path = scratch.path().join(name);
+    fs::copy(fixture(rel), &path).unwrap();
+    truncate(&path, |len| len - 100);
+    let msg = load(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains(name.to_str().unwrap()) && msg.contains("truncated"),
         "{msg}"
     );
 }

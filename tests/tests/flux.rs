@@ -8,7 +8,8 @@ use burn::tensor::{Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
-    assert_trace_matches, assert_truncated_shard_named, fixture, load_fixture, tensor, truncate,
+    assert_trace_matches, assert_truncated_file_named, assert_truncated_shard_named, fixture,
+    load_fixture, tensor,
 };
 use dit_layers::Weights;
 use models_flux::{FluxConfig, FluxInput, FluxTransformer, InputError, Layout};
@@ -268,14 +269,9 @@ fn truncated_file_is_an_error_naming_it() {
         FluxTransformer::<Cpu>::load_diffusers(dir, &device())
     });
 
-    let scratch = Scratch::new("truncated-bfl");
-    let bfl = scratch.path().join("bfl.safetensors");
-    fs::copy(fixture("flux/dev-bfl.safetensors"), &bfl).unwrap();
-    truncate(&bfl, |n| n - 100);
-    let msg = FluxTransformer::<Cpu>::load_bfl(&bfl, tiny_axes(), &device())
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("bfl.safetensors"), "{msg}");
+    assert_truncated_file_named("flux/dev-bfl.safetensors", |file| {
+        FluxTransformer::<Cpu>::load_bfl(file, tiny_axes(), &device())
+    });
 }
 
 #[test]

@@ -9,8 +9,8 @@ use burn::tensor::{Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
-    assert_trace_matches, assert_truncated_shard_named, fixture, load_fixture, reshape_stored,
-    tensor, truncate,
+    assert_trace_matches, assert_truncated_file_named, assert_truncated_shard_named, fixture,
+    load_fixture, reshape_stored, tensor,
 };
 use dit_layers::{LoadError, Weights};
 use models_wan::{InputError, Layout, WanConfig, WanInput, WanTransformer, original_name};
@@ -327,17 +327,9 @@ fn truncated_file_is_an_error_naming_it() {
         WanTransformer::<Cpu>::load_diffusers(dir, &device())
     });
 
-    let scratch = Scratch::new("truncated-original");
-    let original = scratch.path().join("original.safetensors");
-    fs::copy(fixture("wan/t2v-original.safetensors"), &original).unwrap();
-    truncate(&original, |n| n - 100);
-    let msg = WanTransformer::<Cpu>::load_original(&original, TINY_HEADS, &device())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("original.safetensors") && msg.contains("truncated"),
-        "{msg}"
-    );
+    assert_truncated_file_named("wan/t2v-original.safetensors", |file| {
+        WanTransformer::<Cpu>::load_original(file, TINY_HEADS, &device())
+    });
 }
 
 #[test]
