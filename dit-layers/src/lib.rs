@@ -42,13 +42,13 @@ pub use feed_forward::FeedForward;
 pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;
 pub use infer::ShapeProbe;
-pub use linear::{linear, linear_from_rows};
+pub use linear::{linear, linear_from_rows, linear_swapped_halves};
 pub use mmdit::{
     DualStreamBlock, JointAttention, JointLayout, MmditBlocks, SingleAttention, SingleStreamBlock,
 };
 pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
-pub use params::{KeyMap, ModelParams, ParamSource};
+pub use params::{KeyMap, ModelParams, ParamSource, Stored, TensorMap};
 pub use patch_embed::{PatchEmbed3d, PatchError};
 pub use qkv::{Heads, QK_NORM_EPS, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};

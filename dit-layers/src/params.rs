@@ -3,8 +3,11 @@
 //!
 //! A model written against [`ParamSource`] has one constructor for all of them: it asks for
 //! each layer by its reference name, and the source answers. [`ModelParams`] is the source of
-//! the checkpoint-or-random cases; layouts that fuse or split tensors (FLUX.1's BFL files)
-//! implement [`ParamSource`] themselves.
+//! the checkpoint-or-random cases: a layout that only renames is a [`KeyMap`], one that also
+//! fuses projections or reorders rows (HunyuanVideo's original files) a [`TensorMap`]; FLUX.1's
+//! BFL files implement [`ParamSource`] themselves.
+
+use std::ops::Range;
 
 use burn::{
     module::Param,
@@ -12,7 +15,10 @@ use burn::{
     tensor::{Distribution, Tensor, backend::Backend},
 };
 
-use crate::{LayerNorm, LoadError, PatchEmbed3d, RmsNorm, Weights, WeightsView, linear};
+use crate::{
+    LayerNorm, LoadError, PatchEmbed3d, RmsNorm, Weights, WeightsView, linear, linear_from_rows,
+    linear_swapped_halves,
+};
 
 /// A provider of layers by their reference (diffusers) module path.
 pub trait ParamSource<B: Backend>: Sized {
@@ -46,11 +52,57 @@ pub struct KeyMap {
     pub layout: &'static str,
 }
 
+/// Where a checkpoint of another layout stores the tensors of a reference module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Under the name given, unchanged (every tensor keeps its shape).
+    Renamed(String),
+    /// Output rows `rows` of the fused linear layer `key`, which has `total` output rows: one of
+    /// the projections packed into a fused weight (a `qkv`, a single block's `linear1`).
+    Rows {
+        /// The fused layer.
+        key: String,
+        /// The rows of the reference layer.
+        rows: Range<usize>,
+        /// All output rows of the fused layer.
+        total: usize,
+    },
+    /// The linear layer `key` with the two halves of its output rows swapped: a modulation
+    /// stored as (shift, scale) where the reference reads (scale, shift).
+    SwappedHalves(String),
+}
+
+/// How a checkpoint in a non-reference layout stores the reference modules, where it fuses or
+/// reorders tensors as well as renaming them. Only linear layers may be [`Stored::Rows`] or
+/// [`Stored::SwappedHalves`].
+pub trait TensorMap {
+    /// Where the checkpoint stores the reference module or parameter `path` (dotted segments),
+    /// or `None` when the layout has no counterpart.
+    fn locate(&self, path: &[&str]) -> Option<Stored>;
+
+    /// The layout, as errors name it (`"HunyuanVideo's original checkpoint layout"`).
+    fn layout(&self) -> &'static str;
+}
+
+impl TensorMap for KeyMap {
+    fn locate(&self, path: &[&str]) -> Option<Stored> {
+        (self.name)(path).map(Stored::Renamed)
+    }
+
+    fn layout(&self) -> &'static str {
+        self.layout
+    }
+}
+
 /// Where [`ModelParams`] reads from.
 #[derive(Clone, Copy)]
 enum Origin<'a> {
-    /// A checkpoint, under the reference names or renamed by the map.
-    Checkpoint(&'a Weights, Option<KeyMap>),
+    /// A checkpoint under the reference names.
+    Reference(&'a Weights),
+    /// A checkpoint renamed by a [`KeyMap`].
+    Renamed(&'a Weights, KeyMap),
+    /// A checkpoint whose tensors a [`TensorMap`] locates.
+    Mapped(&'a Weights, &'a dyn TensorMap),
     /// Burn's initialisers.
     Random,
 }
@@ -73,12 +125,18 @@ pub struct ModelParams<'a, B: Backend> {
 impl<'a, B: Backend> ModelParams<'a, B> {
     /// The tensors of `weights`, stored under the reference names, loaded onto `device`.
     pub fn checkpoint(weights: &'a Weights, device: &'a B::Device) -> Self {
-        Self::from_origin(Origin::Checkpoint(weights, None), device)
+        Self::from_origin(Origin::Reference(weights), device)
     }
 
     /// The tensors of `weights`, stored under the names `map` gives, loaded onto `device`.
     pub fn renamed(weights: &'a Weights, map: KeyMap, device: &'a B::Device) -> Self {
-        Self::from_origin(Origin::Checkpoint(weights, Some(map)), device)
+        Self::from_origin(Origin::Renamed(weights, map), device)
+    }
+
+    /// The tensors of `weights`, stored where `map` locates them (renamed, fused, reordered),
+    /// loaded onto `device`.
+    pub fn mapped(weights: &'a Weights, map: &'a dyn TensorMap, device: &'a B::Device) -> Self {
+        Self::from_origin(Origin::Mapped(weights, map), device)
     }
 
     /// Random parameters on `device`.
@@ -94,22 +152,50 @@ impl<'a, B: Backend> ModelParams<'a, B> {
         }
     }
 
-    /// The checkpoint and the name in it of the module or parameter `name` under this source,
+    /// The checkpoint and where it stores the module or parameter `name` under this source,
     /// `None` for random parameters.
-    fn key(&self, name: &str) -> Result<Option<(&'a Weights, String)>, LoadError> {
-        let Origin::Checkpoint(weights, map) = self.origin else {
-            return Ok(None);
-        };
+    fn locate(&self, name: &str) -> Result<Option<(&'a Weights, Stored)>, LoadError> {
         let mut path: Vec<&str> = self.path.iter().map(String::as_str).collect();
         path.extend(name.split('.'));
-        let key = match map {
-            None => path.join("."),
-            Some(map) => (map.name)(&path).ok_or_else(|| LoadError::MissingKey {
-                key: path.join("."),
-                source_desc: format!("{} (no counterpart of this diffusers module)", map.layout),
-            })?,
+        let (weights, map): (_, &dyn TensorMap) = match &self.origin {
+            Origin::Random => return Ok(None),
+            Origin::Reference(weights) => {
+                return Ok(Some((weights, Stored::Renamed(path.join(".")))));
+            }
+            Origin::Renamed(weights, map) => (weights, map),
+            Origin::Mapped(weights, map) => (weights, *map),
         };
-        Ok(Some((weights, key)))
+        let stored = map.locate(&path).ok_or_else(|| LoadError::MissingKey {
+            key: path.join("."),
+            source_desc: format!("{} (no counterpart of this diffusers module)", map.layout()),
+        })?;
+        Ok(Some((weights, stored)))
+    }
+
+    /// The checkpoint and the name in it of the module or parameter `name` under this source,
+    /// `None` for random parameters; a module the layout fuses or reorders is an error (only
+    /// linear layers can be).
+    fn key(&self, name: &str) -> Result<Option<(&'a Weights, String)>, LoadError> {
+        match self.locate(name)? {
+            None => Ok(None),
+            Some((weights, Stored::Renamed(key))) => Ok(Some((weights, key))),
+            Some((_, Stored::Rows { key, .. } | Stored::SwappedHalves(key))) => {
+                Err(LoadError::MissingKey {
+                    key: self.path_of(name),
+                    source_desc: format!(
+                        "the checkpoint as a whole tensor ({key:?} stores it fused or reordered, \
+                         which only a linear layer can be)"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The reference path of `name` under this source.
+    fn path_of(&self, name: &str) -> String {
+        let mut path = self.path.clone();
+        path.push(name.to_string());
+        path.join(".")
     }
 
     /// The checkpoint view of the module `name` under this source, `None` for random
@@ -187,11 +273,28 @@ impl<B: Backend> ParamSource<B> for ModelParams<'_, B> {
         d_out: usize,
         bias: bool,
     ) -> Result<Linear<B>, LoadError> {
-        match self.view(name)? {
-            Some(view) => linear(&view, d_in, d_out, bias, self.device),
-            None => Ok(LinearConfig::new(d_in, d_out)
+        let Some((weights, stored)) = self.locate(name)? else {
+            return Ok(LinearConfig::new(d_in, d_out)
                 .with_bias(bias)
-                .init(self.device)),
+                .init(self.device));
+        };
+        match stored {
+            Stored::Renamed(key) => linear(&weights.view(&key), d_in, d_out, bias, self.device),
+            Stored::Rows { key, rows, total } => {
+                if rows.len() != d_out || rows.end > total {
+                    return Err(LoadError::Config {
+                        path: format!("{key} (fused)").into(),
+                        message: format!(
+                            "rows {rows:?} of {total} cannot hold {} with {d_out} outputs",
+                            self.path_of(name)
+                        ),
+                    });
+                }
+                linear_from_rows(&weights.view(&key), total, rows, d_in, bias, self.device)
+            }
+            Stored::SwappedHalves(key) => {
+                linear_swapped_halves(&weights.view(&key), d_in, d_out, bias, self.device)
+            }
         }
     }
 

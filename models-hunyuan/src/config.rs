@@ -1,9 +1,10 @@
 //! The transformer's configuration: diffusers' `config.json` of
-//! `HunyuanVideoTransformer3DModel`.
+//! `HunyuanVideoTransformer3DModel`, or inferred from the tensor shapes of a checkpoint in
+//! Tencent's original layout.
 
 use std::path::Path;
 
-use dit_layers::{AnglePrecision, LoadError, MultiAxisRope};
+use dit_layers::{AnglePrecision, LoadError, MultiAxisRope, ShapeProbe, Weights};
 use serde::{Deserialize, Serialize};
 
 /// The only query/key normalisation of HunyuanVideo (and of this port): a per-head RMS norm.
@@ -214,6 +215,107 @@ impl HunyuanVideoConfig {
     /// Reads and checks a diffusers `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
         let config: Self = dit_layers::read_json(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Infers the configuration of `weights`, a checkpoint in Tencent's original layout read
+    /// from `path` (names without the `module.` prefix): channels, patch, hidden and head size,
+    /// MLP width, block and refiner-block counts and the guidance embedding from the tensor
+    /// shapes. The rotary split cannot be read from shapes: `rope_axes_dim` gives it, else it
+    /// defaults to HunyuanVideo's (16, 56, 56) when the head size is 128 and is an error
+    /// otherwise. The rotary base is HunyuanVideo's 256.
+    pub fn infer_original(
+        weights: &Weights,
+        path: &Path,
+        rope_axes_dim: Option<Vec<usize>>,
+    ) -> Result<Self, LoadError> {
+        let probe = ShapeProbe::new(
+            weights,
+            path,
+            "the HunyuanVideo configuration from an original checkpoint",
+        );
+        let key = "img_in.proj.weight";
+        let (hidden, in_channels, patch_size_t, patch_size) = match probe.shape(key)?.as_slice() {
+            &[hidden, in_channels, pt, ph, pw] if ph == pw => (hidden, in_channels, pt, ph),
+            other => {
+                return Err(probe.fail(format!(
+                    "{key:?} has shape {other:?}, expected [hidden, in_channels, pt, p, p]"
+                )));
+            }
+        };
+        let (_, text_embed_dim) = probe.matrix("txt_in.input_embedder.weight")?;
+        let (_, pooled_projection_dim) = probe.matrix("vector_in.in_layer.weight")?;
+        let key = "final_layer.linear.weight";
+        let (proj_out, _) = probe.matrix(key)?;
+        let patch_volume = patch_size_t * patch_size * patch_size;
+        if patch_volume == 0 || proj_out % patch_volume != 0 {
+            return Err(probe.fail(format!(
+                "{key:?} has {proj_out} rows, not a multiple of the patch volume {patch_volume}"
+            )));
+        }
+        let num_layers = probe.count("double_blocks.");
+        let num_single_layers = probe.count("single_blocks.");
+        let (norm_key, mlp_key) = if num_layers > 0 {
+            (
+                "double_blocks.0.img_attn_q_norm.weight",
+                "double_blocks.0.img_mlp.fc1.weight",
+            )
+        } else {
+            (
+                "single_blocks.0.q_norm.weight",
+                "single_blocks.0.linear2.weight",
+            )
+        };
+        let attention_head_dim = match probe.shape(norm_key)?.as_slice() {
+            &[d] if d > 0 && hidden % d == 0 => d,
+            other => {
+                return Err(probe.fail(format!(
+                    "{norm_key:?} has shape {other:?}, which does not divide the hidden size \
+                     {hidden}"
+                )));
+            }
+        };
+        let mlp_dim = match probe.matrix(mlp_key)? {
+            (rows, _) if num_layers > 0 => rows,
+            (_, cols) => cols.saturating_sub(hidden),
+        };
+        let mlp_ratio = mlp_dim as f64 / hidden as f64;
+        let rope_axes_dim = match rope_axes_dim {
+            Some(axes) => axes,
+            None if attention_head_dim == 128 => Self::hunyuan_video().rope_axes_dim,
+            None => {
+                return Err(probe.fail(format!(
+                    "the head size is {attention_head_dim}, not HunyuanVideo's 128, so \
+                     rope_axes_dim must be given"
+                )));
+            }
+        };
+        let config = Self {
+            in_channels,
+            out_channels: Some(proj_out / patch_volume),
+            num_attention_heads: hidden / attention_head_dim,
+            attention_head_dim,
+            num_layers,
+            num_single_layers,
+            num_refiner_layers: probe.count("txt_in.individual_token_refiner.blocks."),
+            mlp_ratio,
+            patch_size,
+            patch_size_t,
+            qk_norm: QK_NORM_RMS.to_string(),
+            guidance_embeds: weights.contains("guidance_in.mlp.0.weight"),
+            text_embed_dim,
+            pooled_projection_dim,
+            rope_theta: Self::hunyuan_video().rope_theta,
+            rope_axes_dim,
+            image_condition_type: None,
+        };
+        if config.mlp_dim() != mlp_dim {
+            return Err(probe.fail(format!(
+                "{mlp_key:?} implies an MLP width of {mlp_dim}, which no mlp_ratio gives for \
+                 hidden size {hidden}"
+            )));
+        }
         config.validate(path)?;
         Ok(config)
     }

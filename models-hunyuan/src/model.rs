@@ -15,7 +15,10 @@ use dit_layers::{
     ParamSource, PatchEmbed3d, RopeTable, TimeTextEmbedding, Weights, model_folder,
 };
 
-use crate::{CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, TokenRefiner};
+use crate::{
+    CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, Layout, OriginalLayout,
+    TokenRefiner, original::ORIGINAL_PREFIX,
+};
 
 /// The HunyuanVideo transformer.
 #[derive(Module, Debug)]
@@ -119,19 +122,22 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
         )
     }
 
-    /// Loads the diffusers-layout `weights` as a model of `config`. Every tensor must have the
+    /// Loads `weights`, stored in `layout`, as a model of `config`. Every tensor must have the
     /// shape `config` implies and every tensor of the checkpoint must be used, so a
     /// configuration that does not match the weights is an error.
     pub fn from_weights(
         config: HunyuanVideoConfig,
         weights: &Weights,
+        layout: Layout,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let model = Self::build(
-            config,
-            &ModelParams::checkpoint(weights, device),
-            Path::new("HunyuanVideoConfig given for the checkpoint"),
-        )?;
+        let source = Path::new("HunyuanVideoConfig given for the checkpoint");
+        let original = OriginalLayout::of(&config);
+        let params = match layout {
+            Layout::Diffusers => ModelParams::checkpoint(weights, device),
+            Layout::Original => ModelParams::mapped(weights, &original, device),
+        };
+        let model = Self::build(config, &params, source)?;
         weights.check_all_used()?;
         Ok(model)
     }
@@ -142,7 +148,31 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
         let dir = model_folder(dir, "transformer");
         let config = HunyuanVideoConfig::from_file(&dir.join("config.json"))?;
         let weights = Weights::open(&dir)?;
-        Self::from_weights(config, &weights, device)
+        Self::from_weights(config, &weights, Layout::Diffusers, device)
+    }
+
+    /// Loads a single file in Tencent's original layout (`mp_rank_00_model_states.pt`
+    /// converted to safetensors, with or without the `module.` prefix), inferring the
+    /// configuration from its shapes (see [`HunyuanVideoConfig::infer_original`] for
+    /// `rope_axes_dim`).
+    pub fn load_original(
+        file: &Path,
+        rope_axes_dim: Option<Vec<usize>>,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let weights = Weights::open(file)?.strip_prefix(ORIGINAL_PREFIX);
+        let config = HunyuanVideoConfig::infer_original(&weights, file, rope_axes_dim)?;
+        Self::from_weights(config, &weights, Layout::Original, device)
+    }
+
+    /// Loads a checkpoint in either layout: a folder as diffusers, a file as Tencent's original
+    /// (HunyuanVideo's rotary split).
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self, LoadError> {
+        if path.is_dir() {
+            Self::load_diffusers(path, device)
+        } else {
+            Self::load_original(path, None, device)
+        }
     }
 
     /// The configuration.

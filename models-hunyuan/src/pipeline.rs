@@ -91,8 +91,13 @@ pub struct HunyuanVideoPipeline<B: Backend> {
 impl<B: Backend> HunyuanVideoPipeline<B> {
     /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
     /// `tokenizer/` and `text_encoder/` (LLaMA), `tokenizer_2/` and `text_encoder_2/` (CLIP),
-    /// `transformer/`, `vae/`).
-    pub fn load(folder: &Path, device: &B::Device) -> Result<Self, PipelineError> {
+    /// `transformer/`, `vae/`); `transformer_file` replaces its `transformer/` with a
+    /// single-file checkpoint in Tencent's original layout.
+    pub fn load(
+        folder: &Path,
+        transformer_file: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open(folder)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.component(
             "scheduler/scheduler_config.json",
@@ -111,10 +116,13 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
             &folder.component("text_encoder_2", "the CLIP text encoder")?,
             device,
         )?;
-        let transformer = HunyuanVideoTransformer::load_diffusers(
-            &folder.component("transformer", "the HunyuanVideo transformer")?,
-            device,
-        )?;
+        let transformer = match transformer_file {
+            Some(file) => HunyuanVideoTransformer::load(file, device)?,
+            None => HunyuanVideoTransformer::load_diffusers(
+                &folder.component("transformer", "the HunyuanVideo transformer")?,
+                device,
+            )?,
+        };
         let vae = HunyuanVideoVae::load(&folder.component("vae", "the HunyuanVideo VAE")?, device)?;
         Ok(Self {
             scheduler,

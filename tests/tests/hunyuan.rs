@@ -1,18 +1,21 @@
 //! HunyuanVideo transformer against diffusers (fixtures from `fixtures/gen_hunyuan.py`): RoPE
 //! table, embeddings and token refiner, every block and the whole forward, a DiCache run, and
-//! the errors of damaged or mismatched checkpoints and inputs.
+//! the errors of damaged or mismatched checkpoints and inputs; the same model loaded from a
+//! single file in Tencent's original layout.
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, fs, path::Path, path::PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
-    assert_trace_matches, assert_truncated_shard_named, fixture, load_fixture, tensor,
+    assert_trace_matches, assert_truncated_shard_named, fixture, load_fixture, reshape_stored,
+    tensor,
 };
 use dit_layers::Weights;
 use models_hunyuan::{
     HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoState, HunyuanVideoTransformer, InputError,
+    Layout,
 };
 
 type Fixtures = HashMap<String, TensorData>;
@@ -266,7 +269,7 @@ fn config_not_matching_weights_is_an_error() {
     let d = device();
     let load = |config: HunyuanVideoConfig| {
         let weights = Weights::open(&fixture("hunyuan/tiny")).unwrap();
-        HunyuanVideoTransformer::<Cpu>::from_weights(config, &weights, &d)
+        HunyuanVideoTransformer::<Cpu>::from_weights(config, &weights, Layout::Diffusers, &d)
             .unwrap_err()
             .to_string()
     };
@@ -411,4 +414,192 @@ fn bad_inputs_are_errors_naming_them() {
     input.encoder_hidden_states = input.encoder_hidden_states.narrow(2, 0, 16);
     let err = model.check_input(input).unwrap_err();
     assert!(err.to_string().contains("encoder_hidden_states"), "{err}");
+}
+
+/// The tiny model's rotary split, which the original layout does not store (its head size 16 is
+/// not HunyuanVideo's 128).
+fn tiny_rope() -> Option<Vec<usize>> {
+    Some(vec![4, 6, 6])
+}
+
+/// The tiny model in Tencent's original layout.
+fn original_file() -> PathBuf {
+    fixture("hunyuan/original.safetensors")
+}
+
+/// A copy of the original-layout fixture in `scratch`, its tensors renamed (or dropped, where
+/// `rename` gives `None`).
+fn rewritten_original(scratch: &Scratch, rename: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let bytes = fs::read(original_file()).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, view)| rename(&name).map(|name| (name, view)))
+        .collect();
+    let path = scratch.path().join("original.safetensors");
+    fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+    path
+}
+
+/// Asserts that `model`'s forward on the fixture inputs matches diffusers' output.
+fn assert_forward_matches(model: &HunyuanVideoTransformer<Cpu>, what: &str) {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    let input = model.check_input(inputs(&fx, 2)).unwrap();
+    let out = model.forward(&input);
+    assert_close(out, &fx["output"], CHAINED_ATOL, RTOL, what);
+}
+
+#[test]
+fn original_file_matches_diffusers() {
+    let model =
+        HunyuanVideoTransformer::<Cpu>::load_original(&original_file(), tiny_rope(), &device())
+            .expect("load original file");
+    assert_eq!(model.config(), &tiny_config());
+    assert_forward_matches(&model, "original forward");
+}
+
+#[test]
+fn original_file_with_module_prefix_matches_diffusers() {
+    let scratch = Scratch::new("hunyuan-module-prefix");
+    let file = rewritten_original(&scratch, |name| Some(format!("module.{name}")));
+    let model = HunyuanVideoTransformer::<Cpu>::load_original(&file, tiny_rope(), &device())
+        .expect("load prefixed original file");
+    assert_forward_matches(&model, "prefixed original forward");
+}
+
+#[test]
+fn load_picks_the_layout_from_the_path() {
+    // A folder is diffusers.
+    let model = HunyuanVideoTransformer::<Cpu>::load(&fixture("hunyuan/tiny"), &device()).unwrap();
+    assert_eq!(model.config(), &tiny_config());
+    // A file is the original layout, with HunyuanVideo's rotary split, which the tiny head size
+    // does not fit.
+    let msg = HunyuanVideoTransformer::<Cpu>::load(&original_file(), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("rope_axes_dim") && msg.contains("original.safetensors"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn original_config_is_inferred_from_shapes() {
+    let path = original_file();
+    let weights = Weights::open(&path).unwrap();
+    let inferred = HunyuanVideoConfig::infer_original(&weights, &path, tiny_rope()).unwrap();
+    assert_eq!(inferred, tiny_config());
+
+    // Head size 16, not 128: the rotary split must be given.
+    let err = HunyuanVideoConfig::infer_original(&weights, &path, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rope_axes_dim") && err.contains("head size is 16"),
+        "{err}"
+    );
+    // A rotary split that does not fit the head size.
+    let err = HunyuanVideoConfig::infer_original(&weights, &path, Some(vec![4, 4, 4]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rope_axes_dim"), "{err}");
+
+    // Without guidance_in and with one refiner block fewer, both are read off the names.
+    let scratch = Scratch::new("hunyuan-infer-fewer");
+    let file = rewritten_original(&scratch, |name| {
+        let dropped = name.starts_with("guidance_in.")
+            || name.starts_with("txt_in.individual_token_refiner.blocks.1.");
+        (!dropped).then(|| name.to_string())
+    });
+    let weights = Weights::open(&file).unwrap();
+    let inferred = HunyuanVideoConfig::infer_original(&weights, &file, tiny_rope()).unwrap();
+    assert_eq!(
+        inferred,
+        HunyuanVideoConfig {
+            guidance_embeds: false,
+            num_refiner_layers: 1,
+            ..tiny_config()
+        }
+    );
+}
+
+#[test]
+fn original_shapes_that_cannot_be_inferred_are_errors_naming_them() {
+    let scratch = Scratch::new("hunyuan-infer-bad");
+    // No patch embedding.
+    let file = rewritten_original(&scratch, |name| {
+        (!name.starts_with("img_in.")).then(|| name.to_string())
+    });
+    let err = HunyuanVideoTransformer::<Cpu>::load_original(&file, tiny_rope(), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot infer")
+            && err.contains("img_in.proj.weight")
+            && err.contains("original.safetensors"),
+        "{err}"
+    );
+    // A QK norm that does not divide the hidden size.
+    let file = rewritten_original(&scratch, |name| Some(name.to_string()));
+    reshape_stored(&file, "double_blocks.0.img_attn_q_norm.weight", vec![2, 8]);
+    let err = HunyuanVideoTransformer::<Cpu>::load_original(&file, tiny_rope(), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("double_blocks.0.img_attn_q_norm.weight") && err.contains("hidden size 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn original_missing_key_is_an_error_naming_key_and_file() {
+    let scratch = Scratch::new("hunyuan-original-missing");
+    let key = "single_blocks.1.linear1.bias";
+    let file = rewritten_original(&scratch, |name| (name != key).then(|| name.to_string()));
+    let err = HunyuanVideoTransformer::<Cpu>::load_original(&file, tiny_rope(), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(key) && err.contains("original.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn original_wrong_shape_fused_tensor_is_an_error_naming_key_and_file() {
+    let scratch = Scratch::new("hunyuan-original-shape");
+    let file = rewritten_original(&scratch, |name| Some(name.to_string()));
+    // The fused q, k, v rows [96, 32] stored as [32, 96].
+    let key = "double_blocks.1.txt_attn_qkv.weight";
+    reshape_stored(&file, key, vec![32, 96]);
+    let err = HunyuanVideoTransformer::<Cpu>::load_original(&file, tiny_rope(), &device())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(key) && err.contains("original.safetensors") && err.contains("[96, 32]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn original_layout_of_the_other_checkpoint_is_an_error() {
+    let d = device();
+    // A diffusers checkpoint read as the original layout names the original key it lacks.
+    let weights = Weights::open(&fixture("hunyuan/tiny")).unwrap();
+    let msg =
+        HunyuanVideoTransformer::<Cpu>::from_weights(tiny_config(), &weights, Layout::Original, &d)
+            .unwrap_err()
+            .to_string();
+    assert!(msg.contains("img_in.proj.weight"), "{msg}");
+    // The original file with a configuration of fewer single blocks leaves tensors unused.
+    let weights = Weights::open(&original_file()).unwrap();
+    let fewer = HunyuanVideoConfig {
+        num_single_layers: 1,
+        ..tiny_config()
+    };
+    let msg = HunyuanVideoTransformer::<Cpu>::from_weights(fewer, &weights, Layout::Original, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("single_blocks.1."), "{msg}");
 }

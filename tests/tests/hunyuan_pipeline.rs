@@ -45,7 +45,12 @@ impl Settings {
 }
 
 fn pipeline() -> HunyuanVideoPipeline<Cpu> {
-    HunyuanVideoPipeline::load(&fixture("hunyuan_pipeline/model"), &Default::default()).unwrap()
+    HunyuanVideoPipeline::load(
+        &fixture("hunyuan_pipeline/model"),
+        None,
+        &Default::default(),
+    )
+    .unwrap()
 }
 
 /// The video needs no looser tolerance than the latents: it differs from diffusers' by at most
@@ -197,7 +202,7 @@ fn impossible_requests_are_errors_naming_the_setting() {
 #[test]
 fn missing_components_are_named() {
     let load = |dir: &Path| {
-        HunyuanVideoPipeline::<Cpu>::load(dir, &Default::default())
+        HunyuanVideoPipeline::<Cpu>::load(dir, None, &Default::default())
             .err()
             .unwrap()
             .to_string()

@@ -19,6 +19,9 @@ pub struct HunyuanArgs {
     /// text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/, transformer/, vae/).
     #[arg(long)]
     model: PathBuf,
+    /// Use this single-file transformer in Tencent's original layout instead of transformer/.
+    #[arg(long)]
+    transformer: Option<PathBuf>,
     /// Video width (multiple of 16).
     #[arg(long, default_value_t = pipeline::DEFAULT_WIDTH)]
     width: usize,
@@ -99,12 +102,14 @@ impl BackendJob for HunyuanJob {
         format.check_encoder()?;
         let start = Instant::now();
         eprintln!("loading {}", args.model.display());
-        let pipe = HunyuanVideoPipeline::<B>::load(&args.model, &device).with_context(|| {
-            format!(
-                "loading the HunyuanVideo pipeline from {}",
-                args.model.display()
-            )
-        })?;
+        let pipe =
+            HunyuanVideoPipeline::<B>::load(&args.model, args.transformer.as_deref(), &device)
+                .with_context(|| {
+                    format!(
+                        "loading the HunyuanVideo pipeline from {}",
+                        args.model.display()
+                    )
+                })?;
         let shape = pipe.latent_shape(args.width, args.height, args.frames)?;
         let noise = output::initial_noise::<B, 5>(
             args.common.init_noise.as_deref(),
