@@ -7,9 +7,11 @@
 
 mod attention;
 mod flux_forward;
+mod hunyuan_forward;
 mod report;
 mod timing;
 mod torch;
+mod wan_forward;
 
 use std::path::PathBuf;
 
@@ -61,6 +63,12 @@ pub enum BenchName {
     /// One forward of a medium FLUX transformer with random weights, against diffusers'
     /// `FluxTransformer2DModel`.
     FluxForward,
+    /// One forward of the WAN 2.1 T2V-1.3B transformer (random weights) on a small clip, against
+    /// diffusers' `WanTransformer3DModel`.
+    WanForward,
+    /// One forward of a medium HunyuanVideo transformer with random weights, against diffusers'
+    /// `HunyuanVideoTransformer3DModel`.
+    HunyuanForward,
 }
 
 impl BenchName {
@@ -69,6 +77,8 @@ impl BenchName {
         match self {
             Self::Attention => "attention",
             Self::FluxForward => "flux-forward",
+            Self::WanForward => "wan-forward",
+            Self::HunyuanForward => "hunyuan-forward",
         }
     }
 
@@ -83,6 +93,8 @@ impl BenchName {
         match self {
             Self::Attention => attention::cases(),
             Self::FluxForward => flux_forward::cases(),
+            Self::WanForward => wan_forward::cases(),
+            Self::HunyuanForward => hunyuan_forward::cases(),
         }
     }
 }
@@ -178,6 +190,8 @@ fn burn_side<B: Backend>(
             match args.name {
                 BenchName::Attention => attention::time::<B>(case, &timer),
                 BenchName::FluxForward => flux_forward::time::<B>(case, &timer),
+                BenchName::WanForward => wan_forward::time::<B>(case, &timer),
+                BenchName::HunyuanForward => hunyuan_forward::time::<B>(case, &timer),
             }
         })
         .collect::<Result<Vec<_>>>()?;

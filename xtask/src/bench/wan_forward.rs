@@ -1,0 +1,55 @@
+//! `bench wan-forward`: one forward of the real WAN 2.1 T2V-1.3B transformer configuration (30
+//! blocks, 12 heads x 128, FFN 8960; random weights) on a small clip: 5 frames at 416x240 (latent
+//! [16, 2, 30, 52], 780 video tokens) with 512 umT5 text tokens. The PyTorch side
+//! (`fixtures/bench_wan_forward.py`) builds the same configuration in diffusers'
+//! `WanTransformer3DModel`.
+
+use anyhow::{Context, Result};
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+use models_wan::{WanConfig, WanInput, WanTransformer};
+use serde::{Deserialize, Serialize};
+
+use super::{Case, Samples, timing::Timer};
+
+/// One case: the model's configuration (diffusers' constructor arguments) and the inputs' sizes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Params {
+    config: WanConfig,
+    /// Latent video `[frames, height, width]`.
+    latent: [usize; 3],
+    /// Text tokens.
+    txt_tokens: usize,
+}
+
+/// T2V-1.3B on 5 frames at 416x240.
+pub fn cases() -> Vec<Case> {
+    let params = Params {
+        config: WanConfig::t2v_1_3b(),
+        latent: [2, 30, 52],
+        txt_tokens: 512,
+    };
+    vec![Case {
+        name: "T2V-1.3B, 780 video + 512 text tokens".to_string(),
+        params: serde_json::to_value(params).expect("a plain struct serialises"),
+    }]
+}
+
+/// Times one forward on backend `B` (random weights and inputs; timestep 500).
+pub fn time<B: Backend>(case: &Case, timer: &Timer<B>) -> Result<Samples> {
+    let p: Params =
+        serde_json::from_value(case.params.clone()).context("wan-forward case parameters")?;
+    let device = timer.device();
+    B::seed(device, 0);
+    let model =
+        WanTransformer::<B>::random(&p.config, device).context("building the random WAN model")?;
+    let c = &p.config;
+    let [f, h, w] = p.latent;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let input = WanInput {
+        latents: Tensor::random([1, c.in_channels, f, h, w], normal, device),
+        timestep: Tensor::from_floats([500.0], device),
+        encoder_hidden_states: Tensor::random([1, p.txt_tokens, c.text_dim], normal, device),
+    };
+    let input = model.check_input(input).context("wan-forward inputs")?;
+    timer.time(|| Ok(model.forward(&input)))
+}
