@@ -1,9 +1,14 @@
 //! What the diffusion pipelines (FLUX, WAN, HunyuanVideo) share: finding the components of a
-//! diffusers-layout pipeline folder, and one error type naming the component or setting at
-//! fault.
+//! diffusers-layout pipeline folder, one error type naming the component or setting at fault,
+//! and the checks of a request.
 
 mod error;
 mod folder;
+mod request;
 
 pub use error::PipelineError;
 pub use folder::PipelineFolder;
+pub use request::{
+    check_max_sequence_length, check_noise_shape, check_pixel_size, check_steps, check_video_size,
+    latent_frames,
+};

@@ -126,14 +126,14 @@ impl<B: Backend> FluxPipeline<B> {
 
     /// Checks `width` x `height` and returns the unpacked latent shape `[1, 16, h, w]`.
     pub fn latent_shape(&self, width: usize, height: usize) -> Result<[usize; 4], PipelineError> {
-        let multiple = self.vae_scale_factor() * 2;
-        if width == 0 || height == 0 || width % multiple != 0 || height % multiple != 0 {
-            return Err(PipelineError::Request(format!(
-                "image size {width}x{height} must be positive multiples of {multiple} (the VAE's \
-                 {} pixels per latent times the 2x2 token patches)",
-                self.vae_scale_factor()
-            )));
-        }
+        dit_pipeline::check_pixel_size(
+            "image",
+            width,
+            height,
+            self.vae_scale_factor(),
+            2,
+            "2x2 token patches",
+        )?;
         let channels = self.transformer.config().in_channels / 4;
         Ok([
             1,
@@ -152,17 +152,12 @@ impl<B: Backend> FluxPipeline<B> {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<FluxOutput<B>, PipelineError> {
         let shape = self.latent_shape(request.width, request.height)?;
-        if request.steps == 0 {
-            return Err(PipelineError::Request("steps must be at least 1".into()));
-        }
-        if request.noise.dims() != shape {
-            return Err(PipelineError::Request(format!(
-                "initial noise has shape {:?}; a {}x{} image needs {shape:?}",
-                request.noise.dims(),
-                request.width,
-                request.height
-            )));
-        }
+        dit_pipeline::check_steps(request.steps)?;
+        dit_pipeline::check_noise_shape(
+            &request.noise.dims(),
+            &shape,
+            &format!("a {}x{} image", request.width, request.height),
+        )?;
         let guidance =
             resolve_guidance(self.transformer.config().guidance_embeds, request.guidance)?;
         let (pooled, text) = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
@@ -220,11 +215,7 @@ impl<B: Backend> FluxPipeline<B> {
         prompt: &str,
         max_sequence_length: usize,
     ) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
-        if max_sequence_length == 0 {
-            return Err(PipelineError::Request(
-                "max sequence length must be at least 1".into(),
-            ));
-        }
+        dit_pipeline::check_max_sequence_length(max_sequence_length)?;
         let clip_ids = self
             .clip_tokenizer
             .encode(&[prompt])?

@@ -157,24 +157,8 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         let [pt, ph, pw] = config.patch();
         // The pipeline asks for multiples of 16 (check_inputs): 8 pixels per latent cell times
         // the 2x2 patches.
-        let multiple = s * ph.max(pw);
-        if width == 0
-            || height == 0
-            || !width.is_multiple_of(multiple)
-            || !height.is_multiple_of(multiple)
-        {
-            return Err(PipelineError::Request(format!(
-                "video size {width}x{height} must be positive multiples of {multiple} (the VAE's \
-                 {s} pixels per latent times the transformer's {ph}x{pw} patches)"
-            )));
-        }
-        if frames == 0 || !(frames - 1).is_multiple_of(t) {
-            return Err(PipelineError::Request(format!(
-                "{frames} frames: the HunyuanVideo VAE decodes 4k+1 frames (1, 5, ..., 129), {t} \
-                 per latent frame after the first"
-            )));
-        }
-        let latent_frames = (frames - 1) / t + 1;
+        dit_pipeline::check_video_size(width, height, s, [ph, pw])?;
+        let latent_frames = dit_pipeline::latent_frames(frames, t, "HunyuanVideo VAE", 129)?;
         if !latent_frames.is_multiple_of(pt) {
             return Err(PipelineError::Request(format!(
                 "{frames} frames make {latent_frames} latent frames, not a multiple of the \
@@ -193,18 +177,15 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<HunyuanVideoOutput<B>, PipelineError> {
         let shape = self.latent_shape(request.width, request.height, request.frames)?;
-        if request.steps == 0 {
-            return Err(PipelineError::Request("steps must be at least 1".into()));
-        }
-        if request.noise.dims() != shape {
-            return Err(PipelineError::Request(format!(
-                "initial noise has shape {:?}; a {}x{}x{} video needs {shape:?}",
-                request.noise.dims(),
-                request.width,
-                request.height,
-                request.frames
-            )));
-        }
+        dit_pipeline::check_steps(request.steps)?;
+        dit_pipeline::check_noise_shape(
+            &request.noise.dims(),
+            &shape,
+            &format!(
+                "a {}x{}x{} video",
+                request.width, request.height, request.frames
+            ),
+        )?;
         let prompt = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
         // `torch.tensor([guidance_scale]) * 1000.0` in the transformer's dtype; a model without
         // a guidance embedding ignores it, so it gets none.
@@ -253,11 +234,7 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         prompt: &str,
         max_sequence_length: usize,
     ) -> Result<PromptEmbeds<B>, PipelineError> {
-        if max_sequence_length == 0 {
-            return Err(PipelineError::Request(
-                "max sequence length must be at least 1".into(),
-            ));
-        }
+        dit_pipeline::check_max_sequence_length(max_sequence_length)?;
         let encoder =
             LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
         let llama = encoder.encode(&self.llama, &[prompt], &self.device)?;

@@ -122,21 +122,10 @@ impl<B: Backend> WanPipeline<B> {
             self.vae.temporal_scale_factor(),
         );
         let [_, ph, pw] = self.transformer.config().patch_size;
-        let multiple = s * ph.max(pw);
-        if width == 0 || height == 0 || width % multiple != 0 || height % multiple != 0 {
-            return Err(PipelineError::Request(format!(
-                "video size {width}x{height} must be positive multiples of {multiple} (the VAE's \
-                 {s} pixels per latent times the transformer's {ph}x{pw} patches)"
-            )));
-        }
-        if frames == 0 || (frames - 1) % t != 0 {
-            return Err(PipelineError::Request(format!(
-                "{frames} frames: the Wan VAE decodes 4k+1 frames (1, 5, ..., 81), {t} per latent \
-                 frame after the first"
-            )));
-        }
+        dit_pipeline::check_video_size(width, height, s, [ph, pw])?;
+        let latent_frames = dit_pipeline::latent_frames(frames, t, "Wan VAE", 81)?;
         let channels = self.transformer.config().in_channels;
-        Ok([1, channels, (frames - 1) / t + 1, height / s, width / s])
+        Ok([1, channels, latent_frames, height / s, width / s])
     }
 
     /// Runs the pipeline with the cache `policy` (one state per CFG pass), calling
@@ -148,18 +137,15 @@ impl<B: Backend> WanPipeline<B> {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<WanOutput<B>, PipelineError> {
         let shape = self.latent_shape(request.width, request.height, request.frames)?;
-        if request.steps == 0 {
-            return Err(PipelineError::Request("steps must be at least 1".into()));
-        }
-        if request.noise.dims() != shape {
-            return Err(PipelineError::Request(format!(
-                "initial noise has shape {:?}; a {}x{}x{} video needs {shape:?}",
-                request.noise.dims(),
-                request.width,
-                request.height,
-                request.frames
-            )));
-        }
+        dit_pipeline::check_steps(request.steps)?;
+        dit_pipeline::check_noise_shape(
+            &request.noise.dims(),
+            &shape,
+            &format!(
+                "a {}x{}x{} video",
+                request.width, request.height, request.frames
+            ),
+        )?;
         let guided = request.guidance > 1.0;
         let cond = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
         let uncond = if guided {
@@ -214,11 +200,7 @@ impl<B: Backend> WanPipeline<B> {
         prompt: &str,
         max_sequence_length: usize,
     ) -> Result<Tensor<B, 3>, PipelineError> {
-        if max_sequence_length == 0 {
-            return Err(PipelineError::Request(
-                "max sequence length must be at least 1".into(),
-            ));
-        }
+        dit_pipeline::check_max_sequence_length(max_sequence_length)?;
         let tokenizer = PromptTokenizer::t5(&self.tokenizer, max_sequence_length)?;
         let tokens = tokenizer.encode(&[clean_prompt(prompt).as_str()])?;
         let mask = tokens.mask_tensor::<B>(&self.device);
