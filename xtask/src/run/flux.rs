@@ -2,13 +2,13 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use dicache_core::DiCacheConfig;
 use models_flux::{FluxPipeline, FluxRequest, pipeline};
 
-use super::{CommonArgs, output, print_summary};
+use super::{CommonArgs, finish, generate_with_bar, load_pipeline, output};
 use crate::backend::{BackendJob, dispatch};
 
 /// Arguments of `cargo xtask run flux`.
@@ -64,16 +64,11 @@ impl BackendJob for FluxJob {
             );
         }
         let start = Instant::now();
-        eprintln!("loading {}", args.model.display());
-        let pipe = FluxPipeline::<B>::load(&args.model, args.transformer.as_deref(), &device)
-            .with_context(|| format!("loading the FLUX pipeline from {}", args.model.display()))?;
+        let pipe = load_pipeline("FLUX", &args.model, || {
+            FluxPipeline::<B>::load(&args.model, args.transformer.as_deref(), &device)
+        })?;
         let shape = pipe.latent_shape(args.width, args.height)?;
-        let noise = output::initial_noise::<B, 4>(
-            args.common.init_noise.as_deref(),
-            args.common.seed,
-            shape,
-            &device,
-        )?;
+        let noise = args.common.initial_noise(shape, &device)?;
         let request = FluxRequest {
             prompt: args.common.prompt.clone(),
             width: args.width,
@@ -83,24 +78,13 @@ impl BackendJob for FluxJob {
             max_sequence_length: args.max_sequence_length,
             noise,
         };
-        let bar = output::step_bar(args.steps);
-        let result = pipe.generate(&request, policy, &mut |done, _| {
-            bar.set_position(done as u64)
-        });
-        bar.finish_and_clear();
-        let result = result?;
-        if let Some(path) = &args.common.save_latents {
-            output::save_latents(result.latents.clone(), path)?;
-        }
-        if let Some(path) = &args.common.trace {
-            result
-                .trace
-                .write_json(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        let result = generate_with_bar(args.steps, |on_step| {
+            pipe.generate(&request, policy, on_step)
+        })?;
+        args.common
+            .save_latents_and_trace(&result.latents, &result.trace)?;
         output::save_image(result.image, &args.out)?;
-        print_summary(&result.trace, start.elapsed().as_secs_f64());
-        eprintln!("wrote {}", args.out.display());
+        finish(&result.trace, start, &args.out);
         Ok(())
     }
 }

@@ -2,14 +2,14 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use dicache_core::DiCacheConfig;
 use models_hunyuan::{HunyuanVideoPipeline, HunyuanVideoRequest, pipeline};
 use vae::{TemporalTiles, TileConfig};
 
-use super::{CommonArgs, output, print_summary, video};
+use super::{CommonArgs, finish, generate_with_bar, load_pipeline, video};
 use crate::backend::{BackendJob, dispatch};
 
 /// Arguments of `cargo xtask run hunyuan`.
@@ -101,22 +101,11 @@ impl BackendJob for HunyuanJob {
         let format = video::Format::of(&args.out)?;
         format.check_encoder()?;
         let start = Instant::now();
-        eprintln!("loading {}", args.model.display());
-        let pipe =
+        let pipe = load_pipeline("HunyuanVideo", &args.model, || {
             HunyuanVideoPipeline::<B>::load(&args.model, args.transformer.as_deref(), &device)
-                .with_context(|| {
-                    format!(
-                        "loading the HunyuanVideo pipeline from {}",
-                        args.model.display()
-                    )
-                })?;
+        })?;
         let shape = pipe.latent_shape(args.width, args.height, args.frames)?;
-        let noise = output::initial_noise::<B, 5>(
-            args.common.init_noise.as_deref(),
-            args.common.seed,
-            shape,
-            &device,
-        )?;
+        let noise = args.common.initial_noise(shape, &device)?;
         let request = HunyuanVideoRequest {
             prompt: args.common.prompt.clone(),
             width: args.width,
@@ -128,28 +117,19 @@ impl BackendJob for HunyuanJob {
             noise,
             vae_tiles: args.vae_tiling.tiles(),
         };
-        let bar = output::step_bar(args.steps);
-        let result = pipe.generate(&request, policy, &mut |done, _| {
-            bar.set_position(done as u64)
-        });
-        bar.finish_and_clear();
-        let result = result?;
-        if let Some(path) = &args.common.save_latents {
-            output::save_latents(result.latents.clone(), path)?;
-        }
-        if let Some(path) = &args.common.trace {
-            result
-                .trace
-                .write_json(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        let frames = video::frames(result.video)?;
-        if let Some(dir) = &args.frames_dir {
-            video::write_pngs(&frames, dir)?;
-        }
-        video::write(&frames, format, args.fps, &args.out)?;
-        print_summary(&result.trace, start.elapsed().as_secs_f64());
-        eprintln!("wrote {}", args.out.display());
+        let result = generate_with_bar(args.steps, |on_step| {
+            pipe.generate(&request, policy, on_step)
+        })?;
+        args.common
+            .save_latents_and_trace(&result.latents, &result.trace)?;
+        video::save(
+            result.video,
+            args.frames_dir.as_deref(),
+            format,
+            args.fps,
+            &args.out,
+        )?;
+        finish(&result.trace, start, &args.out);
         Ok(())
     }
 }

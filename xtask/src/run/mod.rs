@@ -6,9 +6,13 @@ mod output;
 mod video;
 mod wan;
 
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Tensor, backend::Backend};
 use clap::{Args, Subcommand, ValueEnum};
 use dicache_core::{CachePolicy, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig};
 
@@ -141,6 +145,33 @@ impl CommonArgs {
         Ok(policy)
     }
 
+    /// The initial noise of `shape`: the --init-noise file, or drawn from --seed.
+    pub fn initial_noise<B: Backend, const D: usize>(
+        &self,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        output::initial_noise(self.init_noise.as_deref(), self.seed, shape, device)
+    }
+
+    /// Writes the generation's final `latents` to --save-latents and its `trace` to --trace,
+    /// where asked.
+    pub fn save_latents_and_trace<B: Backend, const D: usize>(
+        &self,
+        latents: &Tensor<B, D>,
+        trace: &Trace,
+    ) -> Result<()> {
+        if let Some(path) = &self.save_latents {
+            output::save_latents(latents.clone(), path)?;
+        }
+        if let Some(path) = &self.trace {
+            trace
+                .write_json(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     fn knobs(&self) -> [(&'static str, bool); 4] {
         [
             ("--threshold", self.threshold.is_some()),
@@ -151,8 +182,43 @@ impl CommonArgs {
     }
 }
 
+/// Loads the `model` pipeline (e.g. "FLUX") from `folder` with `load`, saying so first and
+/// naming both on failure.
+pub fn load_pipeline<P, E>(
+    model: &str,
+    folder: &Path,
+    load: impl FnOnce() -> Result<P, E>,
+) -> Result<P>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    eprintln!("loading {}", folder.display());
+    load().with_context(|| format!("loading the {model} pipeline from {}", folder.display()))
+}
+
+/// Runs `generate` behind a progress bar over `steps` denoising steps; `generate` reports each
+/// step done through the callback it is given.
+pub fn generate_with_bar<T, E>(
+    steps: usize,
+    generate: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<T, E>,
+) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let bar = output::step_bar(steps);
+    let result = generate(&mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+/// Prints the summary of a generation that began at `start` and wrote `out`.
+pub fn finish(trace: &Trace, start: Instant, out: &Path) {
+    print_summary(trace, start.elapsed().as_secs_f64());
+    eprintln!("wrote {}", out.display());
+}
+
 /// Prints the one-screen summary of a generation.
-pub fn print_summary(trace: &Trace, total_seconds: f64) {
+fn print_summary(trace: &Trace, total_seconds: f64) {
     let s = trace.summary();
     let loop_seconds = s.total_ms / 1e3;
     let per_computed = s.mean_computed_ms / 1e3;

@@ -59,8 +59,24 @@ impl Format {
     }
 }
 
+/// Writes a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`) at `fps` frames per
+/// second to `path` in `format`, and each of its frames as a PNG into `frames_dir` if given.
+pub fn save<B: Backend>(
+    video: Tensor<B, 5>,
+    frames_dir: Option<&Path>,
+    format: Format,
+    fps: u32,
+    path: &Path,
+) -> Result<()> {
+    let frames = frames(video)?;
+    if let Some(dir) = frames_dir {
+        write_pngs(&frames, dir)?;
+    }
+    write(&frames, format, fps, path)
+}
+
 /// The frames of a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`) as 8-bit RGB.
-pub fn frames<B: Backend>(video: Tensor<B, 5>) -> Result<Vec<Rgb8Image>> {
+fn frames<B: Backend>(video: Tensor<B, 5>) -> Result<Vec<Rgb8Image>> {
     let mut videos = vae::video_to_rgb8(video)?;
     if videos.len() != 1 {
         bail!("expected one video, got {}", videos.len());
@@ -69,7 +85,7 @@ pub fn frames<B: Backend>(video: Tensor<B, 5>) -> Result<Vec<Rgb8Image>> {
 }
 
 /// Writes every frame as `frame_0000.png`, ... into `dir` (created if needed).
-pub fn write_pngs(frames: &[Rgb8Image], dir: &Path) -> Result<()> {
+fn write_pngs(frames: &[Rgb8Image], dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (i, frame) in frames.iter().enumerate() {
         let path = dir.join(format!("frame_{i:04}.png"));
@@ -81,7 +97,7 @@ pub fn write_pngs(frames: &[Rgb8Image], dir: &Path) -> Result<()> {
 }
 
 /// Writes `frames` at `fps` frames per second to `path` in `format`.
-pub fn write(frames: &[Rgb8Image], format: Format, fps: u32, path: &Path) -> Result<()> {
+fn write(frames: &[Rgb8Image], format: Format, fps: u32, path: &Path) -> Result<()> {
     if frames.is_empty() || fps == 0 {
         bail!("a video needs at least one frame and a positive frame rate");
     }
