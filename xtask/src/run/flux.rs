@@ -8,7 +8,7 @@ use clap::Args;
 use dicache_core::DiCacheConfig;
 use models_flux::{FluxPipeline, FluxRequest, pipeline};
 
-use super::{CommonArgs, finish, generate_with_bar, load_pipeline, output};
+use super::{CommonArgs, finish, load_pipeline, output};
 use crate::backend::{BackendJob, dispatch};
 
 /// Arguments of `cargo xtask run flux`.
@@ -78,11 +78,11 @@ impl BackendJob for FluxJob {
             max_sequence_length: args.max_sequence_length,
             noise,
         };
-        let result = generate_with_bar(args.steps, |on_step| {
-            pipe.generate(&request, policy, on_step)
-        })?;
-        args.common
-            .save_latents_and_trace(&result.latents, &result.trace)?;
+        let result = args.common.generate(
+            args.steps,
+            |on_step| pipe.generate(&request, policy, on_step),
+            |r| (&r.latents, &r.trace),
+        )?;
         output::save_image(result.image, &args.out)?;
         finish(&result.trace, start, &args.out);
         Ok(())

@@ -9,7 +9,7 @@ use dicache_core::DiCacheConfig;
 use models_hunyuan::{HunyuanVideoPipeline, HunyuanVideoRequest, pipeline};
 use vae::{TemporalTiles, TileConfig};
 
-use super::{CommonArgs, finish, generate_with_bar, load_pipeline, video};
+use super::{CommonArgs, finish, load_pipeline, video};
 use crate::backend::{BackendJob, dispatch};
 
 /// Arguments of `cargo xtask run hunyuan`.
@@ -98,8 +98,7 @@ impl BackendJob for HunyuanJob {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let args = self.0;
         let policy = args.common.policy(DiCacheConfig::hunyuan_video())?;
-        let format = video::Format::of(&args.out)?;
-        format.check_encoder()?;
+        let target = video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?;
         let start = Instant::now();
         let pipe = load_pipeline("HunyuanVideo", &args.model, || {
             HunyuanVideoPipeline::<B>::load(&args.model, args.transformer.as_deref(), &device)
@@ -117,18 +116,12 @@ impl BackendJob for HunyuanJob {
             noise,
             vae_tiles: args.vae_tiling.tiles(),
         };
-        let result = generate_with_bar(args.steps, |on_step| {
-            pipe.generate(&request, policy, on_step)
-        })?;
-        args.common
-            .save_latents_and_trace(&result.latents, &result.trace)?;
-        video::save(
-            result.video,
-            args.frames_dir.as_deref(),
-            format,
-            args.fps,
-            &args.out,
+        let result = args.common.generate(
+            args.steps,
+            |on_step| pipe.generate(&request, policy, on_step),
+            |r| (&r.latents, &r.trace),
         )?;
+        target.save(result.video)?;
         finish(&result.trace, start, &args.out);
         Ok(())
     }

@@ -154,13 +154,24 @@ impl CommonArgs {
         output::initial_noise(self.init_noise.as_deref(), self.seed, shape, device)
     }
 
-    /// Writes the generation's final `latents` to --save-latents and its `trace` to --trace,
-    /// where asked.
-    pub fn save_latents_and_trace<B: Backend, const D: usize>(
+    /// Runs `generate` behind a progress bar over `steps` denoising steps (`generate` reports
+    /// each step done through the callback it is given), then writes the final latents to
+    /// --save-latents and the trace to --trace where asked, taking both from the output with
+    /// `parts`.
+    pub fn generate<T, E, B: Backend, const D: usize>(
         &self,
-        latents: &Tensor<B, D>,
-        trace: &Trace,
-    ) -> Result<()> {
+        steps: usize,
+        generate: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<T, E>,
+        parts: impl Fn(&T) -> (&Tensor<B, D>, &Trace),
+    ) -> Result<T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let bar = output::step_bar(steps);
+        let result = generate(&mut |done, _| bar.set_position(done as u64));
+        bar.finish_and_clear();
+        let result = result?;
+        let (latents, trace) = parts(&result);
         if let Some(path) = &self.save_latents {
             output::save_latents(latents.clone(), path)?;
         }
@@ -169,7 +180,7 @@ impl CommonArgs {
                 .write_json(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        Ok(())
+        Ok(result)
     }
 
     fn knobs(&self) -> [(&'static str, bool); 4] {
@@ -194,21 +205,6 @@ where
 {
     eprintln!("loading {}", folder.display());
     load().with_context(|| format!("loading the {model} pipeline from {}", folder.display()))
-}
-
-/// Runs `generate` behind a progress bar over `steps` denoising steps; `generate` reports each
-/// step done through the callback it is given.
-pub fn generate_with_bar<T, E>(
-    steps: usize,
-    generate: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<T, E>,
-) -> Result<T>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let bar = output::step_bar(steps);
-    let result = generate(&mut |done, _| bar.set_position(done as u64));
-    bar.finish_and_clear();
-    Ok(result?)
 }
 
 /// Prints the summary of a generation that began at `start` and wrote `out`.

@@ -25,7 +25,7 @@ pub enum Format {
 
 impl Format {
     /// The format of `path`'s extension.
-    pub fn of(path: &Path) -> Result<Self> {
+    fn of(path: &Path) -> Result<Self> {
         match path
             .extension()
             .and_then(|e| e.to_str())
@@ -45,7 +45,7 @@ impl Format {
 
 impl Format {
     /// Fails now, before a long generation, when the format's encoder is missing.
-    pub fn check_encoder(self) -> Result<()> {
+    fn check_encoder(self) -> Result<()> {
         match self {
             Format::Gif => Ok(()),
             Format::Mp4 | Format::Webp => match Command::new("ffmpeg").arg("-version").output() {
@@ -59,20 +59,37 @@ impl Format {
     }
 }
 
-/// Writes a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`) at `fps` frames per
-/// second to `path` in `format`, and each of its frames as a PNG into `frames_dir` if given.
-pub fn save<B: Backend>(
-    video: Tensor<B, 5>,
-    frames_dir: Option<&Path>,
+/// Where and how a run command writes its video: checked before the pipeline loads.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
     format: Format,
     fps: u32,
-    path: &Path,
-) -> Result<()> {
-    let frames = frames(video)?;
-    if let Some(dir) = frames_dir {
-        write_pngs(&frames, dir)?;
+    frames_dir: Option<&'a Path>,
+    path: &'a Path,
+}
+
+impl<'a> Target<'a> {
+    /// The video file `path` (its format from the extension, its encoder checked) at `fps`
+    /// frames per second, and each frame as a PNG into `frames_dir` if given.
+    pub fn new(path: &'a Path, fps: u32, frames_dir: Option<&'a Path>) -> Result<Self> {
+        let format = Format::of(path)?;
+        format.check_encoder()?;
+        Ok(Self {
+            format,
+            fps,
+            frames_dir,
+            path,
+        })
     }
-    write(&frames, format, fps, path)
+
+    /// Writes a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`).
+    pub fn save<B: Backend>(&self, video: Tensor<B, 5>) -> Result<()> {
+        let frames = frames(video)?;
+        if let Some(dir) = self.frames_dir {
+            write_pngs(&frames, dir)?;
+        }
+        write(&frames, self.format, self.fps, self.path)
+    }
 }
 
 /// The frames of a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`) as 8-bit RGB.
