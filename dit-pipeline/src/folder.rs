@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use dit_layers::LoadError;
+
 use crate::PipelineError;
 
 /// A pipeline folder as `save_pretrained` writes it (`model_index.json` and one sub-folder per
@@ -40,6 +42,30 @@ impl PipelineFolder {
             })
         }
     }
+
+    /// The scheduler's configuration file, `scheduler/scheduler_config.json`.
+    pub fn scheduler_config(&self) -> Result<PathBuf, PipelineError> {
+        self.component(
+            "scheduler/scheduler_config.json",
+            "the scheduler configuration",
+        )
+    }
+
+    /// The transformer: the single-file checkpoint `file` read with `load_file` when one is
+    /// given, else the `transformer/` component (`what` names it, for the error) read with
+    /// `load_folder`.
+    pub fn transformer<T>(
+        &self,
+        file: Option<&Path>,
+        what: &str,
+        load_file: impl FnOnce(&Path) -> Result<T, LoadError>,
+        load_folder: impl FnOnce(&Path) -> Result<T, LoadError>,
+    ) -> Result<T, PipelineError> {
+        Ok(match file {
+            Some(file) => load_file(file)?,
+            None => load_folder(&self.component("transformer", what)?)?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +95,36 @@ mod tests {
             err.contains("text_encoder") && err.contains("the text encoder"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_transformer_comes_from_the_file_when_given_else_from_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model_index.json"), "{}").unwrap();
+        let folder = PipelineFolder::open(dir.path()).unwrap();
+        let from_file = folder
+            .transformer(
+                Some(Path::new("t.safetensors")),
+                "the transformer",
+                |file| Ok(file.to_path_buf()),
+                |_| unreachable!("the file was given"),
+            )
+            .unwrap();
+        assert_eq!(from_file, Path::new("t.safetensors"));
+        let err = folder
+            .transformer(
+                None,
+                "the FLUX transformer",
+                |file| Ok(file.to_path_buf()),
+                |dir| Ok(dir.to_path_buf()),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("transformer") && err.contains("the FLUX transformer"),
+            "{err}"
+        );
+        let err = folder.scheduler_config().unwrap_err().to_string();
+        assert!(err.contains("scheduler/scheduler_config.json"), "{err}");
     }
 }

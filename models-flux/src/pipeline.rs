@@ -77,10 +77,7 @@ impl<B: Backend> FluxPipeline<B> {
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open(folder)?;
-        let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.component(
-            "scheduler/scheduler_config.json",
-            "the scheduler configuration",
-        )?)?;
+        let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
         let clip_tokenizer = PromptTokenizer::clip(
             &folder.component("tokenizer", "the CLIP tokenizer")?,
             CLIP_MAX_LENGTH,
@@ -94,13 +91,12 @@ impl<B: Backend> FluxPipeline<B> {
             &folder.component("text_encoder_2", "the T5 text encoder")?,
             device,
         )?;
-        let transformer = match transformer_file {
-            Some(file) => FluxTransformer::load(file, device)?,
-            None => FluxTransformer::load_diffusers(
-                &folder.component("transformer", "the FLUX transformer")?,
-                device,
-            )?,
-        };
+        let transformer = folder.transformer(
+            transformer_file,
+            "the FLUX transformer",
+            |file| FluxTransformer::load(file, device),
+            |dir| FluxTransformer::load_diffusers(dir, device),
+        )?;
         let vae = AutoencoderKl::load(&folder.component("vae", "the VAE")?, device)?;
         Ok(Self {
             scheduler,

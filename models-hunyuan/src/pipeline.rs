@@ -99,10 +99,7 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open(folder)?;
-        let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.component(
-            "scheduler/scheduler_config.json",
-            "the scheduler configuration",
-        )?)?;
+        let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
         let llama_tokenizer = folder.component("tokenizer", "the LLaMA tokenizer")?;
         let clip_tokenizer = PromptTokenizer::clip(
             &folder.component("tokenizer_2", "the CLIP tokenizer")?,
@@ -116,13 +113,12 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
             &folder.component("text_encoder_2", "the CLIP text encoder")?,
             device,
         )?;
-        let transformer = match transformer_file {
-            Some(file) => HunyuanVideoTransformer::load(file, device)?,
-            None => HunyuanVideoTransformer::load_diffusers(
-                &folder.component("transformer", "the HunyuanVideo transformer")?,
-                device,
-            )?,
-        };
+        let transformer = folder.transformer(
+            transformer_file,
+            "the HunyuanVideo transformer",
+            |file| HunyuanVideoTransformer::load(file, device),
+            |dir| HunyuanVideoTransformer::load_diffusers(dir, device),
+        )?;
         let vae = HunyuanVideoVae::load(&folder.component("vae", "the HunyuanVideo VAE")?, device)?;
         Ok(Self {
             scheduler,

@@ -77,22 +77,18 @@ impl<B: Backend> WanPipeline<B> {
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open(folder)?;
-        let scheduler = UniPcMultistepConfig::from_file(&folder.component(
-            "scheduler/scheduler_config.json",
-            "the scheduler configuration",
-        )?)?;
+        let scheduler = UniPcMultistepConfig::from_file(&folder.scheduler_config()?)?;
         let tokenizer = folder.component("tokenizer", "the umT5 tokenizer")?;
         let text_encoder = T5EncoderModel::load(
             &folder.component("text_encoder", "the umT5 text encoder")?,
             device,
         )?;
-        let transformer = match transformer_file {
-            Some(file) => WanTransformer::load(file, device)?,
-            None => WanTransformer::load_diffusers(
-                &folder.component("transformer", "the WAN transformer")?,
-                device,
-            )?,
-        };
+        let transformer = folder.transformer(
+            transformer_file,
+            "the WAN transformer",
+            |file| WanTransformer::load(file, device),
+            |dir| WanTransformer::load_diffusers(dir, device),
+        )?;
         let vae = WanVae::load(&folder.component("vae", "the Wan VAE")?, device)?;
         Ok(Self {
             scheduler,
