@@ -12,6 +12,7 @@
 
 mod autoencoder_kl;
 mod checkpoint;
+mod decoder_config;
 mod error;
 mod hunyuan;
 mod rgb8;

@@ -5,6 +5,8 @@ use std::path::Path;
 use dit_layers::{LoadError, read_json};
 use serde::Deserialize;
 
+use crate::decoder_config::DecoderKeys;
+
 /// The class a configuration file must name when it names one.
 const CLASS_NAME: &str = "AutoencoderKLHunyuanVideo";
 
@@ -113,42 +115,14 @@ impl HunyuanVideoVaeConfig {
 
     /// Fails on settings the decoder cannot be built from, naming the key.
     fn validate(&self) -> Result<(), String> {
-        if let Some(class) = &self.class_name
-            && class != CLASS_NAME
-        {
-            return Err(format!("_class_name is {class:?}, expected {CLASS_NAME:?}"));
+        DecoderKeys {
+            class_name: self.class_name.as_deref(),
+            block_out_channels: &self.block_out_channels,
+            up_block_types: &self.up_block_types,
+            act_fn: &self.act_fn,
+            norm_num_groups: self.norm_num_groups,
         }
-        if self.block_out_channels.is_empty() || self.block_out_channels.contains(&0) {
-            return Err(format!(
-                "block_out_channels {:?} must be non-empty and positive",
-                self.block_out_channels
-            ));
-        }
-        if self.up_block_types.len() != self.block_out_channels.len() {
-            return Err(format!(
-                "up_block_types has {} entries, block_out_channels {}",
-                self.up_block_types.len(),
-                self.block_out_channels.len()
-            ));
-        }
-        if let Some(other) = self.up_block_types.iter().find(|t| *t != UP_BLOCK) {
-            return Err(format!(
-                "up_block_types: {other:?} is not supported, only {UP_BLOCK:?}"
-            ));
-        }
-        if !matches!(self.act_fn.as_str(), "silu" | "swish") {
-            return Err(format!(
-                "act_fn {:?} is not supported, only \"silu\"",
-                self.act_fn
-            ));
-        }
-        let groups = self.norm_num_groups;
-        if groups == 0 || self.block_out_channels.iter().any(|c| c % groups != 0) {
-            return Err(format!(
-                "norm_num_groups {groups} does not divide every block_out_channels entry {:?}",
-                self.block_out_channels
-            ));
-        }
+        .check(CLASS_NAME, UP_BLOCK)?;
         if self.temporal_compression_ratio != TEMPORAL_RATIO {
             return Err(format!(
                 "temporal_compression_ratio {} is not supported, only {TEMPORAL_RATIO}",
