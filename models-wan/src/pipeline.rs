@@ -143,9 +143,11 @@ impl<B: Backend> WanPipeline<B> {
             ),
         )?;
         let guided = request.guidance > 1.0;
-        let cond = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
+        dit_pipeline::check_max_sequence_length(request.max_sequence_length)?;
+        let tokenizer = PromptTokenizer::t5(&self.tokenizer, request.max_sequence_length)?;
+        let cond = self.encode_prompt(&tokenizer, &request.prompt)?;
         let uncond = if guided {
-            Some(self.encode_prompt(&request.negative_prompt, request.max_sequence_length)?)
+            Some(self.encode_prompt(&tokenizer, &request.negative_prompt)?)
         } else {
             None
         };
@@ -190,14 +192,13 @@ impl<B: Backend> WanPipeline<B> {
     }
 
     /// umT5 hidden states `[1, max_len, 4096]` of the cleaned prompt, zero past its tokens
-    /// (WanPipeline cuts each embedding at the prompt's length and pads it with zeros).
+    /// (WanPipeline cuts each embedding at the prompt's length and pads it with zeros);
+    /// `tokenizer` pads to the request's prompt length.
     fn encode_prompt(
         &self,
+        tokenizer: &PromptTokenizer,
         prompt: &str,
-        max_sequence_length: usize,
     ) -> Result<Tensor<B, 3>, PipelineError> {
-        dit_pipeline::check_max_sequence_length(max_sequence_length)?;
-        let tokenizer = PromptTokenizer::t5(&self.tokenizer, max_sequence_length)?;
         let tokens = tokenizer.encode(&[clean_prompt(prompt).as_str()])?;
         let mask = tokens.mask_tensor::<B>(&self.device);
         let hidden = self
