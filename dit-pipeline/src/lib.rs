@@ -1,9 +1,10 @@
 //! What the diffusion pipelines (FLUX, WAN, HunyuanVideo) share: finding the components of a
 //! diffusers-layout pipeline folder, one error type naming the component or setting at fault,
-//! and the checks of a request.
+//! the checks of a request, and the fidelity metrics (PSNR, SSIM) of a generated output.
 
 mod error;
 mod folder;
+pub mod quality;
 mod request;
 
 pub use error::PipelineError;

@@ -22,7 +22,7 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// All tensors of a fixture file, as f32 host data keyed by name.
+/// All tensors of a fixture file as host data keyed by name (f32, i64 and u8 kept as stored).
 pub fn load_fixture(rel: &str) -> HashMap<String, TensorData> {
     let path = fixture(rel);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -46,6 +46,7 @@ pub fn load_fixture(rel: &str) -> HashMap<String, TensorData> {
                         .collect::<Vec<i64>>(),
                     shape,
                 ),
+                safetensors::Dtype::U8 => TensorData::new(view.data().to_vec(), shape),
                 other => panic!(
                     "{}: tensor {name} has unsupported fixture dtype {other:?}",
                     path.display()
