@@ -1,0 +1,381 @@
+"""Trains FLUX-mini: a FLUX.1 pipeline (CLIP + T5 text encoders, 16-channel AutoencoderKL,
+FLUX transformer with guidance embedding) on procedurally generated, captioned scenes of
+coloured shapes at 128x128, on the CPU, and saves it as a diffusers folder in
+mini-models/flux-mini.
+
+Stages (each resumable; `all` runs the missing ones in order):
+  vae      the AutoencoderKL on 64x64 crops of scenes (L1 + MSE + small KL)
+  encode   the dataset's latent distributions (mean, std) and tokenised captions
+  dit      transformer + text encoders, rectified flow, 10 % caption dropout, guidance 1
+  distill  guidance distillation: the transformer learns, at guidance g, the teacher's
+           classifier-free-guided velocity v_u + g (v_c - v_u) (FLUX.1-dev is distilled so)
+  export   writes the pipeline folder and a sample sheet made by diffusers' FluxPipeline
+
+Run from the repository root:
+  .venv/bin/python training/train_flux_mini.py all
+"""
+
+import argparse
+import copy
+import json
+import shutil
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+)
+from PIL import Image
+from tqdm import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+from scenes import scene
+from trainkit import (
+    MINI_MODELS,
+    PROMPT_TOKENS,
+    RUNS,
+    Ema,
+    Stage,
+    clip_tokenizer,
+    logit_normal,
+    noised,
+    setup,
+    t5_tokenizer,
+    write_summary,
+)
+
+NAME = "flux-mini"
+SIZE = 128
+DATASET = 16_000
+RUN = RUNS / NAME
+TOKENIZERS = RUN / "tokenizers"
+SAMPLE_PROMPTS = [
+    "a large red circle on a blue background",
+    "a small yellow square on a black background",
+    "a large green triangle on a white background",
+    "a small white circle above a large purple square on a green background",
+    "a large orange triangle left of a small blue circle on a yellow background",
+    "a large black square right of a small red triangle on a white background",
+    "a small blue circle below a large yellow triangle on a red background",
+    "a large purple circle on a orange background",
+]
+
+
+def make_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 64, 64),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=SIZE,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def make_text_encoders(clip_tok, t5_tok):
+    clip = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(clip_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+        bos_token_id=clip_tok.bos_token_id, eos_token_id=clip_tok.eos_token_id,
+        pad_token_id=clip_tok.pad_token_id, projection_dim=64))
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tok), d_model=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=20,
+        feed_forward_proj="gated-gelu", dropout_rate=0.0))
+    return clip, t5
+
+
+def make_transformer() -> FluxTransformer2DModel:
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=3, num_single_layers=6, attention_head_dim=64,
+        num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=64,
+        guidance_embeds=True, axes_dims_rope=(16, 24, 24))
+
+
+def images(indices, size=SIZE) -> torch.Tensor:
+    """Scenes as a [N, 3, H, W] batch in [-1, 1] and their captions."""
+    pics, caps = zip(*(scene(int(i), size) for i in indices))
+    x = torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, list(caps)
+
+
+def stage_vae(args) -> None:
+    vae = make_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    stage = Stage(NAME, "vae", args.vae_steps, {"vae": vae}, opt)
+    gen = torch.Generator().manual_seed(1)
+
+    def step(i):
+        x, _ = images(torch.randint(0, DATASET, (args.vae_batch,), generator=gen))
+        # Random 64x64 crops: the VAE is convolutional and most of the cost is at full size.
+        y0, x0 = torch.randint(0, SIZE - 63, (2,), generator=gen).tolist()
+        x = x[:, :, y0:y0 + 64, x0:x0 + 64]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.sample(generator=gen)
+        rec = vae.decode(z).sample
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    if not stage.done:
+        stage.run(step, args.vae_lr)
+    write_summary(NAME, "vae", stage.summary())
+
+
+def load_vae() -> AutoencoderKL:
+    vae = make_vae()
+    vae.load_state_dict(torch.load(RUN / "vae.pt", weights_only=False)["modules"]["vae"])
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def stage_encode(args) -> None:
+    path = RUN / "latents.pt"
+    if path.exists():
+        return
+    vae = load_vae()
+    means, stds, captions = [], [], []
+    for start in tqdm(range(0, DATASET, 64), desc="encode"):
+        x, caps = images(range(start, min(DATASET, start + 64)))
+        dist = vae.encode(x).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+        captions += caps
+    mean, std = torch.cat(means), torch.cat(stds)
+    shift = mean.mean().item()
+    scale = 1.0 / (mean - shift).std().item()
+    torch.save({"mean": mean, "std": std, "captions": captions, "shift_factor": shift,
+                "scaling_factor": scale}, path)
+    print(f"latents {tuple(mean.shape)}, shift_factor {shift:.4f}, scaling_factor {scale:.4f}")
+
+
+class Conditioner(torch.nn.Module):
+    """The text side of FluxPipeline.encode_prompt, trainable: CLIP pooled output of the
+    77-token padded prompt, T5 hidden states of the PROMPT_TOKENS-token padded prompt."""
+
+    def __init__(self, clip, t5, clip_tok, t5_tok):
+        super().__init__()
+        self.clip, self.t5 = clip, t5
+        self.clip_tok, self.t5_tok = clip_tok, t5_tok
+
+    def tokenize(self, captions):
+        clip_ids = self.clip_tok(captions, padding="max_length", max_length=77,
+                                 truncation=True, return_tensors="pt").input_ids
+        t5_ids = self.t5_tok(captions, padding="max_length", max_length=PROMPT_TOKENS,
+                             truncation=True, return_tensors="pt").input_ids
+        return clip_ids, t5_ids
+
+    def forward(self, clip_ids, t5_ids):
+        pooled = self.clip(clip_ids).pooler_output
+        text = self.t5(t5_ids).last_hidden_state
+        return pooled, text
+
+
+def load_conditioner() -> Conditioner:
+    clip_tok = clip_tokenizer(TOKENIZERS / "tokenizer")
+    t5_tok = t5_tokenizer(TOKENIZERS / "tokenizer_2")
+    clip, t5 = make_text_encoders(clip_tok, t5_tok)
+    return Conditioner(clip, t5, clip_tok, t5_tok)
+
+
+def ids(latent_side: int):
+    """FLUX position ids: text all zero, image (0, row, col) of the packed 2x2 patches."""
+    side = latent_side // 2
+    img = torch.zeros(side, side, 3)
+    img[..., 1] = torch.arange(side)[:, None]
+    img[..., 2] = torch.arange(side)[None, :]
+    return torch.zeros(PROMPT_TOKENS, 3), img.reshape(-1, 3)
+
+
+def pack(z: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = z.shape
+    return FluxPipeline._pack_latents(z, b, c, h, w)
+
+
+class Data:
+    """The encoded dataset: draws latents (sampled from the stored posteriors, normalised as
+    FluxPipeline expects) and tokenised captions, with caption dropout to ""."""
+
+    def __init__(self, conditioner: Conditioner):
+        data = torch.load(RUN / "latents.pt", weights_only=False)
+        self.mean, self.std = data["mean"], data["std"]
+        self.shift, self.scale = data["shift_factor"], data["scaling_factor"]
+        self.captions = data["captions"]
+        self.clip_ids, self.t5_ids = conditioner.tokenize(self.captions)
+        self.empty = conditioner.tokenize([""])
+
+    def batch(self, n: int, gen: torch.Generator, dropout: float):
+        idx = torch.randint(0, len(self.captions), (n,), generator=gen)
+        z = self.mean[idx] + self.std[idx] * torch.randn(self.mean[idx].shape, generator=gen)
+        x0 = pack((z - self.shift) * self.scale)
+        clip_ids, t5_ids = self.clip_ids[idx].clone(), self.t5_ids[idx].clone()
+        drop = torch.rand(n, generator=gen) < dropout
+        clip_ids[drop], t5_ids[drop] = self.empty[0], self.empty[1]
+        return x0, clip_ids, t5_ids
+
+
+def velocity(transformer, x, sigma, guidance, pooled, text, txt_ids, img_ids):
+    return transformer(hidden_states=x, timestep=sigma, guidance=guidance,
+                       pooled_projections=pooled, encoder_hidden_states=text, txt_ids=txt_ids,
+                       img_ids=img_ids, return_dict=False)[0]
+
+
+def stage_dit(args) -> None:
+    conditioner = load_conditioner()
+    transformer = make_transformer()
+    data = Data(conditioner)
+    params = list(transformer.parameters()) + list(conditioner.parameters())
+    opt = torch.optim.AdamW(params, lr=args.dit_lr, weight_decay=0.0)
+    modules = {"transformer": transformer, "conditioner": conditioner}
+    ema = {k: Ema(m, 0.999) for k, m in modules.items()}
+    stage = Stage(NAME, "dit", args.dit_steps, modules, opt, ema)
+    txt_ids, img_ids = ids(SIZE // 8)
+    gen = torch.Generator().manual_seed(2)
+
+    def step(i):
+        x0, clip_ids, t5_ids = data.batch(args.batch, gen, dropout=0.1)
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = logit_normal(args.batch, gen)
+        xt, target = noised(x0, noise, sigma)
+        pooled, text = conditioner(clip_ids, t5_ids)
+        pred = velocity(transformer, xt, sigma, torch.ones(args.batch), pooled, text, txt_ids,
+                        img_ids)
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return loss.item()
+
+    if not stage.done:
+        stage.run(step, args.dit_lr)
+    write_summary(NAME, "dit", stage.summary())
+
+
+def load_ema(stage: str, modules: dict) -> None:
+    state = torch.load(RUN / f"{stage}.pt", weights_only=False)
+    for k, m in modules.items():
+        m.load_state_dict(state["ema"][k])
+
+
+def stage_distill(args) -> None:
+    conditioner = load_conditioner()
+    teacher = make_transformer()
+    load_ema("dit", {"transformer": teacher, "conditioner": conditioner})
+    teacher.eval().requires_grad_(False)
+    conditioner.eval().requires_grad_(False)
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    data = Data(conditioner)
+    opt = torch.optim.AdamW(student.parameters(), lr=args.distill_lr, weight_decay=0.0)
+    ema = {"transformer": Ema(student, 0.998)}
+    stage = Stage(NAME, "distill", args.distill_steps, {"transformer": student}, opt, ema)
+    txt_ids, img_ids = ids(SIZE // 8)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        empty_pooled, empty_text = conditioner(*data.empty)
+
+    def step(i):
+        n = args.batch
+        x0, clip_ids, t5_ids = data.batch(n, gen, dropout=0.0)
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = logit_normal(n, gen)
+        xt, _ = noised(x0, noise, sigma)
+        g = 1.0 + 5.0 * torch.rand(n, generator=gen)
+        with torch.no_grad():
+            pooled, text = conditioner(clip_ids, t5_ids)
+            ones = torch.ones(n)
+            v_c = velocity(teacher, xt, sigma, ones, pooled, text, txt_ids, img_ids)
+            v_u = velocity(teacher, xt, sigma, ones, empty_pooled.expand(n, -1),
+                           empty_text.expand(n, -1, -1), txt_ids, img_ids)
+            target = v_u + g.view(-1, 1, 1) * (v_c - v_u)
+        pred = velocity(student, xt, sigma, g, pooled, text, txt_ids, img_ids)
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    if not stage.done:
+        stage.run(step, args.distill_lr, warmup=50)
+    write_summary(NAME, "distill", stage.summary())
+
+
+def stage_export(args) -> None:
+    conditioner = load_conditioner()
+    transformer = make_transformer()
+    load_ema("dit", {"conditioner": conditioner})
+    load_ema("distill", {"transformer": transformer})
+    data = torch.load(RUN / "latents.pt", weights_only=False)
+    vae = load_vae()
+    vae.register_to_config(shift_factor=data["shift_factor"],
+                           scaling_factor=data["scaling_factor"])
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.5,
+        max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=conditioner.clip,
+                        tokenizer=conditioner.clip_tok, text_encoder_2=conditioner.t5,
+                        tokenizer_2=conditioner.t5_tok, transformer=transformer)
+    out = MINI_MODELS / NAME
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    # FLUX folders carry CLIP's vocab.json + merges.txt beside tokenizer.json.
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(TOKENIZERS / "tokenizer" / name, out / "tokenizer" / name)
+    pipe = FluxPipeline.from_pretrained(out, torch_dtype=torch.float32)
+    rows = []
+    for i, prompt in enumerate(SAMPLE_PROMPTS):
+        image = pipe(prompt, height=SIZE, width=SIZE, num_inference_steps=28,
+                     guidance_scale=3.5, max_sequence_length=PROMPT_TOKENS,
+                     generator=torch.Generator().manual_seed(i)).images[0]
+        rows.append(np.asarray(image))
+        print(f"sample {i}: {prompt}")
+    sheet = RUN / "samples.png"
+    Image.fromarray(np.concatenate(rows, axis=1)).save(sheet)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    write_summary(NAME, "export", {"folder_mb": round(size / 1e6, 2)})
+    print(f"wrote {out} ({size / 1e6:.1f} MB); samples in {sheet}")
+
+
+STAGES = {"vae": stage_vae, "encode": stage_encode, "dit": stage_dit,
+          "distill": stage_distill, "export": stage_export}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=[*STAGES, "all"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-batch", type=int, default=16)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--dit-steps", type=int, default=3000)
+    parser.add_argument("--dit-lr", type=float, default=5e-4)
+    parser.add_argument("--distill-steps", type=int, default=600)
+    parser.add_argument("--distill-lr", type=float, default=1e-4)
+    args = parser.parse_args()
+    setup(0, args.threads)
+    RUN.mkdir(parents=True, exist_ok=True)
+    (RUN / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    for name, stage in STAGES.items():
+        if args.stage in (name, "all"):
+            stage(args)
+
+
+if __name__ == "__main__":
+    main()

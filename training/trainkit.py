@@ -1,0 +1,193 @@
+"""Shared pieces of the mini-model training scripts: determinism, tokenizers for the caption
+grammar, resumable training stages with a progress bar, EMA, flow-matching helpers.
+
+Every stage saves a checkpoint to training/runs/<model>/<stage>.pt every few hundred steps and
+picks it up again when restarted, so an interrupted run resumes where it stopped.
+"""
+
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+from transformers import CLIPTokenizer, T5Tokenizer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "fixtures"))
+from gen_text_encoders import learn_merges  # noqa: E402
+
+from scenes import vocabulary  # noqa: E402
+
+RUNS = ROOT / "training" / "runs"
+MINI_MODELS = ROOT / "mini-models"
+PROMPT_TOKENS = 24  # T5 / umT5 prompt length the mini models are trained (and run) with
+
+
+def setup(seed: int, threads: int) -> None:
+    """Fixed seeds and thread count for a reproducible CPU run."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def clip_tokenizer(folder: Path) -> CLIPTokenizer:
+    """A CLIP byte-level BPE whose merges make every word of the caption grammar one token,
+    saved as vocab.json + merges.txt (the layout of FLUX folders)."""
+    from tokenizers import pre_tokenizers
+
+    words = [list(w[:-1]) + [w[-1] + "</w>"] for w in vocabulary()]
+    merges = learn_merges(words, 10_000)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {}
+    for token in alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges]:
+        vocab.setdefault(token, len(vocab))
+    for special in ["<|startoftext|>", "<|endoftext|>"]:
+        vocab[special] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "vocab.json", "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(folder / "merges.txt", "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    tok = CLIPTokenizer(vocab_file=str(folder / "vocab.json"),
+                        merges_file=str(folder / "merges.txt"), model_max_length=77)
+    tok.save_pretrained(folder)
+    (folder / "tokenizer.json").unlink(missing_ok=True)
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def t5_tokenizer(folder: Path) -> T5Tokenizer:
+    """A T5 Unigram tokenizer (<pad>=0, </s>=1, <unk>=2) with one piece per grammar word and
+    every letter as a fallback; `model_max_length` is the mini models' prompt length."""
+    words = vocabulary()
+    letters = sorted({c for w in words for c in w} | {"▁"})
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("▁" + w, -1.0) for w in words]
+    vocab += [(c, -8.0) for c in letters]
+    tok = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=PROMPT_TOKENS)
+    tok.save_pretrained(folder)
+    return T5Tokenizer.from_pretrained(folder)
+
+
+class Ema:
+    """Exponential moving average of a module's parameters."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow.parameters(), module.parameters()):
+            s.lerp_(p.detach(), 1 - decay)
+
+
+def logit_normal(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Noise levels sigma in (0, 1), logit-normally distributed (SD3 / FLUX training)."""
+    return torch.sigmoid(torch.randn(n, generator=gen))
+
+
+def noised(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor):
+    """Rectified-flow interpolation x_sigma = (1 - sigma) x0 + sigma noise and its velocity
+    target noise - x0 (what FLUX and WAN predict)."""
+    s = sigma.view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - s) * x0 + s * noise, noise - x0
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Stage:
+    """One resumable training stage: the modules and optimizer it trains, checkpointed to
+    runs/<model>/<name>.pt with the step, EMA and RNG state."""
+
+    def __init__(self, model: str, name: str, steps: int, modules: dict, optimizer,
+                 ema: dict | None = None, every: int = 200):
+        self.path = RUNS / model / f"{name}.pt"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.name, self.steps, self.every = name, steps, every
+        self.modules, self.optimizer, self.ema = modules, optimizer, ema or {}
+        self.step = 0
+        self.losses: list[float] = []
+        self.started = time.time()
+        self.seconds = 0.0
+        if self.path.exists():
+            state = torch.load(self.path, weights_only=False)
+            for k, m in self.modules.items():
+                m.load_state_dict(state["modules"][k])
+            for k, e in self.ema.items():
+                e.shadow.load_state_dict(state["ema"][k])
+            optimizer.load_state_dict(state["optimizer"])
+            self.step, self.losses = state["step"], state["losses"]
+            self.seconds = state["seconds"]
+            torch.set_rng_state(state["torch_rng"])
+            print(f"{name}: resumed at step {self.step}/{steps}")
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    def save(self) -> None:
+        state = {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "ema": {k: e.shadow.state_dict() for k, e in self.ema.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "losses": self.losses,
+            "seconds": self.seconds + time.time() - self.started,
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+        self.started = time.time()
+        self.seconds = state["seconds"]
+
+    def run(self, train_step, peak_lr: float, warmup: int = 100) -> None:
+        """Calls `train_step(step) -> loss` until `steps`, with the learning-rate schedule,
+        EMA updates, a progress bar and periodic checkpoints."""
+        bar = tqdm(total=self.steps, initial=self.step, desc=self.name, dynamic_ncols=True)
+        while self.step < self.steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, self.steps, peak_lr, warmup)
+            loss = train_step(self.step)
+            for k, e in self.ema.items():
+                e.update(self.modules[k], self.step)
+            self.losses.append(loss)
+            self.step += 1
+            recent = self.losses[-50:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+            bar.update()
+            if self.step % self.every == 0 or self.step == self.steps:
+                self.save()
+        bar.close()
+
+    def summary(self) -> dict:
+        """Final loss (mean of the last 100 steps), steps and training seconds."""
+        tail = self.losses[-100:]
+        return {"steps": self.step, "final_loss": sum(tail) / max(1, len(tail)),
+                "seconds": round(self.seconds, 1)}
+
+
+def write_summary(model: str, stage: str, summary: dict) -> None:
+    """Merges one stage's summary into runs/<model>/summary.json."""
+    path = RUNS / model / "summary.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[stage] = summary
+    path.write_text(json.dumps(data, indent=2) + "\n")
