@@ -41,6 +41,9 @@ pub enum PipelineError {
     /// Bad cache settings.
     #[error(transparent)]
     Cache(#[from] dicache_core::CacheError),
+    /// The backend failed to finish its queued work.
+    #[error("backend: {0}")]
+    Backend(String),
     /// An impossible request (size, frames, steps, guidance, noise).
     #[error("{0}")]
     Request(String),

@@ -6,6 +6,7 @@ mod error;
 mod folder;
 pub mod quality;
 mod request;
+mod timing;
 
 pub use error::PipelineError;
 pub use folder::PipelineFolder;
@@ -13,3 +14,4 @@ pub use request::{
     check_max_sequence_length, check_noise_shape, check_pixel_size, check_steps, check_video_size,
     latent_frames,
 };
+pub use timing::elapsed_synced;

@@ -131,7 +131,10 @@ mod tests {
             height: 5,
             pixels: vec![0; 75],
         };
-        assert!(matches!(psnr(&flat(0), &small), Err(QualityError::Size(..))));
+        assert!(matches!(
+            psnr(&flat(0), &small),
+            Err(QualityError::Size(..))
+        ));
         assert!(matches!(ssim(&small, &small), Err(QualityError::Ssim(_))));
         assert!(matches!(
             video_ssim(&[flat(0)], &[]),

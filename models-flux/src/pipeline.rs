@@ -1,7 +1,10 @@
 //! Prompt to image: diffusers' `FluxPipeline` (text encoders, flow-match Euler sampling with
 //! the transformer behind a cache session, VAE decoding), from a diffusers-layout folder.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::{CachePolicy, CacheSession, Pass, Trace};
@@ -51,6 +54,9 @@ pub struct FluxOutput<B: Backend> {
     /// The decoded image `[1, 3, height, width]`, nominally in `[-1, 1]` (see
     /// [`vae::to_rgb8`]).
     pub image: Tensor<B, 4>,
+    /// Wall time of the denoising loop (every transformer call and scheduler step, not the
+    /// prompt encoding or the VAE decoding), read after the backend finished its work.
+    pub denoise_time: Duration,
     /// The cache trace, one entry per transformer call.
     pub trace: Trace,
 }
@@ -172,6 +178,7 @@ impl<B: Backend> FluxPipeline<B> {
             dicache_core::CacheableModel::num_blocks(&self.transformer),
         )?;
         let timesteps = scheduler.timesteps().to_vec();
+        let start = Instant::now();
         for (i, t) in timesteps.iter().enumerate() {
             let input = self
                 .transformer
@@ -194,6 +201,7 @@ impl<B: Backend> FluxPipeline<B> {
             sample = scheduler.step(velocity, sample, i)?;
             on_step(i + 1, timesteps.len());
         }
+        let denoise_time = dit_pipeline::elapsed_synced::<B>(start, &self.device)?;
         let final_latents = latents::unpack(sample, h, w);
         let image = self
             .vae
@@ -201,6 +209,7 @@ impl<B: Backend> FluxPipeline<B> {
         Ok(FluxOutput {
             latents: final_latents,
             image,
+            denoise_time,
             trace: session.into_trace(),
         })
     }

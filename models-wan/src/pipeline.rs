@@ -2,7 +2,10 @@
 //! UniPC flow sampling with classifier-free guidance, each CFG pass behind its own cache state,
 //! Wan VAE decoding), from a diffusers-layout folder.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, Pass, Trace};
@@ -52,6 +55,9 @@ pub struct WanOutput<B: Backend> {
     pub latents: Tensor<B, 5>,
     /// The decoded video `[1, 3, frames, height, width]`, nominally in `[-1, 1]`.
     pub video: Tensor<B, 5>,
+    /// Wall time of the denoising loop (every transformer call and scheduler step, not the
+    /// prompt encoding or the VAE decoding), read after the backend finished its work.
+    pub denoise_time: Duration,
     /// The cache trace, one entry per transformer call (cond and uncond passes).
     pub trace: Trace,
 }
@@ -157,6 +163,7 @@ impl<B: Backend> WanPipeline<B> {
         let mut session = CacheSession::new(policy, request.steps, self.transformer.num_blocks())?;
         let mut sample = request.noise.clone();
         let timesteps = scheduler.timesteps().to_vec();
+        let start = Instant::now();
         for (i, t) in timesteps.iter().enumerate() {
             // Integer timesteps (0..1000), exact in f32.
             let timestep =
@@ -183,10 +190,12 @@ impl<B: Backend> WanPipeline<B> {
             sample = scheduler.step(velocity, sample)?;
             on_step(i + 1, timesteps.len());
         }
+        let denoise_time = dit_pipeline::elapsed_synced::<B>(start, &self.device)?;
         let video = self.vae.decode(self.vae.unscale_latents(sample.clone())?)?;
         Ok(WanOutput {
             latents: sample,
             video,
+            denoise_time,
             trace: session.into_trace(),
         })
     }
