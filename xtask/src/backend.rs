@@ -70,8 +70,17 @@ pub fn dispatch<J: BackendJob>(kind: BackendKind, dtype: Dtype, job: J) -> Resul
 
 #[allow(dead_code)] // unused only when no backend feature is enabled
 fn run_on<B: Backend, J: BackendJob>(device: B::Device, dtype: Dtype, job: J) -> Result<J::Output> {
-    if burn::tensor::set_default_dtypes::<B>(&device, FloatDType::from(dtype), int_dtype::<B>()).is_err() {
-        bail!("{dtype:?} is not supported by the {} backend", B::name(&device));
+    let float = FloatDType::from(dtype);
+    // A device's dtypes are set once per process: a later job in the same process (a library
+    // caller running several commands) finds them set, which is fine when they agree.
+    if burn::tensor::set_default_dtypes::<B>(&device, float, int_dtype::<B>()).is_err()
+        && burn::tensor::get_device_settings::<B>(&device).float_dtype != float
+    {
+        bail!(
+            "{dtype:?} is not supported by the {} backend, or this process set its device up \
+             in another dtype",
+            B::name(&device)
+        );
     }
     job.run::<B>(device)
 }

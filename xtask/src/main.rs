@@ -7,6 +7,7 @@
 mod backend;
 mod bench;
 mod fixtures;
+mod mini;
 mod run;
 
 use anyhow::Result;
@@ -19,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate an image or video from a prompt.

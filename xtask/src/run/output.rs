@@ -54,6 +54,16 @@ pub fn save_image<B: Backend>(image: Tensor<B, 4>, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the folder `path` will be written into, if it has one and it is missing.
+pub fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A progress bar over `steps` denoising steps.
 pub fn step_bar(steps: usize) -> ProgressBar {
     let bar = ProgressBar::new(steps as u64);

@@ -1,0 +1,188 @@
+//! The mini models: a small FLUX and a small WAN trained from scratch by
+//! `training/train_flux_mini.py` and `training/train_wan_mini.py` on captioned scenes of
+//! coloured shapes, written to `mini-models/`. They are what
+//! `cargo xtask run flux|wan` use without `--model`, and what `cargo xtask bench cache`
+//! measures, each at the settings it was trained for.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::fixtures::workspace_root;
+
+/// Generation settings: a model's defaults on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Preset {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Frames of a video model; `None` for an image model.
+    pub frames: Option<usize>,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Guidance scale (embedded for FLUX, CFG for WAN); `None` leaves it to the pipeline.
+    pub guidance: Option<f64>,
+    /// Text encoder prompt length in tokens.
+    pub max_sequence_length: usize,
+}
+
+/// Settings given on the command line: each one given wins over the preset's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Given {
+    /// `--width`.
+    pub width: Option<usize>,
+    /// `--height`.
+    pub height: Option<usize>,
+    /// `--frames`.
+    pub frames: Option<usize>,
+    /// `--steps`.
+    pub steps: Option<usize>,
+    /// `--guidance`.
+    pub guidance: Option<f64>,
+    /// `--max-sequence-length`.
+    pub max_sequence_length: Option<usize>,
+}
+
+impl Preset {
+    /// This preset with the settings `given` put in.
+    pub fn with(self, given: Given) -> Self {
+        Self {
+            width: given.width.unwrap_or(self.width),
+            height: given.height.unwrap_or(self.height),
+            frames: given.frames.or(self.frames),
+            steps: given.steps.unwrap_or(self.steps),
+            guidance: given.guidance.or(self.guidance),
+            max_sequence_length: given
+                .max_sequence_length
+                .unwrap_or(self.max_sequence_length),
+        }
+    }
+}
+
+/// A mini model: its folder under `mini-models/` and the settings it was trained for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MiniModel {
+    /// Folder name under `mini-models/`.
+    pub folder: &'static str,
+    /// The script that trains it and writes the folder.
+    pub trainer: &'static str,
+    /// Its generation settings.
+    pub preset: Preset,
+}
+
+/// FLUX-mini: a diffusers `FluxPipeline` folder with a guidance-embedding transformer, 128x128
+/// images.
+pub const FLUX: MiniModel = MiniModel {
+    folder: "flux-mini",
+    trainer: "training/train_flux_mini.py",
+    preset: Preset {
+        width: 128,
+        height: 128,
+        frames: None,
+        steps: 28,
+        guidance: Some(3.5),
+        max_sequence_length: 24,
+    },
+};
+
+/// WAN-mini: a diffusers `WanPipeline` folder, 64x64 clips of 9 frames, classifier-free
+/// guidance.
+pub const WAN: MiniModel = MiniModel {
+    folder: "wan-mini",
+    trainer: "training/train_wan_mini.py",
+    preset: Preset {
+        width: 64,
+        height: 64,
+        frames: Some(9),
+        steps: 30,
+        guidance: Some(5.0),
+        max_sequence_length: 24,
+    },
+};
+
+impl MiniModel {
+    /// `<workspace>/mini-models/<folder>`, whether or not it exists.
+    pub fn dir(&self) -> PathBuf {
+        workspace_root().join("mini-models").join(self.folder)
+    }
+
+    /// The folder to load: `model` when given, else this mini model's folder, which must exist.
+    pub fn folder_or(&self, model: Option<&Path>) -> Result<PathBuf> {
+        if let Some(model) = model {
+            return Ok(model.to_path_buf());
+        }
+        let dir = self.dir();
+        if !dir.join("model_index.json").is_file() {
+            bail!(
+                "no mini model at {}: run {} (it writes mini-models/{}), or pass --model with a \
+                 pipeline folder",
+                dir.display(),
+                self.trainer,
+                self.folder
+            );
+        }
+        Ok(dir)
+    }
+
+    /// The folder and settings of a run command: `model` when given, with the `reference`
+    /// defaults, else this mini model with its own; the settings `given` win over either.
+    pub fn resolve(
+        &self,
+        model: Option<&Path>,
+        reference: Preset,
+        given: Given,
+    ) -> Result<(PathBuf, Preset)> {
+        let defaults = if model.is_some() {
+            reference
+        } else {
+            self.preset
+        };
+        Ok((self.folder_or(model)?, defaults.with(given)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_model_keeps_the_reference_defaults_and_given_flags_win() {
+        let reference = Preset {
+            width: 1024,
+            height: 1024,
+            max_sequence_length: 512,
+            ..FLUX.preset
+        };
+        let given = Given {
+            height: Some(64),
+            guidance: Some(2.0),
+            ..Given::default()
+        };
+        let (dir, preset) = FLUX
+            .resolve(Some(Path::new("/x")), reference, given)
+            .unwrap();
+        assert_eq!(dir, PathBuf::from("/x"));
+        let expected = Preset {
+            height: 64,
+            guidance: Some(2.0),
+            ..reference
+        };
+        assert_eq!(preset, expected);
+        assert_eq!(FLUX.preset.with(given).width, 128);
+    }
+
+    #[test]
+    fn a_missing_mini_model_says_how_to_get_one() {
+        let missing = MiniModel {
+            folder: "no-such-mini",
+            ..WAN
+        };
+        let msg = missing.folder_or(None).unwrap_err().to_string();
+        assert!(
+            msg.contains("training/") && msg.contains("--model"),
+            "{msg}"
+        );
+    }
+}
