@@ -1,17 +1,13 @@
 //! `cargo xtask`: the project's command line.
 //!
 //! - `run flux|wan|hunyuan …`: prompt to image or video, with the cache policy of your choice;
-//! - `bench …`: benchmarks against PyTorch on the same machine, results under `bench/`;
+//! - `bench …`: benchmarks against PyTorch on the same machine, and of the cache policies on
+//!   the mini models; results under `bench/`;
 //! - `fixtures`: regenerates the reference fixtures with the pinned Python environment.
-
-mod backend;
-mod bench;
-mod fixtures;
-mod mini;
-mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use xtask::{bench, fixtures, run};
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "DiCache diffusion transformers in Rust")]
@@ -29,14 +25,15 @@ enum Command {
     Run(run::RunCommand),
     /// Regenerate the reference fixtures (needs the Python environment).
     Fixtures(fixtures::FixturesArgs),
-    /// Benchmark against PyTorch on this machine; results under `bench/`.
-    Bench(bench::BenchArgs),
+    /// Benchmark against PyTorch on this machine, or the cache policies; results under `bench/`.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(command) => run::run(command),
         Command::Fixtures(args) => fixtures::run(&args),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(command) => bench::run(command),
     }
 }

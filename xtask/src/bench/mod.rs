@@ -4,8 +4,12 @@
 //!
 //! Every timing is the median of `--repeat` runs after `--warmup` untimed runs; the JSON keeps
 //! all samples.
+//!
+//! `cargo xtask bench cache` is of another kind: speed and fidelity of the cache policies on
+//! the mini models (see [`cache`]), written to `bench/cache/`.
 
 mod attention;
+pub mod cache;
 mod flux_forward;
 mod hunyuan_forward;
 mod report;
@@ -17,7 +21,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::backend::Backend;
-use clap::ValueEnum;
+use clap::Subcommand;
 use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind, Dtype, dispatch};
@@ -25,12 +29,40 @@ use crate::fixtures::workspace_root;
 
 pub use timing::Samples;
 
-/// Arguments of `cargo xtask bench`.
+/// The benchmarks of `cargo xtask bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Scaled dot-product attention, `[1, 24, seq, 128]`, against `F.scaled_dot_product_attention`.
+    Attention(BenchArgs),
+    /// One forward of a medium FLUX transformer with random weights, against diffusers'
+    /// `FluxTransformer2DModel`.
+    FluxForward(BenchArgs),
+    /// One forward of the WAN 2.1 T2V-1.3B transformer (random weights) on a small clip, against
+    /// diffusers' `WanTransformer3DModel`.
+    WanForward(BenchArgs),
+    /// One forward of a medium HunyuanVideo transformer with random weights, against diffusers'
+    /// `HunyuanVideoTransformer3DModel`.
+    HunyuanForward(BenchArgs),
+    /// The cache policies (uniform, First-Block Cache, DiCache) against no cache on the mini
+    /// models: speedup and fidelity (PSNR, SSIM) per setting; writes `bench/cache/`.
+    Cache(cache::CacheArgs),
+}
+
+/// Runs the benchmark `command` asks for and writes its results.
+pub fn run(command: BenchCommand) -> Result<()> {
+    let (name, args) = match command {
+        BenchCommand::Cache(args) => return cache::run(&args),
+        BenchCommand::Attention(args) => (BenchName::Attention, args),
+        BenchCommand::FluxForward(args) => (BenchName::FluxForward, args),
+        BenchCommand::WanForward(args) => (BenchName::WanForward, args),
+        BenchCommand::HunyuanForward(args) => (BenchName::HunyuanForward, args),
+    };
+    run_against_torch(name, &args)
+}
+
+/// Arguments of the benchmarks against PyTorch.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// The benchmark to run.
-    #[arg(value_enum)]
-    pub name: BenchName,
     /// Timed runs per case (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
@@ -55,19 +87,16 @@ pub struct BenchArgs {
     pub no_torch: bool,
 }
 
-/// The benchmarks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// The benchmarks against PyTorch (see [`BenchCommand`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchName {
-    /// Scaled dot-product attention, `[1, 24, seq, 128]`, against `F.scaled_dot_product_attention`.
+    /// Scaled dot-product attention.
     Attention,
-    /// One forward of a medium FLUX transformer with random weights, against diffusers'
-    /// `FluxTransformer2DModel`.
+    /// One forward of a medium FLUX transformer.
     FluxForward,
-    /// One forward of the WAN 2.1 T2V-1.3B transformer (random weights) on a small clip, against
-    /// diffusers' `WanTransformer3DModel`.
+    /// One forward of the WAN 2.1 T2V-1.3B transformer.
     WanForward,
-    /// One forward of a medium HunyuanVideo transformer with random weights, against diffusers'
-    /// `HunyuanVideoTransformer3DModel`.
+    /// One forward of a medium HunyuanVideo transformer.
     HunyuanForward,
 }
 
@@ -108,23 +137,24 @@ pub struct Case {
     pub params: serde_json::Value,
 }
 
-/// Runs the benchmark `args.name` and writes its results.
-pub fn run(args: &BenchArgs) -> Result<()> {
+/// Runs the benchmark `name` against PyTorch and writes its results.
+fn run_against_torch(name: BenchName, args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
-    let cases = args.name.cases();
+    let cases = name.cases();
     let python = workspace_root().join(".venv/bin/python");
     let python = (!args.no_torch && python.exists()).then_some(python);
     if python.is_none() {
         eprintln!("bench: no PyTorch side (no .venv or --no-torch)");
     }
     let job = Rounds {
+        name,
         args,
         cases: &cases,
         python,
     };
     let (burn, torch) = dispatch(args.backend, args.dtype, job)?;
-    let result = report::BenchResult::new(args, &cases, burn, torch)?;
+    let result = report::BenchResult::new(name, args, &cases, burn, torch)?;
     let out = workspace_root().join(&args.out);
     result.write(&out)?;
     report::write_summary(&out)?;
@@ -135,6 +165,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 /// All rounds of a benchmark: in each, the Burn side on the backend the user picked (one
 /// backend set-up for the whole run), then the PyTorch side when `python` is given.
 struct Rounds<'a> {
+    name: BenchName,
     args: &'a BenchArgs,
     cases: &'a [Case],
     python: Option<PathBuf>,
@@ -149,7 +180,7 @@ impl BackendJob for Rounds<'_> {
         let mut torch: Option<torch::TorchTimings> = None;
         for round in 0..args.rounds {
             eprintln!("bench: round {}/{}", round + 1, args.rounds);
-            let b = burn_side::<B>(args, self.cases, &device)?;
+            let b = burn_side::<B>(self.name, args, self.cases, &device)?;
             match &mut burn {
                 Some(all) => all
                     .samples
@@ -165,7 +196,7 @@ impl BackendJob for Rounds<'_> {
                     dtype: args.dtype,
                     device: torch::device_for(args.backend),
                 };
-                let t = torch::run(python, &args.name.script(), self.cases, &settings)?;
+                let t = torch::run(python, &self.name.script(), self.cases, &settings)?;
                 match &mut torch {
                     Some(all) => all.merge(t),
                     None => torch = Some(t),
@@ -178,6 +209,7 @@ impl BackendJob for Rounds<'_> {
 
 /// One round of the Burn side: every case, timed.
 fn burn_side<B: Backend>(
+    name: BenchName,
     args: &BenchArgs,
     cases: &[Case],
     device: &B::Device,
@@ -185,9 +217,9 @@ fn burn_side<B: Backend>(
     let samples = cases
         .iter()
         .map(|case| {
-            eprintln!("bench: burn {} {}", args.name.as_str(), case.name);
+            eprintln!("bench: burn {} {}", name.as_str(), case.name);
             let timer = timing::Timer::<B>::new(device, args.warmup, args.repeat);
-            match args.name {
+            match name {
                 BenchName::Attention => attention::time::<B>(case, &timer),
                 BenchName::FluxForward => flux_forward::time::<B>(case, &timer),
                 BenchName::WanForward => wan_forward::time::<B>(case, &timer),

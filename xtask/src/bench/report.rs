@@ -9,9 +9,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{BenchArgs, BurnTimings, Case, Samples, torch::TorchTimings};
+use super::{BenchArgs, BenchName, BurnTimings, Case, Samples, torch::TorchTimings};
 
 /// Where and when a benchmark ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +93,7 @@ pub struct TorchInfo {
 impl BenchResult {
     /// Combines both sides' timings.
     pub fn new(
+        name: BenchName,
         args: &BenchArgs,
         cases: &[Case],
         burn: BurnTimings,
@@ -122,7 +123,7 @@ impl BenchResult {
             })
             .collect();
         Ok(Self {
-            bench: args.name.as_str().to_string(),
+            bench: name.as_str().to_string(),
             machine: Machine::current()?,
             backend: burn.backend,
             dtype: format!("{:?}", args.dtype).to_lowercase(),
@@ -143,12 +144,7 @@ impl BenchResult {
         let dir = out.join("results");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(format!("{}.json", self.bench));
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
-        Ok(())
+        write_json(self, &dir.join(format!("{}.json", self.bench)))
     }
 
     /// Prints the markdown table of this result.
@@ -230,10 +226,7 @@ pub fn write_summary(out: &Path) -> Result<()> {
          load average), while wall-clock times then grow for both sides.\n\n",
     );
     for path in files {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let result: BenchResult = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a benchmark result", path.display()))?;
+        let result: BenchResult = read_json(&path, "a benchmark result")?;
         md.push_str(&result.markdown());
         md.push('\n');
     }
@@ -243,8 +236,25 @@ pub fn write_summary(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `value` as pretty JSON to `path`, and says so.
+pub fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// Reads `what` (for the error message, e.g. "a benchmark result") from the JSON file `path`.
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not {what}", path.display()))
+}
+
 impl Machine {
-    fn current() -> Result<Self> {
+    /// This machine, now.
+    pub fn current() -> Result<Self> {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|info| {

@@ -2,7 +2,7 @@
 
 mod flux;
 mod hunyuan;
-mod output;
+pub(crate) mod output;
 mod video;
 mod wan;
 

@@ -66,12 +66,20 @@ pub fn create_parent(path: &Path) -> Result<()> {
 
 /// A progress bar over `steps` denoising steps.
 pub fn step_bar(steps: usize) -> ProgressBar {
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(steps, "steps");
     bar.set_message("denoising");
+    bar
+}
+
+/// A progress bar over `len` things called `unit`, with elapsed time and estimate.
+pub fn progress_bar(len: usize, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} (eta {{eta}})"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
     bar
 }
