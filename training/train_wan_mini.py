@@ -5,9 +5,11 @@ it as a diffusers folder in mini-models/wan-mini.
 
 Stages (each resumable; `all` runs the missing ones in order):
   vae      the AutoencoderKLWan on 32x32 crops of 5-frame clips (first frame + one 4-frame
-           chunk) and of whole 9-frame clips, L1 + MSE + small KL
+           chunk) and of whole 9-frame clips, L1 + MSE + small KL; after the first 2200 steps
+           the shape's pixels weigh 9x the background's
   encode   the dataset's latent distributions and tokenised captions; per-channel
            latents_mean / latents_std for the VAE config
+  decoder  the decoder alone, fine-tuned on the frozen encoder's latents (shape-weighted)
   dit      transformer + umT5, rectified flow, 10 % caption dropout (for classifier-free
            guidance with the empty negative prompt)
   export   writes the pipeline folder and a sample strip made by diffusers' WanPipeline
@@ -44,7 +46,7 @@ from trainkit import (
 
 NAME = "wan-mini"
 SIZE, FRAMES = 64, 9
-DATASET = 8_000
+DATASET = 4_000
 RUN = RUNS / NAME
 SAMPLE_PROMPTS = [
     "a large red circle moving right on a blue background",
@@ -97,7 +99,9 @@ def stage_vae(args) -> None:
         z = posterior.sample(generator=gen)
         rec = vae.decode(z).sample
         kl = posterior.kl().mean() / x[0].numel()
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * kl
+        weight = shape_weight(x) if i >= SHAPE_WEIGHT_FROM else torch.ones_like(x[:, :1])
+        err = (rec - x).abs() + (rec - x) ** 2
+        loss = (weight * err).mean() / weight.mean() + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -109,10 +113,60 @@ def stage_vae(args) -> None:
     write_summary(NAME, "vae", stage.summary())
 
 
-def load_vae() -> AutoencoderKLWan:
+# After this many VAE steps (which learn the flat colours) the loss weighs the shape's pixels up.
+SHAPE_WEIGHT_FROM = 2200
+
+
+def shape_weight(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss weights [N, 1, F, H, W]: 9 on pixels away from the clip's background
+    colour (its per-channel median), 1 elsewhere, so the small moving shape is not drowned by
+    the background in the mean."""
+    background = x.flatten(2).median(dim=2).values.view(x.shape[0], 3, 1, 1, 1)
+    away = (x - background).abs().sum(dim=1, keepdim=True) > 0.15
+    return 1 + 8 * away.float()
+
+
+def load_vae(decoder: bool = False) -> AutoencoderKLWan:
+    """The trained VAE; with `decoder`, its decoder fine-tuned by the `decoder` stage."""
     vae = make_vae()
     vae.load_state_dict(torch.load(RUN / "vae.pt", weights_only=False)["modules"]["vae"])
+    if decoder:
+        state = torch.load(RUN / "decoder.pt", weights_only=False)["modules"]
+        vae.decoder.load_state_dict(state["decoder"])
+        vae.post_quant_conv.load_state_dict(state["post_quant_conv"])
     return vae.eval().requires_grad_(False)
+
+
+def stage_decoder(args) -> None:
+    """Fine-tunes the decoder alone on the frozen encoder's latents, so the latent space the
+    transformer learns (from `encode`) stays the same; the shape's pixels weigh 9x."""
+    vae = load_vae()
+    trained = {"decoder": vae.decoder.train().requires_grad_(True),
+               "post_quant_conv": vae.post_quant_conv.requires_grad_(True)}
+    params = [p for m in trained.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.decoder_lr, weight_decay=0.0)
+    stage = Stage(NAME, "decoder", args.decoder_steps, trained, opt)
+    gen = torch.Generator().manual_seed(4)
+
+    def step(i):
+        frames = FRAMES if i % 2 == 1 else 5
+        x, _ = videos(torch.randint(0, DATASET, (args.vae_batch,), generator=gen), frames)
+        y0, x0 = torch.randint(0, SIZE - 31, (2,), generator=gen).tolist()
+        x = x[..., y0:y0 + 32, x0:x0 + 32]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample(generator=gen)
+        rec = vae.decode(z).sample
+        weight = shape_weight(x)
+        loss = (weight * ((rec - x).abs() + (rec - x) ** 2)).mean() / weight.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return loss.item()
+
+    if not stage.done:
+        stage.run(step, args.decoder_lr, warmup=20)
+    write_summary(NAME, "decoder", stage.summary())
 
 
 @torch.no_grad()
@@ -218,7 +272,7 @@ def stage_export(args) -> None:
     transformer.load_state_dict(state["ema"]["transformer"])
     conditioner.load_state_dict(state["ema"]["conditioner"])
     data = torch.load(RUN / "latents.pt", weights_only=False)
-    vae = load_vae()
+    vae = load_vae(decoder=True)
     vae.register_to_config(latents_mean=data["latents_mean"], latents_std=data["latents_std"])
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=args.flow_shift)
@@ -243,7 +297,8 @@ def stage_export(args) -> None:
     print(f"wrote {out} ({size / 1e6:.1f} MB); samples in {sheet}")
 
 
-STAGES = {"vae": stage_vae, "encode": stage_encode, "dit": stage_dit, "export": stage_export}
+STAGES = {"vae": stage_vae, "encode": stage_encode, "decoder": stage_decoder, "dit": stage_dit,
+          "export": stage_export}
 
 
 def main() -> None:
@@ -252,11 +307,13 @@ def main() -> None:
     parser.add_argument("stage", choices=[*STAGES, "all"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--vae-steps", type=int, default=4000)
     parser.add_argument("--vae-batch", type=int, default=8)
     parser.add_argument("--vae-lr", type=float, default=1e-3)
     parser.add_argument("--dit-steps", type=int, default=2000)
     parser.add_argument("--dit-lr", type=float, default=5e-4)
+    parser.add_argument("--decoder-steps", type=int, default=2000)
+    parser.add_argument("--decoder-lr", type=float, default=3e-4)
     parser.add_argument("--flow-shift", type=float, default=2.0)
     args = parser.parse_args()
     setup(0, args.threads)
