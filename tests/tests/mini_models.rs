@@ -1,0 +1,130 @@
+//! The shipped mini models (mini-models/flux-mini and wan-mini, trained by training/): they load,
+//! equal diffusers' pipelines on the same noise, and what they generate has the colours the
+//! prompt names where it names them (background, shape).
+
+use std::{fs, path::PathBuf};
+
+use burn::tensor::Tensor;
+use dicache_core::CachePolicy;
+use dicache_tests::{Cpu, assert_close, load_fixture, tensor};
+use models_flux::{FluxPipeline, FluxRequest};
+use models_wan::{WanPipeline, WanRequest};
+use vae::{Rgb8Image, to_rgb8, video_to_rgb8};
+
+fn mini_model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../mini-models")
+        .join(name)
+}
+
+fn settings(model: &str) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/mini_models/run.json");
+    let run: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    run[model].clone()
+}
+
+fn num(s: &serde_json::Value, key: &str) -> usize {
+    s[key].as_u64().unwrap() as usize
+}
+
+/// The training palette's colours (training/scenes.py).
+const RED: [u8; 3] = [220, 40, 40];
+const BLUE: [u8; 3] = [40, 80, 220];
+const YELLOW: [u8; 3] = [240, 210, 40];
+const PURPLE: [u8; 3] = [140, 60, 180];
+
+/// Whether `pixel` is within a small RGB distance of `color`.
+fn near(pixel: &[u8], color: [u8; 3]) -> bool {
+    let d2: i32 = pixel
+        .iter()
+        .zip(color)
+        .map(|(&p, c)| (p as i32 - c as i32).pow(2))
+        .sum();
+    d2 < 60 * 60
+}
+
+/// Share of the image's pixels near `color`.
+fn coverage(image: &Rgb8Image, color: [u8; 3]) -> f64 {
+    let hits = image.pixels.chunks(3).filter(|p| near(p, color)).count();
+    hits as f64 / (image.width * image.height) as f64
+}
+
+/// A trained model run for 28-30 steps amplifies the ~1e-6 per-call float differences through
+/// every step (FLUX-mini's final latents differ by up to 1.0e-4, most by under 1e-5), more than
+/// the tiny random fixtures' short runs do.
+const CHAINED_ATOL: f32 = 2e-4;
+
+fn flux_request(noise: Tensor<Cpu, 4>) -> FluxRequest<Cpu> {
+    let s = settings("flux");
+    FluxRequest {
+        prompt: s["prompt"].as_str().unwrap().to_string(),
+        width: num(&s, "width"),
+        height: num(&s, "height"),
+        steps: num(&s, "steps"),
+        guidance: s["guidance"].as_f64(),
+        max_sequence_length: num(&s, "max_sequence_length"),
+        noise,
+    }
+}
+
+#[test]
+fn flux_mini_equals_diffusers_and_draws_the_prompt() {
+    let reference = load_fixture("mini_models/flux.safetensors");
+    let request = flux_request(tensor(&reference, "noise", &Default::default()));
+    let pipe = FluxPipeline::<Cpu>::load(&mini_model("flux-mini"), None, &Default::default())
+        .unwrap();
+    let out = pipe
+        .generate(&request, CachePolicy::None, &mut |_, _| {})
+        .unwrap();
+    assert_close(out.latents, &reference["latents"], CHAINED_ATOL, 1e-4, "final latents");
+    let unit = out.image.clone().mul_scalar(0.5).add_scalar(0.5).clamp(0.0, 1.0);
+    assert_close(unit, &reference["image"], CHAINED_ATOL, 1e-4, "decoded image");
+
+    // "a large red circle on a blue background"
+    let image = &to_rgb8(out.image).unwrap()[0];
+    let (blue, red) = (coverage(image, BLUE), coverage(image, RED));
+    assert!(blue > 0.5, "blue background covers {blue:.2} of the picture");
+    assert!(red > 0.05, "the red circle covers {red:.2} of the picture");
+}
+
+#[test]
+fn wan_mini_equals_diffusers_and_paints_the_prompt_colours() {
+    let s = settings("wan");
+    let reference = load_fixture("mini_models/wan.safetensors");
+    let request = WanRequest {
+        prompt: s["prompt"].as_str().unwrap().to_string(),
+        negative_prompt: s["negative_prompt"].as_str().unwrap().to_string(),
+        width: num(&s, "width"),
+        height: num(&s, "height"),
+        frames: num(&s, "frames"),
+        steps: num(&s, "steps"),
+        guidance: s["guidance"].as_f64().unwrap(),
+        max_sequence_length: num(&s, "max_sequence_length"),
+        noise: tensor(&reference, "noise", &Default::default()),
+    };
+    let pipe =
+        WanPipeline::<Cpu>::load(&mini_model("wan-mini"), None, &Default::default()).unwrap();
+    let out = pipe
+        .generate(&request, CachePolicy::None, &mut |_, _| {})
+        .unwrap();
+    assert_close(out.latents, &reference["latents"], CHAINED_ATOL, 1e-4, "final latents");
+    let unit = out
+        .video
+        .clone()
+        .permute([0, 2, 1, 3, 4])
+        .mul_scalar(0.5)
+        .add_scalar(0.5)
+        .clamp(0.0, 1.0);
+    assert_close(unit, &reference["video"], CHAINED_ATOL, 1e-4, "video");
+
+    // "a large yellow square moving right on a purple background": from the fourth frame on the
+    // purple background and the yellow shape are there. WAN-mini's first frames are still a
+    // blend of colours and it does not get the direction right (README, Mini models), so
+    // neither is asserted.
+    let frames = &video_to_rgb8(out.video).unwrap()[0];
+    for (i, frame) in frames.iter().enumerate().skip(3) {
+        let (purple, yellow) = (coverage(frame, PURPLE), coverage(frame, YELLOW));
+        assert!(purple > 0.5, "frame {i}: purple background covers {purple:.2}");
+        assert!(yellow > 0.05, "frame {i}: the yellow square covers {yellow:.2}");
+    }
+}
