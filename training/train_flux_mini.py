@@ -15,9 +15,7 @@ Run from the repository root:
   .venv/bin/python training/train_flux_mini.py all
 """
 
-import argparse
 import copy
-import json
 import shutil
 
 import numpy as np
@@ -40,11 +38,13 @@ from trainkit import (
     RUNS,
     Ema,
     Stage,
+    cli,
     clip_tokenizer,
     logit_normal,
     noised,
-    setup,
+    optimize,
     t5_tokenizer,
+    vae_loss,
     write_summary,
 )
 
@@ -119,16 +119,7 @@ def stage_vae(args) -> None:
         # Random 64x64 crops: the VAE is convolutional and most of the cost is at full size.
         y0, x0 = torch.randint(0, SIZE - 63, (2,), generator=gen).tolist()
         x = x[:, :, y0:y0 + 64, x0:x0 + 64]
-        posterior = vae.encode(x).latent_dist
-        z = posterior.sample(generator=gen)
-        rec = vae.decode(z).sample
-        kl = posterior.kl().mean() / x[0].numel()
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        return loss.item()
+        return optimize(opt, vae.parameters(), vae_loss(vae, x, gen))
 
     if not stage.done:
         stage.run(step, args.vae_lr)
@@ -253,12 +244,7 @@ def stage_dit(args) -> None:
         pooled, text = conditioner(clip_ids, t5_ids)
         pred = velocity(transformer, xt, sigma, torch.ones(args.batch), pooled, text, txt_ids,
                         img_ids)
-        loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return loss.item()
+        return optimize(opt, params, F.mse_loss(pred, target))
 
     if not stage.done:
         stage.run(step, args.dit_lr)
@@ -302,12 +288,7 @@ def stage_distill(args) -> None:
                            empty_text.expand(n, -1, -1), txt_ids, img_ids)
             target = v_u + g.view(-1, 1, 1) * (v_c - v_u)
         pred = velocity(student, xt, sigma, g, pooled, text, txt_ids, img_ids)
-        loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        return loss.item()
+        return optimize(opt, student.parameters(), F.mse_loss(pred, target))
 
     if not stage.done:
         stage.run(step, args.distill_lr, warmup=50)
@@ -356,25 +337,10 @@ STAGES = {"vae": stage_vae, "encode": stage_encode, "dit": stage_dit,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=[*STAGES, "all"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--vae-batch", type=int, default=16)
-    parser.add_argument("--vae-lr", type=float, default=1e-3)
-    parser.add_argument("--dit-steps", type=int, default=3000)
-    parser.add_argument("--dit-lr", type=float, default=5e-4)
-    parser.add_argument("--distill-steps", type=int, default=600)
-    parser.add_argument("--distill-lr", type=float, default=1e-4)
-    args = parser.parse_args()
-    setup(0, args.threads)
-    RUN.mkdir(parents=True, exist_ok=True)
-    (RUN / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
-    for name, stage in STAGES.items():
-        if args.stage in (name, "all"):
-            stage(args)
+    cli(__doc__, RUN, STAGES, {
+        "--batch": 32, "--vae-steps": 2000, "--vae-batch": 16, "--vae-lr": 1e-3,
+        "--dit-steps": 3500, "--dit-lr": 5e-4, "--distill-steps": 400, "--distill-lr": 1e-4,
+    })
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ Run from the repository root:
   .venv/bin/python training/train_wan_mini.py all
 """
 
-import argparse
-import json
 import shutil
 
 import numpy as np
@@ -37,10 +35,13 @@ from trainkit import (
     RUNS,
     Ema,
     Stage,
+    cli,
     logit_normal,
     noised,
-    setup,
+    optimize,
+    reconstruction_loss,
     t5_tokenizer,
+    vae_loss,
     write_summary,
 )
 
@@ -83,6 +84,14 @@ def videos(indices, frames=FRAMES) -> tuple[torch.Tensor, list[str]]:
     return x / 127.5 - 1, list(caps)
 
 
+def crops(n: int, frames: int, gen: torch.Generator) -> torch.Tensor:
+    """`n` random clips' first `frames` frames, cropped to one random 32x32 window: the VAE is
+    convolutional and most of its cost is at full size."""
+    x, _ = videos(torch.randint(0, DATASET, (n,), generator=gen), frames)
+    y0, x0 = torch.randint(0, SIZE - 31, (2,), generator=gen).tolist()
+    return x[..., y0:y0 + 32, x0:x0 + 32]
+
+
 def stage_vae(args) -> None:
     vae = make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
@@ -90,23 +99,9 @@ def stage_vae(args) -> None:
     gen = torch.Generator().manual_seed(1)
 
     def step(i):
-        frames = FRAMES if i % 4 == 3 else 5
-        x, _ = videos(torch.randint(0, DATASET, (args.vae_batch,), generator=gen), frames)
-        # Random 32x32 crops: the VAE is convolutional and most of the cost is at full size.
-        y0, x0 = torch.randint(0, SIZE - 31, (2,), generator=gen).tolist()
-        x = x[..., y0:y0 + 32, x0:x0 + 32]
-        posterior = vae.encode(x).latent_dist
-        z = posterior.sample(generator=gen)
-        rec = vae.decode(z).sample
-        kl = posterior.kl().mean() / x[0].numel()
-        weight = shape_weight(x) if i >= SHAPE_WEIGHT_FROM else torch.ones_like(x[:, :1])
-        err = (rec - x).abs() + (rec - x) ** 2
-        loss = (weight * err).mean() / weight.mean() + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        return loss.item()
+        x = crops(args.vae_batch, FRAMES if i % 4 == 3 else 5, gen)
+        weight = shape_weight(x) if i >= SHAPE_WEIGHT_FROM else None
+        return optimize(opt, vae.parameters(), vae_loss(vae, x, gen, weight))
 
     if not stage.done:
         stage.run(step, args.vae_lr)
@@ -149,20 +144,11 @@ def stage_decoder(args) -> None:
     gen = torch.Generator().manual_seed(4)
 
     def step(i):
-        frames = FRAMES if i % 2 == 1 else 5
-        x, _ = videos(torch.randint(0, DATASET, (args.vae_batch,), generator=gen), frames)
-        y0, x0 = torch.randint(0, SIZE - 31, (2,), generator=gen).tolist()
-        x = x[..., y0:y0 + 32, x0:x0 + 32]
+        x = crops(args.vae_batch, FRAMES if i % 2 == 1 else 5, gen)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample(generator=gen)
         rec = vae.decode(z).sample
-        weight = shape_weight(x)
-        loss = (weight * ((rec - x).abs() + (rec - x) ** 2)).mean() / weight.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return loss.item()
+        return optimize(opt, params, reconstruction_loss(rec, x, shape_weight(x)))
 
     if not stage.done:
         stage.run(step, args.decoder_lr, warmup=20)
@@ -253,12 +239,7 @@ def stage_dit(args) -> None:
         xt, target = noised(x0, noise, sigma)
         pred = transformer(hidden_states=xt, timestep=sigma * 1000,
                            encoder_hidden_states=conditioner(ids, mask), return_dict=False)[0]
-        loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return loss.item()
+        return optimize(opt, params, F.mse_loss(pred, target))
 
     if not stage.done:
         stage.run(step, args.dit_lr)
@@ -302,26 +283,11 @@ STAGES = {"vae": stage_vae, "encode": stage_encode, "decoder": stage_decoder, "d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=[*STAGES, "all"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--vae-steps", type=int, default=4000)
-    parser.add_argument("--vae-batch", type=int, default=8)
-    parser.add_argument("--vae-lr", type=float, default=1e-3)
-    parser.add_argument("--dit-steps", type=int, default=2000)
-    parser.add_argument("--dit-lr", type=float, default=5e-4)
-    parser.add_argument("--decoder-steps", type=int, default=2000)
-    parser.add_argument("--decoder-lr", type=float, default=3e-4)
-    parser.add_argument("--flow-shift", type=float, default=2.0)
-    args = parser.parse_args()
-    setup(0, args.threads)
-    RUN.mkdir(parents=True, exist_ok=True)
-    (RUN / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
-    for name, stage in STAGES.items():
-        if args.stage in (name, "all"):
-            stage(args)
+    cli(__doc__, RUN, STAGES, {
+        "--batch": 32, "--vae-steps": 4000, "--vae-batch": 8, "--vae-lr": 1e-3,
+        "--decoder-steps": 2000, "--decoder-lr": 3e-4, "--dit-steps": 4000, "--dit-lr": 5e-4,
+        "--flow-shift": 2.0,
+    })
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Every stage saves a checkpoint to training/runs/<model>/<stage>.pt every few hun
 picks it up again when restarted, so an interrupted run resumes where it stopped.
 """
 
+import argparse
 import copy
 import json
 import math
@@ -191,3 +192,47 @@ def write_summary(model: str, stage: str, summary: dict) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[stage] = summary
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def optimize(opt, params, loss: torch.Tensor) -> float:
+    """One optimizer step on `loss` with gradients clipped to norm 1; returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss.item()
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, weight=None) -> torch.Tensor:
+    """L1 + MSE of a VAE's reconstruction, a weighted mean over pixels when `weight` is given."""
+    if weight is None:
+        return torch.nn.functional.l1_loss(rec, x) + torch.nn.functional.mse_loss(rec, x)
+    err = (rec - x).abs() + (rec - x) ** 2
+    return (weight * err).mean() / weight.mean()
+
+
+def vae_loss(vae, x: torch.Tensor, gen: torch.Generator, weight=None) -> torch.Tensor:
+    """Reconstruction of `x` through a sampled latent plus a small KL term (1e-4 per element)."""
+    posterior = vae.encode(x).latent_dist
+    rec = vae.decode(posterior.sample(generator=gen)).sample
+    kl = posterior.kl().mean() / x[0].numel()
+    return reconstruction_loss(rec, x, weight) + 1e-4 * kl
+
+
+def cli(doc: str, run_dir: Path, stages: dict, options: dict) -> None:
+    """The scripts' command line: a stage name (or `all`, every stage in order; each skips what
+    it finished before), `--threads`, and `options` ({"--name": default}); records the arguments
+    in `run_dir`/args.json and runs the stages."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=[*stages, "all"])
+    parser.add_argument("--threads", type=int, default=1)
+    for name, default in options.items():
+        parser.add_argument(name, type=type(default), default=default)
+    args = parser.parse_args()
+    setup(0, args.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    for name, stage in stages.items():
+        if args.stage in (name, "all"):
+            stage(args)
