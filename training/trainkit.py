@@ -25,7 +25,7 @@ from transformers import CLIPTokenizer, T5Tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "fixtures"))
-from gen_text_encoders import learn_merges  # noqa: E402
+from gen_text_encoders import clip_vocab, learn_merges, write_clip_files  # noqa: E402
 
 from scenes import vocabulary  # noqa: E402
 
@@ -45,21 +45,9 @@ def setup(seed: int, threads: int) -> None:
 def clip_tokenizer(folder: Path) -> CLIPTokenizer:
     """A CLIP byte-level BPE whose merges make every word of the caption grammar one token,
     saved as vocab.json + merges.txt (the layout of FLUX folders)."""
-    from tokenizers import pre_tokenizers
-
     words = [list(w[:-1]) + [w[-1] + "</w>"] for w in vocabulary()]
     merges = learn_merges(words, 10_000)
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {}
-    for token in alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges]:
-        vocab.setdefault(token, len(vocab))
-    for special in ["<|startoftext|>", "<|endoftext|>"]:
-        vocab[special] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "vocab.json", "w", encoding="utf-8") as f:
-        json.dump(vocab, f, ensure_ascii=False)
-    with open(folder / "merges.txt", "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    write_clip_files(folder, clip_vocab(merges), merges)
     tok = CLIPTokenizer(vocab_file=str(folder / "vocab.json"),
                         merges_file=str(folder / "merges.txt"), model_max_length=77)
     tok.save_pretrained(folder)
