@@ -2,24 +2,19 @@
 //! equal diffusers' pipelines on the same noise, and what they generate has the colours the
 //! prompt names where it names them (background, shape).
 
-use std::{fs, path::PathBuf};
+use std::fs;
 
 use burn::tensor::Tensor;
 use dicache_core::CachePolicy;
-use dicache_tests::{Cpu, assert_close, load_fixture, tensor};
+use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
 use models_flux::{FluxPipeline, FluxRequest};
 use models_wan::{WanPipeline, WanRequest};
 use vae::{Rgb8Image, to_rgb8, video_to_rgb8};
-
-fn mini_model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../mini-models")
-        .join(name)
-}
+use xtask::mini;
 
 fn settings(model: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/mini_models/run.json");
-    let run: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let text = fs::read_to_string(fixture("mini_models/run.json")).unwrap();
+    let run: serde_json::Value = serde_json::from_str(&text).unwrap();
     run[model].clone()
 }
 
@@ -71,19 +66,38 @@ fn flux_request(noise: Tensor<Cpu, 4>) -> FluxRequest<Cpu> {
 fn flux_mini_equals_diffusers_and_draws_the_prompt() {
     let reference = load_fixture("mini_models/flux.safetensors");
     let request = flux_request(tensor(&reference, "noise", &Default::default()));
-    let pipe = FluxPipeline::<Cpu>::load(&mini_model("flux-mini"), None, &Default::default())
-        .unwrap();
+    let pipe = FluxPipeline::<Cpu>::load(&mini::FLUX.dir(), None, &Default::default()).unwrap();
     let out = pipe
         .generate(&request, CachePolicy::None, &mut |_, _| {})
         .unwrap();
-    assert_close(out.latents, &reference["latents"], CHAINED_ATOL, 1e-4, "final latents");
-    let unit = out.image.clone().mul_scalar(0.5).add_scalar(0.5).clamp(0.0, 1.0);
-    assert_close(unit, &reference["image"], CHAINED_ATOL, 1e-4, "decoded image");
+    assert_close(
+        out.latents,
+        &reference["latents"],
+        CHAINED_ATOL,
+        1e-4,
+        "final latents",
+    );
+    let unit = out
+        .image
+        .clone()
+        .mul_scalar(0.5)
+        .add_scalar(0.5)
+        .clamp(0.0, 1.0);
+    assert_close(
+        unit,
+        &reference["image"],
+        CHAINED_ATOL,
+        1e-4,
+        "decoded image",
+    );
 
     // "a large red circle on a blue background"
     let image = &to_rgb8(out.image).unwrap()[0];
     let (blue, red) = (coverage(image, BLUE), coverage(image, RED));
-    assert!(blue > 0.5, "blue background covers {blue:.2} of the picture");
+    assert!(
+        blue > 0.5,
+        "blue background covers {blue:.2} of the picture"
+    );
     assert!(red > 0.05, "the red circle covers {red:.2} of the picture");
 }
 
@@ -102,12 +116,17 @@ fn wan_mini_equals_diffusers_and_paints_the_prompt_colours() {
         max_sequence_length: num(&s, "max_sequence_length"),
         noise: tensor(&reference, "noise", &Default::default()),
     };
-    let pipe =
-        WanPipeline::<Cpu>::load(&mini_model("wan-mini"), None, &Default::default()).unwrap();
+    let pipe = WanPipeline::<Cpu>::load(&mini::WAN.dir(), None, &Default::default()).unwrap();
     let out = pipe
         .generate(&request, CachePolicy::None, &mut |_, _| {})
         .unwrap();
-    assert_close(out.latents, &reference["latents"], CHAINED_ATOL, 1e-4, "final latents");
+    assert_close(
+        out.latents,
+        &reference["latents"],
+        CHAINED_ATOL,
+        1e-4,
+        "final latents",
+    );
     let unit = out
         .video
         .clone()
@@ -124,7 +143,13 @@ fn wan_mini_equals_diffusers_and_paints_the_prompt_colours() {
     let frames = &video_to_rgb8(out.video).unwrap()[0];
     for (i, frame) in frames.iter().enumerate().skip(3) {
         let (purple, yellow) = (coverage(frame, PURPLE), coverage(frame, YELLOW));
-        assert!(purple > 0.5, "frame {i}: purple background covers {purple:.2}");
-        assert!(yellow > 0.05, "frame {i}: the yellow square covers {yellow:.2}");
+        assert!(
+            purple > 0.5,
+            "frame {i}: purple background covers {purple:.2}"
+        );
+        assert!(
+            yellow > 0.05,
+            "frame {i}: the yellow square covers {yellow:.2}"
+        );
     }
 }
