@@ -13,10 +13,15 @@ Stages (each resumable; `all` runs the missing ones in order):
 
 Run from the repository root:
   .venv/bin/python training/train_flux_mini.py all
+
+With `--start-from FOLDER` (a FLUX-mini folder, e.g. the shipped one) the run continues that
+model: its VAE is used as it is (no `vae` stage), and `dit` starts from its transformer and text
+encoders instead of random weights.
 """
 
 import copy
 import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,6 +114,9 @@ def images(indices, size=SIZE) -> torch.Tensor:
 
 
 def stage_vae(args) -> None:
+    if args.start_from:
+        print(f"vae: using the VAE of {args.start_from}")
+        return
     vae = make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     stage = Stage(NAME, "vae", args.vae_steps, {"vae": vae}, opt)
@@ -126,9 +134,14 @@ def stage_vae(args) -> None:
     write_summary(NAME, "vae", stage.summary())
 
 
-def load_vae() -> AutoencoderKL:
+def load_vae(args) -> AutoencoderKL:
+    """The trained VAE, or with `--start-from` the one of that folder."""
     vae = make_vae()
-    vae.load_state_dict(torch.load(RUN / "vae.pt", weights_only=False)["modules"]["vae"])
+    if args.start_from:
+        state = AutoencoderKL.from_pretrained(Path(args.start_from) / "vae").state_dict()
+    else:
+        state = torch.load(RUN / "vae.pt", weights_only=False)["modules"]["vae"]
+    vae.load_state_dict(state)
     return vae.eval().requires_grad_(False)
 
 
@@ -137,7 +150,7 @@ def stage_encode(args) -> None:
     path = RUN / "latents.pt"
     if path.exists():
         return
-    vae = load_vae()
+    vae = load_vae(args)
     means, stds, captions = [], [], []
     for start in tqdm(range(0, DATASET, 64), desc="encode"):
         x, caps = images(range(start, min(DATASET, start + 64)))
@@ -224,9 +237,21 @@ def velocity(transformer, x, sigma, guidance, pooled, text, txt_ids, img_ids):
                        img_ids=img_ids, return_dict=False)[0]
 
 
+def start_from(folder: Path, transformer, conditioner: Conditioner) -> None:
+    """Loads a FLUX-mini folder's transformer and text encoders into the modules."""
+    transformer.load_state_dict(
+        FluxTransformer2DModel.from_pretrained(folder / "transformer").state_dict())
+    conditioner.clip.load_state_dict(
+        CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict())
+    conditioner.t5.load_state_dict(
+        T5EncoderModel.from_pretrained(folder / "text_encoder_2").state_dict())
+
+
 def stage_dit(args) -> None:
     conditioner = load_conditioner()
     transformer = make_transformer()
+    if args.start_from:
+        start_from(Path(args.start_from), transformer, conditioner)
     data = Data(conditioner)
     params = list(transformer.parameters()) + list(conditioner.parameters())
     opt = torch.optim.AdamW(params, lr=args.dit_lr, weight_decay=0.0)
@@ -301,7 +326,7 @@ def stage_export(args) -> None:
     load_ema("dit", {"conditioner": conditioner})
     load_ema("distill", {"transformer": transformer})
     data = torch.load(RUN / "latents.pt", weights_only=False)
-    vae = load_vae()
+    vae = load_vae(args)
     vae.register_to_config(shift_factor=data["shift_factor"],
                            scaling_factor=data["scaling_factor"])
     scheduler = FlowMatchEulerDiscreteScheduler(
@@ -340,6 +365,7 @@ def main() -> None:
     cli(__doc__, RUN, STAGES, {
         "--batch": 32, "--vae-steps": 2000, "--vae-batch": 16, "--vae-lr": 1e-3,
         "--dit-steps": 3500, "--dit-lr": 5e-4, "--distill-steps": 400, "--distill-lr": 1e-4,
+        "--start-from": "",
     })
 
 
