@@ -1,6 +1,6 @@
 //! The shipped mini models (mini-models/flux-mini and wan-mini, trained by training/): they load,
 //! equal diffusers' pipelines on the same noise, and what they generate has the colours the
-//! prompt names where it names them (background, shape).
+//! prompt names where it names them (background, shape) and, for WAN-mini, its motion.
 
 use std::fs;
 
@@ -42,6 +42,19 @@ fn near(pixel: &[u8], color: [u8; 3]) -> bool {
 fn coverage(image: &Rgb8Image, color: [u8; 3]) -> f64 {
     let hits = image.pixels.chunks(3).filter(|p| near(p, color)).count();
     hits as f64 / (image.width * image.height) as f64
+}
+
+/// Centre (x, y) of the pixels near `color`, in pixels.
+fn centroid(image: &Rgb8Image, color: [u8; 3]) -> (f64, f64) {
+    let (mut x, mut y, mut n) = (0.0, 0.0, 0.0);
+    for (i, pixel) in image.pixels.chunks(3).enumerate() {
+        if near(pixel, color) {
+            x += (i % image.width) as f64;
+            y += (i / image.width) as f64;
+            n += 1.0;
+        }
+    }
+    (x / n, y / n)
 }
 
 /// A trained model run for 28-30 steps amplifies the ~1e-6 per-call float differences through
@@ -102,7 +115,7 @@ fn flux_mini_equals_diffusers_and_draws_the_prompt() {
 }
 
 #[test]
-fn wan_mini_equals_diffusers_and_paints_the_prompt_colours() {
+fn wan_mini_equals_diffusers_and_follows_the_prompt() {
     let s = settings("wan");
     let reference = load_fixture("mini_models/wan.safetensors");
     let request = WanRequest {
@@ -136,12 +149,10 @@ fn wan_mini_equals_diffusers_and_paints_the_prompt_colours() {
         .clamp(0.0, 1.0);
     assert_close(unit, &reference["video"], CHAINED_ATOL, 1e-4, "video");
 
-    // "a large yellow square moving right on a purple background": from the fourth frame on the
-    // purple background and the yellow shape are there. WAN-mini's first frames are still a
-    // blend of colours and it does not get the direction right (README, Mini models), so
-    // neither is asserted.
+    // "a large yellow square moving right on a purple background": every frame shows the purple
+    // background and the yellow square, and the square travels right.
     let frames = &video_to_rgb8(out.video).unwrap()[0];
-    for (i, frame) in frames.iter().enumerate().skip(3) {
+    for (i, frame) in frames.iter().enumerate() {
         let (purple, yellow) = (coverage(frame, PURPLE), coverage(frame, YELLOW));
         assert!(
             purple > 0.5,
@@ -152,4 +163,16 @@ fn wan_mini_equals_diffusers_and_paints_the_prompt_colours() {
             "frame {i}: the yellow square covers {yellow:.2}"
         );
     }
+    let mean = |frames: &[Rgb8Image]| {
+        let centres: Vec<_> = frames.iter().map(|f| centroid(f, YELLOW)).collect();
+        let n = centres.len() as f64;
+        let sum = centres.iter().fold((0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1));
+        (sum.0 / n, sum.1 / n)
+    };
+    let (start, end) = (mean(&frames[..3]), mean(&frames[frames.len() - 3..]));
+    let (dx, dy) = (end.0 - start.0, end.1 - start.1);
+    assert!(
+        dx > 6.0 && dx > 2.0 * dy.abs(),
+        "the yellow square should travel right; it moved ({dx:.1}, {dy:.1}) pixels"
+    );
 }
