@@ -350,7 +350,7 @@ def stage_export(args) -> None:
                      generator=torch.Generator().manual_seed(i)).images[0]
         rows.append(np.asarray(image))
         print(f"sample {i}: {prompt}")
-    sheet = RUN / "samples.png"
+    sheet = MINI_MODELS / f"{NAME}-samples.png"
     Image.fromarray(np.concatenate(rows, axis=1)).save(sheet)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     write_summary(NAME, "export", {"folder_mb": round(size / 1e6, 2)})

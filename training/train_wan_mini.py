@@ -295,7 +295,7 @@ def stage_export(args) -> None:
         moved = motion(video)
         followed += f"moving {moved} " in prompt
         print(f"sample {i}: {prompt} (moves {moved})")
-    sheet = RUN / "samples.png"
+    sheet = MINI_MODELS / f"{NAME}-samples.png"
     Image.fromarray(np.concatenate(rows, axis=0)).save(sheet)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     write_summary(NAME, "export", {"folder_mb": round(size / 1e6, 2),

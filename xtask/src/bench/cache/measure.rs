@@ -64,6 +64,7 @@ impl BackendJob for Job<'_> {
                 if i < SHEET_SAMPLES && row.in_sheet {
                     shown.push(Shown {
                         sample: i,
+                        prompt: prompt.to_string(),
                         label: row.knob.label(),
                         frames: generation.frames,
                     });

@@ -1,8 +1,9 @@
 //! The sample sheet of one model: the first samples without cache and under one
 //! representative setting per policy, side by side, upscaled for visibility.
 //!
-//! Images (FLUX): a row per sample, a column per setting. Videos (WAN): a row per sample and
-//! setting (no cache first), a column per frame.
+//! Images (FLUX): a row per sample, labelled with its prompt, a column per setting. Videos
+//! (WAN): a row per sample and setting (no cache first, labelled with the prompt too), a column
+//! per frame.
 
 use std::path::Path;
 
@@ -20,7 +21,12 @@ const SCALE: u32 = 2;
 /// Space between cells, pixels.
 const GAP: u32 = 4;
 /// Width of the row labels, pixels.
-const LABEL_WIDTH: u32 = 170;
+const LABEL_WIDTH: u32 = 180;
+/// Characters per line of a row label (fits LABEL_WIDTH at the label font).
+const LABEL_CHARS: usize = 19;
+/// Label font size and line height, pixels.
+const FONT_SIZE: u32 = 16;
+const LINE_HEIGHT: u32 = 18;
 /// Height of the column headers, pixels.
 const HEADER_HEIGHT: u32 = 28;
 
@@ -28,16 +34,26 @@ const HEADER_HEIGHT: u32 = 28;
 pub struct Shown {
     /// Sample index.
     pub sample: usize,
+    /// The sample's prompt.
+    pub prompt: String,
     /// The setting's label (`none`, `dicache-0.4`).
     pub label: String,
     /// Its frames (one for an image).
     pub frames: Vec<Rgb8Image>,
 }
 
-/// A grid of equally sized frames with row labels and column headers.
+/// A grid of equally sized frames with row labels (lines of text) and column headers.
 struct Grid<'a> {
     columns: Vec<String>,
-    rows: Vec<(String, Vec<&'a Rgb8Image>)>,
+    rows: Vec<(Vec<String>, Vec<&'a Rgb8Image>)>,
+}
+
+/// `text` broken into lines that fit the label column.
+fn lines(text: &str) -> Vec<String> {
+    textwrap::wrap(text, LABEL_CHARS)
+        .into_iter()
+        .map(|line| line.into_owned())
+        .collect()
 }
 
 /// Writes the sheet of `model`'s `shown` outputs as a PNG to `path`.
@@ -62,13 +78,14 @@ fn by_sample(shown: &[Shown]) -> Grid<'_> {
         .filter(|s| s.sample == first)
         .map(|s| s.label.clone())
         .collect();
-    let mut rows: Vec<(String, Vec<&Rgb8Image>)> = Vec::new();
+    let mut rows: Vec<(Vec<String>, Vec<&Rgb8Image>)> = Vec::new();
+    let mut last_sample = None;
     for s in shown {
-        let label = format!("sample {}", s.sample);
         match rows.last_mut() {
-            Some((last, cells)) if *last == label => cells.push(&s.frames[0]),
-            _ => rows.push((label, vec![&s.frames[0]])),
+            Some((_, cells)) if last_sample == Some(s.sample) => cells.push(&s.frames[0]),
+            _ => rows.push((lines(&s.prompt), vec![&s.frames[0]])),
         }
+        last_sample = Some(s.sample);
     }
     Grid { columns, rows }
 }
@@ -80,11 +97,13 @@ fn by_setting(shown: &[Shown]) -> Grid<'_> {
         columns: (0..frames).map(|f| format!("frame {f}")).collect(),
         rows: shown
             .iter()
-            .map(|s| {
-                (
-                    format!("#{} {}", s.sample, s.label),
-                    s.frames.iter().collect(),
-                )
+            .enumerate()
+            .map(|(i, s)| {
+                let mut label = vec![format!("#{} {}", s.sample, s.label)];
+                if i == 0 || shown[i - 1].sample != s.sample {
+                    label.extend(lines(&s.prompt));
+                }
+                (label, s.frames.iter().collect())
             })
             .collect(),
     }
@@ -124,7 +143,7 @@ fn draw(grid: &Grid<'_>) -> Result<RgbImage> {
     font::register()?;
     {
         let area = BitMapBackend::with_buffer(sheet.as_mut(), (width, height)).into_drawing_area();
-        let style = ("sans-serif", 16).into_font().color(&BLACK);
+        let style = ("sans-serif", FONT_SIZE).into_font().color(&BLACK);
         let err = |e| anyhow!("sample sheet: {e}");
         for (c, name) in grid.columns.iter().enumerate() {
             let (x, _) = cell(0, c);
@@ -133,8 +152,12 @@ fn draw(grid: &Grid<'_>) -> Result<RgbImage> {
         }
         for (r, (label, _)) in grid.rows.iter().enumerate() {
             let (_, y) = cell(r, 0);
-            area.draw_text(label, &style, (8, (y + h / 2) as i32 - 8))
-                .map_err(err)?;
+            // The label's lines, centred on the row.
+            let top = (y + h / 2) as i32 - (label.len() as u32 * LINE_HEIGHT / 2) as i32;
+            for (l, line) in label.iter().enumerate() {
+                let line_y = top + (l as u32 * LINE_HEIGHT) as i32;
+                area.draw_text(line, &style, (8, line_y)).map_err(err)?;
+            }
         }
         area.present().map_err(err)?;
     }
