@@ -166,7 +166,9 @@ fn wan_mini_equals_diffusers_and_follows_the_prompt() {
     let mean = |frames: &[Rgb8Image]| {
         let centres: Vec<_> = frames.iter().map(|f| centroid(f, YELLOW)).collect();
         let n = centres.len() as f64;
-        let sum = centres.iter().fold((0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1));
+        let sum = centres
+            .iter()
+            .fold((0.0, 0.0), |a, c| (a.0 + c.0, a.1 + c.1));
         (sum.0 / n, sum.1 / n)
     };
     let (start, end) = (mean(&frames[..3]), mean(&frames[frames.len() - 3..]));
