@@ -105,8 +105,9 @@ fn cache_benchmark_writes_results_tables_plots_and_sheets() {
     assert_eq!(size("flux-frontier.png"), (1400, 600));
     assert_eq!(size("wan-frontier.png"), (1400, 600));
     // FLUX: a row per sample, columns none and dicache-0.4 (uniform-2 is not on the sheet),
-    // 128x128 images shown at 256x256 after a 170-pixel label column and a 28-pixel header.
-    assert_eq!(size("flux-samples.png"), (170 + 2 * 260, 28 + 2 * 260));
+    // 128x128 images shown at 256x256 after a 180-pixel label column (the prompt, wrapped) and
+    // a 28-pixel header.
+    assert_eq!(size("flux-samples.png"), (180 + 2 * 260, 28 + 2 * 260));
     // WAN: rows none and dicache-0.08 per sample, 9 frames of 64x64 shown at 128x128.
-    assert_eq!(size("wan-samples.png"), (170 + 9 * 132, 28 + 4 * 132));
+    assert_eq!(size("wan-samples.png"), (180 + 9 * 132, 28 + 4 * 132));
 }
