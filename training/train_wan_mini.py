@@ -118,13 +118,17 @@ def stage_vae(args) -> None:
     write_summary(NAME, "vae", stage.summary())
 
 
-def shape_weight(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel loss weights [N, 1, F, H, W]: 9 on pixels away from the clip's background
-    colour (its per-channel median), 1 elsewhere, so the small moving shape is not drowned by
-    the background in the mean."""
+def off_background(x: torch.Tensor) -> torch.Tensor:
+    """Which pixels of clips [N, 3, F, H, W] in [-1, 1] are away from their clip's background
+    colour (its per-channel median): a [N, 1, F, H, W] mask of the shape."""
     background = x.flatten(2).median(dim=2).values.view(x.shape[0], 3, 1, 1, 1)
-    away = (x - background).abs().sum(dim=1, keepdim=True) > 0.15
-    return 1 + 8 * away.float()
+    return (x - background).abs().sum(dim=1, keepdim=True) > 0.15
+
+
+def shape_weight(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss weights [N, 1, F, H, W]: 9 on the shape's pixels (`off_background`), 1
+    elsewhere, so the small moving shape is not drowned by the background in the mean."""
+    return 1 + 8 * off_background(x).float()
 
 
 def load_vae(decoder: bool = False) -> AutoencoderKLWan:
@@ -185,13 +189,12 @@ def stage_encode(args) -> None:
 
 def motion(video: np.ndarray) -> str:
     """The direction (a key of DIRECTIONS) the shape's centroid travels in a generated clip
-    [F, H, W, 3] in [0, 1]: the centroid of the pixels away from the frame's median colour,
-    from the first three frames to the last three."""
+    [F, H, W, 3] in [0, 1]: the centroid of its `off_background` pixels, from the first three
+    frames to the last three."""
+    x = torch.from_numpy(video).permute(3, 0, 1, 2)[None] * 2 - 1
     centres = []
-    for frame in video:
-        background = np.median(frame.reshape(-1, 3), axis=0)
-        away = np.abs(frame - background).sum(axis=-1) > 0.15
-        ys, xs = np.nonzero(away)
+    for mask in off_background(x)[0, 0].numpy():
+        ys, xs = np.nonzero(mask)
         centres.append((xs.mean(), ys.mean()) if len(xs) else (np.nan, np.nan))
     centres = np.array(centres)
     shift = np.nanmean(centres[-3:], axis=0) - np.nanmean(centres[:3], axis=0)
