@@ -78,15 +78,13 @@ fn by_sample(shown: &[Shown]) -> Grid<'_> {
         .filter(|s| s.sample == first)
         .map(|s| s.label.clone())
         .collect();
-    let mut rows: Vec<(Vec<String>, Vec<&Rgb8Image>)> = Vec::new();
-    let mut last_sample = None;
-    for s in shown {
-        match rows.last_mut() {
-            Some((_, cells)) if last_sample == Some(s.sample) => cells.push(&s.frames[0]),
-            _ => rows.push((lines(&s.prompt), vec![&s.frames[0]])),
-        }
-        last_sample = Some(s.sample);
-    }
+    let rows = shown
+        .chunk_by(|a, b| a.sample == b.sample)
+        .map(|sample| {
+            let cells = sample.iter().map(|s| &s.frames[0]).collect();
+            (lines(&sample[0].prompt), cells)
+        })
+        .collect();
     Grid { columns, rows }
 }
 
@@ -96,14 +94,15 @@ fn by_setting(shown: &[Shown]) -> Grid<'_> {
     Grid {
         columns: (0..frames).map(|f| format!("frame {f}")).collect(),
         rows: shown
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut label = vec![format!("#{} {}", s.sample, s.label)];
-                if i == 0 || shown[i - 1].sample != s.sample {
-                    label.extend(lines(&s.prompt));
-                }
-                (label, s.frames.iter().collect())
+            .chunk_by(|a, b| a.sample == b.sample)
+            .flat_map(|sample| {
+                sample.iter().enumerate().map(|(j, s)| {
+                    let mut label = vec![format!("#{} {}", s.sample, s.label)];
+                    if j == 0 {
+                        label.extend(lines(&s.prompt));
+                    }
+                    (label, s.frames.iter().collect())
+                })
             })
             .collect(),
     }
