@@ -39,4 +39,11 @@ pub trait CacheableModel<B: Backend> {
 
     /// Final norm, projection and unpatchify of the image stream after all blocks.
     fn head(&self, ctx: &Self::Context, image: Tensor<B, 3>) -> Self::Output;
+
+    /// One call with every block computed (no cache): the model's plain forward.
+    fn forward(&self, input: &Self::Input) -> Self::Output {
+        let (ctx, state) = self.embed(input);
+        let state = self.run_blocks(&ctx, state, 0..self.num_blocks());
+        self.head(&ctx, self.image_stream(&state))
+    }
 }

@@ -16,9 +16,11 @@ mod cpu;
 mod embeddings;
 mod error;
 mod feed_forward;
+mod fused;
 mod gelu;
 mod group_norm;
 mod infer;
+mod input;
 mod linear;
 mod mmdit;
 mod noise;
@@ -27,6 +29,7 @@ mod params;
 mod patch_embed;
 mod qkv;
 mod rope;
+mod transformer;
 mod weights;
 
 pub use adaln::{
@@ -39,17 +42,24 @@ pub use conv3d::conv3d;
 pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use error::LoadError;
 pub use feed_forward::FeedForward;
+pub use fused::FusedRows;
 pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;
 pub use infer::ShapeProbe;
+pub use input::{
+    Checked, InputError, StepTensors, check_guidance, expect_shape, patch_grid, same_shape,
+};
 pub use linear::{linear, linear_from_rows, linear_swapped_halves};
 pub use mmdit::{
     DualStreamBlock, JointAttention, JointLayout, MmditBlocks, SingleAttention, SingleStreamBlock,
 };
 pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
-pub use params::{KeyMap, ModelParams, ParamSource, Stored, TensorMap};
+pub use params::{ModelParams, ParamSource, Stored, TensorMap};
 pub use patch_embed::{PatchEmbed3d, PatchError};
 pub use qkv::{Heads, QK_NORM_EPS, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};
+pub use transformer::{
+    DiffusionTransformer, Layout, TransformerConfig, check_positive, config_error,
+};
 pub use weights::{Weights, WeightsView};

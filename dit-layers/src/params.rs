@@ -2,10 +2,10 @@
 //! another layout mapped onto the reference names, or random initialisation.
 //!
 //! A model written against [`ParamSource`] has one constructor for all of them: it asks for
-//! each layer by its reference name, and the source answers. [`ModelParams`] is the source of
-//! the checkpoint-or-random cases: a layout that only renames is a [`KeyMap`], one that also
-//! fuses projections or reorders rows (HunyuanVideo's original files) a [`TensorMap`]; FLUX.1's
-//! BFL files implement [`ParamSource`] themselves.
+//! each layer by its reference name, and the source answers. [`ModelParams`] is that source for
+//! every case: a checkpoint under the reference names, a checkpoint in another layout whose
+//! [`TensorMap`] says where each reference tensor is stored (renamed, fused into a bigger
+//! projection, reordered), or random initialisation.
 
 use std::ops::Range;
 
@@ -41,17 +41,6 @@ pub trait ParamSource<B: Backend>: Sized {
     fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>, LoadError>;
 }
 
-/// How a checkpoint in a non-reference layout names the reference modules: a pure renaming
-/// (every tensor keeps its shape).
-#[derive(Debug, Clone, Copy)]
-pub struct KeyMap {
-    /// The checkpoint's name of the reference module or parameter `path` (dotted segments), or
-    /// `None` when the layout has no counterpart.
-    pub name: fn(&[&str]) -> Option<String>,
-    /// The layout, as errors name it (`"Wan's original checkpoint layout"`).
-    pub layout: &'static str,
-}
-
 /// Where a checkpoint of another layout stores the tensors of a reference module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
@@ -70,11 +59,14 @@ pub enum Stored {
     /// The linear layer `key` with the two halves of its output rows swapped: a modulation
     /// stored as (shift, scale) where the reference reads (scale, shift).
     SwappedHalves(String),
+    /// The RMS norm `key` with its learned scale named `scale` rather than `weight` (Black
+    /// Forest Labs' QK norms).
+    Scale(String),
 }
 
-/// How a checkpoint in a non-reference layout stores the reference modules, where it fuses or
-/// reorders tensors as well as renaming them. Only linear layers may be [`Stored::Rows`] or
-/// [`Stored::SwappedHalves`].
+/// How a checkpoint in a non-reference layout stores the reference modules: renamed, fused or
+/// reordered. Only linear layers may be [`Stored::Rows`] or [`Stored::SwappedHalves`], only
+/// RMS norms [`Stored::Scale`].
 pub trait TensorMap {
     /// Where the checkpoint stores the reference module or parameter `path` (dotted segments),
     /// or `None` when the layout has no counterpart.
@@ -84,23 +76,11 @@ pub trait TensorMap {
     fn layout(&self) -> &'static str;
 }
 
-impl TensorMap for KeyMap {
-    fn locate(&self, path: &[&str]) -> Option<Stored> {
-        (self.name)(path).map(Stored::Renamed)
-    }
-
-    fn layout(&self) -> &'static str {
-        self.layout
-    }
-}
-
 /// Where [`ModelParams`] reads from.
 #[derive(Clone, Copy)]
 enum Origin<'a> {
     /// A checkpoint under the reference names.
     Reference(&'a Weights),
-    /// A checkpoint renamed by a [`KeyMap`].
-    Renamed(&'a Weights, KeyMap),
     /// A checkpoint whose tensors a [`TensorMap`] locates.
     Mapped(&'a Weights, &'a dyn TensorMap),
     /// Burn's initialisers.
@@ -108,7 +88,7 @@ enum Origin<'a> {
 }
 
 /// The parameters of a model addressed by reference (diffusers) module paths: read from a
-/// checkpoint (reference names, or renamed by a [`KeyMap`]) or freshly initialised.
+/// checkpoint (reference names, or located by a [`TensorMap`]) or freshly initialised.
 ///
 /// Random parameters (seed them with `B::seed`): linear layers and patch embeddings from Burn's
 /// Kaiming-uniform initialiser (like PyTorch's), norm scales one and shifts zero, raw parameter
@@ -126,11 +106,6 @@ impl<'a, B: Backend> ModelParams<'a, B> {
     /// The tensors of `weights`, stored under the reference names, loaded onto `device`.
     pub fn checkpoint(weights: &'a Weights, device: &'a B::Device) -> Self {
         Self::from_origin(Origin::Reference(weights), device)
-    }
-
-    /// The tensors of `weights`, stored under the names `map` gives, loaded onto `device`.
-    pub fn renamed(weights: &'a Weights, map: KeyMap, device: &'a B::Device) -> Self {
-        Self::from_origin(Origin::Renamed(weights, map), device)
     }
 
     /// The tensors of `weights`, stored where `map` locates them (renamed, fused, reordered),
@@ -162,7 +137,6 @@ impl<'a, B: Backend> ModelParams<'a, B> {
             Origin::Reference(weights) => {
                 return Ok(Some((weights, Stored::Renamed(path.join(".")))));
             }
-            Origin::Renamed(weights, map) => (weights, map),
             Origin::Mapped(weights, map) => (weights, *map),
         };
         let stored = map.locate(&path).ok_or_else(|| LoadError::MissingKey {
@@ -179,15 +153,25 @@ impl<'a, B: Backend> ModelParams<'a, B> {
         match self.locate(name)? {
             None => Ok(None),
             Some((weights, Stored::Renamed(key))) => Ok(Some((weights, key))),
-            Some((_, Stored::Rows { key, .. } | Stored::SwappedHalves(key))) => {
-                Err(LoadError::MissingKey {
-                    key: self.path_of(name),
-                    source_desc: format!(
-                        "the checkpoint as a whole tensor ({key:?} stores it fused or reordered, \
-                         which only a linear layer can be)"
-                    ),
-                })
-            }
+            Some((
+                _,
+                Stored::Rows { key, .. } | Stored::SwappedHalves(key) | Stored::Scale(key),
+            )) => Err(LoadError::MissingKey {
+                key: self.path_of(name),
+                source_desc: format!(
+                    "the checkpoint as a whole tensor ({key:?} stores it fused or reordered, \
+                         which only a linear layer or a norm can be)"
+                ),
+            }),
+        }
+    }
+
+    /// The error for the module `name`, which the layout stores in `key` as `what`, a kind of
+    /// tensor this module cannot be.
+    fn misplaced(&self, name: &str, key: &str, what: &str) -> LoadError {
+        LoadError::MissingKey {
+            key: self.path_of(name),
+            source_desc: format!("the checkpoint ({key:?} is stored as {what})"),
         }
     }
 
@@ -295,16 +279,26 @@ impl<B: Backend> ParamSource<B> for ModelParams<'_, B> {
             Stored::SwappedHalves(key) => {
                 linear_swapped_halves(&weights.view(&key), d_in, d_out, bias, self.device)
             }
+            Stored::Scale(key) => Err(self.misplaced(name, &key, "an RMS norm's scale")),
         }
     }
 
     fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>, LoadError> {
-        match self.view(name)? {
-            Some(view) => RmsNorm::load(&view, dim, eps, self.device),
-            None => Ok(RmsNorm {
-                weight: Param::from_tensor(Tensor::ones([dim], self.device)),
-                eps,
-            }),
-        }
+        let weight = match self.locate(name)? {
+            None => Tensor::ones([dim], self.device),
+            Some((weights, Stored::Renamed(key))) => {
+                return RmsNorm::load(&weights.view(&key), dim, eps, self.device);
+            }
+            Some((weights, Stored::Scale(key))) => {
+                weights.view(&key).tensor("scale", [dim], self.device)?
+            }
+            Some((_, Stored::Rows { key, .. } | Stored::SwappedHalves(key))) => {
+                return Err(self.misplaced(name, &key, "a fused linear layer"));
+            }
+        };
+        Ok(RmsNorm {
+            weight: Param::from_tensor(weight),
+            eps,
+        })
     }
 }

@@ -103,6 +103,20 @@ impl MultiAxisRope {
         self.table_from_positions(&positions, &device)
     }
 
+    /// The table over a video's token grid `[frames, height, width]` (after patching), tokens in
+    /// (frame, row, column) order at positions (frame, row, column) on three axes.
+    pub fn grid_table<B: Backend>(
+        &self,
+        [f, h, w]: [usize; 3],
+        device: &B::Device,
+    ) -> Result<RopeTable<B>, RopeError> {
+        let positions: Vec<f64> = (0..f)
+            .flat_map(|i| (0..h).flat_map(move |j| (0..w).flat_map(move |k| [i, j, k])))
+            .map(|p| p as f64)
+            .collect();
+        self.table_from_positions(&positions, device)
+    }
+
     /// The table for positions given row-major on the host: `positions[t * axes + a]` is the
     /// position of token `t` on axis `a`.
     pub fn table_from_positions<B: Backend>(

@@ -36,8 +36,8 @@ pub enum PipelineError {
     #[error("text encoder: {0}")]
     TextEncoder(#[from] text_encoders::InputError),
     /// The transformer rejected its input.
-    #[error("transformer input: {0}")]
-    Transformer(String),
+    #[error("transformer {0}")]
+    Transformer(#[from] dit_layers::InputError),
     /// Bad cache settings.
     #[error(transparent)]
     Cache(#[from] dicache_core::CacheError),

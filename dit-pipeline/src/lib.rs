@@ -2,14 +2,18 @@
 //! diffusers-layout pipeline folder, one error type naming the component or setting at fault,
 //! the checks of a request, and the fidelity metrics (PSNR, SSIM) of a generated output.
 
+mod denoise;
 mod error;
 mod folder;
+mod pipeline;
 pub mod quality;
 mod request;
 mod timing;
 
+pub use denoise::{Denoised, Passes, denoise};
 pub use error::PipelineError;
 pub use folder::PipelineFolder;
+pub use pipeline::{Output, Pipeline, Request, Settings};
 pub use request::{
     check_max_sequence_length, check_noise_shape, check_pixel_size, check_steps, check_video_size,
     latent_frames,

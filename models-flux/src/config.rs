@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use dit_layers::{LoadError, MultiAxisRope, ShapeProbe, Weights};
+use dit_layers::{
+    LoadError, MultiAxisRope, ShapeProbe, TransformerConfig, Weights, check_positive,
+};
 use serde::{Deserialize, Serialize};
 
 /// Width of the MLP in every block relative to the hidden size (fixed in FLUX.1).
@@ -92,57 +94,9 @@ impl FluxConfig {
         self.num_layers + self.num_single_layers
     }
 
-    /// Checks that the settings describe a buildable model; `source` names where they came
-    /// from in the error.
-    pub fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        for (name, value) in [
-            ("patch_size", self.patch_size),
-            ("in_channels", self.in_channels),
-            ("attention_head_dim", self.attention_head_dim),
-            ("num_attention_heads", self.num_attention_heads),
-            ("joint_attention_dim", self.joint_attention_dim),
-            ("pooled_projection_dim", self.pooled_projection_dim),
-        ] {
-            if value == 0 {
-                return Err(fail(format!("{name} must be positive")));
-            }
-        }
-        if self.out_channels == Some(0) {
-            return Err(fail("out_channels must be positive".into()));
-        }
-        if self.num_blocks() == 0 {
-            return Err(fail(
-                "num_layers + num_single_layers must be positive".into(),
-            ));
-        }
-        let rope = self
-            .rope()
-            .map_err(|e| fail(format!("axes_dims_rope: {e}")))?;
-        if rope.head_dim() != self.attention_head_dim {
-            return Err(fail(format!(
-                "axes_dims_rope {:?} sums to {}, but attention_head_dim is {}",
-                self.axes_dims_rope,
-                rope.head_dim(),
-                self.attention_head_dim
-            )));
-        }
-        Ok(())
-    }
-
     /// The rotary embedding of this configuration.
     pub fn rope(&self) -> Result<MultiAxisRope, dit_layers::RopeError> {
         MultiAxisRope::new(self.axes_dims_rope.clone(), ROPE_THETA)
-    }
-
-    /// Reads and checks a diffusers `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let config: Self = dit_layers::read_json(path)?;
-        config.validate(path)?;
-        Ok(config)
     }
 
     /// Infers the configuration of a BFL single-file checkpoint (`path`, for errors) from its
@@ -150,7 +104,7 @@ impl FluxConfig {
     /// highest `double_blocks.N` / `single_blocks.N`, head size from the QK-norm scale, guidance
     /// from `guidance_in`. The rotary split is not stored: `axes_dims_rope` is used when given,
     /// else FLUX.1's `[16, 56, 56]` when the head size is 128, else this fails.
-    pub fn infer_bfl(
+    pub fn infer_original(
         weights: &Weights,
         path: &Path,
         axes_dims_rope: Option<Vec<usize>>,
@@ -204,5 +158,47 @@ impl FluxConfig {
         };
         config.validate(path)?;
         Ok(config)
+    }
+}
+
+impl TransformerConfig for FluxConfig {
+    const NAME: &'static str = "FluxConfig";
+
+    fn validate(&self, source: &Path) -> Result<(), LoadError> {
+        let fail = |message: String| LoadError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        check_positive(
+            source,
+            &[
+                ("patch_size", self.patch_size),
+                ("in_channels", self.in_channels),
+                ("attention_head_dim", self.attention_head_dim),
+                ("num_attention_heads", self.num_attention_heads),
+                ("joint_attention_dim", self.joint_attention_dim),
+                ("pooled_projection_dim", self.pooled_projection_dim),
+            ],
+        )?;
+        if self.out_channels == Some(0) {
+            return Err(fail("out_channels must be positive".into()));
+        }
+        if self.num_blocks() == 0 {
+            return Err(fail(
+                "num_layers + num_single_layers must be positive".into(),
+            ));
+        }
+        let rope = self
+            .rope()
+            .map_err(|e| fail(format!("axes_dims_rope: {e}")))?;
+        if rope.head_dim() != self.attention_head_dim {
+            return Err(fail(format!(
+                "axes_dims_rope {:?} sums to {}, but attention_head_dim is {}",
+                self.axes_dims_rope,
+                rope.head_dim(),
+                self.attention_head_dim
+            )));
+        }
+        Ok(())
     }
 }

@@ -1,34 +1,10 @@
-//! The inputs of one transformer call and their checks against the configuration.
+//! The inputs of one transformer call, their checks against the configuration, and what a
+//! generation computes from them once rather than every step.
 
 use burn::tensor::{Tensor, backend::Backend};
-use thiserror::Error;
+use dit_layers::{Checked, InputError, RopeTable, StepTensors, check_guidance, expect_shape};
 
 use crate::FluxConfig;
-
-/// Inputs that do not fit the model; every variant names the input.
-#[derive(Debug, Error, PartialEq)]
-pub enum InputError {
-    /// A tensor has the wrong shape.
-    #[error("input {name}: expected shape {expected}, found {found:?}")]
-    Shape {
-        /// The input (`latents`, `img_ids`, ...).
-        name: &'static str,
-        /// The expected shape, with symbolic sizes (`[batch, img_tokens, 64]`).
-        expected: String,
-        /// The shape given.
-        found: Vec<usize>,
-    },
-    /// Guidance given to a model without guidance embedding, or missing for one with it.
-    #[error(
-        "input guidance: the model {} a guidance embedding (guidance_embeds = {model}) but guidance was {}",
-        if *model { "has" } else { "has no" },
-        if *model { "not given" } else { "given" }
-    )]
-    Guidance {
-        /// Whether the model embeds guidance.
-        model: bool,
-    },
-}
 
 /// The inputs of one FLUX.1 transformer call, as diffusers' `FluxTransformer2DModel.forward`
 /// takes them.
@@ -52,90 +28,70 @@ pub struct FluxInput<B: Backend> {
     pub txt_ids: Tensor<B, 2>,
 }
 
-/// A [`FluxInput`] checked against a model's configuration by
-/// [`crate::FluxTransformer::check_input`]; the only input the model runs on.
+/// What [`crate::FluxTransformer::check_input`] computes once from a call's constant inputs.
 #[derive(Debug, Clone)]
-pub struct CheckedInput<B: Backend>(FluxInput<B>);
+pub struct FluxPrepared<B: Backend> {
+    /// Rotary table over `[txt; img]` tokens.
+    pub rope: RopeTable<B>,
+    /// `context_embedder(encoder_hidden_states)` `[batch, txt_tokens, hidden]`.
+    pub txt: Tensor<B, 3>,
+}
 
-impl<B: Backend> CheckedInput<B> {
-    /// The inputs.
-    pub fn get(&self) -> &FluxInput<B> {
-        &self.0
-    }
+/// A [`FluxInput`] checked by [`crate::FluxTransformer::check_input`], with what it prepared.
+pub type CheckedInput<B> = Checked<FluxInput<B>, FluxPrepared<B>>;
 
-    /// Back to the unchecked inputs (to change them for the next call).
-    pub fn into_inner(self) -> FluxInput<B> {
-        self.0
+impl<B: Backend> StepTensors<B, 3> for FluxInput<B> {
+    fn step_tensors(&mut self) -> (&mut Tensor<B, 3>, &mut Tensor<B, 1>) {
+        (&mut self.latents, &mut self.timestep)
     }
 }
 
 impl<B: Backend> FluxInput<B> {
     /// Checks every shape against `config` and each other.
-    pub(crate) fn check(self, config: &FluxConfig) -> Result<CheckedInput<B>, InputError> {
+    pub(crate) fn check(&self, config: &FluxConfig) -> Result<(), InputError> {
         let [batch, img_tokens, _] = self.latents.dims();
         let txt_tokens = self.encoder_hidden_states.dims()[1];
         let axes = config.axes_dims_rope.len();
-        let expect = |name, found: Vec<usize>, want: &[usize], symbolic: String| {
-            if found == want {
-                Ok(())
-            } else {
-                Err(InputError::Shape {
-                    name,
-                    expected: symbolic,
-                    found,
-                })
-            }
-        };
-        expect(
+        expect_shape(
             "latents",
-            self.latents.dims().to_vec(),
+            &self.latents.dims(),
             &[batch, img_tokens, config.in_channels],
             format!("[batch, img_tokens, {}]", config.in_channels),
         )?;
-        expect(
+        expect_shape(
             "encoder_hidden_states",
-            self.encoder_hidden_states.dims().to_vec(),
+            &self.encoder_hidden_states.dims(),
             &[batch, txt_tokens, config.joint_attention_dim],
             format!("[{batch}, txt_tokens, {}]", config.joint_attention_dim),
         )?;
-        expect(
+        expect_shape(
             "pooled_projections",
-            self.pooled_projections.dims().to_vec(),
+            &self.pooled_projections.dims(),
             &[batch, config.pooled_projection_dim],
             format!("[{batch}, {}]", config.pooled_projection_dim),
         )?;
-        expect(
+        expect_shape(
             "timestep",
-            self.timestep.dims().to_vec(),
+            &self.timestep.dims(),
             &[batch],
             format!("[{batch}]"),
         )?;
-        match (&self.guidance, config.guidance_embeds) {
-            (Some(g), true) => expect(
-                "guidance",
-                g.dims().to_vec(),
-                &[batch],
-                format!("[{batch}]"),
-            )?,
-            (None, false) => {}
-            _ => {
-                return Err(InputError::Guidance {
-                    model: config.guidance_embeds,
-                });
-            }
-        }
-        expect(
+        check_guidance(
+            self.guidance.as_ref().map(Tensor::dims),
+            config.guidance_embeds,
+            batch,
+        )?;
+        expect_shape(
             "img_ids",
-            self.img_ids.dims().to_vec(),
+            &self.img_ids.dims(),
             &[img_tokens, axes],
             format!("[{img_tokens}, {axes}]"),
         )?;
-        expect(
+        expect_shape(
             "txt_ids",
-            self.txt_ids.dims().to_vec(),
+            &self.txt_ids.dims(),
             &[txt_tokens, axes],
             format!("[{txt_tokens}, {axes}]"),
-        )?;
-        Ok(CheckedInput(self))
+        )
     }
 }

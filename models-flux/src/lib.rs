@@ -2,10 +2,10 @@
 //! `FluxTransformer2DModel`, with the [`dicache_core::CacheableModel`] interface so the cache
 //! engine can probe and skip its blocks.
 //!
-//! Loads diffusers folders ([`FluxTransformer::load_diffusers`]) and Black Forest Labs' single
-//! files ([`FluxTransformer::load_bfl`]); [`FluxTransformer::random`] builds a model of any
-//! [`FluxConfig`] with random weights for benchmarks. [`FluxPipeline`] runs the whole
-//! prompt-to-image pipeline from a diffusers-layout folder.
+//! Loads like every transformer of the workspace ([`DiffusionTransformer`]): diffusers folders,
+//! Black Forest Labs' single files (the [`Layout::Original`], [`BflLayout`]) and random weights
+//! for benchmarks. [`FluxPipeline`] runs the whole prompt-to-image pipeline from a
+//! diffusers-layout folder.
 
 mod bfl;
 mod config;
@@ -14,12 +14,13 @@ mod latents;
 mod model;
 pub mod pipeline;
 
-pub use bfl::BflCheckpoint;
+pub use bfl::BflLayout;
 pub use config::{FluxConfig, MLP_RATIO, ROPE_THETA};
 pub use dit_layers::{
-    AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, DualStreamBlock, FeedForward,
-    JointAttention, Modulation, QkvProjection, SingleAttention, SingleStreamBlock,
+    AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, DiffusionTransformer,
+    DualStreamBlock, FeedForward, InputError, JointAttention, Layout, Modulation, QkvProjection,
+    SingleAttention, SingleStreamBlock, TransformerConfig,
 };
-pub use input::{CheckedInput, FluxInput, InputError};
-pub use model::{FluxContext, FluxState, FluxTransformer, Layout};
+pub use input::{CheckedInput, FluxInput, FluxPrepared};
+pub use model::{FluxContext, FluxState, FluxTransformer};
 pub use pipeline::{FluxOutput, FluxPipeline, FluxRequest};

@@ -1,5 +1,5 @@
 //! diffusers `FluxTransformer2DModel`: embeddings, double- then single-stream blocks, output
-//! norm and projection; loading from both checkpoint layouts; the cache-engine interface.
+//! norm and projection; its place among the loadable transformers; the cache-engine interface.
 
 use std::{ops::Range, path::Path};
 
@@ -10,27 +10,16 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, JointLayout, LoadError, MmditBlocks, ModelParams, MultiAxisRope,
-    ParamSource, RopeTable, TimeTextEmbedding, Weights, model_folder,
+    AdaLayerNormContinuous, DiffusionTransformer, InputError, JointLayout, LoadError, MmditBlocks,
+    ModelParams, MultiAxisRope, ParamSource, RopeTable, TensorMap, TimeTextEmbedding, Weights,
+    config_error,
 };
 
-use crate::{CheckedInput, FluxConfig, FluxInput, InputError, MLP_RATIO, bfl::BflCheckpoint};
-
-/// BFL checkpoints may store every name under this prefix (ComfyUI-style exports).
-const BFL_PREFIX: &str = "model.diffusion_model.";
+use crate::{CheckedInput, FluxConfig, FluxInput, FluxPrepared, MLP_RATIO, bfl::BflLayout};
 
 /// Timesteps and guidance arrive in `[0, 1]`-ish units and are scaled by this before the
 /// sinusoidal projection (diffusers `FluxTransformer2DModel.forward`).
 const TIME_SCALE: f64 = 1000.0;
-
-/// How a checkpoint names its tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// diffusers `FluxTransformer2DModel` names (`transformer_blocks.N.attn.to_q`).
-    Diffusers,
-    /// Black Forest Labs' original names (`double_blocks.N.img_attn.qkv`, fused).
-    Bfl,
-}
 
 /// The FLUX.1 transformer (dev or schnell).
 #[derive(Module, Debug)]
@@ -73,21 +62,17 @@ pub struct FluxState<B: Backend> {
     pub img: Tensor<B, 3>,
 }
 
-impl<B: Backend> FluxTransformer<B> {
-    /// Builds the model for `config` from `src`; `source` names the configuration's origin in
-    /// errors.
-    fn build(
-        config: FluxConfig,
-        src: &impl ParamSource<B>,
-        source: &Path,
-    ) -> Result<Self, LoadError> {
-        config.validate(source)?;
+impl<B: Backend> DiffusionTransformer<B> for FluxTransformer<B> {
+    type Config = FluxConfig;
+    /// FLUX.1's rotary split `axes_dims_rope` (see [`FluxConfig::infer_original`]).
+    type OriginalHint = Option<Vec<usize>>;
+    /// ComfyUI-style exports store every name under this prefix.
+    const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
+
+    fn build(config: FluxConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
         let hidden = config.hidden_size();
         let (heads, head_dim) = (config.num_attention_heads, config.attention_head_dim);
-        let pos_embed = config.rope().map_err(|e| LoadError::Config {
-            path: source.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let pos_embed = config.rope().map_err(config_error::<FluxConfig>)?;
         Ok(Self {
             time_text_embed: TimeTextEmbedding::new(
                 &src.at("time_text_embed"),
@@ -117,87 +102,38 @@ impl<B: Backend> FluxTransformer<B> {
         })
     }
 
-    /// A model of `config` with random weights from Burn's initialisers (seed with `B::seed`),
-    /// for benchmarks and tests that need no reference numbers; e.g. a medium model:
-    /// `FluxConfig { num_layers: 4, num_single_layers: 8, num_attention_heads: 6, ..FluxConfig::dev() }`
-    /// (hidden 768). Fails only on an invalid configuration.
-    pub fn random(config: &FluxConfig, device: &B::Device) -> Result<Self, LoadError> {
-        Self::build(
-            config.clone(),
-            &ModelParams::random(device),
-            Path::new("FluxConfig given in code"),
-        )
+    /// Black Forest Labs' single file (`flux1-dev.safetensors`).
+    fn original_layout(config: &FluxConfig) -> Box<dyn TensorMap> {
+        Box::new(BflLayout::of(config))
     }
 
-    /// Loads `weights`, stored in `layout`, as a model of `config`. Every tensor must have the
-    /// shape `config` implies and every tensor of the checkpoint must be used, so a configuration
-    /// that does not match the weights is an error.
-    pub fn from_weights(
-        config: FluxConfig,
+    fn infer_original(
         weights: &Weights,
-        layout: Layout,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let source = Path::new("FluxConfig given for the checkpoint");
-        let model = match layout {
-            Layout::Diffusers => {
-                Self::build(config, &ModelParams::checkpoint(weights, device), source)?
-            }
-            Layout::Bfl => Self::build(config, &BflCheckpoint::new(weights, device), source)?,
-        };
-        weights.check_all_used()?;
-        Ok(model)
-    }
-
-    /// Loads a diffusers transformer folder (`config.json` and one or more
-    /// `*.safetensors` shards with their index), or a pipeline folder holding one in
-    /// `transformer/`.
-    pub fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let dir = model_folder(dir, "transformer");
-        let config = FluxConfig::from_file(&dir.join("config.json"))?;
-        let weights = Weights::open(&dir)?;
-        Self::from_weights(config, &weights, Layout::Diffusers, device)
-    }
-
-    /// Loads a BFL single-file checkpoint (`flux1-dev.safetensors`, with or without the
-    /// `model.diffusion_model.` prefix), inferring the configuration from its shapes (see
-    /// [`FluxConfig::infer_bfl`] for `axes_dims_rope`).
-    pub fn load_bfl(
         file: &Path,
         axes_dims_rope: Option<Vec<usize>>,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let weights = Weights::open(file)?.strip_prefix(BFL_PREFIX);
-        let config = FluxConfig::infer_bfl(&weights, file, axes_dims_rope)?;
-        Self::from_weights(config, &weights, Layout::Bfl, device)
+    ) -> Result<FluxConfig, LoadError> {
+        FluxConfig::infer_original(weights, file, axes_dims_rope)
     }
 
-    /// Loads a checkpoint in either layout: a folder as diffusers, a file as BFL (FLUX.1's
-    /// rotary split).
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        if path.is_dir() {
-            Self::load_diffusers(path, device)
-        } else {
-            Self::load_bfl(path, None, device)
-        }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &FluxConfig {
+    fn config(&self) -> &FluxConfig {
         &self.config
     }
+}
 
-    /// Checks `input` against the configuration; the model runs only on checked inputs.
+impl<B: Backend> FluxTransformer<B> {
+    /// Checks `input` against the configuration and computes its constant parts (rotary table,
+    /// embedded text); the model runs only on checked inputs.
     pub fn check_input(&self, input: FluxInput<B>) -> Result<CheckedInput<B>, InputError> {
-        input.check(&self.config)
-    }
-
-    /// The velocity prediction `[batch, img_tokens, patch_size² * out_channels]` of one call,
-    /// every block computed (no cache).
-    pub fn forward(&self, input: &CheckedInput<B>) -> Tensor<B, 3> {
-        let (ctx, state) = self.embed(input);
-        let state = self.run_blocks(&ctx, state, 0..self.config.num_blocks());
-        self.head(&ctx, state.img)
+        input.check(&self.config)?;
+        let ids = Tensor::cat(vec![input.txt_ids.clone(), input.img_ids.clone()], 0);
+        let rope = self
+            .pos_embed
+            .table(ids)
+            .expect("checked: one id column per rotary axis");
+        let txt = self
+            .context_embedder
+            .forward(input.encoder_hidden_states.clone());
+        Ok(CheckedInput::new(input, FluxPrepared { rope, txt }))
     }
 
     /// The conditioning vector `[batch, hidden]` of `input`.
@@ -209,21 +145,13 @@ impl<B: Backend> FluxTransformer<B> {
             input.pooled_projections.clone(),
         )
     }
-
-    /// The rotary table over `[txt; img]` tokens of `input`.
-    pub fn rotary_table(&self, input: &CheckedInput<B>) -> RopeTable<B> {
-        let input = input.get();
-        let ids = Tensor::cat(vec![input.txt_ids.clone(), input.img_ids.clone()], 0);
-        self.pos_embed
-            .table(ids)
-            .expect("CheckedInput has one id column per rotary axis")
-    }
 }
 
 impl<B: Backend> CacheableModel<B> for FluxTransformer<B> {
     type Input = CheckedInput<B>;
     type Context = FluxContext<B>;
     type State = FluxState<B>;
+    /// The velocity prediction `[batch, img_tokens, patch_size² * out_channels]`.
     type Output = Tensor<B, 3>;
 
     /// Double-stream blocks `0..num_layers`, then single-stream blocks.
@@ -232,17 +160,13 @@ impl<B: Backend> CacheableModel<B> for FluxTransformer<B> {
     }
 
     fn embed(&self, input: &Self::Input) -> (Self::Context, Self::State) {
-        let rope = self.rotary_table(input);
-        let raw = input.get();
         let ctx = FluxContext {
-            temb: self.conditioning(raw),
-            rope,
+            temb: self.conditioning(input.get()),
+            rope: input.prepared().rope.clone(),
         };
         let state = FluxState {
-            txt: self
-                .context_embedder
-                .forward(raw.encoder_hidden_states.clone()),
-            img: self.x_embedder.forward(raw.latents.clone()),
+            txt: input.prepared().txt.clone(),
+            img: self.x_embedder.forward(input.get().latents.clone()),
         };
         (ctx, state)
     }

@@ -1,15 +1,13 @@
 //! Prompt to image: diffusers' `FluxPipeline` (text encoders, flow-match Euler sampling with
 //! the transformer behind a cache session, VAE decoding), from a diffusers-layout folder.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use dicache_core::{CachePolicy, CacheSession, Pass, Trace};
-pub use dit_pipeline::PipelineError;
-use dit_pipeline::PipelineFolder;
+use dicache_core::CachePolicy;
+use dit_layers::DiffusionTransformer;
+pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
+use dit_pipeline::{Passes, PipelineFolder, denoise};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{ClipTextModel, PromptTokenizer, T5EncoderModel};
 use vae::AutoencoderKl;
@@ -18,48 +16,14 @@ use crate::{FluxInput, FluxTransformer, latents};
 
 /// CLIP's fixed prompt length in the FLUX pipeline (`tokenizer_max_length`).
 const CLIP_MAX_LENGTH: usize = 77;
-/// The guidance scale FluxPipeline uses when none is given.
+/// The guidance scale FluxPipeline uses when none is given (on guidance-distilled models).
 pub const DEFAULT_GUIDANCE: f64 = 3.5;
-/// FluxPipeline's default number of denoising steps.
-pub const DEFAULT_STEPS: usize = 28;
-/// FluxPipeline's default T5 prompt length.
-pub const DEFAULT_MAX_SEQUENCE_LENGTH: usize = 512;
 
-/// What to generate.
-#[derive(Debug, Clone)]
-pub struct FluxRequest<B: Backend> {
-    /// The prompt.
-    pub prompt: String,
-    /// Image width in pixels (a multiple of 16 for the FLUX VAE).
-    pub width: usize,
-    /// Image height in pixels.
-    pub height: usize,
-    /// Denoising steps.
-    pub steps: usize,
-    /// Embedded guidance scale; `None` takes 3.5 on guidance-distilled models (dev) and nothing
-    /// on the others (schnell), where giving one is an error.
-    pub guidance: Option<f64>,
-    /// T5 prompt length in tokens.
-    pub max_sequence_length: usize,
-    /// The initial noise in the unpacked layout `[1, 16, height/8, width/8]`.
-    pub noise: Tensor<B, 4>,
-}
-
-/// What a generation returns.
-#[derive(Debug)]
-pub struct FluxOutput<B: Backend> {
-    /// The sampler's final latents, unpacked `[1, 16, height/8, width/8]`, before the VAE's
-    /// scaling and shift are undone.
-    pub latents: Tensor<B, 4>,
-    /// The decoded image `[1, 3, height, width]`, nominally in `[-1, 1]` (see
-    /// [`vae::to_rgb8`]).
-    pub image: Tensor<B, 4>,
-    /// Wall time of the denoising loop (every transformer call and scheduler step, not the
-    /// prompt encoding or the VAE decoding), read after the backend finished its work.
-    pub denoise_time: Duration,
-    /// The cache trace, one entry per transformer call.
-    pub trace: Trace,
-}
+/// A FLUX generation request: an image, no model-specific settings.
+pub type FluxRequest<B> = Request<B, 4, ()>;
+/// A FLUX generation's output: `latents` unpacked `[1, 16, height/8, width/8]`, the image
+/// `[1, 3, height, width]`.
+pub type FluxOutput<B> = Output<B, 4>;
 
 /// The FLUX.1 pipeline: tokenizers, CLIP and T5 encoders, transformer, VAE and scheduler.
 pub struct FluxPipeline<B: Backend> {
@@ -75,9 +39,65 @@ pub struct FluxPipeline<B: Backend> {
 }
 
 impl<B: Backend> FluxPipeline<B> {
+    /// The transformer.
+    pub fn transformer(&self) -> &FluxTransformer<B> {
+        &self.transformer
+    }
+
+    /// Pixels per latent cell along each side (8 for FLUX's VAE).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.scale_factor()
+    }
+
+    /// CLIP's pooled embedding `[1, 768]` and T5's hidden states `[1, max_len, 4096]`.
+    fn encode_prompt(
+        &self,
+        prompt: &str,
+        max_sequence_length: usize,
+    ) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
+        let clip_ids = self
+            .clip_tokenizer
+            .encode(&[prompt])?
+            .ids_tensor::<B>(&self.device);
+        let pooled = self.clip.forward(clip_ids)?.pooled;
+        let t5_tokenizer = PromptTokenizer::t5(&self.t5_tokenizer, max_sequence_length)?;
+        let t5_ids = t5_tokenizer
+            .encode(&[prompt])?
+            .ids_tensor::<B>(&self.device);
+        let text = self.t5.forward(t5_ids, None)?;
+        Ok((pooled, text))
+    }
+
+    /// The flow-match Euler schedule of `steps` steps for `image_tokens` packed tokens.
+    fn sampler(
+        &self,
+        steps: usize,
+        image_tokens: usize,
+    ) -> Result<FlowMatchEulerDiscreteScheduler, PipelineError> {
+        let mut scheduler = self.scheduler.clone();
+        let mu = scheduler.mu_for_seq_len(image_tokens);
+        scheduler.set_timesteps(steps, Some(linspace_sigmas(steps)), Some(mu))?;
+        Ok(scheduler)
+    }
+}
+
+impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
+    const NAME: &'static str = "FLUX";
+    /// FluxPipeline's defaults (guidance 3.5 on dev; schnell takes none).
+    const DEFAULTS: Settings = Settings {
+        width: 1024,
+        height: 1024,
+        frames: 1,
+        steps: 28,
+        guidance: None,
+        max_sequence_length: 512,
+    };
+    const NEGATIVE_PROMPT: bool = false;
+    type Extra = ();
+
     /// Loads a diffusers-layout FLUX pipeline folder; `transformer_file` replaces its
     /// `transformer/` with a single-file checkpoint (BFL's `flux1-dev.safetensors`).
-    pub fn load(
+    fn load(
         folder: &Path,
         transformer_file: Option<&Path>,
         device: &B::Device,
@@ -116,122 +136,65 @@ impl<B: Backend> FluxPipeline<B> {
         })
     }
 
-    /// The transformer.
-    pub fn transformer(&self) -> &FluxTransformer<B> {
-        &self.transformer
-    }
-
-    /// Pixels per latent cell along each side (8 for FLUX's VAE).
-    pub fn vae_scale_factor(&self) -> usize {
-        self.vae.scale_factor()
-    }
-
-    /// Checks `width` x `height` and returns the unpacked latent shape `[1, 16, h, w]`.
-    pub fn latent_shape(&self, width: usize, height: usize) -> Result<[usize; 4], PipelineError> {
-        dit_pipeline::check_pixel_size(
-            "image",
-            width,
-            height,
-            self.vae_scale_factor(),
-            2,
-            "2x2 token patches",
-        )?;
+    /// Checks `width` x `height` (`frames` must be 1) and returns the unpacked latent shape
+    /// `[1, 16, h, w]`.
+    fn latent_shape(
+        &self,
+        width: usize,
+        height: usize,
+        frames: usize,
+    ) -> Result<[usize; 4], PipelineError> {
+        if frames != 1 {
+            return Err(PipelineError::Request(format!(
+                "FLUX makes images: frames must be 1, not {frames}"
+            )));
+        }
+        let s = self.vae_scale_factor();
+        dit_pipeline::check_pixel_size("image", width, height, s, 2, "2x2 token patches")?;
         let channels = self.transformer.config().in_channels / 4;
-        Ok([
-            1,
-            channels,
-            height / self.vae_scale_factor(),
-            width / self.vae_scale_factor(),
-        ])
+        Ok([1, channels, height / s, width / s])
     }
 
-    /// Runs the pipeline with the cache `policy`, calling `on_step(done, total)` after each
-    /// denoising step.
-    pub fn generate(
+    fn generate(
         &self,
         request: &FluxRequest<B>,
         policy: CachePolicy,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<FluxOutput<B>, PipelineError> {
-        let shape = self.latent_shape(request.width, request.height)?;
-        dit_pipeline::check_steps(request.steps)?;
-        dit_pipeline::check_noise_shape(
-            &request.noise.dims(),
-            &shape,
-            &format!("a {}x{} image", request.width, request.height),
-        )?;
-        let guidance =
-            resolve_guidance(self.transformer.config().guidance_embeds, request.guidance)?;
-        let (pooled, text) = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
-        let [_, _, h, w] = shape;
-        let mut sample = latents::pack(request.noise.clone());
-        let img_ids = latents::image_ids::<B>(h, w, &self.device);
-        let txt_ids = Tensor::<B, 2>::zeros([text.dims()[1], 3], &self.device);
-
-        let mut scheduler = self.scheduler.clone();
-        let sigmas = linspace_sigmas(request.steps);
-        let mu = scheduler.mu_for_seq_len(sample.dims()[1]);
-        scheduler.set_timesteps(request.steps, Some(sigmas), Some(mu))?;
-        let mut session = CacheSession::new(
+        self.check_request(request)?;
+        let s = &request.settings;
+        let guidance = resolve_guidance(self.transformer.config().guidance_embeds, s.guidance)?;
+        let (pooled, text) = self.encode_prompt(&request.prompt, s.max_sequence_length)?;
+        let [_, _, h, w] = request.noise.dims();
+        let noise = latents::pack(request.noise.clone());
+        let mut sampler = self.sampler(s.steps, noise.dims()[1])?;
+        let input = self.transformer.check_input(FluxInput {
+            latents: noise.clone(),
+            encoder_hidden_states: text.clone(),
+            pooled_projections: pooled,
+            timestep: Tensor::zeros([1], &self.device),
+            guidance: guidance
+                .map(|g| Tensor::from_data(TensorData::new(vec![g as f32], [1]), &self.device)),
+            img_ids: latents::image_ids::<B>(h, w, &self.device),
+            txt_ids: Tensor::zeros([text.dims()[1], 3], &self.device),
+        })?;
+        let denoised = denoise(
+            &self.transformer,
+            &mut sampler,
             policy,
-            request.steps,
-            dicache_core::CacheableModel::num_blocks(&self.transformer),
+            noise,
+            Passes::Single(input),
+            |t| t / 1000.0,
+            on_step,
         )?;
-        let timesteps = scheduler.timesteps().to_vec();
-        let start = Instant::now();
-        for (i, t) in timesteps.iter().enumerate() {
-            let input = self
-                .transformer
-                .check_input(FluxInput {
-                    latents: sample.clone(),
-                    encoder_hidden_states: text.clone(),
-                    pooled_projections: pooled.clone(),
-                    timestep: Tensor::from_data(
-                        TensorData::new(vec![*t / 1000.0], [1]),
-                        &self.device,
-                    ),
-                    guidance: guidance.map(|g| {
-                        Tensor::from_data(TensorData::new(vec![g as f32], [1]), &self.device)
-                    }),
-                    img_ids: img_ids.clone(),
-                    txt_ids: txt_ids.clone(),
-                })
-                .map_err(|e| PipelineError::Transformer(e.to_string()))?;
-            let velocity = session.forward(&self.transformer, &input, i, Pass::Single)?;
-            sample = scheduler.step(velocity, sample, i)?;
-            on_step(i + 1, timesteps.len());
-        }
-        let denoise_time = dit_pipeline::elapsed_synced::<B>(start, &self.device)?;
-        let final_latents = latents::unpack(sample, h, w);
-        let image = self
-            .vae
-            .decode(self.vae.unscale_latents(final_latents.clone()))?;
-        Ok(FluxOutput {
-            latents: final_latents,
-            image,
-            denoise_time,
-            trace: session.into_trace(),
+        let latents = latents::unpack(denoised.latents, h, w);
+        let image = self.vae.decode(self.vae.unscale_latents(latents.clone()))?;
+        Ok(Output {
+            latents,
+            decoded: image,
+            denoise_time: denoised.time,
+            trace: denoised.trace,
         })
-    }
-
-    /// CLIP's pooled embedding `[1, 768]` and T5's hidden states `[1, max_len, 4096]`.
-    fn encode_prompt(
-        &self,
-        prompt: &str,
-        max_sequence_length: usize,
-    ) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
-        dit_pipeline::check_max_sequence_length(max_sequence_length)?;
-        let clip_ids = self
-            .clip_tokenizer
-            .encode(&[prompt])?
-            .ids_tensor::<B>(&self.device);
-        let pooled = self.clip.forward(clip_ids)?.pooled;
-        let t5_tokenizer = PromptTokenizer::t5(&self.t5_tokenizer, max_sequence_length)?;
-        let t5_ids = t5_tokenizer
-            .encode(&[prompt])?
-            .ids_tensor::<B>(&self.device);
-        let text = self.t5.forward(t5_ids, None)?;
-        Ok((pooled, text))
     }
 }
 

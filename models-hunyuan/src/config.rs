@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use dit_layers::{AnglePrecision, LoadError, MultiAxisRope, ShapeProbe, Weights};
+use dit_layers::{
+    AnglePrecision, LoadError, MultiAxisRope, ShapeProbe, TransformerConfig, Weights,
+    check_positive,
+};
 use serde::{Deserialize, Serialize};
 
 /// The only query/key normalisation of HunyuanVideo (and of this port): a per-head RMS norm.
@@ -139,86 +142,6 @@ impl HunyuanVideoConfig {
         )
     }
 
-    /// Checks that the settings describe a model this port builds; `source` names where they
-    /// came from in the error.
-    pub fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        for (name, value) in [
-            ("in_channels", self.in_channels),
-            ("num_attention_heads", self.num_attention_heads),
-            ("attention_head_dim", self.attention_head_dim),
-            ("patch_size", self.patch_size),
-            ("patch_size_t", self.patch_size_t),
-            ("text_embed_dim", self.text_embed_dim),
-            ("pooled_projection_dim", self.pooled_projection_dim),
-        ] {
-            if value == 0 {
-                return Err(fail(format!("{name} must be positive")));
-            }
-        }
-        if self.num_blocks() == 0 {
-            return Err(fail(
-                "num_layers + num_single_layers must be positive".into(),
-            ));
-        }
-        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_dim() == 0 {
-            return Err(fail(format!(
-                "mlp_ratio {} must give a positive MLP width",
-                self.mlp_ratio
-            )));
-        }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(fail(format!(
-                "rope_theta {} must be positive",
-                self.rope_theta
-            )));
-        }
-        if self.qk_norm != QK_NORM_RMS {
-            return Err(fail(format!(
-                "qk_norm {:?} is not supported, only {QK_NORM_RMS:?}",
-                self.qk_norm
-            )));
-        }
-        match self.image_condition_type.as_deref() {
-            None | Some("latent_concat") => {}
-            Some(other) => {
-                return Err(fail(format!(
-                    "image_condition_type {other:?} is not supported: only text-to-video (null) \
-                     and \"latent_concat\"; the \"token_replace\" image-to-video blocks are not \
-                     ported"
-                )));
-            }
-        }
-        if self.rope_axes_dim.len() != 3 {
-            return Err(fail(format!(
-                "rope_axes_dim {:?} must have three axes (frames, height, width)",
-                self.rope_axes_dim
-            )));
-        }
-        let rope = self
-            .rope()
-            .map_err(|e| fail(format!("rope_axes_dim: {e}")))?;
-        if rope.head_dim() != self.attention_head_dim {
-            return Err(fail(format!(
-                "rope_axes_dim {:?} sums to {}, but attention_head_dim is {}",
-                self.rope_axes_dim,
-                rope.head_dim(),
-                self.attention_head_dim
-            )));
-        }
-        Ok(())
-    }
-
-    /// Reads and checks a diffusers `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let config: Self = dit_layers::read_json(path)?;
-        config.validate(path)?;
-        Ok(config)
-    }
-
     /// Infers the configuration of `weights`, a checkpoint in Tencent's original layout read
     /// from `path` (names without the `module.` prefix): channels, patch, hidden and head size,
     /// MLP width, block and refiner-block counts and the guidance embedding from the tensor
@@ -318,5 +241,79 @@ impl HunyuanVideoConfig {
         }
         config.validate(path)?;
         Ok(config)
+    }
+}
+
+impl TransformerConfig for HunyuanVideoConfig {
+    const NAME: &'static str = "HunyuanVideoConfig";
+
+    fn validate(&self, source: &Path) -> Result<(), LoadError> {
+        let fail = |message: String| LoadError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        check_positive(
+            source,
+            &[
+                ("in_channels", self.in_channels),
+                ("num_attention_heads", self.num_attention_heads),
+                ("attention_head_dim", self.attention_head_dim),
+                ("patch_size", self.patch_size),
+                ("patch_size_t", self.patch_size_t),
+                ("text_embed_dim", self.text_embed_dim),
+                ("pooled_projection_dim", self.pooled_projection_dim),
+            ],
+        )?;
+        if self.num_blocks() == 0 {
+            return Err(fail(
+                "num_layers + num_single_layers must be positive".into(),
+            ));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_dim() == 0 {
+            return Err(fail(format!(
+                "mlp_ratio {} must give a positive MLP width",
+                self.mlp_ratio
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(fail(format!(
+                "rope_theta {} must be positive",
+                self.rope_theta
+            )));
+        }
+        if self.qk_norm != QK_NORM_RMS {
+            return Err(fail(format!(
+                "qk_norm {:?} is not supported, only {QK_NORM_RMS:?}",
+                self.qk_norm
+            )));
+        }
+        match self.image_condition_type.as_deref() {
+            None | Some("latent_concat") => {}
+            Some(other) => {
+                return Err(fail(format!(
+                    "image_condition_type {other:?} is not supported: only text-to-video (null) \
+                     and \"latent_concat\"; the \"token_replace\" image-to-video blocks are not \
+                     ported"
+                )));
+            }
+        }
+        if self.rope_axes_dim.len() != 3 {
+            return Err(fail(format!(
+                "rope_axes_dim {:?} must have three axes (frames, height, width)",
+                self.rope_axes_dim
+            )));
+        }
+        let rope = self
+            .rope()
+            .map_err(|e| fail(format!("rope_axes_dim: {e}")))?;
+        if rope.head_dim() != self.attention_head_dim {
+            return Err(fail(format!(
+                "rope_axes_dim {:?} sums to {}, but attention_head_dim is {}",
+                self.rope_axes_dim,
+                rope.head_dim(),
+                self.attention_head_dim
+            )));
+        }
+        Ok(())
     }
 }

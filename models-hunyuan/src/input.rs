@@ -1,58 +1,12 @@
-//! The inputs of one transformer call and their checks against the configuration.
+//! The inputs of one transformer call, their checks against the configuration, and what a
+//! generation computes from them once rather than every step.
 
 use burn::tensor::{Int, Tensor, backend::Backend};
-use thiserror::Error;
+use dit_layers::{
+    Checked, InputError, RopeTable, StepTensors, check_guidance, expect_shape, patch_grid,
+};
 
 use crate::{HunyuanVideoConfig, TextMask};
-
-/// Inputs that do not fit the model; every variant names the input.
-#[derive(Debug, Error, PartialEq)]
-pub enum InputError {
-    /// A tensor has the wrong shape.
-    #[error("input {name}: expected shape {expected}, found {found:?}")]
-    Shape {
-        /// The input (`latents`, `timestep`, ...).
-        name: &'static str,
-        /// The expected shape, with symbolic sizes.
-        expected: String,
-        /// The shape given.
-        found: Vec<usize>,
-    },
-    /// A video size is not a positive multiple of the patch.
-    #[error(
-        "input latents: {axis} = {size} is not a positive multiple of the patch size {patch} on \
-         that axis"
-    )]
-    NotDivisible {
-        /// `frames`, `height` or `width`.
-        axis: &'static str,
-        /// The size given.
-        size: usize,
-        /// The patch size on that axis.
-        patch: usize,
-    },
-    /// Guidance given to a model without guidance embedding, or missing for one with it.
-    #[error(
-        "input guidance: the model {} a guidance embedding (guidance_embeds = {model}) but guidance was {}",
-        if *model { "has" } else { "has no" },
-        if *model { "not given" } else { "given" }
-    )]
-    Guidance {
-        /// Whether the model embeds guidance.
-        model: bool,
-    },
-    /// A row of the text mask is not ones followed by zeros, or has no valid token.
-    #[error(
-        "input encoder_attention_mask: row {row} is {values:?}; each row must be 1s (valid \
-         tokens, at least one) followed by 0s (right padding)"
-    )]
-    Mask {
-        /// The batch row.
-        row: usize,
-        /// Its values.
-        values: Vec<i64>,
-    },
-}
 
 /// The inputs of one HunyuanVideo transformer call, as diffusers'
 /// `HunyuanVideoTransformer3DModel.forward` takes them.
@@ -73,40 +27,34 @@ pub struct HunyuanVideoInput<B: Backend> {
     pub guidance: Option<Tensor<B, 1>>,
 }
 
-/// A [`HunyuanVideoInput`] checked against a model's configuration by
-/// [`crate::HunyuanVideoTransformer::check_input`]; the only input the model runs on.
+/// What [`crate::HunyuanVideoTransformer::check_input`] computes once from a call's constant
+/// inputs.
 #[derive(Debug, Clone)]
-pub struct CheckedInput<B: Backend> {
-    input: HunyuanVideoInput<B>,
-    grid: [usize; 3],
-    mask: TextMask,
+pub struct HunyuanVideoPrepared<B: Backend> {
+    /// The token grid `[frames, height, width]` after patching.
+    pub grid: [usize; 3],
+    /// The valid text tokens of each row.
+    pub mask: TextMask,
+    /// Rotary table over the video tokens.
+    pub rope: RopeTable<B>,
 }
 
-impl<B: Backend> CheckedInput<B> {
-    /// The inputs.
-    pub fn get(&self) -> &HunyuanVideoInput<B> {
-        &self.input
-    }
+/// A [`HunyuanVideoInput`] checked by [`crate::HunyuanVideoTransformer::check_input`], with
+/// what it prepared.
+pub type CheckedInput<B> = Checked<HunyuanVideoInput<B>, HunyuanVideoPrepared<B>>;
 
-    /// The token grid `[frames, height, width]` after patching.
-    pub fn grid(&self) -> [usize; 3] {
-        self.grid
-    }
-
-    /// The valid text tokens of each row.
-    pub fn text_mask(&self) -> &TextMask {
-        &self.mask
-    }
-
-    /// Back to the unchecked inputs (to change them for the next call).
-    pub fn into_inner(self) -> HunyuanVideoInput<B> {
-        self.input
+impl<B: Backend> StepTensors<B, 5> for HunyuanVideoInput<B> {
+    fn step_tensors(&mut self) -> (&mut Tensor<B, 5>, &mut Tensor<B, 1>) {
+        (&mut self.latents, &mut self.timestep)
     }
 }
 
 impl<B: Backend> HunyuanVideoInput<B> {
-    /// Checks every shape against `config` and each other, and reads the text mask.
-    pub(crate) fn check(self, config: &HunyuanVideoConfig) -> Result<CheckedInput<B>, InputError> {
+    /// Checks every shape against `config` and each other; the token grid and the text mask.
+    pub(crate) fn check(
+        &self,
+        config: &HunyuanVideoConfig,
+    ) -> Result<([usize; 3], TextMask), InputError> {
         let shape = |name, expected: String, found: &[usize]| InputError::Shape {
             name,
             expected,
@@ -120,21 +68,13 @@ impl<B: Backend> HunyuanVideoInput<B> {
                 &self.latents.dims(),
             ));
         }
-        let mut grid = [0; 3];
-        let sizes = [("frames", frames), ("height", height), ("width", width)];
-        for (i, ((axis, size), patch)) in sizes.into_iter().zip(config.patch()).enumerate() {
-            if size == 0 || size % patch != 0 {
-                return Err(InputError::NotDivisible { axis, size, patch });
-            }
-            grid[i] = size / patch;
-        }
-        if self.timestep.dims() != [batch] {
-            return Err(shape(
-                "timestep",
-                format!("[{batch}]"),
-                &self.timestep.dims(),
-            ));
-        }
+        let grid = patch_grid([frames, height, width], config.patch(), None)?;
+        expect_shape(
+            "timestep",
+            &self.timestep.dims(),
+            &[batch],
+            format!("[{batch}]"),
+        )?;
         let [text_batch, tokens, text_dim] = self.encoder_hidden_states.dims();
         if text_batch != batch || tokens == 0 || text_dim != config.text_embed_dim {
             return Err(shape(
@@ -157,17 +97,11 @@ impl<B: Backend> HunyuanVideoInput<B> {
                 &self.pooled_projections.dims(),
             ));
         }
-        match (&self.guidance, config.guidance_embeds) {
-            (Some(g), true) if g.dims() != [batch] => {
-                return Err(shape("guidance", format!("[{batch}]"), &g.dims()));
-            }
-            (Some(_), true) | (None, false) => {}
-            _ => {
-                return Err(InputError::Guidance {
-                    model: config.guidance_embeds,
-                });
-            }
-        }
+        check_guidance(
+            self.guidance.as_ref().map(Tensor::dims),
+            config.guidance_embeds,
+            batch,
+        )?;
         let values: Vec<i64> = self
             .encoder_attention_mask
             .clone()
@@ -189,10 +123,6 @@ impl<B: Backend> HunyuanVideoInput<B> {
                 }
             })
             .collect::<Result<_, _>>()?;
-        Ok(CheckedInput {
-            input: self,
-            grid,
-            mask: TextMask::new(lengths, tokens),
-        })
+        Ok((grid, TextMask::new(lengths, tokens)))
     }
 }

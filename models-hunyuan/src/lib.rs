@@ -8,10 +8,9 @@
 //! stream is the video tokens. HunyuanVideo is guidance-distilled: one call per denoising step
 //! (`Pass::Single`).
 //!
-//! Loads diffusers folders ([`HunyuanVideoTransformer::load_diffusers`]) and single files in
-//! Tencent's original layout ([`HunyuanVideoTransformer::load_original`]);
-//! [`HunyuanVideoTransformer::random`] builds a model of any [`HunyuanVideoConfig`] with random
-//! weights for benchmarks.
+//! Loads like every transformer of the workspace ([`DiffusionTransformer`]): diffusers folders,
+//! single files in Tencent's original layout (the [`Layout::Original`], [`OriginalLayout`]) and
+//! random weights for benchmarks.
 
 mod config;
 mod input;
@@ -22,10 +21,13 @@ mod refiner;
 mod text_mask;
 
 pub use config::{HunyuanVideoConfig, QK_NORM_RMS, REFINER_MLP_RATIO};
-pub use dit_layers::{DualStreamBlock, JointAttention, SingleAttention, SingleStreamBlock};
-pub use input::{CheckedInput, HunyuanVideoInput, InputError};
+pub use dit_layers::{
+    DiffusionTransformer, DualStreamBlock, InputError, JointAttention, Layout, SingleAttention,
+    SingleStreamBlock, TransformerConfig,
+};
+pub use input::{CheckedInput, HunyuanVideoInput, HunyuanVideoPrepared};
 pub use model::{HunyuanVideoContext, HunyuanVideoState, HunyuanVideoTransformer};
-pub use original::{Layout, OriginalLayout};
+pub use original::OriginalLayout;
 pub use pipeline::{HunyuanVideoOutput, HunyuanVideoPipeline, HunyuanVideoRequest};
 pub use refiner::{RefinerAttention, RefinerBlock, TokenRefiner};
 pub use text_mask::TextMask;

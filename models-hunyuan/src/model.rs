@@ -11,13 +11,14 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, JointLayout, LoadError, MmditBlocks, ModelParams, MultiAxisRope,
-    ParamSource, PatchEmbed3d, RopeTable, TimeTextEmbedding, Weights, model_folder,
+    AdaLayerNormContinuous, DiffusionTransformer, InputError, JointLayout, LoadError, MmditBlocks,
+    ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TensorMap, TimeTextEmbedding,
+    Weights, config_error,
 };
 
 use crate::{
-    CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, InputError, Layout, OriginalLayout,
-    TokenRefiner, original::ORIGINAL_PREFIX,
+    CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoPrepared, OriginalLayout,
+    TokenRefiner,
 };
 
 /// The HunyuanVideo transformer.
@@ -65,22 +66,18 @@ pub struct HunyuanVideoState<B: Backend> {
     pub text: Tensor<B, 3>,
 }
 
-impl<B: Backend> HunyuanVideoTransformer<B> {
-    /// Builds the model for `config` from `src`; `source` names the configuration's origin in
-    /// errors.
-    fn build(
-        config: HunyuanVideoConfig,
-        src: &ModelParams<'_, B>,
-        source: &Path,
-    ) -> Result<Self, LoadError> {
-        config.validate(source)?;
+impl<B: Backend> DiffusionTransformer<B> for HunyuanVideoTransformer<B> {
+    type Config = HunyuanVideoConfig;
+    /// The rotary split `rope_axes_dim` (see [`HunyuanVideoConfig::infer_original`]).
+    type OriginalHint = Option<Vec<usize>>;
+    /// The `module` entry of DeepSpeed's `mp_rank_00_model_states.pt`, flattened.
+    const ORIGINAL_PREFIX: &'static str = "module.";
+
+    fn build(config: HunyuanVideoConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
         let hidden = config.hidden_size();
         let (heads, head_dim) = (config.num_attention_heads, config.attention_head_dim);
         let mlp_dim = config.mlp_dim();
-        let rope = config.rope().map_err(|e| LoadError::Config {
-            path: source.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let rope = config.rope().map_err(config_error::<HunyuanVideoConfig>)?;
         Ok(Self {
             x_embedder: src.patch_embed(
                 "x_embedder.proj",
@@ -110,87 +107,37 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
         })
     }
 
-    /// A model of `config` with random weights (seed with `B::seed`), for benchmarks and tests
-    /// that need no reference numbers; e.g. a smaller one:
-    /// `HunyuanVideoConfig { num_layers: 2, num_single_layers: 4, ..HunyuanVideoConfig::hunyuan_video() }`.
-    /// Fails only on an invalid configuration.
-    pub fn random(config: &HunyuanVideoConfig, device: &B::Device) -> Result<Self, LoadError> {
-        Self::build(
-            config.clone(),
-            &ModelParams::random(device),
-            Path::new("HunyuanVideoConfig given in code"),
-        )
+    /// Tencent's original `HYVideoDiffusionTransformer` names.
+    fn original_layout(config: &HunyuanVideoConfig) -> Box<dyn TensorMap> {
+        Box::new(OriginalLayout::of(config))
     }
 
-    /// Loads `weights`, stored in `layout`, as a model of `config`. Every tensor must have the
-    /// shape `config` implies and every tensor of the checkpoint must be used, so a
-    /// configuration that does not match the weights is an error.
-    pub fn from_weights(
-        config: HunyuanVideoConfig,
+    fn infer_original(
         weights: &Weights,
-        layout: Layout,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let source = Path::new("HunyuanVideoConfig given for the checkpoint");
-        let original = OriginalLayout::of(&config);
-        let params = match layout {
-            Layout::Diffusers => ModelParams::checkpoint(weights, device),
-            Layout::Original => ModelParams::mapped(weights, &original, device),
-        };
-        let model = Self::build(config, &params, source)?;
-        weights.check_all_used()?;
-        Ok(model)
-    }
-
-    /// Loads a diffusers transformer folder (`config.json` and one or more `*.safetensors`
-    /// shards with their index), or a pipeline folder holding one in `transformer/`.
-    pub fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let dir = model_folder(dir, "transformer");
-        let config = HunyuanVideoConfig::from_file(&dir.join("config.json"))?;
-        let weights = Weights::open(&dir)?;
-        Self::from_weights(config, &weights, Layout::Diffusers, device)
-    }
-
-    /// Loads a single file in Tencent's original layout (`mp_rank_00_model_states.pt`
-    /// converted to safetensors, with or without the `module.` prefix), inferring the
-    /// configuration from its shapes (see [`HunyuanVideoConfig::infer_original`] for
-    /// `rope_axes_dim`).
-    pub fn load_original(
         file: &Path,
         rope_axes_dim: Option<Vec<usize>>,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let weights = Weights::open(file)?.strip_prefix(ORIGINAL_PREFIX);
-        let config = HunyuanVideoConfig::infer_original(&weights, file, rope_axes_dim)?;
-        Self::from_weights(config, &weights, Layout::Original, device)
+    ) -> Result<HunyuanVideoConfig, LoadError> {
+        HunyuanVideoConfig::infer_original(weights, file, rope_axes_dim)
     }
 
-    /// Loads a checkpoint in either layout: a folder as diffusers, a file as Tencent's original
-    /// (HunyuanVideo's rotary split).
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        if path.is_dir() {
-            Self::load_diffusers(path, device)
-        } else {
-            Self::load_original(path, None, device)
-        }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &HunyuanVideoConfig {
+    fn config(&self) -> &HunyuanVideoConfig {
         &self.config
     }
+}
 
-    /// Checks `input` against the configuration; the model runs only on checked inputs.
+impl<B: Backend> HunyuanVideoTransformer<B> {
+    /// Checks `input` against the configuration and computes its token grid, text mask and
+    /// rotary table; the model runs only on checked inputs.
     pub fn check_input(&self, input: HunyuanVideoInput<B>) -> Result<CheckedInput<B>, InputError> {
-        input.check(&self.config)
-    }
-
-    /// The prediction `[batch, out_channels, frames, height, width]` of one call, every block
-    /// computed (no cache).
-    pub fn forward(&self, input: &CheckedInput<B>) -> Tensor<B, 5> {
-        let (ctx, state) = self.embed(input);
-        let state = self.run_blocks(&ctx, state, 0..self.config.num_blocks());
-        self.head(&ctx, state.video)
+        let (grid, mask) = input.check(&self.config)?;
+        let rope = self
+            .rope
+            .grid_table(grid, &input.latents.device())
+            .expect("a validated configuration has three rotary axes");
+        Ok(CheckedInput::new(
+            input,
+            HunyuanVideoPrepared { grid, mask, rope },
+        ))
     }
 
     /// The conditioning vector `temb` `[batch, hidden]` of `input`.
@@ -208,21 +155,9 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
         self.context_embedder.forward(
             raw.encoder_hidden_states.clone(),
             raw.timestep.clone(),
-            input.text_mask(),
+            &input.prepared().mask,
             self.config.num_attention_heads,
         )
-    }
-
-    /// The rotary table over a token grid `[frames, height, width]` (after patching), tokens
-    /// in (frame, row, column) order.
-    pub fn rotary_table(&self, [f, h, w]: [usize; 3], device: &B::Device) -> RopeTable<B> {
-        let positions: Vec<f64> = (0..f)
-            .flat_map(|i| (0..h).flat_map(move |j| (0..w).flat_map(move |k| [i, j, k])))
-            .map(|p| p as f64)
-            .collect();
-        self.rope
-            .table_from_positions(&positions, device)
-            .expect("three positions per token for a three-axis embedding")
     }
 
     /// Folds patch tokens `[batch, f * h * w, out_channels * pt * p * p]` (channel-major, as
@@ -258,8 +193,8 @@ impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
         let video_tokens = video.dims()[1];
         let ctx = HunyuanVideoContext {
             temb: self.conditioning(raw),
-            rope: self.rotary_table(grid, &video.device()),
-            key_lengths: input.text_mask().joint_key_lengths(video_tokens),
+            rope: input.prepared().rope.clone(),
+            key_lengths: input.prepared().mask.joint_key_lengths(video_tokens),
             grid,
         };
         let state = HunyuanVideoState {

@@ -10,58 +10,26 @@
 //! (scale, shift). The mapping is the inverse of diffusers'
 //! `convert_hunyuan_video_transformer_to_diffusers`.
 
-use dit_layers::{Stored, TensorMap};
+use dit_layers::{FusedRows, Stored, TensorMap};
 
 use crate::HunyuanVideoConfig;
 
-/// The prefix a converted original checkpoint may carry on every name (the `module` entry of
-/// DeepSpeed's `mp_rank_00_model_states.pt`, flattened).
-pub(crate) const ORIGINAL_PREFIX: &str = "module.";
-
-/// How a checkpoint names its tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// diffusers `HunyuanVideoTransformer3DModel` names (`transformer_blocks.N.attn.to_q`).
-    Diffusers,
-    /// Tencent's original `HYVideoDiffusionTransformer` names (`double_blocks.N.img_attn_qkv`).
-    Original,
-}
-
-/// The original layout of a model with hidden size `hidden` and block MLP width `mlp_dim`
-/// (the sizes of its fused row blocks).
+/// Where Tencent's original `HYVideoDiffusionTransformer` checkpoint
+/// (`double_blocks.N.img_attn_qkv`) stores each diffusers parameter.
 #[derive(Debug, Clone, Copy)]
 pub struct OriginalLayout {
-    /// Hidden size: the rows of each of q, k, v in a fused projection.
-    pub hidden: usize,
-    /// Inner width of the blocks' MLPs: the rows of the MLP input in a single block's `linear1`.
-    pub mlp_dim: usize,
+    /// The sizes of the fused row blocks.
+    rows: FusedRows,
 }
 
 impl OriginalLayout {
     /// The layout of a model of `config`.
     pub fn of(config: &HunyuanVideoConfig) -> Self {
         Self {
-            hidden: config.hidden_size(),
-            mlp_dim: config.mlp_dim(),
-        }
-    }
-
-    /// Projection `index` (q, k, v) of the fused `q; k; v` layer `key`.
-    fn qkv(&self, key: String, index: usize) -> Stored {
-        let h = self.hidden;
-        Stored::Rows {
-            key,
-            rows: index * h..(index + 1) * h,
-            total: 3 * h,
-        }
-    }
-
-    /// Rows `rows` of the single block `b`'s `linear1` (`q; k; v; mlp`).
-    fn linear1(&self, b: &str, rows: std::ops::Range<usize>) -> Stored {
-        Stored::Rows {
-            key: format!("{b}.linear1"),
-            rows,
-            total: 3 * self.hidden + self.mlp_dim,
+            rows: FusedRows {
+                hidden: config.hidden_size(),
+                mlp_dim: config.mlp_dim(),
+            },
         }
     }
 
@@ -72,9 +40,9 @@ impl OriginalLayout {
         match rest {
             ["norm1"] => renamed("norm1"),
             ["norm2"] => renamed("norm2"),
-            ["attn", "to_q"] => Some(self.qkv(format!("{b}.self_attn_qkv"), 0)),
-            ["attn", "to_k"] => Some(self.qkv(format!("{b}.self_attn_qkv"), 1)),
-            ["attn", "to_v"] => Some(self.qkv(format!("{b}.self_attn_qkv"), 2)),
+            ["attn", "to_q"] => Some(self.rows.qkv(format!("{b}.self_attn_qkv"), 0)),
+            ["attn", "to_k"] => Some(self.rows.qkv(format!("{b}.self_attn_qkv"), 1)),
+            ["attn", "to_v"] => Some(self.rows.qkv(format!("{b}.self_attn_qkv"), 2)),
             ["attn", "to_out", "0"] => renamed("self_attn_proj"),
             ["ff", "net", "0", "proj"] => renamed("mlp.fc1"),
             ["ff", "net", "2"] => renamed("mlp.fc2"),
@@ -87,16 +55,9 @@ impl OriginalLayout {
     /// double block `b`.
     fn double_block(&self, b: &str, rest: &[&str]) -> Option<Stored> {
         let renamed = |name: &str| Some(Stored::Renamed(format!("{b}.{name}")));
-        let qkv = |stream: &str, index| Some(self.qkv(format!("{b}.{stream}_attn_qkv"), index));
         match rest {
             ["norm1", "linear"] => renamed("img_mod.linear"),
             ["norm1_context", "linear"] => renamed("txt_mod.linear"),
-            ["attn", "to_q"] => qkv("img", 0),
-            ["attn", "to_k"] => qkv("img", 1),
-            ["attn", "to_v"] => qkv("img", 2),
-            ["attn", "add_q_proj"] => qkv("txt", 0),
-            ["attn", "add_k_proj"] => qkv("txt", 1),
-            ["attn", "add_v_proj"] => qkv("txt", 2),
             ["attn", "norm_q"] => renamed("img_attn_q_norm"),
             ["attn", "norm_k"] => renamed("img_attn_k_norm"),
             ["attn", "norm_added_q"] => renamed("txt_attn_q_norm"),
@@ -107,7 +68,11 @@ impl OriginalLayout {
             ["ff", "net", "2"] => renamed("img_mlp.fc2"),
             ["ff_context", "net", "0", "proj"] => renamed("txt_mlp.fc1"),
             ["ff_context", "net", "2"] => renamed("txt_mlp.fc2"),
-            _ => None,
+            _ => self.rows.joint_qkv(
+                rest,
+                &format!("{b}.img_attn_qkv"),
+                &format!("{b}.txt_attn_qkv"),
+            ),
         }
     }
 
@@ -115,17 +80,12 @@ impl OriginalLayout {
     /// original's single block `b`.
     fn single_block(&self, b: &str, rest: &[&str]) -> Option<Stored> {
         let renamed = |name: &str| Some(Stored::Renamed(format!("{b}.{name}")));
-        let h = self.hidden;
         match rest {
             ["norm", "linear"] => renamed("modulation.linear"),
-            ["attn", "to_q"] => Some(self.linear1(b, 0..h)),
-            ["attn", "to_k"] => Some(self.linear1(b, h..2 * h)),
-            ["attn", "to_v"] => Some(self.linear1(b, 2 * h..3 * h)),
-            ["proj_mlp"] => Some(self.linear1(b, 3 * h..3 * h + self.mlp_dim)),
             ["attn", "norm_q"] => renamed("q_norm"),
             ["attn", "norm_k"] => renamed("k_norm"),
             ["proj_out"] => renamed("linear2"),
-            _ => None,
+            _ => self.rows.single_linear1(rest, &format!("{b}.linear1")),
         }
     }
 }

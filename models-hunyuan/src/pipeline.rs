@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use dicache_core::{CachePolicy, CacheSession, CacheableModel, Pass, Trace};
-pub use dit_pipeline::PipelineError;
-use dit_pipeline::PipelineFolder;
+use dicache_core::CachePolicy;
+use dit_layers::DiffusionTransformer;
+pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
+use dit_pipeline::{Passes, PipelineFolder, denoise};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{ClipTextModel, LlamaModel, LlamaPromptEncoder, PromptTokenizer};
 use vae::{HunyuanVideoVae, TileConfig};
@@ -17,61 +18,22 @@ use crate::{HunyuanVideoInput, HunyuanVideoTransformer};
 
 /// CLIP's prompt length in the pipeline (`_get_clip_prompt_embeds`' `max_sequence_length`).
 const CLIP_MAX_LENGTH: usize = 77;
-/// HunyuanVideoPipeline's default width.
-pub const DEFAULT_WIDTH: usize = 1280;
-/// HunyuanVideoPipeline's default height.
-pub const DEFAULT_HEIGHT: usize = 720;
-/// HunyuanVideoPipeline's default number of frames.
-pub const DEFAULT_FRAMES: usize = 129;
-/// HunyuanVideoPipeline's default number of denoising steps.
-pub const DEFAULT_STEPS: usize = 50;
 /// HunyuanVideoPipeline's default embedded guidance scale.
 pub const DEFAULT_GUIDANCE: f64 = 6.0;
-/// HunyuanVideoPipeline's default LLaMA prompt length (tokens after the template's crop).
-pub const DEFAULT_MAX_SEQUENCE_LENGTH: usize = 256;
 
-/// What to generate.
-#[derive(Debug, Clone)]
-pub struct HunyuanVideoRequest<B: Backend> {
-    /// The prompt (for both text encoders, as the pipeline uses it).
-    pub prompt: String,
-    /// Width in pixels (a multiple of 16).
-    pub width: usize,
-    /// Height in pixels (a multiple of 16).
-    pub height: usize,
-    /// Frames, `4k + 1`.
-    pub frames: usize,
-    /// Denoising steps.
-    pub steps: usize,
-    /// Embedded guidance scale (the transformer gets `guidance * 1000`; one call a step).
-    pub guidance: f64,
-    /// LLaMA prompt length in tokens, after the template's leading tokens are cropped.
-    pub max_sequence_length: usize,
-    /// The initial noise `[1, 16, (frames-1)/4+1, height/8, width/8]`.
-    pub noise: Tensor<B, 5>,
-    /// How the VAE decodes: an axis is tiled only when the clip is longer than one tile along
-    /// it, so small videos decode in one pass whatever the tiles. [`TileConfig::default`] is
-    /// diffusers after `vae.enable_tiling()` (as HunyuanVideo's own example runs it: 17 frames of
-    /// 256x256 at a time, for videos too large for one pass); `TileConfig { spatial: None,
-    /// temporal: Some(TemporalTiles::default()) }` is the pipeline without `enable_tiling`
-    /// (framewise decoding only); no tiles at all is one pass of the decoder.
-    ///
-    /// [`TemporalTiles::default()`]: vae::TemporalTiles
-    pub vae_tiles: TileConfig,
-}
-
-/// What a generation returns.
-#[derive(Debug)]
-pub struct HunyuanVideoOutput<B: Backend> {
-    /// The sampler's final latents `[1, 16, (frames-1)/4+1, height/8, width/8]`, before the
-    /// VAE's scaling factor is undone.
-    pub latents: Tensor<B, 5>,
-    /// The decoded video `[1, 3, frames, height, width]`, nominally in `[-1, 1]` (see
-    /// [`vae::video_to_rgb8`]).
-    pub video: Tensor<B, 5>,
-    /// The cache trace, one entry per transformer call (one a step).
-    pub trace: Trace,
-}
+/// A HunyuanVideo generation request; its extra setting is how the VAE decodes: an axis is
+/// tiled only when the clip is longer than one tile along it, so small videos decode in one
+/// pass whatever the tiles. [`TileConfig::default`] is diffusers after `vae.enable_tiling()` (as
+/// HunyuanVideo's own example runs it: 17 frames of 256x256 at a time, for videos too large for
+/// one pass); `TileConfig { spatial: None, temporal: Some(TemporalTiles::default()) }` is the
+/// pipeline without `enable_tiling` (framewise decoding only); no tiles at all is one pass of
+/// the decoder.
+///
+/// [`TemporalTiles::default()`]: vae::TemporalTiles
+pub type HunyuanVideoRequest<B> = Request<B, 5, TileConfig>;
+/// A HunyuanVideo generation's output: `latents` `[1, 16, (frames-1)/4+1, height/8, width/8]`
+/// before the VAE's scaling factor is undone, the video `[1, 3, frames, height, width]`.
+pub type HunyuanVideoOutput<B> = Output<B, 5>;
 
 /// The HunyuanVideo text-to-video pipeline: LLaMA and CLIP text encoders with their
 /// tokenizers, transformer, VAE, scheduler.
@@ -89,11 +51,53 @@ pub struct HunyuanVideoPipeline<B: Backend> {
 }
 
 impl<B: Backend> HunyuanVideoPipeline<B> {
+    /// The transformer.
+    pub fn transformer(&self) -> &HunyuanVideoTransformer<B> {
+        &self.transformer
+    }
+
+    /// Both text encoders' embeddings of `prompt` (the pipeline's `encode_prompt`).
+    fn encode_prompt(
+        &self,
+        prompt: &str,
+        max_sequence_length: usize,
+    ) -> Result<PromptEmbeds<B>, PipelineError> {
+        let encoder =
+            LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
+        let llama = encoder.encode(&self.llama, &[prompt], &self.device)?;
+        let clip_ids = self
+            .clip_tokenizer
+            .encode(&[prompt])?
+            .ids_tensor::<B>(&self.device);
+        let pooled = self.clip.forward(clip_ids)?.pooled;
+        Ok(PromptEmbeds {
+            text: llama.embeds,
+            mask: llama.mask,
+            pooled,
+        })
+    }
+}
+
+impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
+    const NAME: &'static str = "HunyuanVideo";
+    /// HunyuanVideoPipeline's defaults: 1280x720, 129 frames, 50 steps, embedded guidance 6,
+    /// LLaMA prompt length 256 (tokens after the template's crop).
+    const DEFAULTS: Settings = Settings {
+        width: 1280,
+        height: 720,
+        frames: 129,
+        steps: 50,
+        guidance: Some(DEFAULT_GUIDANCE),
+        max_sequence_length: 256,
+    };
+    const NEGATIVE_PROMPT: bool = false;
+    type Extra = TileConfig;
+
     /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
     /// `tokenizer/` and `text_encoder/` (LLaMA), `tokenizer_2/` and `text_encoder_2/` (CLIP),
     /// `transformer/`, `vae/`); `transformer_file` replaces its `transformer/` with a
     /// single-file checkpoint in Tencent's original layout.
-    pub fn load(
+    fn load(
         folder: &Path,
         transformer_file: Option<&Path>,
         device: &B::Device,
@@ -132,14 +136,9 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         })
     }
 
-    /// The transformer.
-    pub fn transformer(&self) -> &HunyuanVideoTransformer<B> {
-        &self.transformer
-    }
-
     /// Checks the video size and returns the latent shape
     /// `[1, 16, (frames-1)/t+1, height/s, width/s]` (t = 4, s = 8 for HunyuanVideo's VAE).
-    pub fn latent_shape(
+    fn latent_shape(
         &self,
         width: usize,
         height: usize,
@@ -164,85 +163,53 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         Ok([1, config.in_channels, latent_frames, height / s, width / s])
     }
 
-    /// Runs the pipeline with the cache `policy`, calling `on_step(done, total)` after each
-    /// denoising step.
-    pub fn generate(
+    /// One transformer call a step, the guidance embedded.
+    fn generate(
         &self,
         request: &HunyuanVideoRequest<B>,
         policy: CachePolicy,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<HunyuanVideoOutput<B>, PipelineError> {
-        let shape = self.latent_shape(request.width, request.height, request.frames)?;
-        dit_pipeline::check_steps(request.steps)?;
-        dit_pipeline::check_noise_shape(
-            &request.noise.dims(),
-            &shape,
-            &format!(
-                "a {}x{}x{} video",
-                request.width, request.height, request.frames
-            ),
-        )?;
-        let prompt = self.encode_prompt(&request.prompt, request.max_sequence_length)?;
+        self.check_request(request)?;
+        let s = &request.settings;
+        let prompt = self.encode_prompt(&request.prompt, s.max_sequence_length)?;
         // `torch.tensor([guidance_scale]) * 1000.0` in the transformer's dtype; a model without
         // a guidance embedding ignores it, so it gets none.
+        let guidance = s.guidance.unwrap_or(DEFAULT_GUIDANCE);
         let guidance = self.transformer.config().guidance_embeds.then(|| {
             Tensor::<B, 1>::from_data(
-                TensorData::new(vec![request.guidance as f32 * 1000.0], [1]),
+                TensorData::new(vec![guidance as f32 * 1000.0], [1]),
                 &self.device,
             )
         });
-
-        let mut scheduler = self.scheduler.clone();
-        scheduler.set_timesteps(request.steps, Some(unshifted_sigmas(request.steps)), None)?;
-        let mut session = CacheSession::new(policy, request.steps, self.transformer.num_blocks())?;
-        let mut sample = request.noise.clone();
-        let timesteps = scheduler.timesteps().to_vec();
-        for (i, t) in timesteps.iter().enumerate() {
-            let input = self
-                .transformer
-                .check_input(HunyuanVideoInput {
-                    latents: sample.clone(),
-                    timestep: Tensor::from_data(TensorData::new(vec![*t], [1]), &self.device),
-                    encoder_hidden_states: prompt.text.clone(),
-                    encoder_attention_mask: prompt.mask.clone(),
-                    pooled_projections: prompt.pooled.clone(),
-                    guidance: guidance.clone(),
-                })
-                .map_err(|e| PipelineError::Transformer(e.to_string()))?;
-            let velocity = session.forward(&self.transformer, &input, i, Pass::Single)?;
-            sample = scheduler.step(velocity, sample, i)?;
-            on_step(i + 1, timesteps.len());
-        }
-        let video = self.vae.decode_tiled(
-            self.vae.unscale_latents(sample.clone())?,
-            &request.vae_tiles,
+        let input = self.transformer.check_input(HunyuanVideoInput {
+            latents: request.noise.clone(),
+            timestep: Tensor::zeros([1], &self.device),
+            encoder_hidden_states: prompt.text,
+            encoder_attention_mask: prompt.mask,
+            pooled_projections: prompt.pooled,
+            guidance,
+        })?;
+        let mut sampler = self.scheduler.clone();
+        sampler.set_timesteps(s.steps, Some(unshifted_sigmas(s.steps)), None)?;
+        let denoised = denoise(
+            &self.transformer,
+            &mut sampler,
+            policy,
+            request.noise.clone(),
+            Passes::Single(input),
+            |t| t,
+            on_step,
         )?;
-        Ok(HunyuanVideoOutput {
-            latents: sample,
-            video,
-            trace: session.into_trace(),
-        })
-    }
-
-    /// Both text encoders' embeddings of `prompt` (the pipeline's `encode_prompt`).
-    fn encode_prompt(
-        &self,
-        prompt: &str,
-        max_sequence_length: usize,
-    ) -> Result<PromptEmbeds<B>, PipelineError> {
-        dit_pipeline::check_max_sequence_length(max_sequence_length)?;
-        let encoder =
-            LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
-        let llama = encoder.encode(&self.llama, &[prompt], &self.device)?;
-        let clip_ids = self
-            .clip_tokenizer
-            .encode(&[prompt])?
-            .ids_tensor::<B>(&self.device);
-        let pooled = self.clip.forward(clip_ids)?.pooled;
-        Ok(PromptEmbeds {
-            text: llama.embeds,
-            mask: llama.mask,
-            pooled,
+        let video = self.vae.decode_tiled(
+            self.vae.unscale_latents(denoised.latents.clone())?,
+            &request.extra,
+        )?;
+        Ok(Output {
+            latents: denoised.latents,
+            decoded: video,
+            denoise_time: denoised.time,
+            trace: denoised.trace,
         })
     }
 }

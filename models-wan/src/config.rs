@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use dit_layers::{LoadError, MultiAxisRope, ShapeProbe, Weights};
+use dit_layers::{
+    LoadError, MultiAxisRope, ShapeProbe, TransformerConfig, Weights, check_positive,
+};
 use serde::{Deserialize, Serialize};
 
 /// Base of the rotary angles (`WanRotaryPosEmbed(theta=10000)`).
@@ -127,74 +129,6 @@ impl WanConfig {
         MultiAxisRope::new(self.rope_axes().to_vec(), ROPE_THETA)
     }
 
-    /// Checks that the settings describe a buildable text-to-video model; `source` names where
-    /// they came from in the error.
-    pub fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        for (name, value) in [
-            ("num_attention_heads", self.num_attention_heads),
-            ("attention_head_dim", self.attention_head_dim),
-            ("in_channels", self.in_channels),
-            ("text_dim", self.text_dim),
-            ("freq_dim", self.freq_dim),
-            ("ffn_dim", self.ffn_dim),
-            ("num_layers", self.num_layers),
-            ("rope_max_seq_len", self.rope_max_seq_len),
-        ] {
-            if value == 0 {
-                return Err(fail(format!("{name} must be positive")));
-            }
-        }
-        if self.patch_size.contains(&0) {
-            return Err(fail(format!(
-                "patch_size {:?} must be positive",
-                self.patch_size
-            )));
-        }
-        if self.out_channels == Some(0) {
-            return Err(fail("out_channels must be positive".into()));
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(fail(format!("eps {} must be positive", self.eps)));
-        }
-        if self.qk_norm.as_deref() != Some(QK_NORM_ACROSS_HEADS) {
-            return Err(fail(format!(
-                "qk_norm {:?} is not supported, only {QK_NORM_ACROSS_HEADS:?}",
-                self.qk_norm
-            )));
-        }
-        for (name, value) in [
-            ("image_dim", self.image_dim),
-            ("added_kv_proj_dim", self.added_kv_proj_dim),
-            ("pos_embed_seq_len", self.pos_embed_seq_len),
-        ] {
-            if let Some(v) = value {
-                return Err(fail(format!(
-                    "{name} = {v}: image-to-video WAN models are not supported, only text-to-video \
-                     (image_dim, added_kv_proj_dim and pos_embed_seq_len must be null)"
-                )));
-            }
-        }
-        self.rope().map_err(|e| {
-            fail(format!(
-                "attention_head_dim {} gives the rotary split {:?}: {e}",
-                self.attention_head_dim,
-                self.rope_axes()
-            ))
-        })?;
-        Ok(())
-    }
-
-    /// Reads and checks a diffusers `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let config: Self = dit_layers::read_json(path)?;
-        config.validate(path)?;
-        Ok(config)
-    }
-
     /// Infers the configuration of a checkpoint in Wan's original layout (`path`, for errors)
     /// from its tensor shapes (prefix already stripped): hidden size, patch and channels from
     /// `patch_embedding`, text and frequency widths from `text_embedding.0` / `time_embedding.0`,
@@ -269,5 +203,67 @@ impl WanConfig {
         };
         config.validate(path)?;
         Ok(config)
+    }
+}
+
+impl TransformerConfig for WanConfig {
+    const NAME: &'static str = "WanConfig";
+
+    fn validate(&self, source: &Path) -> Result<(), LoadError> {
+        let fail = |message: String| LoadError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        check_positive(
+            source,
+            &[
+                ("num_attention_heads", self.num_attention_heads),
+                ("attention_head_dim", self.attention_head_dim),
+                ("in_channels", self.in_channels),
+                ("text_dim", self.text_dim),
+                ("freq_dim", self.freq_dim),
+                ("ffn_dim", self.ffn_dim),
+                ("num_layers", self.num_layers),
+                ("rope_max_seq_len", self.rope_max_seq_len),
+            ],
+        )?;
+        if self.patch_size.contains(&0) {
+            return Err(fail(format!(
+                "patch_size {:?} must be positive",
+                self.patch_size
+            )));
+        }
+        if self.out_channels == Some(0) {
+            return Err(fail("out_channels must be positive".into()));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(fail(format!("eps {} must be positive", self.eps)));
+        }
+        if self.qk_norm.as_deref() != Some(QK_NORM_ACROSS_HEADS) {
+            return Err(fail(format!(
+                "qk_norm {:?} is not supported, only {QK_NORM_ACROSS_HEADS:?}",
+                self.qk_norm
+            )));
+        }
+        for (name, value) in [
+            ("image_dim", self.image_dim),
+            ("added_kv_proj_dim", self.added_kv_proj_dim),
+            ("pos_embed_seq_len", self.pos_embed_seq_len),
+        ] {
+            if let Some(v) = value {
+                return Err(fail(format!(
+                    "{name} = {v}: image-to-video WAN models are not supported, only text-to-video \
+                     (image_dim, added_kv_proj_dim and pos_embed_seq_len must be null)"
+                )));
+            }
+        }
+        self.rope().map_err(|e| {
+            fail(format!(
+                "attention_head_dim {} gives the rotary split {:?}: {e}",
+                self.attention_head_dim,
+                self.rope_axes()
+            ))
+        })?;
+        Ok(())
     }
 }

@@ -1,52 +1,10 @@
-//! The inputs of one transformer call and their checks against the configuration.
+//! The inputs of one transformer call, their checks against the configuration, and the
+//! rotary table a generation computes from them once rather than every step.
 
 use burn::tensor::{Tensor, backend::Backend};
-use thiserror::Error;
+use dit_layers::{Checked, InputError, RopeTable, StepTensors, expect_shape, patch_grid};
 
 use crate::WanConfig;
-
-/// Inputs that do not fit the model; every variant names the input.
-#[derive(Debug, Error, PartialEq)]
-pub enum InputError {
-    /// A tensor has the wrong shape.
-    #[error("input {name}: expected shape {expected}, found {found:?}")]
-    Shape {
-        /// The input (`latents`, `timestep`, `encoder_hidden_states`).
-        name: &'static str,
-        /// The expected shape, with symbolic sizes.
-        expected: String,
-        /// The shape given.
-        found: Vec<usize>,
-    },
-    /// A video size is not a multiple of the patch.
-    #[error(
-        "input latents: {axis} = {size} is not divisible by the patch size {patch} on that axis \
-         (patch_size {patch_size:?})"
-    )]
-    NotDivisible {
-        /// `frames`, `height` or `width`.
-        axis: &'static str,
-        /// The size given.
-        size: usize,
-        /// The patch size on that axis.
-        patch: usize,
-        /// The whole patch.
-        patch_size: [usize; 3],
-    },
-    /// More patches along an axis than the rotary table covers.
-    #[error(
-        "input latents: {patches} patches along {axis}, but the rotary table covers \
-         rope_max_seq_len = {max} positions"
-    )]
-    TooLong {
-        /// `frames`, `height` or `width`.
-        axis: &'static str,
-        /// Patches along that axis.
-        patches: usize,
-        /// `rope_max_seq_len`.
-        max: usize,
-    },
-}
 
 /// The inputs of one WAN 2.1 transformer call, as diffusers' `WanTransformer3DModel.forward`
 /// takes them.
@@ -60,34 +18,27 @@ pub struct WanInput<B: Backend> {
     pub encoder_hidden_states: Tensor<B, 3>,
 }
 
-/// A [`WanInput`] checked against a model's configuration by
-/// [`crate::WanTransformer::check_input`]; the only input the model runs on.
+/// What [`crate::WanTransformer::check_input`] computes once from a call's constant inputs.
 #[derive(Debug, Clone)]
-pub struct CheckedInput<B: Backend> {
-    input: WanInput<B>,
-    grid: [usize; 3],
+pub struct WanPrepared<B: Backend> {
+    /// The token grid `[frames, height, width]` after patching.
+    pub grid: [usize; 3],
+    /// Rotary table over the video tokens.
+    pub rope: RopeTable<B>,
 }
 
-impl<B: Backend> CheckedInput<B> {
-    /// The inputs.
-    pub fn get(&self) -> &WanInput<B> {
-        &self.input
-    }
+/// A [`WanInput`] checked by [`crate::WanTransformer::check_input`], with what it prepared.
+pub type CheckedInput<B> = Checked<WanInput<B>, WanPrepared<B>>;
 
-    /// The token grid `[frames, height, width]` after patching.
-    pub fn grid(&self) -> [usize; 3] {
-        self.grid
-    }
-
-    /// Back to the unchecked inputs (to change them for the next call).
-    pub fn into_inner(self) -> WanInput<B> {
-        self.input
+impl<B: Backend> StepTensors<B, 5> for WanInput<B> {
+    fn step_tensors(&mut self) -> (&mut Tensor<B, 5>, &mut Tensor<B, 1>) {
+        (&mut self.latents, &mut self.timestep)
     }
 }
 
 impl<B: Backend> WanInput<B> {
-    /// Checks every shape against `config` and each other.
-    pub(crate) fn check(self, config: &WanConfig) -> Result<CheckedInput<B>, InputError> {
+    /// Checks every shape against `config` and each other; the token grid after patching.
+    pub(crate) fn check(&self, config: &WanConfig) -> Result<[usize; 3], InputError> {
         let [batch, channels, frames, height, width] = self.latents.dims();
         if channels != config.in_channels {
             return Err(InputError::Shape {
@@ -96,13 +47,12 @@ impl<B: Backend> WanInput<B> {
                 found: self.latents.dims().to_vec(),
             });
         }
-        if self.timestep.dims() != [batch] {
-            return Err(InputError::Shape {
-                name: "timestep",
-                expected: format!("[{batch}]"),
-                found: self.timestep.dims().to_vec(),
-            });
-        }
+        expect_shape(
+            "timestep",
+            &self.timestep.dims(),
+            &[batch],
+            format!("[{batch}]"),
+        )?;
         let [text_batch, text_tokens, text_dim] = self.encoder_hidden_states.dims();
         if text_batch != batch || text_dim != config.text_dim || text_tokens == 0 {
             return Err(InputError::Shape {
@@ -111,29 +61,10 @@ impl<B: Backend> WanInput<B> {
                 found: self.encoder_hidden_states.dims().to_vec(),
             });
         }
-        let mut grid = [0; 3];
-        for (i, (axis, size)) in [("frames", frames), ("height", height), ("width", width)]
-            .into_iter()
-            .enumerate()
-        {
-            let patch = config.patch_size[i];
-            if size == 0 || size % patch != 0 {
-                return Err(InputError::NotDivisible {
-                    axis,
-                    size,
-                    patch,
-                    patch_size: config.patch_size,
-                });
-            }
-            grid[i] = size / patch;
-            if grid[i] > config.rope_max_seq_len {
-                return Err(InputError::TooLong {
-                    axis,
-                    patches: grid[i],
-                    max: config.rope_max_seq_len,
-                });
-            }
-        }
-        Ok(CheckedInput { input: self, grid })
+        patch_grid(
+            [frames, height, width],
+            config.patch_size,
+            Some(config.rope_max_seq_len),
+        )
     }
 }

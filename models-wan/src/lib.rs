@@ -7,9 +7,9 @@
 //! with its own cache state in a [`dicache_core::CacheSession`] (`Pass::Cond` /
 //! `Pass::Uncond`).
 //!
-//! Loads diffusers folders ([`WanTransformer::load_diffusers`]) and Wan's original single files
-//! ([`WanTransformer::load_original`]); [`WanTransformer::random`] builds a model of any
-//! [`WanConfig`] with random weights for benchmarks.
+//! Loads like every transformer of the workspace ([`DiffusionTransformer`]): diffusers folders,
+//! Wan's original single files (the [`Layout::Original`], [`WanOriginalLayout`]) and random
+//! weights for benchmarks.
 
 mod attention;
 mod block;
@@ -17,14 +17,15 @@ mod condition;
 mod config;
 mod input;
 mod model;
-mod params;
+mod original;
 pub mod pipeline;
 
 pub use attention::WanAttention;
 pub use block::{FeedForward, Modulation, WanTransformerBlock};
 pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder, Conditioning};
 pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
-pub use input::{CheckedInput, InputError, WanInput};
+pub use dit_layers::{DiffusionTransformer, InputError, Layout, TransformerConfig};
+pub use input::{CheckedInput, WanInput, WanPrepared};
 pub use model::{WanContext, WanTransformer};
-pub use params::{Layout, original_name};
+pub use original::{WanOriginalLayout, original_name};
 pub use pipeline::{WanOutput, WanPipeline, WanRequest};

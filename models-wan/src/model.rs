@@ -11,18 +11,14 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    LayerNorm, LoadError, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable,
-    Weights, model_folder,
+    DiffusionTransformer, InputError, LayerNorm, LoadError, ModelParams, MultiAxisRope,
+    ParamSource, PatchEmbed3d, RopeTable, TensorMap, Weights, config_error,
 };
 
 use crate::{
-    CheckedInput, InputError, WanConfig, WanInput, WanTransformerBlock,
-    condition::ConditionEmbedder,
-    params::{Layout, checkpoint_params},
+    CheckedInput, WanConfig, WanInput, WanPrepared, WanTransformerBlock,
+    condition::ConditionEmbedder, original::WanOriginalLayout,
 };
-
-/// Original-layout checkpoints may store every name under this prefix (ComfyUI-style exports).
-const ORIGINAL_PREFIX: &str = "model.diffusion_model.";
 
 /// The WAN 2.1 text-to-video transformer (1.3B or 14B).
 #[derive(Module, Debug)]
@@ -62,21 +58,17 @@ pub struct WanContext<B: Backend> {
     pub grid: [usize; 3],
 }
 
-impl<B: Backend> WanTransformer<B> {
-    /// Builds the model for `config` from `src`; `source` names the configuration's origin in
-    /// errors.
-    fn build(
-        config: WanConfig,
-        src: &ModelParams<'_, B>,
-        source: &Path,
-    ) -> Result<Self, LoadError> {
-        config.validate(source)?;
+impl<B: Backend> DiffusionTransformer<B> for WanTransformer<B> {
+    type Config = WanConfig;
+    /// The head count (see [`WanConfig::infer_original`]).
+    type OriginalHint = Option<usize>;
+    /// ComfyUI-style exports store every name under this prefix.
+    const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
+
+    fn build(config: WanConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
         let dim = config.hidden_size();
         let (heads, head_dim) = (config.num_attention_heads, config.attention_head_dim);
-        let rope = config.rope().map_err(|e| LoadError::Config {
-            path: source.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let rope = config.rope().map_err(config_error::<WanConfig>)?;
         Ok(Self {
             patch_embedding: src.patch_embed(
                 "patch_embedding",
@@ -110,97 +102,34 @@ impl<B: Backend> WanTransformer<B> {
         })
     }
 
-    /// A model of `config` with random weights (seed with `B::seed`), for benchmarks and tests
-    /// that need no reference numbers; e.g. `WanConfig::t2v_1_3b()` at full size, or a smaller
-    /// one: `WanConfig { num_layers: 4, ..WanConfig::t2v_1_3b() }`. Fails only on an invalid
-    /// configuration.
-    pub fn random(config: &WanConfig, device: &B::Device) -> Result<Self, LoadError> {
-        Self::build(
-            config.clone(),
-            &ModelParams::random(device),
-            Path::new("WanConfig given in code"),
-        )
+    /// Wan's original `WanModel` names (`blocks.N.self_attn.q`).
+    fn original_layout(_: &WanConfig) -> Box<dyn TensorMap> {
+        Box::new(WanOriginalLayout)
     }
 
-    /// Loads `weights`, stored in `layout`, as a model of `config`. Every tensor must have the
-    /// shape `config` implies and every tensor of the checkpoint must be used, so a configuration
-    /// that does not match the weights is an error.
-    pub fn from_weights(
-        config: WanConfig,
+    fn infer_original(
         weights: &Weights,
-        layout: Layout,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let model = Self::build(
-            config,
-            &checkpoint_params(weights, layout, device),
-            Path::new("WanConfig given for the checkpoint"),
-        )?;
-        weights.check_all_used()?;
-        Ok(model)
-    }
-
-    /// Loads a diffusers transformer folder (`config.json` and one or more `*.safetensors`
-    /// shards with their index), or a pipeline folder holding one in `transformer/`.
-    pub fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let dir = model_folder(dir, "transformer");
-        let config = WanConfig::from_file(&dir.join("config.json"))?;
-        let weights = Weights::open(&dir)?;
-        Self::from_weights(config, &weights, Layout::Diffusers, device)
-    }
-
-    /// Loads a single file in Wan's original layout (with or without the
-    /// `model.diffusion_model.` prefix), inferring the configuration from its shapes (see
-    /// [`WanConfig::infer_original`] for `num_heads`).
-    pub fn load_original(
         file: &Path,
         num_heads: Option<usize>,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let weights = Weights::open(file)?.strip_prefix(ORIGINAL_PREFIX);
-        let config = WanConfig::infer_original(&weights, file, num_heads)?;
-        Self::from_weights(config, &weights, Layout::Original, device)
+    ) -> Result<WanConfig, LoadError> {
+        WanConfig::infer_original(weights, file, num_heads)
     }
 
-    /// Loads a checkpoint in either layout: a folder as diffusers, a file as Wan's original
-    /// (head size 128).
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        if path.is_dir() {
-            Self::load_diffusers(path, device)
-        } else {
-            Self::load_original(path, None, device)
-        }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &WanConfig {
+    fn config(&self) -> &WanConfig {
         &self.config
     }
+}
 
-    /// Checks `input` against the configuration; the model runs only on checked inputs.
+impl<B: Backend> WanTransformer<B> {
+    /// Checks `input` against the configuration and computes its rotary table; the model runs
+    /// only on checked inputs.
     pub fn check_input(&self, input: WanInput<B>) -> Result<CheckedInput<B>, InputError> {
-        input.check(&self.config)
-    }
-
-    /// The prediction `[batch, out_channels, frames, height, width]` of one call, every block
-    /// computed (no cache).
-    pub fn forward(&self, input: &CheckedInput<B>) -> Tensor<B, 5> {
-        let (ctx, x) = self.embed(input);
-        let x = self.run_blocks(&ctx, x, 0..self.blocks.len());
-        self.head(&ctx, x)
-    }
-
-    /// The rotary table over a token grid `[frames, height, width]` (after patching), tokens
-    /// in (frame, row, column) order; positions past `rope_max_seq_len` are refused by
-    /// [`Self::check_input`].
-    pub fn rotary_table(&self, [f, h, w]: [usize; 3], device: &B::Device) -> RopeTable<B> {
-        let positions: Vec<f64> = (0..f)
-            .flat_map(|i| (0..h).flat_map(move |j| (0..w).flat_map(move |k| [i, j, k])))
-            .map(|p| p as f64)
-            .collect();
-        self.rope
-            .table_from_positions(&positions, device)
-            .expect("three positions per token for a three-axis embedding")
+        let grid = input.check(&self.config)?;
+        let rope = self
+            .rope
+            .grid_table(grid, &input.latents.device())
+            .expect("a validated configuration has three rotary axes");
+        Ok(CheckedInput::new(input, WanPrepared { grid, rope }))
     }
 
     /// Output norm modulated by `temb`, projection: `[batch, tokens, dim]` to
@@ -252,7 +181,7 @@ impl<B: Backend> CacheableModel<B> for WanTransformer<B> {
             temb: cond.temb,
             timestep_proj: cond.timestep_proj,
             text: cond.text,
-            rope: self.rotary_table(grid, &x.device()),
+            rope: input.prepared().rope.clone(),
             grid,
         };
         (ctx, x)

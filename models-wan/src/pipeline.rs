@@ -2,65 +2,28 @@
 //! UniPC flow sampling with classifier-free guidance, each CFG pass behind its own cache state,
 //! Wan VAE decoding), from a diffusers-layout folder.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
-use dicache_core::{CachePolicy, CacheSession, CacheableModel, Pass, Trace};
-pub use dit_pipeline::PipelineError;
-use dit_pipeline::PipelineFolder;
+use burn::tensor::{Tensor, backend::Backend};
+use dicache_core::CachePolicy;
+use dit_layers::DiffusionTransformer;
+pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
+use dit_pipeline::{Passes, PipelineFolder, denoise};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
 use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::WanVae;
 
 use crate::{WanInput, WanTransformer};
 
-/// WanPipeline's default number of denoising steps.
-pub const DEFAULT_STEPS: usize = 50;
 /// WanPipeline's default guidance scale.
 pub const DEFAULT_GUIDANCE: f64 = 5.0;
-/// WanPipeline's default umT5 prompt length.
-pub const DEFAULT_MAX_SEQUENCE_LENGTH: usize = 512;
 
-/// What to generate.
-#[derive(Debug, Clone)]
-pub struct WanRequest<B: Backend> {
-    /// The prompt.
-    pub prompt: String,
-    /// What the video should not show (the unconditional pass's prompt; empty when none).
-    pub negative_prompt: String,
-    /// Width in pixels (a multiple of 16).
-    pub width: usize,
-    /// Height in pixels (a multiple of 16).
-    pub height: usize,
-    /// Frames, `4k + 1`.
-    pub frames: usize,
-    /// Denoising steps.
-    pub steps: usize,
-    /// Classifier-free guidance scale; at most 1 runs the conditional pass alone.
-    pub guidance: f64,
-    /// umT5 prompt length in tokens.
-    pub max_sequence_length: usize,
-    /// The initial noise `[1, 16, (frames-1)/4+1, height/8, width/8]`.
-    pub noise: Tensor<B, 5>,
-}
-
-/// What a generation returns.
-#[derive(Debug)]
-pub struct WanOutput<B: Backend> {
-    /// The sampler's final latents `[1, 16, (frames-1)/4+1, height/8, width/8]`, before the
-    /// VAE's per-channel mean and deviation are applied.
-    pub latents: Tensor<B, 5>,
-    /// The decoded video `[1, 3, frames, height, width]`, nominally in `[-1, 1]`.
-    pub video: Tensor<B, 5>,
-    /// Wall time of the denoising loop (every transformer call and scheduler step, not the
-    /// prompt encoding or the VAE decoding), read after the backend finished its work.
-    pub denoise_time: Duration,
-    /// The cache trace, one entry per transformer call (cond and uncond passes).
-    pub trace: Trace,
-}
+/// A WAN generation request: a video, no model-specific settings.
+pub type WanRequest<B> = Request<B, 5, ()>;
+/// A WAN generation's output: `latents` `[1, 16, (frames-1)/4+1, height/8, width/8]` before
+/// the VAE's per-channel mean and deviation are applied, the video `[1, 3, frames, height,
+/// width]`; the trace has the cond and uncond passes' calls.
+pub type WanOutput<B> = Output<B, 5>;
 
 /// The WAN 2.1 text-to-video pipeline: tokenizer, umT5 encoder, transformer, VAE, scheduler.
 pub struct WanPipeline<B: Backend> {
@@ -75,9 +38,45 @@ pub struct WanPipeline<B: Backend> {
 }
 
 impl<B: Backend> WanPipeline<B> {
+    /// The transformer.
+    pub fn transformer(&self) -> &WanTransformer<B> {
+        &self.transformer
+    }
+
+    /// umT5 hidden states `[1, max_len, 4096]` of the cleaned prompt, zero past its tokens
+    /// (WanPipeline cuts each embedding at the prompt's length and pads it with zeros);
+    /// `tokenizer` pads to the request's prompt length.
+    fn encode_prompt(
+        &self,
+        tokenizer: &PromptTokenizer,
+        prompt: &str,
+    ) -> Result<Tensor<B, 3>, PipelineError> {
+        let tokens = tokenizer.encode(&[clean_prompt(prompt).as_str()])?;
+        let mask = tokens.mask_tensor::<B>(&self.device);
+        let hidden = self
+            .text_encoder
+            .forward(tokens.ids_tensor::<B>(&self.device), Some(mask.clone()))?;
+        Ok(hidden * mask.float().unsqueeze_dim::<3>(2))
+    }
+}
+
+impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
+    const NAME: &'static str = "WAN";
+    /// WanPipeline's defaults: 832x480, 81 frames, 50 steps, CFG 5, umT5 prompt length 512.
+    const DEFAULTS: Settings = Settings {
+        width: 832,
+        height: 480,
+        frames: 81,
+        steps: 50,
+        guidance: Some(DEFAULT_GUIDANCE),
+        max_sequence_length: 512,
+    };
+    const NEGATIVE_PROMPT: bool = true;
+    type Extra = ();
+
     /// Loads a diffusers-layout WAN 2.1 pipeline folder; `transformer_file` replaces its
     /// `transformer/` with a single-file checkpoint in Wan's original layout.
-    pub fn load(
+    fn load(
         folder: &Path,
         transformer_file: Option<&Path>,
         device: &B::Device,
@@ -106,14 +105,9 @@ impl<B: Backend> WanPipeline<B> {
         })
     }
 
-    /// The transformer.
-    pub fn transformer(&self) -> &WanTransformer<B> {
-        &self.transformer
-    }
-
     /// Checks the video size and returns the latent shape
     /// `[1, 16, (frames-1)/t+1, height/s, width/s]` (t = 4, s = 8 for WAN 2.1's VAE).
-    pub fn latent_shape(
+    fn latent_shape(
         &self,
         width: usize,
         height: usize,
@@ -130,90 +124,54 @@ impl<B: Backend> WanPipeline<B> {
         Ok([1, channels, latent_frames, height / s, width / s])
     }
 
-    /// Runs the pipeline with the cache `policy` (one state per CFG pass), calling
-    /// `on_step(done, total)` after each denoising step.
-    pub fn generate(
+    /// Classifier-free guidance with a scale above 1 (one cache state per pass); at most 1 runs
+    /// the conditional pass alone.
+    fn generate(
         &self,
         request: &WanRequest<B>,
         policy: CachePolicy,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<WanOutput<B>, PipelineError> {
-        let shape = self.latent_shape(request.width, request.height, request.frames)?;
-        dit_pipeline::check_steps(request.steps)?;
-        dit_pipeline::check_noise_shape(
-            &request.noise.dims(),
-            &shape,
-            &format!(
-                "a {}x{}x{} video",
-                request.width, request.height, request.frames
-            ),
-        )?;
-        let guided = request.guidance > 1.0;
-        dit_pipeline::check_max_sequence_length(request.max_sequence_length)?;
-        let tokenizer = PromptTokenizer::t5(&self.tokenizer, request.max_sequence_length)?;
-        let cond = self.encode_prompt(&tokenizer, &request.prompt)?;
-        let uncond = if guided {
-            Some(self.encode_prompt(&tokenizer, &request.negative_prompt)?)
-        } else {
-            None
+        self.check_request(request)?;
+        let s = &request.settings;
+        let scale = s.guidance.unwrap_or(DEFAULT_GUIDANCE);
+        let tokenizer = PromptTokenizer::t5(&self.tokenizer, s.max_sequence_length)?;
+        let input = |prompt: &str| -> Result<_, PipelineError> {
+            Ok(self.transformer.check_input(WanInput {
+                latents: request.noise.clone(),
+                timestep: Tensor::zeros([1], &self.device),
+                encoder_hidden_states: self.encode_prompt(&tokenizer, prompt)?,
+            })?)
         };
-
-        let mut scheduler = UniPcMultistepScheduler::<B, 5>::new(self.scheduler.clone())?;
-        scheduler.set_timesteps(request.steps)?;
-        let mut session = CacheSession::new(policy, request.steps, self.transformer.num_blocks())?;
-        let mut sample = request.noise.clone();
-        let timesteps = scheduler.timesteps().to_vec();
-        let start = Instant::now();
-        for (i, t) in timesteps.iter().enumerate() {
-            // Integer timesteps (0..1000), exact in f32.
-            let timestep =
-                Tensor::<B, 1>::from_data(TensorData::new(vec![*t as f32], [1]), &self.device);
-            let mut predict = |text: &Tensor<B, 3>, pass| {
-                let input = self
-                    .transformer
-                    .check_input(WanInput {
-                        latents: sample.clone(),
-                        timestep: timestep.clone(),
-                        encoder_hidden_states: text.clone(),
-                    })
-                    .map_err(|e| PipelineError::Transformer(e.to_string()))?;
-                Ok::<_, PipelineError>(session.forward(&self.transformer, &input, i, pass)?)
-            };
-            let velocity = match &uncond {
-                Some(uncond) => {
-                    let v_cond = predict(&cond, Pass::Cond)?;
-                    let v_uncond = predict(uncond, Pass::Uncond)?;
-                    v_uncond.clone() + (v_cond - v_uncond).mul_scalar(request.guidance)
-                }
-                None => predict(&cond, Pass::Cond)?,
-            };
-            sample = scheduler.step(velocity, sample)?;
-            on_step(i + 1, timesteps.len());
-        }
-        let denoise_time = dit_pipeline::elapsed_synced::<B>(start, &self.device)?;
-        let video = self.vae.decode(self.vae.unscale_latents(sample.clone())?)?;
-        Ok(WanOutput {
-            latents: sample,
-            video,
-            denoise_time,
-            trace: session.into_trace(),
+        let passes = if scale > 1.0 {
+            Passes::Guided {
+                cond: input(&request.prompt)?,
+                uncond: input(&request.negative_prompt)?,
+                scale,
+            }
+        } else {
+            Passes::Single(input(&request.prompt)?)
+        };
+        let mut sampler = UniPcMultistepScheduler::<B, 5>::new(self.scheduler.clone())?;
+        sampler.set_timesteps(s.steps)?;
+        let denoised = denoise(
+            &self.transformer,
+            &mut sampler,
+            policy,
+            request.noise.clone(),
+            passes,
+            |t| t,
+            on_step,
+        )?;
+        let video = self
+            .vae
+            .decode(self.vae.unscale_latents(denoised.latents.clone())?)?;
+        Ok(Output {
+            latents: denoised.latents,
+            decoded: video,
+            denoise_time: denoised.time,
+            trace: denoised.trace,
         })
-    }
-
-    /// umT5 hidden states `[1, max_len, 4096]` of the cleaned prompt, zero past its tokens
-    /// (WanPipeline cuts each embedding at the prompt's length and pads it with zeros);
-    /// `tokenizer` pads to the request's prompt length.
-    fn encode_prompt(
-        &self,
-        tokenizer: &PromptTokenizer,
-        prompt: &str,
-    ) -> Result<Tensor<B, 3>, PipelineError> {
-        let tokens = tokenizer.encode(&[clean_prompt(prompt).as_str()])?;
-        let mask = tokens.mask_tensor::<B>(&self.device);
-        let hidden = self
-            .text_encoder
-            .forward(tokens.ids_tensor::<B>(&self.device), Some(mask.clone()))?;
-        Ok(hidden * mask.float().unsqueeze_dim::<3>(2))
     }
 }
 

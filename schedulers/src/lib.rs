@@ -7,6 +7,7 @@ mod config_file;
 mod error;
 mod flow_match_euler;
 mod linspace;
+mod sampler;
 mod unipc;
 mod unipc_coefficients;
 mod unipc_config;
@@ -16,5 +17,6 @@ pub use flow_match_euler::{
     FlowMatchEulerDiscreteConfig, FlowMatchEulerDiscreteScheduler, TimeShiftType, calculate_shift,
 };
 pub use linspace::linspace;
+pub use sampler::Sampler;
 pub use unipc::UniPcMultistepScheduler;
 pub use unipc_config::{FinalSigmasType, SolverType, UniPcMultistepConfig};

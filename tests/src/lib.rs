@@ -15,6 +15,12 @@ use safetensors::SafeTensors;
 /// The CPU backend the tests run on.
 pub type Cpu = burn_flex::Flex;
 
+/// `value` changed by `change`: a request with one setting off, for the error tests.
+pub fn changed<T>(mut value: T, change: impl FnOnce(&mut T)) -> T {
+    change(&mut value);
+    value
+}
+
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,7 +10,10 @@ use burn_wgpu::{Wgpu, WgpuDevice};
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_tests::{Cpu, fixture, load_fixture};
 use dit_layers::{LayerNorm, RmsNorm, attention};
-use models_flux::{FluxPipeline, FluxRequest};
+use models_flux::{
+    FluxPipeline, FluxRequest,
+    pipeline::{Pipeline, Settings},
+};
 
 /// Deterministic values in [-1, 1).
 fn data(shape: &[usize], seed: u32) -> TensorData {
@@ -82,12 +85,17 @@ fn flux_pipeline<B: Backend>(device: &B::Device) -> (Vec<Vec<f32>>, Vec<bool>) {
     let pipe = FluxPipeline::<B>::load(&fixture("flux_pipeline/model"), None, device).unwrap();
     let request = FluxRequest {
         prompt: run["prompt"].as_str().unwrap().to_string(),
-        width: num("width") as usize,
-        height: num("height") as usize,
-        steps: num("steps") as usize,
-        guidance: Some(num("guidance")),
-        max_sequence_length: num("max_sequence_length") as usize,
+        negative_prompt: String::new(),
+        settings: Settings {
+            width: num("width") as usize,
+            height: num("height") as usize,
+            frames: 1,
+            steps: num("steps") as usize,
+            guidance: Some(num("guidance")),
+            max_sequence_length: num("max_sequence_length") as usize,
+        },
         noise: Tensor::from_data(noise, device),
+        extra: (),
     };
     let policy = CachePolicy::DiCache(DiCacheConfig {
         threshold: num("threshold"),
@@ -95,7 +103,7 @@ fn flux_pipeline<B: Backend>(device: &B::Device) -> (Vec<Vec<f32>>, Vec<bool>) {
     });
     let out = pipe.generate(&request, policy, &mut |_, _| {}).unwrap();
     let computed = out.trace.steps.iter().map(|e| e.computed).collect();
-    let tensors = [out.latents.into_data(), out.image.into_data()]
+    let tensors = [out.latents.into_data(), out.decoded.into_data()]
         .into_iter()
         .map(|d| d.to_vec::<f32>().unwrap())
         .collect();

@@ -12,7 +12,10 @@ use dicache_tests::{
     load_fixture, tensor,
 };
 use dit_layers::Weights;
-use models_flux::{FluxConfig, FluxInput, FluxTransformer, InputError, Layout};
+use models_flux::{
+    DiffusionTransformer, FluxConfig, FluxInput, FluxTransformer, InputError, Layout,
+    TransformerConfig,
+};
 
 type Fixtures = HashMap<String, TensorData>;
 
@@ -34,7 +37,7 @@ fn dev_diffusers() -> FluxTransformer<Cpu> {
 }
 
 fn dev_bfl() -> FluxTransformer<Cpu> {
-    FluxTransformer::load_bfl(&fixture("flux/dev-bfl.safetensors"), tiny_axes(), &device())
+    FluxTransformer::load_original(&fixture("flux/dev-bfl.safetensors"), tiny_axes(), &device())
         .expect("load BFL file")
 }
 
@@ -122,7 +125,7 @@ fn rope_table_matches_diffusers() {
     let fx = load_fixture("flux/forward.safetensors");
     let model = dev_diffusers();
     let input = model.check_input(inputs(&fx, true, 2)).unwrap();
-    let table = model.rotary_table(&input);
+    let table = input.prepared().rope.clone();
     assert_close(table.cos, &fx["rope.cos"], 1e-6, 1e-6, "rope cos");
     assert_close(table.sin, &fx["rope.sin"], 1e-6, 1e-6, "rope sin");
 }
@@ -143,18 +146,18 @@ fn bfl_config_is_inferred_from_shapes() {
     let weights = Weights::open(&path)
         .unwrap()
         .strip_prefix("model.diffusion_model.");
-    let inferred = FluxConfig::infer_bfl(&weights, &path, tiny_axes()).unwrap();
+    let inferred = FluxConfig::infer_original(&weights, &path, tiny_axes()).unwrap();
     let expected = FluxConfig::from_file(&fixture("flux/dev/config.json")).unwrap();
     assert_eq!(inferred, expected);
 
     let schnell = fixture("flux/schnell-bfl.safetensors");
     let weights = Weights::open(&schnell).unwrap();
-    let inferred = FluxConfig::infer_bfl(&weights, &schnell, tiny_axes()).unwrap();
+    let inferred = FluxConfig::infer_original(&weights, &schnell, tiny_axes()).unwrap();
     let expected = FluxConfig::from_file(&fixture("flux/schnell/config.json")).unwrap();
     assert_eq!(inferred, expected);
     assert!(!inferred.guidance_embeds);
 
-    let err = FluxConfig::infer_bfl(&weights, &schnell, None)
+    let err = FluxConfig::infer_original(&weights, &schnell, None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -166,7 +169,7 @@ fn bfl_config_is_inferred_from_shapes() {
 #[test]
 fn schnell_bfl_without_prefix_matches_reference() {
     let fx = load_fixture("flux/schnell-forward.safetensors");
-    let model: FluxTransformer<Cpu> = FluxTransformer::load_bfl(
+    let model: FluxTransformer<Cpu> = FluxTransformer::load_original(
         &fixture("flux/schnell-bfl.safetensors"),
         tiny_axes(),
         &device(),
@@ -270,7 +273,7 @@ fn truncated_file_is_an_error_naming_it() {
     });
 
     assert_truncated_file_named("flux/dev-bfl.safetensors", |file| {
-        FluxTransformer::<Cpu>::load_bfl(file, tiny_axes(), &device())
+        FluxTransformer::<Cpu>::load_original(file, tiny_axes(), &device())
     });
 }
 
@@ -335,7 +338,7 @@ fn config_not_matching_weights_is_an_error() {
 
     // A diffusers checkpoint read as BFL names nothing the model needs.
     let weights = Weights::open(&fixture("flux/dev")).unwrap();
-    let msg = FluxTransformer::<Cpu>::from_weights(config.clone(), &weights, Layout::Bfl, &d)
+    let msg = FluxTransformer::<Cpu>::from_weights(config.clone(), &weights, Layout::Original, &d)
         .unwrap_err()
         .to_string();
     assert!(msg.contains("time_in.in_layer.weight"), "{msg}");
@@ -410,7 +413,7 @@ fn bf16_checkpoint_loads_into_f32() {
     fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
 
     let model: FluxTransformer<Cpu> =
-        FluxTransformer::load_bfl(&path, tiny_axes(), &device()).unwrap();
+        FluxTransformer::load_original(&path, tiny_axes(), &device()).unwrap();
     let fx = load_fixture("flux/schnell-forward.safetensors");
     let input = model.check_input(inputs(&fx, false, 1)).unwrap();
     let out = model.forward(&input);

@@ -5,8 +5,11 @@ use std::{fs, path::Path};
 
 use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig};
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
-use models_flux::{FluxPipeline, FluxRequest, pipeline::PipelineError};
+use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, tensor};
+use models_flux::{
+    FluxPipeline, FluxRequest,
+    pipeline::{self, Pipeline, PipelineError},
+};
 
 struct Settings {
     prompt: String,
@@ -38,12 +41,17 @@ fn request(s: &Settings) -> FluxRequest<Cpu> {
     let noise = load_fixture("flux_pipeline/noise.safetensors");
     FluxRequest {
         prompt: s.prompt.clone(),
-        width: s.width,
-        height: s.height,
-        steps: s.steps,
-        guidance: Some(s.guidance),
-        max_sequence_length: s.max_sequence_length,
+        negative_prompt: String::new(),
+        settings: pipeline::Settings {
+            width: s.width,
+            height: s.height,
+            frames: 1,
+            steps: s.steps,
+            guidance: Some(s.guidance),
+            max_sequence_length: s.max_sequence_length,
+        },
         noise: tensor::<Cpu, 4>(&noise, "latents", &Default::default()),
+        extra: (),
     }
 }
 
@@ -71,7 +79,7 @@ fn uncached_run_equals_diffusers() {
         "final latents",
     );
     assert_close(
-        unit(out.image),
+        unit(out.decoded),
         &reference["image"],
         1e-5,
         1e-4,
@@ -136,7 +144,7 @@ fn dicache_run_equals_the_python_reference() {
         "final latents (dicache)",
     );
     assert_close(
-        unit(out.image),
+        unit(out.decoded),
         &reference["image"],
         1e-5,
         1e-4,
@@ -202,21 +210,14 @@ fn impossible_requests_are_errors() {
             .map(|e| e.to_string())
     };
 
-    let odd = FluxRequest {
-        width: s.width + 8,
-        ..request(&s)
-    };
+    let odd = changed(request(&s), |r| r.settings.width = s.width + 8);
     let msg = generate(&odd).unwrap();
     assert!(msg.contains("multiples of 16"), "{msg}");
-    let no_steps = FluxRequest {
-        steps: 0,
-        ..request(&s)
-    };
+    let no_steps = changed(request(&s), |r| r.settings.steps = 0);
     assert!(generate(&no_steps).unwrap().contains("steps"));
-    let wrong_noise = FluxRequest {
-        noise: Tensor::zeros([1, 16, 2, 2], &Default::default()),
-        ..request(&s)
-    };
+    let wrong_noise = changed(request(&s), |r| {
+        r.noise = Tensor::zeros([1, 16, 2, 2], &Default::default())
+    });
     let msg = generate(&wrong_noise).unwrap();
     assert!(
         msg.contains("noise") && msg.contains("[1, 16, 8, 6]"),

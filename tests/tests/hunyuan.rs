@@ -14,8 +14,8 @@ use dicache_tests::{
 };
 use dit_layers::Weights;
 use models_hunyuan::{
-    HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoState, HunyuanVideoTransformer, InputError,
-    Layout,
+    DiffusionTransformer, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoState,
+    HunyuanVideoTransformer, InputError, Layout, TransformerConfig,
 };
 
 type Fixtures = HashMap<String, TensorData>;
@@ -61,7 +61,7 @@ fn rope_table_matches_diffusers() {
     let fx = load_fixture("hunyuan/forward.safetensors");
     let model = tiny();
     let input = model.check_input(inputs(&fx, 2)).unwrap();
-    let table = model.rotary_table(input.grid(), &device());
+    let table = input.prepared().rope.clone();
     assert_close(table.cos, &fx["rope.cos"], 1e-6, 1e-6, "rope cos");
     assert_close(table.sin, &fx["rope.sin"], 1e-6, 1e-6, "rope sin");
 }
@@ -71,7 +71,7 @@ fn embeddings_and_token_refiner_match_diffusers() {
     let fx = load_fixture("hunyuan/forward.safetensors");
     let model = tiny();
     let input = model.check_input(inputs(&fx, 2)).unwrap();
-    assert_eq!(input.text_mask().lengths(), &[4, 3]);
+    assert_eq!(input.prepared().mask.lengths(), &[4, 3]);
     let (ctx, state) = model.embed(&input);
     assert_close(ctx.temb, &fx["embed.temb"], ATOL, RTOL, "time_text_embed");
     assert_close(state.video, &fx["embed.video"], ATOL, RTOL, "x_embedder");

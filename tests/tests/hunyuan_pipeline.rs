@@ -7,9 +7,12 @@ use std::{fs, path::Path};
 use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig, Pass};
 use dicache_tests::{
-    Cpu, Scratch, assert_close, assert_trace_matches, fixture, load_fixture, tensor,
+    Cpu, Scratch, assert_close, assert_trace_matches, changed, fixture, load_fixture, tensor,
 };
-use models_hunyuan::{HunyuanVideoPipeline, HunyuanVideoRequest};
+use models_hunyuan::{
+    HunyuanVideoPipeline, HunyuanVideoRequest,
+    pipeline::{self, Pipeline},
+};
 use vae::{SpatialTiles, TileConfig};
 
 struct Settings {
@@ -32,14 +35,17 @@ impl Settings {
         let noise = load_fixture("hunyuan_pipeline/noise.safetensors");
         HunyuanVideoRequest {
             prompt: self.run["prompt"].as_str().unwrap().to_string(),
-            width: self.num("width") as usize,
-            height: self.num("height") as usize,
-            frames: self.num("frames") as usize,
-            steps: self.num("steps") as usize,
-            guidance: self.num("guidance"),
-            max_sequence_length: self.num("max_sequence_length") as usize,
+            negative_prompt: String::new(),
+            settings: pipeline::Settings {
+                width: self.num("width") as usize,
+                height: self.num("height") as usize,
+                frames: self.num("frames") as usize,
+                steps: self.num("steps") as usize,
+                guidance: Some(self.num("guidance")),
+                max_sequence_length: self.num("max_sequence_length") as usize,
+            },
             noise: tensor::<Cpu, 5>(&noise, "latents", &Default::default()),
-            vae_tiles: TileConfig::default(),
+            extra: TileConfig::default(),
         }
     }
 }
@@ -83,7 +89,7 @@ fn uncached_run_equals_diffusers() {
         "final latents",
     );
     assert_close(
-        as_diffusers_video(out.video),
+        as_diffusers_video(out.decoded),
         &reference["video"],
         VIDEO_ATOL,
         1e-4,
@@ -117,7 +123,7 @@ fn dicache_run_equals_the_python_reference() {
         "final latents (dicache)",
     );
     assert_close(
-        as_diffusers_video(out.video),
+        as_diffusers_video(out.decoded),
         &reference["video"],
         VIDEO_ATOL,
         1e-4,
@@ -144,18 +150,15 @@ fn vae_tiles_are_honoured() {
     };
     let tiled = pipe
         .generate(
-            &HunyuanVideoRequest {
-                vae_tiles: tiles,
-                ..s.request()
-            },
+            &changed(s.request(), |r| r.extra = tiles),
             CachePolicy::None,
             &mut |_, _| {},
         )
         .unwrap();
-    assert_eq!(tiled.video.dims(), whole.video.dims());
+    assert_eq!(tiled.decoded.dims(), whole.decoded.dims());
     let latents = (tiled.latents - whole.latents).abs().max().into_scalar();
     assert_eq!(latents, 0.0, "tiling must only change the decoding");
-    let video = (tiled.video - whole.video).abs().max().into_scalar();
+    let video = (tiled.decoded - whole.decoded).abs().max().into_scalar();
     assert!(
         video > 1e-3,
         "tiles blended, the video must change ({video})"
@@ -172,30 +175,17 @@ fn impossible_requests_are_errors_naming_the_setting() {
             .map(|e| e.to_string())
             .unwrap()
     };
-    let msg = fails(HunyuanVideoRequest {
-        frames: 8,
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| r.settings.frames = 8));
     assert!(msg.contains("4k+1"), "{msg}");
-    let msg = fails(HunyuanVideoRequest {
-        width: 40,
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| r.settings.width = 40));
     assert!(msg.contains("multiples of 16"), "{msg}");
-    let msg = fails(HunyuanVideoRequest {
-        steps: 0,
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| r.settings.steps = 0));
     assert!(msg.contains("steps"), "{msg}");
-    let msg = fails(HunyuanVideoRequest {
-        max_sequence_length: 0,
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| r.settings.max_sequence_length = 0));
     assert!(msg.contains("max sequence length"), "{msg}");
-    let msg = fails(HunyuanVideoRequest {
-        noise: Tensor::zeros([1, 16, 2, 4, 6], &Default::default()),
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| {
+        r.noise = Tensor::zeros([1, 16, 2, 4, 6], &Default::default())
+    }));
     assert!(msg.contains("noise"), "{msg}");
 }
 

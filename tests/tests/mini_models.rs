@@ -7,7 +7,10 @@ use std::fs;
 use burn::tensor::Tensor;
 use dicache_core::CachePolicy;
 use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
-use models_flux::{FluxPipeline, FluxRequest};
+use models_flux::{
+    FluxPipeline, FluxRequest,
+    pipeline::{Pipeline, Settings},
+};
 use models_wan::{WanPipeline, WanRequest};
 use vae::{Rgb8Image, to_rgb8, video_to_rgb8};
 use xtask::mini;
@@ -66,12 +69,17 @@ fn flux_request(noise: Tensor<Cpu, 4>) -> FluxRequest<Cpu> {
     let s = settings("flux");
     FluxRequest {
         prompt: s["prompt"].as_str().unwrap().to_string(),
-        width: num(&s, "width"),
-        height: num(&s, "height"),
-        steps: num(&s, "steps"),
-        guidance: s["guidance"].as_f64(),
-        max_sequence_length: num(&s, "max_sequence_length"),
+        negative_prompt: String::new(),
+        settings: Settings {
+            width: num(&s, "width"),
+            height: num(&s, "height"),
+            frames: 1,
+            steps: num(&s, "steps"),
+            guidance: s["guidance"].as_f64(),
+            max_sequence_length: num(&s, "max_sequence_length"),
+        },
         noise,
+        extra: (),
     }
 }
 
@@ -91,7 +99,7 @@ fn flux_mini_equals_diffusers_and_draws_the_prompt() {
         "final latents",
     );
     let unit = out
-        .image
+        .decoded
         .clone()
         .mul_scalar(0.5)
         .add_scalar(0.5)
@@ -105,7 +113,7 @@ fn flux_mini_equals_diffusers_and_draws_the_prompt() {
     );
 
     // "a large red circle on a blue background"
-    let image = &to_rgb8(out.image).unwrap()[0];
+    let image = &to_rgb8(out.decoded).unwrap()[0];
     let (blue, red) = (coverage(image, BLUE), coverage(image, RED));
     assert!(
         blue > 0.5,
@@ -121,13 +129,16 @@ fn wan_mini_equals_diffusers_and_follows_the_prompt() {
     let request = WanRequest {
         prompt: s["prompt"].as_str().unwrap().to_string(),
         negative_prompt: s["negative_prompt"].as_str().unwrap().to_string(),
-        width: num(&s, "width"),
-        height: num(&s, "height"),
-        frames: num(&s, "frames"),
-        steps: num(&s, "steps"),
-        guidance: s["guidance"].as_f64().unwrap(),
-        max_sequence_length: num(&s, "max_sequence_length"),
+        settings: Settings {
+            width: num(&s, "width"),
+            height: num(&s, "height"),
+            frames: num(&s, "frames"),
+            steps: num(&s, "steps"),
+            guidance: s["guidance"].as_f64(),
+            max_sequence_length: num(&s, "max_sequence_length"),
+        },
         noise: tensor(&reference, "noise", &Default::default()),
+        extra: (),
     };
     let pipe = WanPipeline::<Cpu>::load(&mini::WAN.dir(), None, &Default::default()).unwrap();
     let out = pipe
@@ -141,7 +152,7 @@ fn wan_mini_equals_diffusers_and_follows_the_prompt() {
         "final latents",
     );
     let unit = out
-        .video
+        .decoded
         .clone()
         .permute([0, 2, 1, 3, 4])
         .mul_scalar(0.5)
@@ -151,7 +162,7 @@ fn wan_mini_equals_diffusers_and_follows_the_prompt() {
 
     // "a large yellow square moving right on a purple background": every frame shows the purple
     // background and the yellow square, and the square travels right.
-    let frames = &video_to_rgb8(out.video).unwrap()[0];
+    let frames = &video_to_rgb8(out.decoded).unwrap()[0];
     for (i, frame) in frames.iter().enumerate() {
         let (purple, yellow) = (coverage(frame, PURPLE), coverage(frame, YELLOW));
         assert!(

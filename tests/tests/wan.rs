@@ -13,7 +13,10 @@ use dicache_tests::{
     load_fixture, reshape_stored, tensor,
 };
 use dit_layers::{LoadError, Weights};
-use models_wan::{InputError, Layout, WanConfig, WanInput, WanTransformer, original_name};
+use models_wan::{
+    DiffusionTransformer, InputError, Layout, TransformerConfig, WanConfig, WanInput,
+    WanTransformer, original_name,
+};
 
 type Fixtures = HashMap<String, TensorData>;
 
@@ -93,9 +96,9 @@ fn rope_table_matches_diffusers() {
     let fx = load_fixture("wan/forward.safetensors");
     let model = t2v_diffusers();
     let input = model.check_input(inputs(&fx)).unwrap();
-    assert_eq!(input.grid(), [3, 2, 3]);
+    assert_eq!(input.prepared().grid, [3, 2, 3]);
     assert_eq!(model.config().rope_axes(), [8, 4, 4]);
-    let table = model.rotary_table(input.grid(), &device());
+    let table = input.prepared().rope.clone();
     assert_close(table.cos, &fx["rope.cos"], 1e-6, 1e-6, "rope cos");
     assert_close(table.sin, &fx["rope.sin"], 1e-6, 1e-6, "rope sin");
 }

@@ -5,8 +5,11 @@ use std::fs;
 
 use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig, Pass};
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
-use models_wan::{WanPipeline, WanRequest};
+use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, tensor};
+use models_wan::{
+    WanPipeline, WanRequest,
+    pipeline::{self, Pipeline},
+};
 
 struct Settings {
     run: serde_json::Value,
@@ -29,13 +32,16 @@ impl Settings {
         WanRequest {
             prompt: self.run["prompt"].as_str().unwrap().to_string(),
             negative_prompt: self.run["negative_prompt"].as_str().unwrap().to_string(),
-            width: self.num("width") as usize,
-            height: self.num("height") as usize,
-            frames: self.num("frames") as usize,
-            steps: self.num("steps") as usize,
-            guidance: self.num("guidance"),
-            max_sequence_length: self.num("max_sequence_length") as usize,
+            settings: pipeline::Settings {
+                width: self.num("width") as usize,
+                height: self.num("height") as usize,
+                frames: self.num("frames") as usize,
+                steps: self.num("steps") as usize,
+                guidance: Some(self.num("guidance")),
+                max_sequence_length: self.num("max_sequence_length") as usize,
+            },
             noise: tensor::<Cpu, 5>(&noise, "latents", &Default::default()),
+            extra: (),
         }
     }
 }
@@ -72,7 +78,7 @@ fn uncached_run_equals_diffusers() {
         "final latents",
     );
     assert_close(
-        as_diffusers_video(out.video),
+        as_diffusers_video(out.decoded),
         &reference["video"],
         VIDEO_ATOL,
         1e-4,
@@ -129,7 +135,7 @@ fn dicache_run_equals_the_python_reference() {
         "final latents (dicache)",
     );
     assert_close(
-        as_diffusers_video(out.video),
+        as_diffusers_video(out.decoded),
         &reference["video"],
         VIDEO_ATOL,
         1e-4,
@@ -147,25 +153,15 @@ fn impossible_requests_and_missing_components_are_errors() {
             .map(|e| e.to_string())
             .unwrap()
     };
-    let msg = fails(WanRequest {
-        frames: 8,
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| r.settings.frames = 8));
     assert!(msg.contains("4k+1"), "{msg}");
-    let msg = fails(WanRequest {
-        width: 40,
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| r.settings.width = 40));
     assert!(msg.contains("multiples of 16"), "{msg}");
-    let msg = fails(WanRequest {
-        steps: 0,
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| r.settings.steps = 0));
     assert!(msg.contains("steps"), "{msg}");
-    let msg = fails(WanRequest {
-        noise: Tensor::zeros([1, 16, 2, 4, 6], &Default::default()),
-        ..s.request()
-    });
+    let msg = fails(changed(s.request(), |r| {
+        r.noise = Tensor::zeros([1, 16, 2, 4, 6], &Default::default())
+    }));
     assert!(msg.contains("noise"), "{msg}");
 
     let tmp = tempfile::tempdir().unwrap();

@@ -46,6 +46,18 @@ pub struct Given {
 }
 
 impl Preset {
+    /// The pipelines' generation settings of this preset (1 frame for an image).
+    pub fn settings(&self) -> dit_pipeline::Settings {
+        dit_pipeline::Settings {
+            width: self.width,
+            height: self.height,
+            frames: self.frames.unwrap_or(1),
+            steps: self.steps,
+            guidance: self.guidance,
+            max_sequence_length: self.max_sequence_length,
+        }
+    }
+
     /// This preset with the settings `given` put in.
     pub fn with(self, given: Given) -> Self {
         Self {
@@ -125,53 +137,11 @@ impl MiniModel {
         }
         Ok(dir)
     }
-
-    /// The folder and settings of a run command: `model` when given, with the `reference`
-    /// defaults, else this mini model with its own; the settings `given` win over either.
-    pub fn resolve(
-        &self,
-        model: Option<&Path>,
-        reference: Preset,
-        given: Given,
-    ) -> Result<(PathBuf, Preset)> {
-        let defaults = if model.is_some() {
-            reference
-        } else {
-            self.preset
-        };
-        Ok((self.folder_or(model)?, defaults.with(given)))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_explicit_model_keeps_the_reference_defaults_and_given_flags_win() {
-        let reference = Preset {
-            width: 1024,
-            height: 1024,
-            max_sequence_length: 512,
-            ..FLUX.preset
-        };
-        let given = Given {
-            height: Some(64),
-            guidance: Some(2.0),
-            ..Given::default()
-        };
-        let (dir, preset) = FLUX
-            .resolve(Some(Path::new("/x")), reference, given)
-            .unwrap();
-        assert_eq!(dir, PathBuf::from("/x"));
-        let expected = Preset {
-            height: 64,
-            guidance: Some(2.0),
-            ..reference
-        };
-        assert_eq!(preset, expected);
-        assert_eq!(FLUX.preset.with(given).width, 128);
-    }
 
     #[test]
     fn a_missing_mini_model_says_how_to_get_one() {

@@ -6,7 +6,8 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
-use models_flux::{FluxConfig, FluxInput, FluxTransformer};
+use dicache_core::CacheableModel;
+use models_flux::{DiffusionTransformer, FluxConfig, FluxInput, FluxTransformer};
 use serde::{Deserialize, Serialize};
 
 use super::{Case, Samples, timing::Timer};

@@ -8,7 +8,10 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
-use models_hunyuan::{HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer};
+use dicache_core::CacheableModel;
+use models_hunyuan::{
+    DiffusionTransformer, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Case, Samples, timing::Timer};

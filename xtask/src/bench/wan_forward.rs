@@ -6,7 +6,8 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor, backend::Backend};
-use models_wan::{WanConfig, WanInput, WanTransformer};
+use dicache_core::CacheableModel;
+use models_wan::{DiffusionTransformer, WanConfig, WanInput, WanTransformer};
 use serde::{Deserialize, Serialize};
 
 use super::{Case, Samples, timing::Timer};

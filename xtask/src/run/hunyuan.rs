@@ -1,45 +1,25 @@
 //! `cargo xtask run hunyuan`.
 
-use std::{path::PathBuf, time::Instant};
+use std::path::PathBuf;
 
 use anyhow::Result;
-use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, backend::Backend};
 use clap::{Args, ValueEnum};
 use dicache_core::DiCacheConfig;
-use models_hunyuan::{HunyuanVideoPipeline, HunyuanVideoRequest, pipeline};
+use models_hunyuan::HunyuanVideoPipeline;
 use vae::{TemporalTiles, TileConfig};
 
-use super::{CommonArgs, finish, load_pipeline, video};
-use crate::backend::{BackendJob, dispatch};
+use super::{CommonArgs, Generate, RunModel, video};
+use crate::mini::MiniModel;
 
 /// Arguments of `cargo xtask run hunyuan`.
 #[derive(Debug, Args)]
 pub struct HunyuanArgs {
-    /// A HunyuanVideo pipeline folder in diffusers layout (model_index.json, scheduler/,
-    /// text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/, transformer/, vae/).
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Frames (4k+1) [default: 129].
     #[arg(long)]
-    model: PathBuf,
-    /// Use this single-file transformer in Tencent's original layout instead of transformer/.
-    #[arg(long)]
-    transformer: Option<PathBuf>,
-    /// Video width (multiple of 16).
-    #[arg(long, default_value_t = pipeline::DEFAULT_WIDTH)]
-    width: usize,
-    /// Video height (multiple of 16).
-    #[arg(long, default_value_t = pipeline::DEFAULT_HEIGHT)]
-    height: usize,
-    /// Frames (4k+1).
-    #[arg(long, default_value_t = pipeline::DEFAULT_FRAMES)]
-    frames: usize,
-    /// Denoising steps.
-    #[arg(long, default_value_t = pipeline::DEFAULT_STEPS)]
-    steps: usize,
-    /// Embedded guidance scale (one transformer pass a step).
-    #[arg(long, default_value_t = pipeline::DEFAULT_GUIDANCE)]
-    guidance: f64,
-    /// LLaMA prompt length in tokens (after the template).
-    #[arg(long, default_value_t = pipeline::DEFAULT_MAX_SEQUENCE_LENGTH)]
-    max_sequence_length: usize,
+    frames: Option<usize>,
     /// How the VAE decodes (an axis is tiled only when the video is longer than one tile).
     #[arg(long, value_enum, default_value_t = VaeTiling::SpaceAndTime)]
     vae_tiling: VaeTiling,
@@ -49,10 +29,9 @@ pub struct HunyuanArgs {
     /// Also write every frame as a PNG into this folder.
     #[arg(long)]
     frames_dir: Option<PathBuf>,
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Where to write the video: .gif (built in), .mp4 or .webp (need ffmpeg on PATH).
-    #[arg(long)]
+    /// Where to write the video: .gif (built in), .mp4 or .webp (need ffmpeg on PATH); its
+    /// folder is created if needed.
+    #[arg(long, default_value = "out/hunyuan.gif")]
     out: PathBuf,
 }
 
@@ -84,45 +63,33 @@ impl VaeTiling {
     }
 }
 
-/// Runs HunyuanVideo on the chosen backend.
-pub fn run(args: HunyuanArgs) -> Result<()> {
-    let (backend, dtype) = (args.common.backend, args.common.dtype);
-    dispatch(backend, dtype, HunyuanJob(args))
+/// HunyuanVideo text-to-video.
+struct HunyuanVideo;
+
+impl RunModel<5> for HunyuanVideo {
+    type Pipeline<B: Backend> = HunyuanVideoPipeline<B>;
+    /// The VAE's tiles.
+    type Extra = TileConfig;
+    type Target = video::Target;
+    const MINI: Option<MiniModel> = None;
+
+    fn preset() -> DiCacheConfig {
+        DiCacheConfig::hunyuan_video()
+    }
+
+    fn save<B: Backend>(decoded: Tensor<B, 5>, target: &video::Target) -> Result<()> {
+        target.save(decoded)
+    }
 }
 
-struct HunyuanJob(HunyuanArgs);
-
-impl BackendJob for HunyuanJob {
-    type Output = ();
-
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let args = self.0;
-        let policy = args.common.policy(DiCacheConfig::hunyuan_video())?;
-        let target = video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?;
-        let start = Instant::now();
-        let pipe = load_pipeline("HunyuanVideo", &args.model, || {
-            HunyuanVideoPipeline::<B>::load(&args.model, args.transformer.as_deref(), &device)
-        })?;
-        let shape = pipe.latent_shape(args.width, args.height, args.frames)?;
-        let noise = args.common.initial_noise(shape, &device)?;
-        let request = HunyuanVideoRequest {
-            prompt: args.common.prompt.clone(),
-            width: args.width,
-            height: args.height,
-            frames: args.frames,
-            steps: args.steps,
-            guidance: args.guidance,
-            max_sequence_length: args.max_sequence_length,
-            noise,
-            vae_tiles: args.vae_tiling.tiles(),
-        };
-        let result = args.common.generate(
-            args.steps,
-            |on_step| pipe.generate(&request, policy, on_step),
-            |r| (&r.latents, &r.trace),
-        )?;
-        target.save(result.video)?;
-        finish(&result.trace, start, &args.out);
-        Ok(())
+/// Runs HunyuanVideo.
+pub fn run(args: HunyuanArgs) -> Result<()> {
+    Generate::<HunyuanVideo, 5> {
+        common: &args.common,
+        frames: args.frames,
+        extra: args.vae_tiling.tiles(),
+        target: video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?,
+        out: &args.out,
     }
+    .run()
 }

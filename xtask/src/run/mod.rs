@@ -1,4 +1,6 @@
-//! `cargo xtask run flux|wan|hunyuan`: prompt to image or video.
+//! `cargo xtask run flux|wan|hunyuan`: prompt to image or video, one generic run for every
+//! pipeline ([`RunModel`] says what differs: the pipeline, its DiCache preset, its mini model,
+//! how its output is written).
 
 mod flux;
 mod hunyuan;
@@ -15,8 +17,12 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, backend::Backend};
 use clap::{Args, Subcommand, ValueEnum};
 use dicache_core::{CachePolicy, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig};
+use dit_pipeline::{Pipeline, Request, Settings};
 
-use crate::backend::{BackendKind, Dtype};
+use crate::{
+    backend::{BackendJob, BackendKind, Dtype, dispatch},
+    mini::MiniModel,
+};
 
 /// Which model to run.
 #[derive(Debug, Subcommand)]
@@ -57,6 +63,37 @@ pub struct CommonArgs {
     /// The prompt.
     #[arg(long)]
     pub prompt: String,
+    /// A pipeline folder in diffusers layout (model_index.json, scheduler/, the text encoders
+    /// and tokenizers, transformer/, vae/). Without it: the model's mini model under
+    /// mini-models/, whose own settings then become the defaults.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Use this single-file transformer in the original authors' layout (Black Forest Labs',
+    /// Wan's, Tencent's) instead of transformer/.
+    #[arg(long)]
+    pub transformer: Option<PathBuf>,
+    /// Width in pixels, a multiple of 16 [default: the pipeline's; mini model: its own].
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Height in pixels, a multiple of 16 [default: the pipeline's; mini model: its own].
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Denoising steps [default: the pipeline's; mini model: its own].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Guidance scale: embedded (FLUX.1-dev, HunyuanVideo) or classifier-free (WAN, two
+    /// transformer passes a step when above 1) [default: the pipeline's; FLUX.1-schnell takes
+    /// none].
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    /// The text encoder's prompt length in tokens [default: the pipeline's; mini model: its
+    /// own].
+    #[arg(long)]
+    pub max_sequence_length: Option<usize>,
+    /// What the output should not show: the unconditional pass's prompt (WAN's
+    /// classifier-free guidance; the other models take none).
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
     /// Seed of the initial noise (ignored with --init-noise).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -145,42 +182,34 @@ impl CommonArgs {
         Ok(policy)
     }
 
-    /// The initial noise of `shape`: the --init-noise file, or drawn from --seed.
-    pub fn initial_noise<B: Backend, const D: usize>(
+    /// The folder to load and the settings of the run: `--model` with the pipeline's
+    /// `reference` defaults, else the `mini` model with its own; the flags given win over
+    /// either, and `frames` is the video flag (`None` for images).
+    fn resolve(
         &self,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Result<Tensor<B, D>> {
-        output::initial_noise(self.init_noise.as_deref(), self.seed, shape, device)
-    }
-
-    /// Runs `generate` behind a progress bar over `steps` denoising steps (`generate` reports
-    /// each step done through the callback it is given), then writes the final latents to
-    /// --save-latents and the trace to --trace where asked, taking both from the output with
-    /// `parts`.
-    pub fn generate<T, E, B: Backend, const D: usize>(
-        &self,
-        steps: usize,
-        generate: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<T, E>,
-        parts: impl Fn(&T) -> (&Tensor<B, D>, &Trace),
-    ) -> Result<T>
-    where
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        let bar = output::step_bar(steps);
-        let result = generate(&mut |done, _| bar.set_position(done as u64));
-        bar.finish_and_clear();
-        let result = result?;
-        let (latents, trace) = parts(&result);
-        if let Some(path) = &self.save_latents {
-            output::save_latents(latents.clone(), path)?;
-        }
-        if let Some(path) = &self.trace {
-            trace
-                .write_json(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        Ok(result)
+        reference: Settings,
+        mini: Option<&MiniModel>,
+        frames: Option<usize>,
+        name: &str,
+    ) -> Result<(PathBuf, Settings)> {
+        let (folder, defaults) = match (&self.model, mini) {
+            (Some(model), _) => (model.clone(), reference),
+            (None, Some(mini)) => (mini.folder_or(None)?, mini.preset.settings()),
+            (None, None) => {
+                bail!("{name} has no mini model yet: pass --model with a pipeline folder")
+            }
+        };
+        let settings = Settings {
+            width: self.width.unwrap_or(defaults.width),
+            height: self.height.unwrap_or(defaults.height),
+            frames: frames.unwrap_or(defaults.frames),
+            steps: self.steps.unwrap_or(defaults.steps),
+            guidance: self.guidance.or(defaults.guidance),
+            max_sequence_length: self
+                .max_sequence_length
+                .unwrap_or(defaults.max_sequence_length),
+        };
+        Ok((folder, settings))
     }
 
     fn knobs(&self) -> [(&'static str, bool); 4] {
@@ -193,28 +222,96 @@ impl CommonArgs {
     }
 }
 
-/// Loads the `model` pipeline (e.g. "FLUX") from `folder` with `load`, saying so first and
-/// naming both on failure.
-pub fn load_pipeline<P, E>(
-    model: &str,
-    folder: &Path,
-    load: impl FnOnce() -> Result<P, E>,
-) -> Result<P>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    eprintln!("loading {}", folder.display());
-    load().with_context(|| format!("loading the {model} pipeline from {}", folder.display()))
+/// What a run command's model brings to the generic run.
+pub trait RunModel<const N: usize> {
+    /// The pipeline, on any backend.
+    type Pipeline<B: Backend>: Pipeline<B, N, Extra = Self::Extra>;
+    /// Its model-specific request settings.
+    type Extra;
+    /// Where and how its output is written, checked before anything loads.
+    type Target;
+    /// Its mini model, if it has one.
+    const MINI: Option<MiniModel>;
+
+    /// Its DiCache preset.
+    fn preset() -> DiCacheConfig;
+
+    /// Writes the decoded output `[1, 3, (frames,) height, width]` to `target`.
+    fn save<B: Backend>(decoded: Tensor<B, N>, target: &Self::Target) -> Result<()>;
 }
 
-/// Prints the summary of a generation that began at `start` and wrote `out`.
-pub fn finish(trace: &Trace, start: Instant, out: &Path) {
-    print_summary(trace, start.elapsed().as_secs_f64());
-    eprintln!("wrote {}", out.display());
+/// One generation of a run command: the shared options, the model's video frames flag, its
+/// extra settings and its checked output target.
+pub struct Generate<'a, M: RunModel<N>, const N: usize> {
+    /// The shared options.
+    pub common: &'a CommonArgs,
+    /// `--frames` of a video model (`None`: the default).
+    pub frames: Option<usize>,
+    /// The model's extra settings.
+    pub extra: M::Extra,
+    /// Where the output goes.
+    pub target: M::Target,
+    /// The output path, for the summary.
+    pub out: &'a Path,
 }
 
-/// Prints the one-screen summary of a generation.
-fn print_summary(trace: &Trace, total_seconds: f64) {
+impl<M: RunModel<N>, const N: usize> Generate<'_, M, N> {
+    /// Runs on the backend and dtype the options ask for.
+    pub fn run(self) -> Result<()> {
+        dispatch(self.common.backend, self.common.dtype, self)
+    }
+}
+
+impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let common = self.common;
+        let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
+        let policy = common.policy(M::preset())?;
+        let reference = <M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS;
+        let (folder, settings) = common.resolve(reference, M::MINI.as_ref(), self.frames, name)?;
+        output::create_parent(self.out)?;
+        let start = Instant::now();
+        eprintln!("loading {}", folder.display());
+        let pipe = M::Pipeline::<B>::load(&folder, common.transformer.as_deref(), &device)
+            .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
+        let shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
+        let noise =
+            output::initial_noise(common.init_noise.as_deref(), common.seed, shape, &device)?;
+        let request = Request {
+            prompt: common.prompt.clone(),
+            negative_prompt: common.negative_prompt.clone(),
+            settings,
+            noise,
+            extra: self.extra,
+        };
+        let bar = output::step_bar(settings.steps);
+        let result = pipe.generate(&request, policy, &mut |done, _| {
+            bar.set_position(done as u64)
+        });
+        bar.finish_and_clear();
+        let result = result?;
+        if let Some(path) = &common.save_latents {
+            output::save_latents(result.latents.clone(), path)?;
+        }
+        if let Some(path) = &common.trace {
+            result
+                .trace
+                .write_json(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        M::save(result.decoded, &self.target)?;
+        print_summary(&result.trace, result.denoise_time.as_secs_f64(), start);
+        eprintln!("wrote {}", self.out.display());
+        Ok(())
+    }
+}
+
+/// Prints the one-screen summary of a generation that began at `start` and whose denoising
+/// loop took `denoise_seconds`.
+fn print_summary(trace: &Trace, denoise_seconds: f64, start: Instant) {
+    let total_seconds = start.elapsed().as_secs_f64();
     let s = trace.summary();
     let loop_seconds = s.total_ms / 1e3;
     let per_computed = s.mean_computed_ms / 1e3;
@@ -231,7 +328,10 @@ fn print_summary(trace: &Trace, total_seconds: f64) {
         "per step   {per_computed:.3} s computed, {:.3} s skipped",
         s.mean_skipped_ms / 1e3
     );
-    eprintln!("time       {loop_seconds:.2} s in the transformer, {total_seconds:.2} s in all");
+    eprintln!(
+        "time       {loop_seconds:.2} s in the transformer, {denoise_seconds:.2} s denoising, \
+         {total_seconds:.2} s in all"
+    );
     if loop_seconds > 0.0 && s.computed > 0 {
         eprintln!(
             "speedup    {:.2}x over computing every step (estimated {uncached:.2} s)",

@@ -3,7 +3,7 @@
 use std::{
     fs,
     io::Write,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -60,35 +60,35 @@ impl Format {
 }
 
 /// Where and how a run command writes its video: checked before the pipeline loads.
-#[derive(Debug, Clone, Copy)]
-pub struct Target<'a> {
+#[derive(Debug, Clone)]
+pub struct Target {
     format: Format,
     fps: u32,
-    frames_dir: Option<&'a Path>,
-    path: &'a Path,
+    frames_dir: Option<PathBuf>,
+    path: PathBuf,
 }
 
-impl<'a> Target<'a> {
+impl Target {
     /// The video file `path` (its format from the extension, its encoder checked) at `fps`
     /// frames per second, and each frame as a PNG into `frames_dir` if given.
-    pub fn new(path: &'a Path, fps: u32, frames_dir: Option<&'a Path>) -> Result<Self> {
+    pub fn new(path: &Path, fps: u32, frames_dir: Option<&Path>) -> Result<Self> {
         let format = Format::of(path)?;
         format.check_encoder()?;
         Ok(Self {
             format,
             fps,
-            frames_dir,
-            path,
+            frames_dir: frames_dir.map(Path::to_path_buf),
+            path: path.to_path_buf(),
         })
     }
 
     /// Writes a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`).
     pub fn save<B: Backend>(&self, video: Tensor<B, 5>) -> Result<()> {
         let frames = frames(video)?;
-        if let Some(dir) = self.frames_dir {
+        if let Some(dir) = &self.frames_dir {
             write_pngs(&frames, dir)?;
         }
-        write(&frames, self.format, self.fps, self.path)
+        write(&frames, self.format, self.fps, &self.path)
     }
 }
 

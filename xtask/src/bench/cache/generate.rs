@@ -9,6 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::{CachePolicy, Trace};
+use dit_pipeline::Pipeline;
 use models_flux::{FluxPipeline, FluxRequest};
 use models_wan::{WanPipeline, WanRequest};
 use vae::Rgb8Image;
@@ -64,7 +65,7 @@ impl<B: Backend> Generator<B> {
     pub fn noise_shape(&self) -> Result<Vec<usize>> {
         let p = &self.preset;
         Ok(match &self.pipeline {
-            Loaded::Flux(pipe) => pipe.latent_shape(p.width, p.height)?.to_vec(),
+            Loaded::Flux(pipe) => pipe.latent_shape(p.width, p.height, 1)?.to_vec(),
             Loaded::Wan(pipe) => pipe
                 .latent_shape(p.width, p.height, self.frames())?
                 .to_vec(),
@@ -84,30 +85,24 @@ impl<B: Backend> Generator<B> {
             Loaded::Flux(pipe) => {
                 let request = FluxRequest {
                     prompt: prompt.to_string(),
-                    width: p.width,
-                    height: p.height,
-                    steps: p.steps,
-                    guidance: p.guidance,
-                    max_sequence_length: p.max_sequence_length,
+                    negative_prompt: String::new(),
+                    settings: p.settings(),
                     noise: Tensor::from_data(noise.clone(), &self.device),
+                    extra: (),
                 };
                 let out = pipe.generate(&request, policy, &mut |_, _| {})?;
-                (vae::to_rgb8(out.image)?, out.trace, out.denoise_time)
+                (vae::to_rgb8(out.decoded)?, out.trace, out.denoise_time)
             }
             Loaded::Wan(pipe) => {
                 let request = WanRequest {
                     prompt: prompt.to_string(),
                     negative_prompt: String::new(),
-                    width: p.width,
-                    height: p.height,
-                    frames: self.frames(),
-                    steps: p.steps,
-                    guidance: p.guidance.expect("the WAN preset sets the guidance"),
-                    max_sequence_length: p.max_sequence_length,
+                    settings: p.settings(),
                     noise: Tensor::from_data(noise.clone(), &self.device),
+                    extra: (),
                 };
                 let out = pipe.generate(&request, policy, &mut |_, _| {})?;
-                let mut videos = vae::video_to_rgb8(out.video)?;
+                let mut videos = vae::video_to_rgb8(out.decoded)?;
                 (videos.remove(0), out.trace, out.denoise_time)
             }
         };

@@ -1,19 +1,7 @@
-//! Where the model's parameters come from: a diffusers checkpoint, a checkpoint in Wan's
-//! original layout (same tensors, other names), or random initialisation. The model asks for
-//! every parameter by its diffusers module path through [`ModelParams`]; this module maps the
-//! original layout's names onto them.
+//! Wan's original single-file layout (`WanModel`: `blocks.N.self_attn.q`) as a [`TensorMap`]
+//! onto the diffusers module paths the model is built from: the same tensors under other names.
 
-use burn::tensor::backend::Backend;
-use dit_layers::{KeyMap, ModelParams, Weights};
-
-/// How a checkpoint names its tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// diffusers `WanTransformer3DModel` names (`blocks.N.attn1.to_q`).
-    Diffusers,
-    /// Wan's original `WanModel` names (`blocks.N.self_attn.q`).
-    Original,
-}
+use dit_layers::{Stored, TensorMap};
 
 /// The name in Wan's original layout of the diffusers module or parameter `path` (dotted
 /// segments), or `None` when the original has no counterpart. The mapping is a renaming: every
@@ -67,20 +55,16 @@ pub fn original_name(path: &[&str]) -> Option<String> {
     Some(name)
 }
 
-/// Wan's original names as a [`KeyMap`].
-const ORIGINAL: KeyMap = KeyMap {
-    name: original_name,
-    layout: "Wan's original checkpoint layout",
-};
+/// Wan's original layout: every diffusers parameter renamed by [`original_name`].
+#[derive(Debug, Clone, Copy)]
+pub struct WanOriginalLayout;
 
-/// The parameters of `weights`, named as `layout` names them, loaded onto `device`.
-pub fn checkpoint_params<'a, B: Backend>(
-    weights: &'a Weights,
-    layout: Layout,
-    device: &'a B::Device,
-) -> ModelParams<'a, B> {
-    match layout {
-        Layout::Diffusers => ModelParams::checkpoint(weights, device),
-        Layout::Original => ModelParams::renamed(weights, ORIGINAL, device),
+impl TensorMap for WanOriginalLayout {
+    fn locate(&self, path: &[&str]) -> Option<Stored> {
+        original_name(path).map(Stored::Renamed)
+    }
+
+    fn layout(&self) -> &'static str {
+        "Wan's original checkpoint layout"
     }
 }

@@ -1,0 +1,161 @@
+//! What every diffusion-transformer port loads the same way: a configuration read from diffusers'
+//! `config.json` and checked, and a model built from a [`ModelParams`] source — a diffusers
+//! checkpoint, a single file in the original authors' layout (a [`TensorMap`] onto the diffusers
+//! names), or random weights.
+//!
+//! A model implements [`DiffusionTransformer`] with four items (build, its original layout,
+//! configuration inference from an original file, its configuration) and gets every loader:
+//! [`DiffusionTransformer::random`], [`DiffusionTransformer::from_weights`],
+//! [`DiffusionTransformer::load_diffusers`], [`DiffusionTransformer::load_original`] and
+//! [`DiffusionTransformer::load`].
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use serde::de::DeserializeOwned;
+
+use crate::{LoadError, ModelParams, TensorMap, Weights, model_folder, read_json};
+
+/// How a checkpoint names its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// diffusers' names (`transformer_blocks.N.attn.to_q`), one tensor per diffusers parameter.
+    Diffusers,
+    /// The original authors' single file (Black Forest Labs' FLUX.1, Wan's `WanModel`,
+    /// Tencent's HunyuanVideo), located through the model's [`TensorMap`].
+    Original,
+}
+
+/// A transformer's configuration as diffusers' `config.json` holds it.
+pub trait TransformerConfig: Clone + DeserializeOwned {
+    /// The type's name, for errors about a configuration given in code (`"FluxConfig"`).
+    const NAME: &'static str;
+
+    /// Checks that the settings describe a model this port builds; `source` names where they
+    /// came from in the error.
+    fn validate(&self, source: &Path) -> Result<(), LoadError>;
+
+    /// Reads and checks a diffusers `config.json`.
+    fn from_file(path: &Path) -> Result<Self, LoadError> {
+        let config: Self = read_json(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Where a configuration given in code came from, as errors name it.
+    fn given_in_code() -> PathBuf {
+        PathBuf::from(format!("{} given in code", Self::NAME))
+    }
+}
+
+/// A diffusion transformer that loads from every source the same way.
+pub trait DiffusionTransformer<B: Backend>: Sized {
+    /// Its configuration.
+    type Config: TransformerConfig;
+    /// What an original single file does not store and a caller may give (FLUX.1's rotary
+    /// split, WAN's head count); `Default` asks for the released models' value.
+    type OriginalHint: Default;
+    /// The prefix an original single file may carry on every name (ComfyUI-style exports,
+    /// DeepSpeed's `module.`).
+    const ORIGINAL_PREFIX: &'static str;
+
+    /// Builds the model of a validated `config`, asking `params` for every parameter by its
+    /// diffusers module path.
+    fn build(config: Self::Config, params: &ModelParams<'_, B>) -> Result<Self, LoadError>;
+
+    /// Where an original single file of a model of `config` stores each diffusers parameter.
+    fn original_layout(config: &Self::Config) -> Box<dyn TensorMap>;
+
+    /// The configuration of `weights`, an original single file read from `file` (prefix
+    /// stripped), inferred from its tensor shapes and `hint`.
+    fn infer_original(
+        weights: &Weights,
+        file: &Path,
+        hint: Self::OriginalHint,
+    ) -> Result<Self::Config, LoadError>;
+
+    /// The configuration the model was built for.
+    fn config(&self) -> &Self::Config;
+
+    /// A model of `config` with random weights (seed with `B::seed`), for benchmarks and tests
+    /// that need no reference numbers. Fails only on an invalid configuration.
+    fn random(config: &Self::Config, device: &B::Device) -> Result<Self, LoadError> {
+        config.validate(&Self::Config::given_in_code())?;
+        Self::build(config.clone(), &ModelParams::random(device))
+    }
+
+    /// Loads `weights`, stored in `layout`, as a model of `config`. Every tensor must have the
+    /// shape `config` implies and every tensor of the checkpoint must be used, so a
+    /// configuration that does not match the weights is an error.
+    fn from_weights(
+        config: Self::Config,
+        weights: &Weights,
+        layout: Layout,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        config.validate(Path::new(&format!(
+            "{} given for the checkpoint",
+            Self::Config::NAME
+        )))?;
+        let original = Self::original_layout(&config);
+        let params = match layout {
+            Layout::Diffusers => ModelParams::checkpoint(weights, device),
+            Layout::Original => ModelParams::mapped(weights, original.as_ref(), device),
+        };
+        let model = Self::build(config, &params)?;
+        weights.check_all_used()?;
+        Ok(model)
+    }
+
+    /// Loads a diffusers transformer folder (`config.json` and one or more `*.safetensors`
+    /// shards with their index), or a pipeline folder holding one in `transformer/`.
+    fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
+        let dir = model_folder(dir, "transformer");
+        let config = Self::Config::from_file(&dir.join("config.json"))?;
+        let weights = Weights::open(&dir)?;
+        Self::from_weights(config, &weights, Layout::Diffusers, device)
+    }
+
+    /// Loads a single file in the original layout (with or without
+    /// [`Self::ORIGINAL_PREFIX`]), inferring the configuration from its shapes and `hint`.
+    fn load_original(
+        file: &Path,
+        hint: Self::OriginalHint,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let weights = Weights::open(file)?.strip_prefix(Self::ORIGINAL_PREFIX);
+        let config = Self::infer_original(&weights, file, hint)?;
+        Self::from_weights(config, &weights, Layout::Original, device)
+    }
+
+    /// Loads a checkpoint in either layout: a folder as diffusers, a file as the original
+    /// layout of the released models.
+    fn load(path: &Path, device: &B::Device) -> Result<Self, LoadError> {
+        if path.is_dir() {
+            Self::load_diffusers(path, device)
+        } else {
+            Self::load_original(path, Self::OriginalHint::default(), device)
+        }
+    }
+}
+
+/// A configuration error about `T`'s configuration given in code: what the model's `build`
+/// reports for a setting its configuration's `validate` already refuses.
+pub fn config_error<T: TransformerConfig>(message: impl std::fmt::Display) -> LoadError {
+    LoadError::Config {
+        path: T::given_in_code(),
+        message: message.to_string(),
+    }
+}
+
+/// Checks that each of `settings` (name, value) is positive; the error names the first that is
+/// not, and `source` where the settings came from.
+pub fn check_positive(source: &Path, settings: &[(&str, usize)]) -> Result<(), LoadError> {
+    match settings.iter().find(|(_, value)| *value == 0) {
+        Some((name, _)) => Err(LoadError::Config {
+            path: source.to_path_buf(),
+            message: format!("{name} must be positive"),
+        }),
+        None => Ok(()),
+    }
+}

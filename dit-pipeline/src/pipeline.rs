@@ -1,0 +1,126 @@
+//! One request and one output shape for every text-to-image and text-to-video pipeline, and the
+//! trait the pipelines implement, so a caller (the command line, a benchmark, a server) is
+//! written once for all of them.
+
+use std::{fmt::Debug, path::Path, time::Duration};
+
+use burn::tensor::{Tensor, backend::Backend};
+use dicache_core::{CachePolicy, Trace};
+
+use crate::{PipelineError, check_max_sequence_length, check_noise_shape, check_steps};
+
+/// The settings of a generation besides the prompt and the noise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Frames of a video (`4k + 1`); 1 for an image.
+    pub frames: usize,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Guidance scale (embedded or classifier-free, as the model takes it); `None` where the
+    /// model takes none (FLUX.1-schnell).
+    pub guidance: Option<f64>,
+    /// The text encoder's prompt length in tokens.
+    pub max_sequence_length: usize,
+}
+
+/// What to generate: a prompt, its settings, the initial noise (`N` dimensions: `[1, C, h, w]`
+/// for an image, `[1, C, f, h, w]` for a video) and the settings only one model has (`X`).
+#[derive(Debug, Clone)]
+pub struct Request<B: Backend, const N: usize, X = ()> {
+    /// The prompt.
+    pub prompt: String,
+    /// What the output should not show: the unconditional pass's prompt of a model with
+    /// classifier-free guidance (WAN); empty for none. Models without it refuse one.
+    pub negative_prompt: String,
+    /// Size, steps, guidance and prompt length.
+    pub settings: Settings,
+    /// The initial noise in the pipeline's latent shape ([`Pipeline::latent_shape`]).
+    pub noise: Tensor<B, N>,
+    /// Settings of this model alone (HunyuanVideo's VAE tiles); `()` for none.
+    pub extra: X,
+}
+
+/// What a generation returns.
+#[derive(Debug)]
+pub struct Output<B: Backend, const N: usize> {
+    /// The sampler's final latents in the noise's layout, before the VAE's scaling (and shift,
+    /// or per-channel statistics) are undone.
+    pub latents: Tensor<B, N>,
+    /// The decoded image `[1, 3, height, width]` or video `[1, 3, frames, height, width]`,
+    /// nominally in `[-1, 1]` (see [`vae::to_rgb8`], [`vae::video_to_rgb8`]).
+    pub decoded: Tensor<B, N>,
+    /// Wall time of the denoising loop (every transformer call and sampler step, not the
+    /// prompt encoding or the VAE decoding), read after the backend finished its work.
+    pub denoise_time: Duration,
+    /// The cache trace, one entry per transformer call.
+    pub trace: Trace,
+}
+
+/// A text-to-image (`N = 4`) or text-to-video (`N = 5`) pipeline loaded from a diffusers-layout
+/// folder.
+pub trait Pipeline<B: Backend, const N: usize>: Sized {
+    /// The model's name in messages (`"FLUX"`).
+    const NAME: &'static str;
+    /// diffusers' pipeline defaults.
+    const DEFAULTS: Settings;
+    /// Whether the model takes a negative prompt (classifier-free guidance).
+    const NEGATIVE_PROMPT: bool;
+    /// The settings of this model alone.
+    type Extra: Clone + Debug + Default;
+
+    /// Loads the pipeline folder; `transformer_file` replaces its `transformer/` with a
+    /// single-file checkpoint in the original authors' layout.
+    fn load(
+        folder: &Path,
+        transformer_file: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self, PipelineError>;
+
+    /// Checks the output size (`frames` is 1 for an image) and returns the latent shape of the
+    /// initial noise.
+    fn latent_shape(
+        &self,
+        width: usize,
+        height: usize,
+        frames: usize,
+    ) -> Result<[usize; N], PipelineError>;
+
+    /// The checks every request gets before anything is encoded: its size
+    /// ([`Self::latent_shape`]), steps, prompt length, guidance, the noise's shape, and a
+    /// negative prompt only for a model that takes one.
+    fn check_request(&self, request: &Request<B, N, Self::Extra>) -> Result<(), PipelineError> {
+        let s = &request.settings;
+        let latent = self.latent_shape(s.width, s.height, s.frames)?;
+        check_steps(s.steps)?;
+        check_max_sequence_length(s.max_sequence_length)?;
+        if let Some(g) = s.guidance.filter(|g| !g.is_finite()) {
+            return Err(PipelineError::Request(format!(
+                "guidance {g} must be a finite number"
+            )));
+        }
+        if !Self::NEGATIVE_PROMPT && !request.negative_prompt.is_empty() {
+            return Err(PipelineError::Request(format!(
+                "{} takes no negative prompt (its guidance is embedded, not classifier-free)",
+                Self::NAME
+            )));
+        }
+        let target = match s.frames {
+            1 => format!("a {}x{} image", s.width, s.height),
+            f => format!("a {}x{}x{f} video", s.width, s.height),
+        };
+        check_noise_shape(&request.noise.dims(), &latent, &target)
+    }
+
+    /// Runs the pipeline with the cache `policy`, calling `on_step(done, total)` after each
+    /// denoising step.
+    fn generate(
+        &self,
+        request: &Request<B, N, Self::Extra>,
+        policy: CachePolicy,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output<B, N>, PipelineError>;
+}
