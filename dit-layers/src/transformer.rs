@@ -3,8 +3,9 @@
 //! checkpoint, a single file in the original authors' layout (a [`TensorMap`] onto the diffusers
 //! names), or random weights.
 //!
-//! A model implements [`DiffusionTransformer`] with four items (build, its original layout,
-//! configuration inference from an original file, its configuration) and gets every loader:
+//! A configuration implements [`TransformerConfig`] (its checks, its original layout and how to
+//! infer it from an original file); a model implements [`DiffusionTransformer`] (build from a
+//! configuration and a parameter source) and gets every loader:
 //! [`DiffusionTransformer::random`], [`DiffusionTransformer::from_weights`],
 //! [`DiffusionTransformer::load_diffusers`], [`DiffusionTransformer::load_original`] and
 //! [`DiffusionTransformer::load`].
@@ -26,14 +27,33 @@ pub enum Layout {
     Original,
 }
 
-/// A transformer's configuration as diffusers' `config.json` holds it.
+/// A transformer's configuration as diffusers' `config.json` holds it, and what it says about
+/// the original authors' single-file layout of such a model.
 pub trait TransformerConfig: Clone + DeserializeOwned {
     /// The type's name, for errors about a configuration given in code (`"FluxConfig"`).
     const NAME: &'static str;
+    /// The prefix an original single file may carry on every name (ComfyUI-style exports,
+    /// DeepSpeed's `module.`).
+    const ORIGINAL_PREFIX: &'static str;
+    /// What an original single file does not store and a caller may give (FLUX.1's rotary
+    /// split, WAN's head count); `Default` asks for the released models' value.
+    type OriginalHint: Default;
 
     /// Checks that the settings describe a model this port builds; `source` names where they
     /// came from in the error.
     fn validate(&self, source: &Path) -> Result<(), LoadError>;
+
+    /// The configuration of `weights`, an original single file read from `file` (prefix
+    /// stripped), inferred from its tensor shapes and `hint`.
+    fn infer_original(
+        weights: &Weights,
+        file: &Path,
+        hint: Self::OriginalHint,
+    ) -> Result<Self, LoadError>;
+
+    /// Where an original single file of a model of this configuration stores each diffusers
+    /// parameter.
+    fn original_layout(&self) -> Box<dyn TensorMap>;
 
     /// Reads and checks a diffusers `config.json`.
     fn from_file(path: &Path) -> Result<Self, LoadError> {
@@ -52,27 +72,10 @@ pub trait TransformerConfig: Clone + DeserializeOwned {
 pub trait DiffusionTransformer<B: Backend>: Sized {
     /// Its configuration.
     type Config: TransformerConfig;
-    /// What an original single file does not store and a caller may give (FLUX.1's rotary
-    /// split, WAN's head count); `Default` asks for the released models' value.
-    type OriginalHint: Default;
-    /// The prefix an original single file may carry on every name (ComfyUI-style exports,
-    /// DeepSpeed's `module.`).
-    const ORIGINAL_PREFIX: &'static str;
 
     /// Builds the model of a validated `config`, asking `params` for every parameter by its
     /// diffusers module path.
     fn build(config: Self::Config, params: &ModelParams<'_, B>) -> Result<Self, LoadError>;
-
-    /// Where an original single file of a model of `config` stores each diffusers parameter.
-    fn original_layout(config: &Self::Config) -> Box<dyn TensorMap>;
-
-    /// The configuration of `weights`, an original single file read from `file` (prefix
-    /// stripped), inferred from its tensor shapes and `hint`.
-    fn infer_original(
-        weights: &Weights,
-        file: &Path,
-        hint: Self::OriginalHint,
-    ) -> Result<Self::Config, LoadError>;
 
     /// The configuration the model was built for.
     fn config(&self) -> &Self::Config;
@@ -97,7 +100,7 @@ pub trait DiffusionTransformer<B: Backend>: Sized {
             "{} given for the checkpoint",
             Self::Config::NAME
         )))?;
-        let original = Self::original_layout(&config);
+        let original = config.original_layout();
         let params = match layout {
             Layout::Diffusers => ModelParams::checkpoint(weights, device),
             Layout::Original => ModelParams::mapped(weights, original.as_ref(), device),
@@ -117,14 +120,15 @@ pub trait DiffusionTransformer<B: Backend>: Sized {
     }
 
     /// Loads a single file in the original layout (with or without
-    /// [`Self::ORIGINAL_PREFIX`]), inferring the configuration from its shapes and `hint`.
+    /// [`TransformerConfig::ORIGINAL_PREFIX`]), inferring the configuration from its shapes and
+    /// `hint`.
     fn load_original(
         file: &Path,
-        hint: Self::OriginalHint,
+        hint: <Self::Config as TransformerConfig>::OriginalHint,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let weights = Weights::open(file)?.strip_prefix(Self::ORIGINAL_PREFIX);
-        let config = Self::infer_original(&weights, file, hint)?;
+        let weights = Weights::open(file)?.strip_prefix(Self::Config::ORIGINAL_PREFIX);
+        let config = Self::Config::infer_original(&weights, file, hint)?;
         Self::from_weights(config, &weights, Layout::Original, device)
     }
 
@@ -134,7 +138,7 @@ pub trait DiffusionTransformer<B: Backend>: Sized {
         if path.is_dir() {
             Self::load_diffusers(path, device)
         } else {
-            Self::load_original(path, Self::OriginalHint::default(), device)
+            Self::load_original(path, Default::default(), device)
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use dit_layers::LoadError;
+use burn::tensor::backend::Backend;
+use dit_layers::{DiffusionTransformer, LoadError};
 
 use crate::PipelineError;
 
@@ -48,6 +49,22 @@ impl PipelineFolder {
         self.component(
             "scheduler/scheduler_config.json",
             "the scheduler configuration",
+        )
+    }
+
+    /// The transformer `T`: the original-layout single file `file` when one is given, else the
+    /// `transformer/` component in diffusers layout (`what` names it, for the error).
+    pub fn load_transformer<B: Backend, T: DiffusionTransformer<B>>(
+        &self,
+        file: Option<&Path>,
+        what: &str,
+        device: &B::Device,
+    ) -> Result<T, PipelineError> {
+        self.transformer(
+            file,
+            what,
+            |file| T::load(file, device),
+            |dir| T::load_diffusers(dir, device),
         )
     }
 

@@ -1,7 +1,11 @@
-//! What the diffusion pipelines (FLUX, WAN, HunyuanVideo) share: finding the components of a
-//! diffusers-layout pipeline folder, one error type naming the component or setting at fault,
-//! the checks of a request, and the fidelity metrics (PSNR, SSIM) of a generated output.
+//! What the diffusion pipelines (FLUX, WAN, HunyuanVideo) share: one request and output shape
+//! and the [`Pipeline`] trait, the denoising loop ([`denoise`]: timesteps, guidance passes each
+//! with its cache state, progress, timing), finding the components of a diffusers-layout
+//! pipeline folder, CLIP's pooled prompt embedding, one error type naming the component or
+//! setting at fault, the checks of a request, and the fidelity metrics (PSNR, SSIM) of a
+//! generated output.
 
+mod clip;
 mod denoise;
 mod error;
 mod folder;
@@ -10,12 +14,13 @@ pub mod quality;
 mod request;
 mod timing;
 
+pub use clip::ClipPooled;
 pub use denoise::{Denoised, Passes, denoise};
 pub use error::PipelineError;
 pub use folder::PipelineFolder;
 pub use pipeline::{Output, Pipeline, Request, Settings};
 pub use request::{
     check_max_sequence_length, check_noise_shape, check_pixel_size, check_steps, check_video_size,
-    latent_frames,
+    latent_frames, video_latent_shape,
 };
 pub use timing::elapsed_synced;

@@ -67,6 +67,34 @@ pub fn latent_frames(
     Ok((frames - 1) / temporal + 1)
 }
 
+/// Checks a video size against a causal video VAE of `[temporal, spatial]` frames and pixels
+/// per latent cell (`vae` names it) and a transformer of `patch` `[pt, ph, pw]`, and returns the
+/// latent shape `[1, channels, latent_frames, height / spatial, width / spatial]`; `longest` is
+/// the pipeline's default frame count, for the message.
+pub fn video_latent_shape(
+    [width, height, frames]: [usize; 3],
+    [temporal, spatial]: [usize; 2],
+    [pt, ph, pw]: [usize; 3],
+    channels: usize,
+    (vae, longest): (&str, usize),
+) -> Result<[usize; 5], PipelineError> {
+    check_video_size(width, height, spatial, [ph, pw])?;
+    let latent_frames = latent_frames(frames, temporal, vae, longest)?;
+    if !latent_frames.is_multiple_of(pt) {
+        return Err(PipelineError::Request(format!(
+            "{frames} frames make {latent_frames} latent frames, not a multiple of the \
+             transformer's temporal patch size {pt}"
+        )));
+    }
+    Ok([
+        1,
+        channels,
+        latent_frames,
+        height / spatial,
+        width / spatial,
+    ])
+}
+
 /// Checks that a request asks for at least one denoising step.
 pub fn check_steps(steps: usize) -> Result<(), PipelineError> {
     if steps == 0 {

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use dit_layers::{
-    LoadError, MultiAxisRope, ShapeProbe, TransformerConfig, Weights, check_positive,
+    LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights, check_positive,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::BflLayout;
 
 /// Width of the MLP in every block relative to the hidden size (fixed in FLUX.1).
 pub const MLP_RATIO: usize = 4;
@@ -98,13 +100,59 @@ impl FluxConfig {
     pub fn rope(&self) -> Result<MultiAxisRope, dit_layers::RopeError> {
         MultiAxisRope::new(self.axes_dims_rope.clone(), ROPE_THETA)
     }
+}
+
+impl TransformerConfig for FluxConfig {
+    const NAME: &'static str = "FluxConfig";
+    /// ComfyUI-style exports store every name under this prefix.
+    const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
+    /// FLUX.1's rotary split `axes_dims_rope`.
+    type OriginalHint = Option<Vec<usize>>;
+
+    fn validate(&self, source: &Path) -> Result<(), LoadError> {
+        let fail = |message: String| LoadError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        check_positive(
+            source,
+            &[
+                ("patch_size", self.patch_size),
+                ("in_channels", self.in_channels),
+                ("attention_head_dim", self.attention_head_dim),
+                ("num_attention_heads", self.num_attention_heads),
+                ("joint_attention_dim", self.joint_attention_dim),
+                ("pooled_projection_dim", self.pooled_projection_dim),
+            ],
+        )?;
+        if self.out_channels == Some(0) {
+            return Err(fail("out_channels must be positive".into()));
+        }
+        if self.num_blocks() == 0 {
+            return Err(fail(
+                "num_layers + num_single_layers must be positive".into(),
+            ));
+        }
+        let rope = self
+            .rope()
+            .map_err(|e| fail(format!("axes_dims_rope: {e}")))?;
+        if rope.head_dim() != self.attention_head_dim {
+            return Err(fail(format!(
+                "axes_dims_rope {:?} sums to {}, but attention_head_dim is {}",
+                self.axes_dims_rope,
+                rope.head_dim(),
+                self.attention_head_dim
+            )));
+        }
+        Ok(())
+    }
 
     /// Infers the configuration of a BFL single-file checkpoint (`path`, for errors) from its
     /// tensor shapes (prefix already stripped): hidden size from `img_in`, block counts from the
     /// highest `double_blocks.N` / `single_blocks.N`, head size from the QK-norm scale, guidance
     /// from `guidance_in`. The rotary split is not stored: `axes_dims_rope` is used when given,
     /// else FLUX.1's `[16, 56, 56]` when the head size is 128, else this fails.
-    pub fn infer_original(
+    fn infer_original(
         weights: &Weights,
         path: &Path,
         axes_dims_rope: Option<Vec<usize>>,
@@ -159,46 +207,9 @@ impl FluxConfig {
         config.validate(path)?;
         Ok(config)
     }
-}
 
-impl TransformerConfig for FluxConfig {
-    const NAME: &'static str = "FluxConfig";
-
-    fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        check_positive(
-            source,
-            &[
-                ("patch_size", self.patch_size),
-                ("in_channels", self.in_channels),
-                ("attention_head_dim", self.attention_head_dim),
-                ("num_attention_heads", self.num_attention_heads),
-                ("joint_attention_dim", self.joint_attention_dim),
-                ("pooled_projection_dim", self.pooled_projection_dim),
-            ],
-        )?;
-        if self.out_channels == Some(0) {
-            return Err(fail("out_channels must be positive".into()));
-        }
-        if self.num_blocks() == 0 {
-            return Err(fail(
-                "num_layers + num_single_layers must be positive".into(),
-            ));
-        }
-        let rope = self
-            .rope()
-            .map_err(|e| fail(format!("axes_dims_rope: {e}")))?;
-        if rope.head_dim() != self.attention_head_dim {
-            return Err(fail(format!(
-                "axes_dims_rope {:?} sums to {}, but attention_head_dim is {}",
-                self.axes_dims_rope,
-                rope.head_dim(),
-                self.attention_head_dim
-            )));
-        }
-        Ok(())
+    /// Black Forest Labs' single file (`flux1-dev.safetensors`).
+    fn original_layout(&self) -> Box<dyn TensorMap> {
+        Box::new(BflLayout::of(self))
     }
 }

@@ -1,7 +1,7 @@
 //! diffusers `FluxTransformer2DModel`: embeddings, double- then single-stream blocks, output
 //! norm and projection; its place among the loadable transformers; the cache-engine interface.
 
-use std::{ops::Range, path::Path};
+use std::ops::Range;
 
 use burn::{
     module::Module,
@@ -11,11 +11,10 @@ use burn::{
 use dicache_core::CacheableModel;
 use dit_layers::{
     AdaLayerNormContinuous, DiffusionTransformer, InputError, JointLayout, LoadError, MmditBlocks,
-    ModelParams, MultiAxisRope, ParamSource, RopeTable, TensorMap, TimeTextEmbedding, Weights,
-    config_error,
+    ModelParams, MultiAxisRope, ParamSource, RopeTable, TimeTextEmbedding, config_error,
 };
 
-use crate::{CheckedInput, FluxConfig, FluxInput, FluxPrepared, MLP_RATIO, bfl::BflLayout};
+use crate::{CheckedInput, FluxConfig, FluxInput, FluxPrepared, MLP_RATIO};
 
 /// Timesteps and guidance arrive in `[0, 1]`-ish units and are scaled by this before the
 /// sinusoidal projection (diffusers `FluxTransformer2DModel.forward`).
@@ -64,10 +63,6 @@ pub struct FluxState<B: Backend> {
 
 impl<B: Backend> DiffusionTransformer<B> for FluxTransformer<B> {
     type Config = FluxConfig;
-    /// FLUX.1's rotary split `axes_dims_rope` (see [`FluxConfig::infer_original`]).
-    type OriginalHint = Option<Vec<usize>>;
-    /// ComfyUI-style exports store every name under this prefix.
-    const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
 
     fn build(config: FluxConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
         let hidden = config.hidden_size();
@@ -100,19 +95,6 @@ impl<B: Backend> DiffusionTransformer<B> for FluxTransformer<B> {
             pos_embed,
             config,
         })
-    }
-
-    /// Black Forest Labs' single file (`flux1-dev.safetensors`).
-    fn original_layout(config: &FluxConfig) -> Box<dyn TensorMap> {
-        Box::new(BflLayout::of(config))
-    }
-
-    fn infer_original(
-        weights: &Weights,
-        file: &Path,
-        axes_dims_rope: Option<Vec<usize>>,
-    ) -> Result<FluxConfig, LoadError> {
-        FluxConfig::infer_original(weights, file, axes_dims_rope)
     }
 
     fn config(&self) -> &FluxConfig {

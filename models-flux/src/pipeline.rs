@@ -6,16 +6,14 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
+use dit_pipeline::{ClipPooled, Passes, PipelineFolder, denoise};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
-use dit_pipeline::{Passes, PipelineFolder, denoise};
 use schedulers::FlowMatchEulerDiscreteScheduler;
-use text_encoders::{ClipTextModel, PromptTokenizer, T5EncoderModel};
+use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::AutoencoderKl;
 
 use crate::{FluxInput, FluxTransformer, latents};
 
-/// CLIP's fixed prompt length in the FLUX pipeline (`tokenizer_max_length`).
-const CLIP_MAX_LENGTH: usize = 77;
 /// The guidance scale FluxPipeline uses when none is given (on guidance-distilled models).
 pub const DEFAULT_GUIDANCE: f64 = 3.5;
 
@@ -28,10 +26,9 @@ pub type FluxOutput<B> = Output<B, 4>;
 /// The FLUX.1 pipeline: tokenizers, CLIP and T5 encoders, transformer, VAE and scheduler.
 pub struct FluxPipeline<B: Backend> {
     scheduler: FlowMatchEulerDiscreteScheduler,
-    clip_tokenizer: PromptTokenizer,
+    clip: ClipPooled<B>,
     /// The T5 tokenizer's folder: it is built per request, for the request's prompt length.
     t5_tokenizer: PathBuf,
-    clip: ClipTextModel<B>,
     t5: T5EncoderModel<B>,
     transformer: FluxTransformer<B>,
     vae: AutoencoderKl<B>,
@@ -55,11 +52,7 @@ impl<B: Backend> FluxPipeline<B> {
         prompt: &str,
         max_sequence_length: usize,
     ) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
-        let clip_ids = self
-            .clip_tokenizer
-            .encode(&[prompt])?
-            .ids_tensor::<B>(&self.device);
-        let pooled = self.clip.forward(clip_ids)?.pooled;
+        let pooled = self.clip.encode(prompt, &self.device)?;
         let t5_tokenizer = PromptTokenizer::t5(&self.t5_tokenizer, max_sequence_length)?;
         let t5_ids = t5_tokenizer
             .encode(&[prompt])?
@@ -104,34 +97,20 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open(folder)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
-        let clip_tokenizer = PromptTokenizer::clip(
-            &folder.component("tokenizer", "the CLIP tokenizer")?,
-            CLIP_MAX_LENGTH,
-        )?;
-        let t5_tokenizer = folder.component("tokenizer_2", "the T5 tokenizer")?;
-        let clip = ClipTextModel::load(
-            &folder.component("text_encoder", "the CLIP text encoder")?,
-            device,
-        )?;
-        let t5 = T5EncoderModel::load(
-            &folder.component("text_encoder_2", "the T5 text encoder")?,
-            device,
-        )?;
-        let transformer = folder.transformer(
-            transformer_file,
-            "the FLUX transformer",
-            |file| FluxTransformer::load(file, device),
-            |dir| FluxTransformer::load_diffusers(dir, device),
-        )?;
-        let vae = AutoencoderKl::load(&folder.component("vae", "the VAE")?, device)?;
         Ok(Self {
             scheduler,
-            clip_tokenizer,
-            t5_tokenizer,
-            clip,
-            t5,
-            transformer,
-            vae,
+            clip: ClipPooled::load(&folder, "tokenizer", "text_encoder", device)?,
+            t5_tokenizer: folder.component("tokenizer_2", "the T5 tokenizer")?,
+            t5: T5EncoderModel::load(
+                &folder.component("text_encoder_2", "the T5 text encoder")?,
+                device,
+            )?,
+            transformer: folder.load_transformer(
+                transformer_file,
+                "the FLUX transformer",
+                device,
+            )?,
+            vae: AutoencoderKl::load(&folder.component("vae", "the VAE")?, device)?,
             device: device.clone(),
         })
     }

@@ -5,10 +5,12 @@
 use std::path::Path;
 
 use dit_layers::{
-    AnglePrecision, LoadError, MultiAxisRope, ShapeProbe, TransformerConfig, Weights,
+    AnglePrecision, LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights,
     check_positive,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::OriginalLayout;
 
 /// The only query/key normalisation of HunyuanVideo (and of this port): a per-head RMS norm.
 pub const QK_NORM_RMS: &str = "rms_norm";
@@ -141,6 +143,84 @@ impl HunyuanVideoConfig {
                 .with_precision(AnglePrecision::F32),
         )
     }
+}
+
+impl TransformerConfig for HunyuanVideoConfig {
+    const NAME: &'static str = "HunyuanVideoConfig";
+    /// The `module` entry of DeepSpeed's `mp_rank_00_model_states.pt`, flattened.
+    const ORIGINAL_PREFIX: &'static str = "module.";
+    /// The rotary split `rope_axes_dim`.
+    type OriginalHint = Option<Vec<usize>>;
+
+    fn validate(&self, source: &Path) -> Result<(), LoadError> {
+        let fail = |message: String| LoadError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        check_positive(
+            source,
+            &[
+                ("in_channels", self.in_channels),
+                ("num_attention_heads", self.num_attention_heads),
+                ("attention_head_dim", self.attention_head_dim),
+                ("patch_size", self.patch_size),
+                ("patch_size_t", self.patch_size_t),
+                ("text_embed_dim", self.text_embed_dim),
+                ("pooled_projection_dim", self.pooled_projection_dim),
+            ],
+        )?;
+        if self.num_blocks() == 0 {
+            return Err(fail(
+                "num_layers + num_single_layers must be positive".into(),
+            ));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_dim() == 0 {
+            return Err(fail(format!(
+                "mlp_ratio {} must give a positive MLP width",
+                self.mlp_ratio
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(fail(format!(
+                "rope_theta {} must be positive",
+                self.rope_theta
+            )));
+        }
+        if self.qk_norm != QK_NORM_RMS {
+            return Err(fail(format!(
+                "qk_norm {:?} is not supported, only {QK_NORM_RMS:?}",
+                self.qk_norm
+            )));
+        }
+        match self.image_condition_type.as_deref() {
+            None | Some("latent_concat") => {}
+            Some(other) => {
+                return Err(fail(format!(
+                    "image_condition_type {other:?} is not supported: only text-to-video (null) \
+                     and \"latent_concat\"; the \"token_replace\" image-to-video blocks are not \
+                     ported"
+                )));
+            }
+        }
+        if self.rope_axes_dim.len() != 3 {
+            return Err(fail(format!(
+                "rope_axes_dim {:?} must have three axes (frames, height, width)",
+                self.rope_axes_dim
+            )));
+        }
+        let rope = self
+            .rope()
+            .map_err(|e| fail(format!("rope_axes_dim: {e}")))?;
+        if rope.head_dim() != self.attention_head_dim {
+            return Err(fail(format!(
+                "rope_axes_dim {:?} sums to {}, but attention_head_dim is {}",
+                self.rope_axes_dim,
+                rope.head_dim(),
+                self.attention_head_dim
+            )));
+        }
+        Ok(())
+    }
 
     /// Infers the configuration of `weights`, a checkpoint in Tencent's original layout read
     /// from `path` (names without the `module.` prefix): channels, patch, hidden and head size,
@@ -148,7 +228,7 @@ impl HunyuanVideoConfig {
     /// shapes. The rotary split cannot be read from shapes: `rope_axes_dim` gives it, else it
     /// defaults to HunyuanVideo's (16, 56, 56) when the head size is 128 and is an error
     /// otherwise. The rotary base is HunyuanVideo's 256.
-    pub fn infer_original(
+    fn infer_original(
         weights: &Weights,
         path: &Path,
         rope_axes_dim: Option<Vec<usize>>,
@@ -242,78 +322,9 @@ impl HunyuanVideoConfig {
         config.validate(path)?;
         Ok(config)
     }
-}
 
-impl TransformerConfig for HunyuanVideoConfig {
-    const NAME: &'static str = "HunyuanVideoConfig";
-
-    fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        check_positive(
-            source,
-            &[
-                ("in_channels", self.in_channels),
-                ("num_attention_heads", self.num_attention_heads),
-                ("attention_head_dim", self.attention_head_dim),
-                ("patch_size", self.patch_size),
-                ("patch_size_t", self.patch_size_t),
-                ("text_embed_dim", self.text_embed_dim),
-                ("pooled_projection_dim", self.pooled_projection_dim),
-            ],
-        )?;
-        if self.num_blocks() == 0 {
-            return Err(fail(
-                "num_layers + num_single_layers must be positive".into(),
-            ));
-        }
-        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_dim() == 0 {
-            return Err(fail(format!(
-                "mlp_ratio {} must give a positive MLP width",
-                self.mlp_ratio
-            )));
-        }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(fail(format!(
-                "rope_theta {} must be positive",
-                self.rope_theta
-            )));
-        }
-        if self.qk_norm != QK_NORM_RMS {
-            return Err(fail(format!(
-                "qk_norm {:?} is not supported, only {QK_NORM_RMS:?}",
-                self.qk_norm
-            )));
-        }
-        match self.image_condition_type.as_deref() {
-            None | Some("latent_concat") => {}
-            Some(other) => {
-                return Err(fail(format!(
-                    "image_condition_type {other:?} is not supported: only text-to-video (null) \
-                     and \"latent_concat\"; the \"token_replace\" image-to-video blocks are not \
-                     ported"
-                )));
-            }
-        }
-        if self.rope_axes_dim.len() != 3 {
-            return Err(fail(format!(
-                "rope_axes_dim {:?} must have three axes (frames, height, width)",
-                self.rope_axes_dim
-            )));
-        }
-        let rope = self
-            .rope()
-            .map_err(|e| fail(format!("rope_axes_dim: {e}")))?;
-        if rope.head_dim() != self.attention_head_dim {
-            return Err(fail(format!(
-                "rope_axes_dim {:?} sums to {}, but attention_head_dim is {}",
-                self.rope_axes_dim,
-                rope.head_dim(),
-                self.attention_head_dim
-            )));
-        }
-        Ok(())
+    /// Tencent's original `HYVideoDiffusionTransformer` names.
+    fn original_layout(&self) -> Box<dyn TensorMap> {
+        Box::new(OriginalLayout::of(self))
     }
 }

@@ -2,7 +2,7 @@
 //! embeddings, dual- then single-stream blocks, output norm, projection and unpatchify; loading;
 //! the cache-engine interface.
 
-use std::{ops::Range, path::Path};
+use std::ops::Range;
 
 use burn::{
     module::Module,
@@ -12,13 +12,12 @@ use burn::{
 use dicache_core::CacheableModel;
 use dit_layers::{
     AdaLayerNormContinuous, DiffusionTransformer, InputError, JointLayout, LoadError, MmditBlocks,
-    ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TensorMap, TimeTextEmbedding,
-    Weights, config_error,
+    ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TimeTextEmbedding,
+    config_error,
 };
 
 use crate::{
-    CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoPrepared, OriginalLayout,
-    TokenRefiner,
+    CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoPrepared, TokenRefiner,
 };
 
 /// The HunyuanVideo transformer.
@@ -68,10 +67,6 @@ pub struct HunyuanVideoState<B: Backend> {
 
 impl<B: Backend> DiffusionTransformer<B> for HunyuanVideoTransformer<B> {
     type Config = HunyuanVideoConfig;
-    /// The rotary split `rope_axes_dim` (see [`HunyuanVideoConfig::infer_original`]).
-    type OriginalHint = Option<Vec<usize>>;
-    /// The `module` entry of DeepSpeed's `mp_rank_00_model_states.pt`, flattened.
-    const ORIGINAL_PREFIX: &'static str = "module.";
 
     fn build(config: HunyuanVideoConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
         let hidden = config.hidden_size();
@@ -105,19 +100,6 @@ impl<B: Backend> DiffusionTransformer<B> for HunyuanVideoTransformer<B> {
             rope,
             config,
         })
-    }
-
-    /// Tencent's original `HYVideoDiffusionTransformer` names.
-    fn original_layout(config: &HunyuanVideoConfig) -> Box<dyn TensorMap> {
-        Box::new(OriginalLayout::of(config))
-    }
-
-    fn infer_original(
-        weights: &Weights,
-        file: &Path,
-        rope_axes_dim: Option<Vec<usize>>,
-    ) -> Result<HunyuanVideoConfig, LoadError> {
-        HunyuanVideoConfig::infer_original(weights, file, rope_axes_dim)
     }
 
     fn config(&self) -> &HunyuanVideoConfig {

@@ -8,16 +8,14 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
+use dit_pipeline::{ClipPooled, Passes, PipelineFolder, denoise, video_latent_shape};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
-use dit_pipeline::{Passes, PipelineFolder, denoise};
 use schedulers::FlowMatchEulerDiscreteScheduler;
-use text_encoders::{ClipTextModel, LlamaModel, LlamaPromptEncoder, PromptTokenizer};
+use text_encoders::{LlamaModel, LlamaPromptEncoder};
 use vae::{HunyuanVideoVae, TileConfig};
 
 use crate::{HunyuanVideoInput, HunyuanVideoTransformer};
 
-/// CLIP's prompt length in the pipeline (`_get_clip_prompt_embeds`' `max_sequence_length`).
-const CLIP_MAX_LENGTH: usize = 77;
 /// HunyuanVideoPipeline's default embedded guidance scale.
 pub const DEFAULT_GUIDANCE: f64 = 6.0;
 
@@ -42,9 +40,8 @@ pub struct HunyuanVideoPipeline<B: Backend> {
     /// The LLaMA tokenizer's folder: the prompt encoding is built per request, for the
     /// request's prompt length.
     llama_tokenizer: PathBuf,
-    clip_tokenizer: PromptTokenizer,
     llama: LlamaModel<B>,
-    clip: ClipTextModel<B>,
+    clip: ClipPooled<B>,
     transformer: HunyuanVideoTransformer<B>,
     vae: HunyuanVideoVae<B>,
     device: B::Device,
@@ -65,15 +62,10 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         let encoder =
             LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
         let llama = encoder.encode(&self.llama, &[prompt], &self.device)?;
-        let clip_ids = self
-            .clip_tokenizer
-            .encode(&[prompt])?
-            .ids_tensor::<B>(&self.device);
-        let pooled = self.clip.forward(clip_ids)?.pooled;
         Ok(PromptEmbeds {
             text: llama.embeds,
             mask: llama.mask,
-            pooled,
+            pooled: self.clip.encode(prompt, &self.device)?,
         })
     }
 }
@@ -104,34 +96,20 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open(folder)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
-        let llama_tokenizer = folder.component("tokenizer", "the LLaMA tokenizer")?;
-        let clip_tokenizer = PromptTokenizer::clip(
-            &folder.component("tokenizer_2", "the CLIP tokenizer")?,
-            CLIP_MAX_LENGTH,
-        )?;
-        let llama = LlamaModel::load(
-            &folder.component("text_encoder", "the LLaMA text encoder")?,
-            device,
-        )?;
-        let clip = ClipTextModel::load(
-            &folder.component("text_encoder_2", "the CLIP text encoder")?,
-            device,
-        )?;
-        let transformer = folder.transformer(
-            transformer_file,
-            "the HunyuanVideo transformer",
-            |file| HunyuanVideoTransformer::load(file, device),
-            |dir| HunyuanVideoTransformer::load_diffusers(dir, device),
-        )?;
-        let vae = HunyuanVideoVae::load(&folder.component("vae", "the HunyuanVideo VAE")?, device)?;
         Ok(Self {
             scheduler,
-            llama_tokenizer,
-            clip_tokenizer,
-            llama,
-            clip,
-            transformer,
-            vae,
+            llama_tokenizer: folder.component("tokenizer", "the LLaMA tokenizer")?,
+            llama: LlamaModel::load(
+                &folder.component("text_encoder", "the LLaMA text encoder")?,
+                device,
+            )?,
+            clip: ClipPooled::load(&folder, "tokenizer_2", "text_encoder_2", device)?,
+            transformer: folder.load_transformer(
+                transformer_file,
+                "the HunyuanVideo transformer",
+                device,
+            )?,
+            vae: HunyuanVideoVae::load(&folder.component("vae", "the HunyuanVideo VAE")?, device)?,
             device: device.clone(),
         })
     }
@@ -144,23 +122,19 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         height: usize,
         frames: usize,
     ) -> Result<[usize; 5], PipelineError> {
-        let (s, t) = (
-            self.vae.spatial_scale_factor(),
-            self.vae.temporal_scale_factor(),
-        );
-        let config = self.transformer.config();
-        let [pt, ph, pw] = config.patch();
         // The pipeline asks for multiples of 16 (check_inputs): 8 pixels per latent cell times
         // the 2x2 patches.
-        dit_pipeline::check_video_size(width, height, s, [ph, pw])?;
-        let latent_frames = dit_pipeline::latent_frames(frames, t, "HunyuanVideo VAE", 129)?;
-        if !latent_frames.is_multiple_of(pt) {
-            return Err(PipelineError::Request(format!(
-                "{frames} frames make {latent_frames} latent frames, not a multiple of the \
-                 transformer's temporal patch size {pt}"
-            )));
-        }
-        Ok([1, config.in_channels, latent_frames, height / s, width / s])
+        let config = self.transformer.config();
+        video_latent_shape(
+            [width, height, frames],
+            [
+                self.vae.temporal_scale_factor(),
+                self.vae.spatial_scale_factor(),
+            ],
+            config.patch(),
+            config.in_channels,
+            ("HunyuanVideo VAE", Self::DEFAULTS.frames),
+        )
     }
 
     /// One transformer call a step, the guidance embedded.

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use dit_layers::{
-    LoadError, MultiAxisRope, ShapeProbe, TransformerConfig, Weights, check_positive,
+    LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights, check_positive,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::WanOriginalLayout;
 
 /// Base of the rotary angles (`WanRotaryPosEmbed(theta=10000)`).
 pub const ROPE_THETA: f64 = 10000.0;
@@ -128,6 +130,72 @@ impl WanConfig {
     pub fn rope(&self) -> Result<MultiAxisRope, dit_layers::RopeError> {
         MultiAxisRope::new(self.rope_axes().to_vec(), ROPE_THETA)
     }
+}
+
+impl TransformerConfig for WanConfig {
+    const NAME: &'static str = "WanConfig";
+    /// ComfyUI-style exports store every name under this prefix.
+    const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
+    /// The head count.
+    type OriginalHint = Option<usize>;
+
+    fn validate(&self, source: &Path) -> Result<(), LoadError> {
+        let fail = |message: String| LoadError::Config {
+            path: source.to_path_buf(),
+            message,
+        };
+        check_positive(
+            source,
+            &[
+                ("num_attention_heads", self.num_attention_heads),
+                ("attention_head_dim", self.attention_head_dim),
+                ("in_channels", self.in_channels),
+                ("text_dim", self.text_dim),
+                ("freq_dim", self.freq_dim),
+                ("ffn_dim", self.ffn_dim),
+                ("num_layers", self.num_layers),
+                ("rope_max_seq_len", self.rope_max_seq_len),
+            ],
+        )?;
+        if self.patch_size.contains(&0) {
+            return Err(fail(format!(
+                "patch_size {:?} must be positive",
+                self.patch_size
+            )));
+        }
+        if self.out_channels == Some(0) {
+            return Err(fail("out_channels must be positive".into()));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(fail(format!("eps {} must be positive", self.eps)));
+        }
+        if self.qk_norm.as_deref() != Some(QK_NORM_ACROSS_HEADS) {
+            return Err(fail(format!(
+                "qk_norm {:?} is not supported, only {QK_NORM_ACROSS_HEADS:?}",
+                self.qk_norm
+            )));
+        }
+        for (name, value) in [
+            ("image_dim", self.image_dim),
+            ("added_kv_proj_dim", self.added_kv_proj_dim),
+            ("pos_embed_seq_len", self.pos_embed_seq_len),
+        ] {
+            if let Some(v) = value {
+                return Err(fail(format!(
+                    "{name} = {v}: image-to-video WAN models are not supported, only text-to-video \
+                     (image_dim, added_kv_proj_dim and pos_embed_seq_len must be null)"
+                )));
+            }
+        }
+        self.rope().map_err(|e| {
+            fail(format!(
+                "attention_head_dim {} gives the rotary split {:?}: {e}",
+                self.attention_head_dim,
+                self.rope_axes()
+            ))
+        })?;
+        Ok(())
+    }
 
     /// Infers the configuration of a checkpoint in Wan's original layout (`path`, for errors)
     /// from its tensor shapes (prefix already stripped): hidden size, patch and channels from
@@ -136,7 +204,7 @@ impl WanConfig {
     /// from `head.head`, `cross_attn_norm` from `blocks.0.norm3`. The head count is not stored:
     /// `num_heads` is used when given, else `hidden / 128` (every WAN 2.1 model) when that
     /// divides, else this fails. `eps` and `rope_max_seq_len` take Wan's values (1e-6, 1024).
-    pub fn infer_original(
+    fn infer_original(
         weights: &Weights,
         path: &Path,
         num_heads: Option<usize>,
@@ -204,66 +272,9 @@ impl WanConfig {
         config.validate(path)?;
         Ok(config)
     }
-}
 
-impl TransformerConfig for WanConfig {
-    const NAME: &'static str = "WanConfig";
-
-    fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        check_positive(
-            source,
-            &[
-                ("num_attention_heads", self.num_attention_heads),
-                ("attention_head_dim", self.attention_head_dim),
-                ("in_channels", self.in_channels),
-                ("text_dim", self.text_dim),
-                ("freq_dim", self.freq_dim),
-                ("ffn_dim", self.ffn_dim),
-                ("num_layers", self.num_layers),
-                ("rope_max_seq_len", self.rope_max_seq_len),
-            ],
-        )?;
-        if self.patch_size.contains(&0) {
-            return Err(fail(format!(
-                "patch_size {:?} must be positive",
-                self.patch_size
-            )));
-        }
-        if self.out_channels == Some(0) {
-            return Err(fail("out_channels must be positive".into()));
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(fail(format!("eps {} must be positive", self.eps)));
-        }
-        if self.qk_norm.as_deref() != Some(QK_NORM_ACROSS_HEADS) {
-            return Err(fail(format!(
-                "qk_norm {:?} is not supported, only {QK_NORM_ACROSS_HEADS:?}",
-                self.qk_norm
-            )));
-        }
-        for (name, value) in [
-            ("image_dim", self.image_dim),
-            ("added_kv_proj_dim", self.added_kv_proj_dim),
-            ("pos_embed_seq_len", self.pos_embed_seq_len),
-        ] {
-            if let Some(v) = value {
-                return Err(fail(format!(
-                    "{name} = {v}: image-to-video WAN models are not supported, only text-to-video \
-                     (image_dim, added_kv_proj_dim and pos_embed_seq_len must be null)"
-                )));
-            }
-        }
-        self.rope().map_err(|e| {
-            fail(format!(
-                "attention_head_dim {} gives the rotary split {:?}: {e}",
-                self.attention_head_dim,
-                self.rope_axes()
-            ))
-        })?;
-        Ok(())
+    /// Wan's original `WanModel` names (`blocks.N.self_attn.q`).
+    fn original_layout(&self) -> Box<dyn TensorMap> {
+        Box::new(WanOriginalLayout)
     }
 }

@@ -2,7 +2,7 @@
 //! output norm, projection and unpatchify; loading from both checkpoint layouts; the
 //! cache-engine interface.
 
-use std::{ops::Range, path::Path};
+use std::ops::Range;
 
 use burn::{
     module::{Module, Param},
@@ -12,12 +12,12 @@ use burn::{
 use dicache_core::CacheableModel;
 use dit_layers::{
     DiffusionTransformer, InputError, LayerNorm, LoadError, ModelParams, MultiAxisRope,
-    ParamSource, PatchEmbed3d, RopeTable, TensorMap, Weights, config_error,
+    ParamSource, PatchEmbed3d, RopeTable, config_error,
 };
 
 use crate::{
     CheckedInput, WanConfig, WanInput, WanPrepared, WanTransformerBlock,
-    condition::ConditionEmbedder, original::WanOriginalLayout,
+    condition::ConditionEmbedder,
 };
 
 /// The WAN 2.1 text-to-video transformer (1.3B or 14B).
@@ -60,10 +60,6 @@ pub struct WanContext<B: Backend> {
 
 impl<B: Backend> DiffusionTransformer<B> for WanTransformer<B> {
     type Config = WanConfig;
-    /// The head count (see [`WanConfig::infer_original`]).
-    type OriginalHint = Option<usize>;
-    /// ComfyUI-style exports store every name under this prefix.
-    const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
 
     fn build(config: WanConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
         let dim = config.hidden_size();
@@ -100,19 +96,6 @@ impl<B: Backend> DiffusionTransformer<B> for WanTransformer<B> {
             rope,
             config,
         })
-    }
-
-    /// Wan's original `WanModel` names (`blocks.N.self_attn.q`).
-    fn original_layout(_: &WanConfig) -> Box<dyn TensorMap> {
-        Box::new(WanOriginalLayout)
-    }
-
-    fn infer_original(
-        weights: &Weights,
-        file: &Path,
-        num_heads: Option<usize>,
-    ) -> Result<WanConfig, LoadError> {
-        WanConfig::infer_original(weights, file, num_heads)
     }
 
     fn config(&self) -> &WanConfig {

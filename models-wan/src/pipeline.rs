@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
-use dit_pipeline::{Passes, PipelineFolder, denoise};
+use dit_pipeline::{Passes, PipelineFolder, denoise, video_latent_shape};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
 use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::WanVae;
@@ -83,24 +83,19 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open(folder)?;
         let scheduler = UniPcMultistepConfig::from_file(&folder.scheduler_config()?)?;
-        let tokenizer = folder.component("tokenizer", "the umT5 tokenizer")?;
-        let text_encoder = T5EncoderModel::load(
-            &folder.component("text_encoder", "the umT5 text encoder")?,
-            device,
-        )?;
-        let transformer = folder.transformer(
-            transformer_file,
-            "the WAN transformer",
-            |file| WanTransformer::load(file, device),
-            |dir| WanTransformer::load_diffusers(dir, device),
-        )?;
-        let vae = WanVae::load(&folder.component("vae", "the Wan VAE")?, device)?;
         Ok(Self {
             scheduler,
-            tokenizer,
-            text_encoder,
-            transformer,
-            vae,
+            tokenizer: folder.component("tokenizer", "the umT5 tokenizer")?,
+            text_encoder: T5EncoderModel::load(
+                &folder.component("text_encoder", "the umT5 text encoder")?,
+                device,
+            )?,
+            transformer: folder.load_transformer(
+                transformer_file,
+                "the WAN transformer",
+                device,
+            )?,
+            vae: WanVae::load(&folder.component("vae", "the Wan VAE")?, device)?,
             device: device.clone(),
         })
     }
@@ -113,15 +108,17 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         height: usize,
         frames: usize,
     ) -> Result<[usize; 5], PipelineError> {
-        let (s, t) = (
-            self.vae.spatial_scale_factor(),
-            self.vae.temporal_scale_factor(),
-        );
-        let [_, ph, pw] = self.transformer.config().patch_size;
-        dit_pipeline::check_video_size(width, height, s, [ph, pw])?;
-        let latent_frames = dit_pipeline::latent_frames(frames, t, "Wan VAE", 81)?;
-        let channels = self.transformer.config().in_channels;
-        Ok([1, channels, latent_frames, height / s, width / s])
+        let config = self.transformer.config();
+        video_latent_shape(
+            [width, height, frames],
+            [
+                self.vae.temporal_scale_factor(),
+                self.vae.spatial_scale_factor(),
+            ],
+            config.patch_size,
+            config.in_channels,
+            ("Wan VAE", Self::DEFAULTS.frames),
+        )
     }
 
     /// Classifier-free guidance with a scale above 1 (one cache state per pass); at most 1 runs

@@ -339,3 +339,68 @@ fn print_summary(trace: &Trace, denoise_seconds: f64, start: Instant) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::mini;
+
+    /// The run options alone, parsed as the command line gives them.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> CommonArgs {
+        Cli::parse_from(["run", "--prompt", "p"].iter().chain(args)).common
+    }
+
+    const REFERENCE: Settings = Settings {
+        width: 1024,
+        height: 1024,
+        frames: 1,
+        steps: 28,
+        guidance: None,
+        max_sequence_length: 512,
+    };
+
+    #[test]
+    fn an_explicit_model_keeps_the_reference_defaults_and_given_flags_win() {
+        let common = parse(&["--model", "/x", "--height", "64", "--guidance", "2"]);
+        let (folder, settings) = common
+            .resolve(REFERENCE, Some(&mini::FLUX), None, "FLUX")
+            .unwrap();
+        assert_eq!(folder, PathBuf::from("/x"));
+        let expected = Settings {
+            height: 64,
+            guidance: Some(2.0),
+            ..REFERENCE
+        };
+        assert_eq!(settings, expected);
+    }
+
+    #[test]
+    fn without_a_model_the_mini_model_gives_the_defaults() {
+        let (folder, settings) = parse(&["--steps", "3"])
+            .resolve(REFERENCE, Some(&mini::WAN), Some(5), "WAN")
+            .unwrap();
+        assert_eq!(folder, mini::WAN.dir());
+        let expected = Settings {
+            steps: 3,
+            frames: 5,
+            ..mini::WAN.preset.settings()
+        };
+        assert_eq!(settings, expected);
+        let msg = parse(&[])
+            .resolve(REFERENCE, None, None, "HunyuanVideo")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("HunyuanVideo has no mini model") && msg.contains("--model"),
+            "{msg}"
+        );
+    }
+}
