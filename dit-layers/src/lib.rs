@@ -23,6 +23,7 @@ mod infer;
 mod input;
 mod linear;
 mod mmdit;
+mod mmdit_trunk;
 mod noise;
 mod norm;
 mod params;
@@ -53,6 +54,7 @@ pub use linear::{linear, linear_from_rows, linear_swapped_halves};
 pub use mmdit::{
     DualStreamBlock, JointAttention, JointLayout, MmditBlocks, SingleAttention, SingleStreamBlock,
 };
+pub use mmdit_trunk::{MmditContext, MmditDims, MmditState, MmditTrunk};
 pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{ModelParams, ParamSource, Stored, TensorMap};

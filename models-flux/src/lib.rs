@@ -21,6 +21,7 @@ pub use dit_layers::{
     DualStreamBlock, FeedForward, InputError, JointAttention, Layout, Modulation, QkvProjection,
     SingleAttention, SingleStreamBlock, TransformerConfig,
 };
+pub use dit_layers::{MmditContext, MmditState, MmditTrunk};
 pub use input::{CheckedInput, FluxInput, FluxPrepared};
-pub use model::{FluxContext, FluxState, FluxTransformer};
+pub use model::FluxTransformer;
 pub use pipeline::{FluxOutput, FluxPipeline, FluxRequest};

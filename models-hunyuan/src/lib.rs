@@ -25,8 +25,9 @@ pub use dit_layers::{
     DiffusionTransformer, DualStreamBlock, InputError, JointAttention, Layout, SingleAttention,
     SingleStreamBlock, TransformerConfig,
 };
+pub use dit_layers::{MmditContext, MmditState, MmditTrunk};
 pub use input::{CheckedInput, HunyuanVideoInput, HunyuanVideoPrepared};
-pub use model::{HunyuanVideoContext, HunyuanVideoState, HunyuanVideoTransformer};
+pub use model::{HunyuanVideoContext, HunyuanVideoTransformer};
 pub use original::OriginalLayout;
 pub use pipeline::{HunyuanVideoOutput, HunyuanVideoPipeline, HunyuanVideoRequest};
 pub use refiner::{RefinerAttention, RefinerBlock, TokenRefiner};

@@ -6,35 +6,29 @@ use std::ops::Range;
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    AdaLayerNormContinuous, DiffusionTransformer, InputError, JointLayout, LoadError, MmditBlocks,
-    ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TimeTextEmbedding,
-    config_error,
+    DiffusionTransformer, InputError, JointLayout, LoadError, MmditContext, MmditDims, MmditState,
+    MmditTrunk, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, config_error,
 };
 
 use crate::{
     CheckedInput, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoPrepared, TokenRefiner,
 };
 
-/// The HunyuanVideo transformer.
+/// The HunyuanVideo transformer: its patch embedding, token refiner and rotary positions around
+/// the MM-DiT trunk it shares with FLUX.1.
 #[derive(Module, Debug)]
 pub struct HunyuanVideoTransformer<B: Backend> {
     /// `x_embedder.proj`: `Conv3d(in_channels, hidden, (pt, p, p), stride=(pt, p, p))`.
     pub x_embedder: PatchEmbed3d<B>,
     /// `context_embedder`: the text token refiner.
     pub context_embedder: TokenRefiner<B>,
-    /// `time_text_embed`: timestep (+ guidance) + pooled CLIP conditioning.
-    pub time_text_embed: TimeTextEmbedding<B>,
-    /// `transformer_blocks` (dual-stream) and `single_transformer_blocks`.
-    pub blocks: MmditBlocks<B>,
-    /// `norm_out`: final adaptive norm.
-    pub norm_out: AdaLayerNormContinuous<B>,
-    /// `proj_out` `[hidden -> out_channels * pt * p * p]`.
-    pub proj_out: Linear<B>,
+    /// `time_text_embed` (timestep, guidance, pooled CLIP), the dual- and single-stream blocks,
+    /// `norm_out` and `proj_out` `[hidden -> out_channels * pt * p * p]`.
+    pub trunk: MmditTrunk<B>,
     /// `rope`: rotary embedding over (frame, row, column) of the video tokens.
     #[module(skip)]
     pub rope: MultiAxisRope,
@@ -43,61 +37,41 @@ pub struct HunyuanVideoTransformer<B: Backend> {
     pub config: HunyuanVideoConfig,
 }
 
-/// What one call's blocks and head share.
+/// What one call's blocks and head share: the trunk's context (conditioning, rotary table over
+/// the video tokens, the keys of `[video; text]` each batch row attends to) and the token grid
+/// `[frames, height, width]` the head unpatchifies to.
 #[derive(Debug, Clone)]
 pub struct HunyuanVideoContext<B: Backend> {
-    /// `temb` `[batch, hidden]`.
-    pub temb: Tensor<B, 2>,
-    /// Rotary table over the video tokens.
-    pub rope: RopeTable<B>,
-    /// Keys of `[video; text]` each batch row attends to (video + valid text tokens).
-    pub key_lengths: Vec<usize>,
-    /// Token grid `[frames, height, width]` after patching.
+    /// What the blocks share.
+    pub trunk: MmditContext<B>,
+    /// Token grid after patching.
     pub grid: [usize; 3],
-}
-
-/// The two streams between blocks.
-#[derive(Debug, Clone)]
-pub struct HunyuanVideoState<B: Backend> {
-    /// Video tokens `[batch, video_tokens, hidden]`.
-    pub video: Tensor<B, 3>,
-    /// Text tokens `[batch, text_tokens, hidden]`.
-    pub text: Tensor<B, 3>,
 }
 
 impl<B: Backend> DiffusionTransformer<B> for HunyuanVideoTransformer<B> {
     type Config = HunyuanVideoConfig;
 
     fn build(config: HunyuanVideoConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
-        let hidden = config.hidden_size();
-        let (heads, head_dim) = (config.num_attention_heads, config.attention_head_dim);
-        let mlp_dim = config.mlp_dim();
-        let rope = config.rope().map_err(config_error::<HunyuanVideoConfig>)?;
+        let dims = MmditDims {
+            blocks: [config.num_layers, config.num_single_layers],
+            heads: config.num_attention_heads,
+            head_dim: config.attention_head_dim,
+            mlp_dim: config.mlp_dim(),
+            pooled_projection_dim: config.pooled_projection_dim,
+            guidance_embeds: config.guidance_embeds,
+            out_channels: config.proj_out_channels(),
+            layout: JointLayout::ImageFirst,
+        };
         Ok(Self {
             x_embedder: src.patch_embed(
                 "x_embedder.proj",
                 config.in_channels,
-                hidden,
+                config.hidden_size(),
                 config.patch(),
             )?,
             context_embedder: TokenRefiner::new(&src.at("context_embedder"), &config)?,
-            time_text_embed: TimeTextEmbedding::new(
-                &src.at("time_text_embed"),
-                hidden,
-                config.pooled_projection_dim,
-                config.guidance_embeds,
-            )?,
-            blocks: MmditBlocks::new(
-                src,
-                [config.num_layers, config.num_single_layers],
-                heads,
-                head_dim,
-                mlp_dim,
-                JointLayout::ImageFirst,
-            )?,
-            norm_out: AdaLayerNormContinuous::new(&src.at("norm_out"), hidden)?,
-            proj_out: src.linear("proj_out", hidden, config.proj_out_channels(), true)?,
-            rope,
+            trunk: MmditTrunk::new(src, dims)?,
+            rope: config.rope().map_err(config_error::<HunyuanVideoConfig>)?,
             config,
         })
     }
@@ -124,7 +98,7 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
 
     /// The conditioning vector `temb` `[batch, hidden]` of `input`.
     pub fn conditioning(&self, input: &HunyuanVideoInput<B>) -> Tensor<B, 2> {
-        self.time_text_embed.forward(
+        self.trunk.time_text_embed.forward(
             input.timestep.clone(),
             input.guidance.clone(),
             input.pooled_projections.clone(),
@@ -157,13 +131,14 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
 impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
     type Input = CheckedInput<B>;
     type Context = HunyuanVideoContext<B>;
-    type State = HunyuanVideoState<B>;
+    /// Video and text tokens.
+    type State = MmditState<B>;
     /// The prediction `[batch, out_channels, frames, height, width]`.
     type Output = Tensor<B, 5>;
 
     /// Dual-stream blocks `0..num_layers`, then single-stream blocks.
     fn num_blocks(&self) -> usize {
-        self.config.num_blocks()
+        self.trunk.num_blocks()
     }
 
     fn embed(&self, input: &Self::Input) -> (Self::Context, Self::State) {
@@ -173,49 +148,35 @@ impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
             .forward(raw.latents.clone())
             .expect("CheckedInput's sizes are multiples of the patch");
         let video_tokens = video.dims()[1];
-        let ctx = HunyuanVideoContext {
+        let trunk = MmditContext {
             temb: self.conditioning(raw),
             rope: input.prepared().rope.clone(),
-            key_lengths: input.prepared().mask.joint_key_lengths(video_tokens),
-            grid,
+            key_lengths: Some(input.prepared().mask.joint_key_lengths(video_tokens)),
         };
-        let state = HunyuanVideoState {
-            video,
+        let state = MmditState {
+            image: video,
             text: self.refine_text(input),
         };
-        (ctx, state)
+        (HunyuanVideoContext { trunk, grid }, state)
     }
 
-    /// Runs `blocks` (indices past the dual-stream blocks are single-stream blocks); the
-    /// streams are joined as `[video; text]` on entering the single-stream part and split
-    /// again at its end, so any split of the range computes the same as one call. `blocks`
-    /// must lie within `0..num_blocks()`.
+    /// The trunk's blocks; the text tokens follow the video tokens in the joined sequence,
+    /// padded ones masked out as keys.
     fn run_blocks(
         &self,
         ctx: &Self::Context,
         state: Self::State,
         blocks: Range<usize>,
     ) -> Self::State {
-        let keys = Some(ctx.key_lengths.as_slice());
-        let (video, text) = self.blocks.run(
-            (state.video, state.text),
-            blocks,
-            ctx.temb.clone(),
-            &ctx.rope,
-            keys,
-        );
-        HunyuanVideoState { video, text }
+        self.trunk.run(&ctx.trunk, state, blocks)
     }
 
     fn image_stream(&self, state: &Self::State) -> Tensor<B, 3> {
-        state.video.clone()
+        state.image.clone()
     }
 
     /// `proj_out(norm_out(video, temb))`, unpatchified.
     fn head(&self, ctx: &Self::Context, image: Tensor<B, 3>) -> Self::Output {
-        let x = self
-            .proj_out
-            .forward(self.norm_out.forward(image, ctx.temb.clone()));
-        self.unpatchify(x, ctx.grid)
+        self.unpatchify(self.trunk.head(&ctx.trunk, image), ctx.grid)
     }
 }

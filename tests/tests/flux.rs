@@ -73,14 +73,14 @@ fn check_against_reference(model: &FluxTransformer<Cpu>, what: &str) {
         &format!("{what} temb"),
     );
     assert_close(
-        state.img.clone(),
+        state.image.clone(),
         &fx["embed.img"],
         ATOL,
         RTOL,
         &format!("{what} x_embedder"),
     );
     assert_close(
-        state.txt.clone(),
+        state.text.clone(),
         &fx["embed.txt"],
         ATOL,
         RTOL,
@@ -95,21 +95,21 @@ fn check_against_reference(model: &FluxTransformer<Cpu>, what: &str) {
             format!("single.{}", i - doubles)
         };
         assert_close(
-            state.img.clone(),
+            state.image.clone(),
             &fx[&format!("{name}.img")],
             ATOL,
             RTOL,
             &format!("{what} {name} img"),
         );
         assert_close(
-            state.txt.clone(),
+            state.text.clone(),
             &fx[&format!("{name}.txt")],
             ATOL,
             RTOL,
             &format!("{what} {name} txt"),
         );
     }
-    let out = model.head(&ctx, state.img);
+    let out = model.head(&ctx, state.image);
     assert_close(out, &fx["output"], ATOL, RTOL, &format!("{what} head"));
     assert_close(
         model.forward(&input),
@@ -221,7 +221,7 @@ fn random_model_runs_any_block_split() {
     // Probe into the first single block, then resume.
     let state = model.run_blocks(&ctx, state, 0..3);
     let state = model.run_blocks(&ctx, state, 3..4);
-    let split = model.head(&ctx, state.img);
+    let split = model.head(&ctx, state.image);
     assert_close(split, &whole.into_data(), 1e-6, 1e-6, "split vs whole");
 }
 

@@ -14,8 +14,8 @@ use dicache_tests::{
 };
 use dit_layers::Weights;
 use models_hunyuan::{
-    DiffusionTransformer, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoState,
-    HunyuanVideoTransformer, InputError, Layout, TransformerConfig,
+    DiffusionTransformer, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer,
+    InputError, Layout, MmditState, TransformerConfig,
 };
 
 type Fixtures = HashMap<String, TensorData>;
@@ -73,8 +73,14 @@ fn embeddings_and_token_refiner_match_diffusers() {
     let input = model.check_input(inputs(&fx, 2)).unwrap();
     assert_eq!(input.prepared().mask.lengths(), &[4, 3]);
     let (ctx, state) = model.embed(&input);
-    assert_close(ctx.temb, &fx["embed.temb"], ATOL, RTOL, "time_text_embed");
-    assert_close(state.video, &fx["embed.video"], ATOL, RTOL, "x_embedder");
+    assert_close(
+        ctx.trunk.temb,
+        &fx["embed.temb"],
+        ATOL,
+        RTOL,
+        "time_text_embed",
+    );
+    assert_close(state.image, &fx["embed.video"], ATOL, RTOL, "x_embedder");
     assert_close(
         state.text,
         &fx["embed.text"],
@@ -98,7 +104,7 @@ fn every_block_matches_diffusers_on_its_inputs() {
     let d = device();
     let input = model.check_input(inputs(&fx, 2)).unwrap();
     let (mut ctx, _) = model.embed(&input);
-    ctx.temb = tensor(&fx, "embed.temb", &d);
+    ctx.trunk.temb = tensor(&fx, "embed.temb", &d);
     let duals = model.config().num_layers;
     let name = |i: usize| {
         if i < duals {
@@ -113,12 +119,12 @@ fn every_block_matches_diffusers_on_its_inputs() {
         } else {
             name(i - 1)
         };
-        let state = HunyuanVideoState {
-            video: tensor(&fx, &format!("{before}.video"), &d),
+        let state = MmditState {
+            image: tensor(&fx, &format!("{before}.video"), &d),
             text: tensor(&fx, &format!("{before}.text"), &d),
         };
         let state = model.run_blocks(&ctx, state, i..i + 1);
-        for (stream, t) in [("video", state.video), ("text", state.text)] {
+        for (stream, t) in [("video", state.image), ("text", state.text)] {
             let key = format!("{}.{stream}", name(i));
             assert_close(t, &fx[&key], ATOL, RTOL, &key);
         }
@@ -141,13 +147,13 @@ fn chained_blocks_and_forward_match_diffusers() {
         } else {
             format!("single.{}", i - duals)
         };
-        for (stream, t) in [("video", &state.video), ("text", &state.text)] {
+        for (stream, t) in [("video", &state.image), ("text", &state.text)] {
             let key = format!("chained {name}.{stream}");
             let want = &fx[&format!("{name}.{stream}")];
             assert_close(t.clone(), want, CHAINED_ATOL, RTOL, &key);
         }
     }
-    let out = model.head(&ctx, state.video);
+    let out = model.head(&ctx, state.image);
     assert_close(out, &fx["output"], CHAINED_ATOL, RTOL, "chained head");
     let out = model.forward(&input);
     assert_close(out, &fx["output"], CHAINED_ATOL, RTOL, "forward");
@@ -202,7 +208,7 @@ fn random_model_runs_any_block_split() {
     // Probe into the first single block, then resume.
     let state = model.run_blocks(&ctx, state, 0..3);
     let state = model.run_blocks(&ctx, state, 3..4);
-    let split = model.head(&ctx, state.video);
+    let split = model.head(&ctx, state.image);
     assert_close(split, &whole.into_data(), 1e-6, 1e-6, "split vs whole");
 }
 
