@@ -21,7 +21,7 @@ mod params;
 pub mod pipeline;
 
 pub use attention::WanAttention;
-pub use block::{FeedForward, Modulation, WanTransformerBlock};
+pub use block::WanTransformerBlock;
 pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder, Conditioning};
 pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
 pub use input::{CheckedInput, InputError, WanInput};
