@@ -1,6 +1,7 @@
 //! Adaptive layer norms of the MM-DiT family (FLUX.1, HunyuanVideo): the conditioning vector
 //! `temb` is turned into per-channel shift, scale (and gate) by `linear(silu(temb))` (diffusers
-//! `normalization.py`), applied after a parameter-free layer norm.
+//! `normalization.py`), applied after a parameter-free layer norm. WAN's blocks apply the same
+//! [`Modulation`], read from a learned table plus the timestep projection.
 
 use crate::{LayerNorm, LoadError, ParamSource};
 use burn::{
@@ -34,19 +35,19 @@ impl<B: Backend> Modulation<B> {
         self.gate.clone().unsqueeze_dim(1) * x
     }
 
-    /// Splits `emb` `[batch, 3n * hidden]` into `n` triples, each stored (shift, scale, gate).
-    fn split(emb: Tensor<B, 2>, n: usize) -> Vec<Self> {
-        let mut chunks = emb.chunk(3 * n, 1).into_iter();
-        (0..n)
-            .map(|_| {
-                let mut next = || chunks.next().expect("chunk(3n) yields 3n parts");
-                Self {
-                    shift: next(),
-                    scale: next(),
-                    gate: next(),
-                }
-            })
-            .collect()
+    /// Splits `emb` `[batch, 3N * hidden]` into `N` triples, each stored (shift, scale, gate):
+    /// the output of an adaLN `linear` (`N` = 2 for a block with attention and MLP branches),
+    /// or WAN's `scale_shift_table + timestep_proj` flattened to `[batch, 6 * dim]`.
+    pub fn split<const N: usize>(emb: Tensor<B, 2>) -> [Self; N] {
+        let mut chunks = emb.chunk(3 * N, 1).into_iter();
+        std::array::from_fn(|_| {
+            let mut next = || chunks.next().expect("chunk(3N) yields 3N parts");
+            Self {
+                shift: next(),
+                scale: next(),
+                gate: next(),
+            }
+        })
     }
 }
 
@@ -85,11 +86,7 @@ impl<B: Backend> AdaLayerNormZero<B> {
         x: Tensor<B, 3>,
         temb: Tensor<B, 2>,
     ) -> (Tensor<B, 3>, Modulation<B>, Modulation<B>) {
-        let mut mods = Modulation::split(self.linear.forward(silu(temb)), 2).into_iter();
-        let (msa, mlp) = (
-            mods.next().expect("two triples"),
-            mods.next().expect("two triples"),
-        );
+        let [msa, mlp] = Modulation::split(self.linear.forward(silu(temb)));
         (msa.scale_shift(self.norm.forward(x)), msa, mlp)
     }
 }
@@ -115,9 +112,7 @@ impl<B: Backend> AdaLayerNormZeroSingle<B> {
 
     /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`, and the modulation.
     pub fn forward(&self, x: Tensor<B, 3>, temb: Tensor<B, 2>) -> (Tensor<B, 3>, Modulation<B>) {
-        let m = Modulation::split(self.linear.forward(silu(temb)), 1)
-            .pop()
-            .expect("one triple");
+        let [m] = Modulation::split(self.linear.forward(silu(temb)));
         (m.scale_shift(self.norm.forward(x)), m)
     }
 }

@@ -9,9 +9,9 @@ use burn::{
 use crate::{LoadError, MlpActivation, ParamSource};
 
 /// diffusers `FeedForward(dim, inner_dim, activation_fn)` with `activation_fn`
-/// `"gelu-approximate"` ([`MlpActivation::GeluTanh`], the blocks of FLUX.1 and HunyuanVideo) or
-/// `"linear-silu"` ([`MlpActivation::Silu`], HunyuanVideo's token refiner): `hidden -> inner`,
-/// activation, `-> hidden`.
+/// `"gelu-approximate"` ([`MlpActivation::GeluTanh`], the blocks of FLUX.1, HunyuanVideo and
+/// WAN) or `"linear-silu"` ([`MlpActivation::Silu`], HunyuanVideo's token refiner):
+/// `hidden -> inner`, activation, `-> hidden`.
 #[derive(Module, Debug)]
 pub struct FeedForward<B: Backend> {
     /// `net.0.proj` `[hidden -> inner]`.

@@ -59,7 +59,7 @@ pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{ModelParams, ParamSource, Stored, TensorMap};
 pub use patch_embed::{PatchEmbed3d, PatchError};
-pub use qkv::{Heads, QK_NORM_EPS, QkvNames, QkvProjection, merge_heads};
+pub use qkv::{Heads, QK_NORM_EPS, QkNormScope, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};
 pub use transformer::{
     DiffusionTransformer, Layout, TransformerConfig, check_positive, config_error,

@@ -71,15 +71,15 @@ impl JointLayout {
         rope: &RopeTable<B>,
     ) -> Heads<B> {
         match self {
-            Self::TextFirst => rotate(text.cat(image), rope),
-            Self::ImageFirst => rotate(image, rope).cat(text),
+            Self::TextFirst => text.cat(image).rotate(rope),
+            Self::ImageFirst => image.rotate(rope).cat(text),
         }
     }
 
     /// Rotates the tokens the rotary table covers in already joined heads.
     fn rotate_joined<B: Backend>(self, h: Heads<B>, rope: &RopeTable<B>) -> Heads<B> {
         match self {
-            Self::TextFirst => rotate(h, rope),
+            Self::TextFirst => h.rotate(rope),
             Self::ImageFirst => {
                 let image_len = rope.cos.dims()[0];
                 let rotate_image = |t: Tensor<B, 4>| {
@@ -94,15 +94,6 @@ impl JointLayout {
                 }
             }
         }
-    }
-}
-
-/// Rotates queries and keys by `rope` (which covers all their tokens).
-fn rotate<B: Backend>(h: Heads<B>, rope: &RopeTable<B>) -> Heads<B> {
-    Heads {
-        q: rope.apply(h.q),
-        k: rope.apply(h.k),
-        v: h.v,
     }
 }
 

@@ -3,60 +3,14 @@
 
 use burn::{
     module::{Module, Param},
-    nn::Linear,
-    tensor::{Tensor, activation::gelu_approximate, backend::Backend},
+    tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LayerNorm, LoadError, ModelParams, ParamSource, RopeTable};
+use dit_layers::{
+    FeedForward, LayerNorm, LoadError, MlpActivation, ModelParams, Modulation, ParamSource,
+    RopeTable,
+};
 
 use crate::{WanAttention, condition::BLOCK_MODULATIONS};
-
-/// One shift/scale/gate triple, each `[batch, 1, dim]` (broadcast over the tokens).
-#[derive(Debug, Clone)]
-pub struct Modulation<B: Backend> {
-    /// Added after scaling.
-    pub shift: Tensor<B, 3>,
-    /// `x * (1 + scale)`.
-    pub scale: Tensor<B, 3>,
-    /// Multiplies the branch output before the residual add.
-    pub gate: Tensor<B, 3>,
-}
-
-impl<B: Backend> Modulation<B> {
-    /// `x * (1 + scale) + shift` for `x` `[batch, tokens, dim]`.
-    pub fn scale_shift(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        x * (self.scale.clone() + 1.0) + self.shift.clone()
-    }
-
-    /// `x * gate` for `x` `[batch, tokens, dim]`.
-    pub fn gate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        x * self.gate.clone()
-    }
-}
-
-/// diffusers `FeedForward(dim, inner_dim=ffn_dim, activation_fn="gelu-approximate")`.
-#[derive(Module, Debug)]
-pub struct FeedForward<B: Backend> {
-    /// `net.0.proj` `[dim -> ffn_dim]`.
-    pub proj_in: Linear<B>,
-    /// `net.2` `[ffn_dim -> dim]`.
-    pub proj_out: Linear<B>,
-}
-
-impl<B: Backend> FeedForward<B> {
-    /// Builds the network from `src`.
-    pub fn new(src: &impl ParamSource<B>, dim: usize, ffn_dim: usize) -> Result<Self, LoadError> {
-        Ok(Self {
-            proj_in: src.linear("net.0.proj", dim, ffn_dim, true)?,
-            proj_out: src.linear("net.2", ffn_dim, dim, true)?,
-        })
-    }
-
-    /// `[batch, tokens, dim]` to the same shape.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.proj_out
-            .forward(gelu_approximate(self.proj_in.forward(x)))
-    }
-}
 
 /// One transformer block (`blocks.N`).
 #[derive(Module, Debug)]
@@ -71,7 +25,7 @@ pub struct WanTransformerBlock<B: Backend> {
     pub attn2: WanAttention<B>,
     /// `norm3`: layer norm without affine parameters before the FFN.
     pub norm3: LayerNorm<B>,
-    /// `ffn`.
+    /// `ffn`: `FeedForward(dim, inner_dim=ffn_dim, activation_fn="gelu-approximate")`.
     pub ffn: FeedForward<B>,
     /// `scale_shift_table` `[1, 6, dim]`, added to the call's `timestep_proj`.
     pub scale_shift_table: Param<Tensor<B, 3>>,
@@ -96,7 +50,7 @@ impl<B: Backend> WanTransformerBlock<B> {
                 .transpose()?,
             attn2: WanAttention::new(&src.at("attn2"), heads, head_dim, eps)?,
             norm3: LayerNorm::plain(eps),
-            ffn: FeedForward::new(&src.at("ffn"), dim, ffn_dim)?,
+            ffn: FeedForward::new(&src.at("ffn"), dim, ffn_dim, MlpActivation::GeluTanh)?,
             scale_shift_table: Param::from_tensor(
                 src.parameter("scale_shift_table", [1, BLOCK_MODULATIONS, dim])?,
             ),
@@ -104,17 +58,11 @@ impl<B: Backend> WanTransformerBlock<B> {
     }
 
     /// The attention and FFN modulations of `timestep_proj` `[batch, 6, dim]`.
-    pub fn modulations(&self, timestep_proj: Tensor<B, 3>) -> (Modulation<B>, Modulation<B>) {
-        let mut m = (self.scale_shift_table.val() + timestep_proj)
-            .chunk(BLOCK_MODULATIONS, 1)
-            .into_iter();
-        let mut triple = || Modulation {
-            shift: m.next().expect("six chunks"),
-            scale: m.next().expect("six chunks"),
-            gate: m.next().expect("six chunks"),
-        };
-        let attn = triple();
-        (attn, triple())
+    pub fn modulations(&self, timestep_proj: Tensor<B, 3>) -> [Modulation<B>; 2] {
+        let [batch, rows, dim] = timestep_proj.dims();
+        Modulation::split(
+            (self.scale_shift_table.val() + timestep_proj).reshape([batch, rows * dim]),
+        )
     }
 
     /// Runs the block on `x` `[batch, tokens, dim]` with the text `[batch, text_tokens, dim]`,
@@ -126,7 +74,7 @@ impl<B: Backend> WanTransformerBlock<B> {
         timestep_proj: Tensor<B, 3>,
         rope: &RopeTable<B>,
     ) -> Tensor<B, 3> {
-        let (msa, ffn) = self.modulations(timestep_proj);
+        let [msa, ffn] = self.modulations(timestep_proj);
         let h = msa.scale_shift(self.norm1.forward(x.clone()));
         let x = x + msa.gate(self.attn1.forward(h.clone(), h, Some(rope)));
         let h = match &self.norm2 {

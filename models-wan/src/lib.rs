@@ -21,7 +21,7 @@ mod original;
 pub mod pipeline;
 
 pub use attention::WanAttention;
-pub use block::{FeedForward, Modulation, WanTransformerBlock};
+pub use block::WanTransformerBlock;
 pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder, Conditioning};
 pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
 pub use dit_layers::{DiffusionTransformer, InputError, Layout, TransformerConfig};
