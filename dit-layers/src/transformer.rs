@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use serde::de::DeserializeOwned;
 
-use crate::{LoadError, ModelParams, TensorMap, Weights, model_folder, read_json};
+use crate::{
+    LoadError, ModelParams, MultiAxisRope, RopeError, TensorMap, Weights, model_folder, read_json,
+};
 
 /// How a checkpoint names its tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,14 +154,60 @@ pub fn config_error<T: TransformerConfig>(message: impl std::fmt::Display) -> Lo
     }
 }
 
-/// Checks that each of `settings` (name, value) is positive; the error names the first that is
-/// not, and `source` where the settings came from.
-pub fn check_positive(source: &Path, settings: &[(&str, usize)]) -> Result<(), LoadError> {
-    match settings.iter().find(|(_, value)| *value == 0) {
-        Some((name, _)) => Err(LoadError::Config {
-            path: source.to_path_buf(),
-            message: format!("{name} must be positive"),
-        }),
-        None => Ok(()),
+/// The checks of a configuration read from `source`: each failure is a [`LoadError::Config`]
+/// naming the file (or "... given in code") and the setting.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigCheck<'a> {
+    source: &'a Path,
+}
+
+impl<'a> ConfigCheck<'a> {
+    /// Checks of the configuration from `source`.
+    pub fn new(source: &'a Path) -> Self {
+        Self { source }
+    }
+
+    /// The error `message` about this configuration.
+    pub fn fail(&self, message: impl std::fmt::Display) -> LoadError {
+        LoadError::Config {
+            path: self.source.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Fails with `message` unless `ok`.
+    pub fn that(&self, ok: bool, message: impl FnOnce() -> String) -> Result<(), LoadError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.fail(message()))
+        }
+    }
+
+    /// Checks that each of `settings` (name, value) is positive; the error names the first that
+    /// is not.
+    pub fn positive(&self, settings: &[(&str, usize)]) -> Result<(), LoadError> {
+        match settings.iter().find(|(_, value)| *value == 0) {
+            Some((name, _)) => Err(self.fail(format!("{name} must be positive"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks the rotary embedding `rope` built from the per-axis split `axes` (the setting
+    /// `name`): it must build and cover a head of `head_dim` channels.
+    pub fn rope(
+        &self,
+        name: &str,
+        axes: &[usize],
+        rope: Result<MultiAxisRope, RopeError>,
+        head_dim: usize,
+    ) -> Result<(), LoadError> {
+        let rope = rope.map_err(|e| self.fail(format!("{name}: {e}")))?;
+        self.that(rope.head_dim() == head_dim, || {
+            format!(
+                "{name} {axes:?} sums to {}, but attention_head_dim is {head_dim}",
+                rope.head_dim()
+            )
+        })
     }
 }

@@ -20,7 +20,7 @@ pub use error::PipelineError;
 pub use folder::PipelineFolder;
 pub use pipeline::{Output, Pipeline, Request, Settings};
 pub use request::{
-    check_max_sequence_length, check_noise_shape, check_pixel_size, check_steps, check_video_size,
-    latent_frames, video_latent_shape,
+    LatentGeometry, check_max_sequence_length, check_noise_shape, check_pixel_size, check_steps,
+    latent_frames,
 };
 pub use timing::elapsed_synced;

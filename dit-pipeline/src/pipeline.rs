@@ -7,7 +7,9 @@ use std::{fmt::Debug, path::Path, time::Duration};
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CachePolicy, Trace};
 
-use crate::{PipelineError, check_max_sequence_length, check_noise_shape, check_steps};
+use crate::{
+    LatentGeometry, PipelineError, check_max_sequence_length, check_noise_shape, check_steps,
+};
 
 /// The settings of a generation besides the prompt and the noise.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,6 +82,9 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         device: &B::Device,
     ) -> Result<Self, PipelineError>;
 
+    /// How the pipeline's latents relate to its output.
+    fn geometry(&self) -> LatentGeometry;
+
     /// Checks the output size (`frames` is 1 for an image) and returns the latent shape of the
     /// initial noise.
     fn latent_shape(
@@ -87,7 +92,18 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         width: usize,
         height: usize,
         frames: usize,
-    ) -> Result<[usize; N], PipelineError>;
+    ) -> Result<[usize; N], PipelineError> {
+        let shape = self
+            .geometry()
+            .shape([width, height, frames], Self::DEFAULTS.frames)?;
+        let dims = shape.len();
+        shape.try_into().map_err(|_| {
+            PipelineError::Request(format!(
+                "{} latents have {dims} dimensions, this pipeline's noise {N}",
+                Self::NAME
+            ))
+        })
+    }
 
     /// The checks every request gets before anything is encoded: its size
     /// ([`Self::latent_shape`]), steps, prompt length, guidance, the noise's shape, and a

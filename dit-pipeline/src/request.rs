@@ -30,24 +30,6 @@ pub fn check_pixel_size(
     Ok(())
 }
 
-/// Checks a video size for a VAE of `spatial` pixels per latent cell and a transformer of
-/// `[ph, pw]` patches: positive multiples of `spatial * max(ph, pw)`.
-pub fn check_video_size(
-    width: usize,
-    height: usize,
-    spatial: usize,
-    [ph, pw]: [usize; 2],
-) -> Result<(), PipelineError> {
-    check_pixel_size(
-        "video",
-        width,
-        height,
-        spatial,
-        ph.max(pw),
-        &format!("transformer's {ph}x{pw} patches"),
-    )
-}
-
 /// The latent frames of a `frames`-frame video from a causal video VAE that turns the first
 /// frame into one latent frame and each `temporal` frames after it into one more; an error
 /// unless `frames` is `4k+1`. `vae` names the VAE and `longest` is the pipeline's default
@@ -67,32 +49,64 @@ pub fn latent_frames(
     Ok((frames - 1) / temporal + 1)
 }
 
-/// Checks a video size against a causal video VAE of `[temporal, spatial]` frames and pixels
-/// per latent cell (`vae` names it) and a transformer of `patch` `[pt, ph, pw]`, and returns the
-/// latent shape `[1, channels, latent_frames, height / spatial, width / spatial]`; `longest` is
-/// the pipeline's default frame count, for the message.
-pub fn video_latent_shape(
-    [width, height, frames]: [usize; 3],
-    [temporal, spatial]: [usize; 2],
-    [pt, ph, pw]: [usize; 3],
-    channels: usize,
-    (vae, longest): (&str, usize),
-) -> Result<[usize; 5], PipelineError> {
-    check_video_size(width, height, spatial, [ph, pw])?;
-    let latent_frames = latent_frames(frames, temporal, vae, longest)?;
-    if !latent_frames.is_multiple_of(pt) {
-        return Err(PipelineError::Request(format!(
-            "{frames} frames make {latent_frames} latent frames, not a multiple of the \
-             transformer's temporal patch size {pt}"
-        )));
+/// How a pipeline's latents relate to its output: the VAE's pixels (and frames) per latent
+/// cell, the transformer's patch, the latent channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatentGeometry {
+    /// Pixels per latent cell along each side.
+    pub spatial: usize,
+    /// Frames per latent frame after the first, for a causal video VAE; `None` for an image.
+    pub temporal: Option<usize>,
+    /// The transformer's patch `[frames, height, width]` in latent cells (FLUX.1 packs 2x2).
+    pub patch: [usize; 3],
+    /// Latent channels.
+    pub channels: usize,
+    /// The VAE, as messages name it (`"Wan VAE"`).
+    pub vae: &'static str,
+}
+
+impl LatentGeometry {
+    /// Checks an output of `width` x `height` pixels and `frames` frames (1 for an image) and
+    /// returns the latent shape: `[1, channels, height/s, width/s]` for an image,
+    /// `[1, channels, latent_frames, height/s, width/s]` for a video. `longest` is the
+    /// pipeline's default frame count, for the message.
+    pub fn shape(
+        &self,
+        [width, height, frames]: [usize; 3],
+        longest: usize,
+    ) -> Result<Vec<usize>, PipelineError> {
+        let [pt, ph, pw] = self.patch;
+        let medium = if self.temporal.is_some() {
+            "video"
+        } else {
+            "image"
+        };
+        check_pixel_size(
+            medium,
+            width,
+            height,
+            self.spatial,
+            ph.max(pw),
+            &format!("transformer's {ph}x{pw} patches"),
+        )?;
+        let (h, w) = (height / self.spatial, width / self.spatial);
+        let Some(temporal) = self.temporal else {
+            if frames != 1 {
+                return Err(PipelineError::Request(format!(
+                    "this pipeline makes images: frames must be 1, not {frames}"
+                )));
+            }
+            return Ok(vec![1, self.channels, h, w]);
+        };
+        let latent_frames = latent_frames(frames, temporal, self.vae, longest)?;
+        if !latent_frames.is_multiple_of(pt) {
+            return Err(PipelineError::Request(format!(
+                "{frames} frames make {latent_frames} latent frames, not a multiple of the \
+                 transformer's temporal patch size {pt}"
+            )));
+        }
+        Ok(vec![1, self.channels, latent_frames, h, w])
     }
-    Ok([
-        1,
-        channels,
-        latent_frames,
-        height / spatial,
-        width / spatial,
-    ])
 }
 
 /// Checks that a request asks for at least one denoising step.
@@ -132,10 +146,37 @@ pub fn check_noise_shape(
 mod tests {
     use super::*;
 
+    const WAN: LatentGeometry = LatentGeometry {
+        spatial: 8,
+        temporal: Some(4),
+        patch: [1, 1, 2],
+        channels: 16,
+        vae: "Wan VAE",
+    };
+
+    #[test]
+    fn latent_shapes_of_images_and_videos() {
+        assert_eq!(WAN.shape([48, 32, 9], 81).unwrap(), vec![1, 16, 3, 4, 6]);
+        let image = LatentGeometry {
+            temporal: None,
+            patch: [1, 2, 2],
+            ..WAN
+        };
+        assert_eq!(image.shape([48, 32, 1], 1).unwrap(), vec![1, 16, 4, 6]);
+        let msg = image.shape([48, 32, 5], 1).unwrap_err().to_string();
+        assert!(msg.contains("frames must be 1"), "{msg}");
+        let patched_time = LatentGeometry {
+            patch: [2, 2, 2],
+            ..WAN
+        };
+        let msg = patched_time.shape([48, 32, 9], 81).unwrap_err().to_string();
+        assert!(msg.contains("temporal patch size 2"), "{msg}");
+    }
+
     #[test]
     fn sizes_must_be_positive_multiples_of_the_vae_cell_times_the_patch() {
-        assert!(check_video_size(32, 48, 8, [2, 2]).is_ok());
-        let msg = check_video_size(40, 48, 8, [1, 2]).unwrap_err().to_string();
+        assert!(WAN.shape([32, 48, 1], 81).is_ok());
+        let msg = WAN.shape([40, 48, 1], 81).unwrap_err().to_string();
         assert!(
             msg.contains(
                 "video size 40x48 must be positive multiples of 16 (the VAE's 8 pixels per \
@@ -153,7 +194,7 @@ mod tests {
             ),
             "{msg}"
         );
-        assert!(check_pixel_size("video", 0, 16, 8, 2, "patches").is_err());
+        assert!(WAN.shape([0, 16, 1], 81).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use dit_layers::{
-    LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights, check_positive,
+    ConfigCheck, LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights,
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,41 +110,23 @@ impl TransformerConfig for FluxConfig {
     type OriginalHint = Option<Vec<usize>>;
 
     fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        check_positive(
-            source,
-            &[
-                ("patch_size", self.patch_size),
-                ("in_channels", self.in_channels),
-                ("attention_head_dim", self.attention_head_dim),
-                ("num_attention_heads", self.num_attention_heads),
-                ("joint_attention_dim", self.joint_attention_dim),
-                ("pooled_projection_dim", self.pooled_projection_dim),
-            ],
-        )?;
-        if self.out_channels == Some(0) {
-            return Err(fail("out_channels must be positive".into()));
-        }
-        if self.num_blocks() == 0 {
-            return Err(fail(
-                "num_layers + num_single_layers must be positive".into(),
-            ));
-        }
-        let rope = self
-            .rope()
-            .map_err(|e| fail(format!("axes_dims_rope: {e}")))?;
-        if rope.head_dim() != self.attention_head_dim {
-            return Err(fail(format!(
-                "axes_dims_rope {:?} sums to {}, but attention_head_dim is {}",
-                self.axes_dims_rope,
-                rope.head_dim(),
-                self.attention_head_dim
-            )));
-        }
-        Ok(())
+        let check = ConfigCheck::new(source);
+        check.positive(&[
+            ("patch_size", self.patch_size),
+            ("in_channels", self.in_channels),
+            ("attention_head_dim", self.attention_head_dim),
+            ("num_attention_heads", self.num_attention_heads),
+            ("joint_attention_dim", self.joint_attention_dim),
+            ("pooled_projection_dim", self.pooled_projection_dim),
+            ("out_channels", self.out_channels.unwrap_or(1)),
+            ("num_layers + num_single_layers", self.num_blocks()),
+        ])?;
+        check.rope(
+            "axes_dims_rope",
+            &self.axes_dims_rope,
+            self.rope(),
+            self.attention_head_dim,
+        )
     }
 
     /// Infers the configuration of a BFL single-file checkpoint (`path`, for errors) from its

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
-use dit_pipeline::{ClipPooled, Passes, PipelineFolder, denoise};
+use dit_pipeline::{ClipPooled, LatentGeometry, Passes, PipelineFolder, denoise};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{PromptTokenizer, T5EncoderModel};
@@ -115,23 +115,15 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
         })
     }
 
-    /// Checks `width` x `height` (`frames` must be 1) and returns the unpacked latent shape
-    /// `[1, 16, h, w]`.
-    fn latent_shape(
-        &self,
-        width: usize,
-        height: usize,
-        frames: usize,
-    ) -> Result<[usize; 4], PipelineError> {
-        if frames != 1 {
-            return Err(PipelineError::Request(format!(
-                "FLUX makes images: frames must be 1, not {frames}"
-            )));
+    /// VAE 8x, latents packed into 2x2 tokens, 16 channels (`in_channels / 4`).
+    fn geometry(&self) -> LatentGeometry {
+        LatentGeometry {
+            spatial: self.vae_scale_factor(),
+            temporal: None,
+            patch: [1, 2, 2],
+            channels: self.transformer.config().in_channels / 4,
+            vae: "VAE",
         }
-        let s = self.vae_scale_factor();
-        dit_pipeline::check_pixel_size("image", width, height, s, 2, "2x2 token patches")?;
-        let channels = self.transformer.config().in_channels / 4;
-        Ok([1, channels, height / s, width / s])
     }
 
     fn generate(

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use dit_layers::{
-    AnglePrecision, LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights,
-    check_positive,
+    AnglePrecision, ConfigCheck, LoadError, MultiAxisRope, ShapeProbe, TensorMap,
+    TransformerConfig, Weights,
 };
 use serde::{Deserialize, Serialize};
 
@@ -153,73 +153,60 @@ impl TransformerConfig for HunyuanVideoConfig {
     type OriginalHint = Option<Vec<usize>>;
 
     fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        check_positive(
-            source,
-            &[
-                ("in_channels", self.in_channels),
-                ("num_attention_heads", self.num_attention_heads),
-                ("attention_head_dim", self.attention_head_dim),
-                ("patch_size", self.patch_size),
-                ("patch_size_t", self.patch_size_t),
-                ("text_embed_dim", self.text_embed_dim),
-                ("pooled_projection_dim", self.pooled_projection_dim),
-            ],
+        let check = ConfigCheck::new(source);
+        check.positive(&[
+            ("in_channels", self.in_channels),
+            ("num_attention_heads", self.num_attention_heads),
+            ("attention_head_dim", self.attention_head_dim),
+            ("patch_size", self.patch_size),
+            ("patch_size_t", self.patch_size_t),
+            ("text_embed_dim", self.text_embed_dim),
+            ("pooled_projection_dim", self.pooled_projection_dim),
+            ("num_layers + num_single_layers", self.num_blocks()),
+        ])?;
+        check.that(
+            self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_dim() > 0,
+            || {
+                format!(
+                    "mlp_ratio {} must give a positive MLP width",
+                    self.mlp_ratio
+                )
+            },
         )?;
-        if self.num_blocks() == 0 {
-            return Err(fail(
-                "num_layers + num_single_layers must be positive".into(),
-            ));
-        }
-        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) || self.mlp_dim() == 0 {
-            return Err(fail(format!(
-                "mlp_ratio {} must give a positive MLP width",
-                self.mlp_ratio
-            )));
-        }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(fail(format!(
-                "rope_theta {} must be positive",
-                self.rope_theta
-            )));
-        }
-        if self.qk_norm != QK_NORM_RMS {
-            return Err(fail(format!(
+        check.that(self.rope_theta.is_finite() && self.rope_theta > 0.0, || {
+            format!("rope_theta {} must be positive", self.rope_theta)
+        })?;
+        check.that(self.qk_norm == QK_NORM_RMS, || {
+            format!(
                 "qk_norm {:?} is not supported, only {QK_NORM_RMS:?}",
                 self.qk_norm
-            )));
-        }
-        match self.image_condition_type.as_deref() {
-            None | Some("latent_concat") => {}
-            Some(other) => {
-                return Err(fail(format!(
-                    "image_condition_type {other:?} is not supported: only text-to-video (null) \
-                     and \"latent_concat\"; the \"token_replace\" image-to-video blocks are not \
-                     ported"
-                )));
-            }
-        }
-        if self.rope_axes_dim.len() != 3 {
-            return Err(fail(format!(
+            )
+        })?;
+        check.that(
+            matches!(
+                self.image_condition_type.as_deref(),
+                None | Some("latent_concat")
+            ),
+            || {
+                format!(
+                    "image_condition_type {:?} is not supported: only text-to-video (null) and \
+                     \"latent_concat\"; the \"token_replace\" image-to-video blocks are not ported",
+                    self.image_condition_type.as_deref().unwrap_or_default()
+                )
+            },
+        )?;
+        check.that(self.rope_axes_dim.len() == 3, || {
+            format!(
                 "rope_axes_dim {:?} must have three axes (frames, height, width)",
                 self.rope_axes_dim
-            )));
-        }
-        let rope = self
-            .rope()
-            .map_err(|e| fail(format!("rope_axes_dim: {e}")))?;
-        if rope.head_dim() != self.attention_head_dim {
-            return Err(fail(format!(
-                "rope_axes_dim {:?} sums to {}, but attention_head_dim is {}",
-                self.rope_axes_dim,
-                rope.head_dim(),
-                self.attention_head_dim
-            )));
-        }
-        Ok(())
+            )
+        })?;
+        check.rope(
+            "rope_axes_dim",
+            &self.rope_axes_dim,
+            self.rope(),
+            self.attention_head_dim,
+        )
     }
 
     /// Infers the configuration of `weights`, a checkpoint in Tencent's original layout read

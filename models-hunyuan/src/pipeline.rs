@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
-use dit_pipeline::{ClipPooled, Passes, PipelineFolder, denoise, video_latent_shape};
+use dit_pipeline::{ClipPooled, LatentGeometry, Passes, PipelineFolder, denoise};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{LlamaModel, LlamaPromptEncoder};
@@ -114,27 +114,17 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         })
     }
 
-    /// Checks the video size and returns the latent shape
-    /// `[1, 16, (frames-1)/t+1, height/s, width/s]` (t = 4, s = 8 for HunyuanVideo's VAE).
-    fn latent_shape(
-        &self,
-        width: usize,
-        height: usize,
-        frames: usize,
-    ) -> Result<[usize; 5], PipelineError> {
-        // The pipeline asks for multiples of 16 (check_inputs): 8 pixels per latent cell times
-        // the 2x2 patches.
+    /// HunyuanVideo's VAE (8x, 4 frames per latent frame after the first) and the
+    /// transformer's patch: the pipeline asks for multiples of 16 pixels (`check_inputs`).
+    fn geometry(&self) -> LatentGeometry {
         let config = self.transformer.config();
-        video_latent_shape(
-            [width, height, frames],
-            [
-                self.vae.temporal_scale_factor(),
-                self.vae.spatial_scale_factor(),
-            ],
-            config.patch(),
-            config.in_channels,
-            ("HunyuanVideo VAE", Self::DEFAULTS.frames),
-        )
+        LatentGeometry {
+            spatial: self.vae.spatial_scale_factor(),
+            temporal: Some(self.vae.temporal_scale_factor()),
+            patch: config.patch(),
+            channels: config.in_channels,
+            vae: "HunyuanVideo VAE",
+        }
     }
 
     /// One transformer call a step, the guidance embedded.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use dit_layers::{
-    LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights, check_positive,
+    ConfigCheck, LoadError, MultiAxisRope, ShapeProbe, TensorMap, TransformerConfig, Weights,
 };
 use serde::{Deserialize, Serialize};
 
@@ -140,55 +140,46 @@ impl TransformerConfig for WanConfig {
     type OriginalHint = Option<usize>;
 
     fn validate(&self, source: &Path) -> Result<(), LoadError> {
-        let fail = |message: String| LoadError::Config {
-            path: source.to_path_buf(),
-            message,
-        };
-        check_positive(
-            source,
-            &[
-                ("num_attention_heads", self.num_attention_heads),
-                ("attention_head_dim", self.attention_head_dim),
-                ("in_channels", self.in_channels),
-                ("text_dim", self.text_dim),
-                ("freq_dim", self.freq_dim),
-                ("ffn_dim", self.ffn_dim),
-                ("num_layers", self.num_layers),
-                ("rope_max_seq_len", self.rope_max_seq_len),
-            ],
+        let check = ConfigCheck::new(source);
+        check.positive(&[
+            ("num_attention_heads", self.num_attention_heads),
+            ("attention_head_dim", self.attention_head_dim),
+            ("in_channels", self.in_channels),
+            ("text_dim", self.text_dim),
+            ("freq_dim", self.freq_dim),
+            ("ffn_dim", self.ffn_dim),
+            ("num_layers", self.num_layers),
+            ("rope_max_seq_len", self.rope_max_seq_len),
+            ("out_channels", self.out_channels.unwrap_or(1)),
+        ])?;
+        check.that(!self.patch_size.contains(&0), || {
+            format!("patch_size {:?} must be positive", self.patch_size)
+        })?;
+        check.that(self.eps.is_finite() && self.eps > 0.0, || {
+            format!("eps {} must be positive", self.eps)
+        })?;
+        check.that(
+            self.qk_norm.as_deref() == Some(QK_NORM_ACROSS_HEADS),
+            || {
+                format!(
+                    "qk_norm {:?} is not supported, only {QK_NORM_ACROSS_HEADS:?}",
+                    self.qk_norm
+                )
+            },
         )?;
-        if self.patch_size.contains(&0) {
-            return Err(fail(format!(
-                "patch_size {:?} must be positive",
-                self.patch_size
-            )));
-        }
-        if self.out_channels == Some(0) {
-            return Err(fail("out_channels must be positive".into()));
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(fail(format!("eps {} must be positive", self.eps)));
-        }
-        if self.qk_norm.as_deref() != Some(QK_NORM_ACROSS_HEADS) {
-            return Err(fail(format!(
-                "qk_norm {:?} is not supported, only {QK_NORM_ACROSS_HEADS:?}",
-                self.qk_norm
-            )));
-        }
-        for (name, value) in [
+        let image_to_video = [
             ("image_dim", self.image_dim),
             ("added_kv_proj_dim", self.added_kv_proj_dim),
             ("pos_embed_seq_len", self.pos_embed_seq_len),
-        ] {
-            if let Some(v) = value {
-                return Err(fail(format!(
-                    "{name} = {v}: image-to-video WAN models are not supported, only text-to-video \
-                     (image_dim, added_kv_proj_dim and pos_embed_seq_len must be null)"
-                )));
-            }
+        ];
+        if let Some((name, Some(v))) = image_to_video.into_iter().find(|(_, v)| v.is_some()) {
+            return Err(check.fail(format!(
+                "{name} = {v}: image-to-video WAN models are not supported, only text-to-video \
+                 (image_dim, added_kv_proj_dim and pos_embed_seq_len must be null)"
+            )));
         }
         self.rope().map_err(|e| {
-            fail(format!(
+            check.fail(format!(
                 "attention_head_dim {} gives the rotary split {:?}: {e}",
                 self.attention_head_dim,
                 self.rope_axes()

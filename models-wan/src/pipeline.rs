@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
+use dit_pipeline::{LatentGeometry, Passes, PipelineFolder, denoise};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
-use dit_pipeline::{Passes, PipelineFolder, denoise, video_latent_shape};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
 use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::WanVae;
@@ -100,25 +100,16 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         })
     }
 
-    /// Checks the video size and returns the latent shape
-    /// `[1, 16, (frames-1)/t+1, height/s, width/s]` (t = 4, s = 8 for WAN 2.1's VAE).
-    fn latent_shape(
-        &self,
-        width: usize,
-        height: usize,
-        frames: usize,
-    ) -> Result<[usize; 5], PipelineError> {
+    /// The Wan VAE (8x, 4 frames per latent frame after the first), the transformer's patch.
+    fn geometry(&self) -> LatentGeometry {
         let config = self.transformer.config();
-        video_latent_shape(
-            [width, height, frames],
-            [
-                self.vae.temporal_scale_factor(),
-                self.vae.spatial_scale_factor(),
-            ],
-            config.patch_size,
-            config.in_channels,
-            ("Wan VAE", Self::DEFAULTS.frames),
-        )
+        LatentGeometry {
+            spatial: self.vae.spatial_scale_factor(),
+            temporal: Some(self.vae.temporal_scale_factor()),
+            patch: config.patch_size,
+            channels: config.in_channels,
+            vae: "Wan VAE",
+        }
     }
 
     /// Classifier-free guidance with a scale above 1 (one cache state per pass); at most 1 runs
