@@ -138,7 +138,7 @@ pub fn check_guidance(
     batch: usize,
 ) -> Result<(), InputError> {
     match (given, embeds) {
-        (Some(dims), true) => expect_shape("guidance", &dims, &[batch], format!("[{batch}]")),
+        (Some(dims), true) => expect_batch("guidance", dims, batch),
         (None, false) => Ok(()),
         _ => Err(InputError::Guidance { model: embeds }),
     }
@@ -149,6 +149,29 @@ pub fn check_guidance(
 pub trait StepTensors<B: Backend, const N: usize> {
     /// The latents and the timestep, to replace.
     fn step_tensors(&mut self) -> (&mut Tensor<B, N>, &mut Tensor<B, 1>);
+}
+
+/// Implements [`StepTensors`] for a model input struct `$input<B>` whose step tensors are its
+/// fields `latents` (of `$dims` dimensions) and `timestep`.
+#[macro_export]
+macro_rules! step_tensors {
+    ($input:ident, $dims:literal) => {
+        impl<B: ::burn::tensor::backend::Backend> $crate::StepTensors<B, $dims> for $input<B> {
+            fn step_tensors(
+                &mut self,
+            ) -> (
+                &mut ::burn::tensor::Tensor<B, $dims>,
+                &mut ::burn::tensor::Tensor<B, 1>,
+            ) {
+                (&mut self.latents, &mut self.timestep)
+            }
+        }
+    };
+}
+
+/// Checks that the input `name` (`timestep`, `guidance`) has one value per batch row.
+pub fn expect_batch(name: &'static str, found: [usize; 1], batch: usize) -> Result<(), InputError> {
+    expect_shape(name, &found, &[batch], format!("[{batch}]"))
 }
 
 /// A model's input `I` checked against its configuration, with `P`, what the model prepared

@@ -48,7 +48,8 @@ pub use gelu::gelu_tanh;
 pub use group_norm::group_norm;
 pub use infer::ShapeProbe;
 pub use input::{
-    Checked, InputError, StepTensors, check_guidance, expect_shape, patch_grid, same_shape,
+    Checked, InputError, StepTensors, check_guidance, expect_batch, expect_shape, patch_grid,
+    same_shape,
 };
 pub use linear::{linear, linear_from_rows, linear_swapped_halves};
 pub use mmdit::{

@@ -66,6 +66,23 @@ pub struct LatentGeometry {
 }
 
 impl LatentGeometry {
+    /// The geometry of a causal video VAE of `[temporal, spatial]` frames and pixels per latent
+    /// cell (`vae` names it) under a transformer of `patch` and `channels` latent channels.
+    pub fn video(
+        [temporal, spatial]: [usize; 2],
+        patch: [usize; 3],
+        channels: usize,
+        vae: &'static str,
+    ) -> Self {
+        Self {
+            spatial,
+            temporal: Some(temporal),
+            patch,
+            channels,
+            vae,
+        }
+    }
+
     /// Checks an output of `width` x `height` pixels and `frames` frames (1 for an image) and
     /// returns the latent shape: `[1, channels, height/s, width/s]` for an image,
     /// `[1, channels, latent_frames, height/s, width/s]` for a video. `longest` is the

@@ -2,7 +2,7 @@
 //! generation computes from them once rather than every step.
 
 use burn::tensor::{Tensor, backend::Backend};
-use dit_layers::{Checked, InputError, RopeTable, StepTensors, check_guidance, expect_shape};
+use dit_layers::{Checked, InputError, RopeTable, check_guidance, expect_batch, expect_shape};
 
 use crate::FluxConfig;
 
@@ -40,11 +40,7 @@ pub struct FluxPrepared<B: Backend> {
 /// A [`FluxInput`] checked by [`crate::FluxTransformer::check_input`], with what it prepared.
 pub type CheckedInput<B> = Checked<FluxInput<B>, FluxPrepared<B>>;
 
-impl<B: Backend> StepTensors<B, 3> for FluxInput<B> {
-    fn step_tensors(&mut self) -> (&mut Tensor<B, 3>, &mut Tensor<B, 1>) {
-        (&mut self.latents, &mut self.timestep)
-    }
-}
+dit_layers::step_tensors!(FluxInput, 3);
 
 impl<B: Backend> FluxInput<B> {
     /// Checks every shape against `config` and each other.
@@ -70,12 +66,7 @@ impl<B: Backend> FluxInput<B> {
             &[batch, config.pooled_projection_dim],
             format!("[{batch}, {}]", config.pooled_projection_dim),
         )?;
-        expect_shape(
-            "timestep",
-            &self.timestep.dims(),
-            &[batch],
-            format!("[{batch}]"),
-        )?;
+        expect_batch("timestep", self.timestep.dims(), batch)?;
         check_guidance(
             self.guidance.as_ref().map(Tensor::dims),
             config.guidance_embeds,

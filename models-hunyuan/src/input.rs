@@ -2,9 +2,7 @@
 //! generation computes from them once rather than every step.
 
 use burn::tensor::{Int, Tensor, backend::Backend};
-use dit_layers::{
-    Checked, InputError, RopeTable, StepTensors, check_guidance, expect_shape, patch_grid,
-};
+use dit_layers::{Checked, InputError, RopeTable, check_guidance, expect_batch, patch_grid};
 
 use crate::{HunyuanVideoConfig, TextMask};
 
@@ -43,11 +41,7 @@ pub struct HunyuanVideoPrepared<B: Backend> {
 /// what it prepared.
 pub type CheckedInput<B> = Checked<HunyuanVideoInput<B>, HunyuanVideoPrepared<B>>;
 
-impl<B: Backend> StepTensors<B, 5> for HunyuanVideoInput<B> {
-    fn step_tensors(&mut self) -> (&mut Tensor<B, 5>, &mut Tensor<B, 1>) {
-        (&mut self.latents, &mut self.timestep)
-    }
-}
+dit_layers::step_tensors!(HunyuanVideoInput, 5);
 
 impl<B: Backend> HunyuanVideoInput<B> {
     /// Checks every shape against `config` and each other; the token grid and the text mask.
@@ -69,12 +63,7 @@ impl<B: Backend> HunyuanVideoInput<B> {
             ));
         }
         let grid = patch_grid([frames, height, width], config.patch(), None)?;
-        expect_shape(
-            "timestep",
-            &self.timestep.dims(),
-            &[batch],
-            format!("[{batch}]"),
-        )?;
+        expect_batch("timestep", self.timestep.dims(), batch)?;
         let [text_batch, tokens, text_dim] = self.encoder_hidden_states.dims();
         if text_batch != batch || tokens == 0 || text_dim != config.text_embed_dim {
             return Err(shape(

@@ -117,14 +117,13 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     /// HunyuanVideo's VAE (8x, 4 frames per latent frame after the first) and the
     /// transformer's patch: the pipeline asks for multiples of 16 pixels (`check_inputs`).
     fn geometry(&self) -> LatentGeometry {
-        let config = self.transformer.config();
-        LatentGeometry {
-            spatial: self.vae.spatial_scale_factor(),
-            temporal: Some(self.vae.temporal_scale_factor()),
-            patch: config.patch(),
-            channels: config.in_channels,
-            vae: "HunyuanVideo VAE",
-        }
+        let (vae, config) = (&self.vae, self.transformer.config());
+        LatentGeometry::video(
+            [vae.temporal_scale_factor(), vae.spatial_scale_factor()],
+            config.patch(),
+            config.in_channels,
+            "HunyuanVideo VAE",
+        )
     }
 
     /// One transformer call a step, the guidance embedded.

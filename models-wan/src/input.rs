@@ -2,7 +2,7 @@
 //! rotary table a generation computes from them once rather than every step.
 
 use burn::tensor::{Tensor, backend::Backend};
-use dit_layers::{Checked, InputError, RopeTable, StepTensors, expect_shape, patch_grid};
+use dit_layers::{Checked, InputError, RopeTable, expect_batch, patch_grid};
 
 use crate::WanConfig;
 
@@ -30,11 +30,7 @@ pub struct WanPrepared<B: Backend> {
 /// A [`WanInput`] checked by [`crate::WanTransformer::check_input`], with what it prepared.
 pub type CheckedInput<B> = Checked<WanInput<B>, WanPrepared<B>>;
 
-impl<B: Backend> StepTensors<B, 5> for WanInput<B> {
-    fn step_tensors(&mut self) -> (&mut Tensor<B, 5>, &mut Tensor<B, 1>) {
-        (&mut self.latents, &mut self.timestep)
-    }
-}
+dit_layers::step_tensors!(WanInput, 5);
 
 impl<B: Backend> WanInput<B> {
     /// Checks every shape against `config` and each other; the token grid after patching.
@@ -47,12 +43,7 @@ impl<B: Backend> WanInput<B> {
                 found: self.latents.dims().to_vec(),
             });
         }
-        expect_shape(
-            "timestep",
-            &self.timestep.dims(),
-            &[batch],
-            format!("[{batch}]"),
-        )?;
+        expect_batch("timestep", self.timestep.dims(), batch)?;
         let [text_batch, text_tokens, text_dim] = self.encoder_hidden_states.dims();
         if text_batch != batch || text_dim != config.text_dim || text_tokens == 0 {
             return Err(InputError::Shape {

@@ -102,14 +102,12 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
 
     /// The Wan VAE (8x, 4 frames per latent frame after the first), the transformer's patch.
     fn geometry(&self) -> LatentGeometry {
+        let scale = [
+            self.vae.temporal_scale_factor(),
+            self.vae.spatial_scale_factor(),
+        ];
         let config = self.transformer.config();
-        LatentGeometry {
-            spatial: self.vae.spatial_scale_factor(),
-            temporal: Some(self.vae.temporal_scale_factor()),
-            patch: config.patch_size,
-            channels: config.in_channels,
-            vae: "Wan VAE",
-        }
+        LatentGeometry::video(scale, config.patch_size, config.in_channels, "Wan VAE")
     }
 
     /// Classifier-free guidance with a scale above 1 (one cache state per pass); at most 1 runs
