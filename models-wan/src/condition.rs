@@ -4,23 +4,12 @@
 use burn::{
     module::Module,
     nn::Linear,
-    tensor::{Tensor, activation::silu, backend::Backend},
+    tensor::{DType, Tensor, activation::silu, backend::Backend},
 };
 use dit_layers::{EmbeddingMlp, LoadError, MlpActivation, ParamSource, SinusoidalTimesteps};
 
 /// Number of modulation vectors each block reads (shift, scale, gate of attention and FFN).
 pub const BLOCK_MODULATIONS: usize = 6;
-
-/// The conditioning of one call.
-#[derive(Debug, Clone)]
-pub struct Conditioning<B: Backend> {
-    /// `temb`: the embedded timestep `[batch, dim]` (the head's modulation reads it).
-    pub temb: Tensor<B, 2>,
-    /// `timestep_proj`: the blocks' modulation `[batch, 6, dim]`.
-    pub timestep_proj: Tensor<B, 3>,
-    /// The projected text embeddings `[batch, text_tokens, dim]`.
-    pub text: Tensor<B, 3>,
-}
 
 /// `condition_embedder`: `timesteps_proj` (sinusoidal, `freq_dim` channels, cosines first)
 /// → `time_embedder` (SiLU MLP) → `time_proj(silu(.))` to `6 dim`; `text_embedder` (GELU-tanh
@@ -69,22 +58,24 @@ impl<B: Backend> ConditionEmbedder<B> {
         })
     }
 
-    /// The conditioning of timesteps `[batch]` (as the pipeline passes them, 0..1000) and text
-    /// embeddings `[batch, text_tokens, text_dim]`.
-    pub fn forward(&self, timestep: Tensor<B, 1>, text: Tensor<B, 3>) -> Conditioning<B> {
+    /// The timestep conditioning of a call: `temb` `[batch, dim]` and the blocks' six
+    /// modulation vectors `[batch, 6, dim]`, in `dtype`.
+    pub fn time(&self, timestep: Tensor<B, 1>, dtype: DType) -> (Tensor<B, 2>, Tensor<B, 3>) {
         let [batch] = timestep.dims();
         let temb = self
             .time_embedder
-            .forward(self.timesteps_proj.forward(timestep).cast(text.dtype()));
+            .forward(self.timesteps_proj.forward(timestep).cast(dtype));
         let dim = temb.dims()[1];
         let timestep_proj =
             self.time_proj
                 .forward(silu(temb.clone()))
                 .reshape([batch, BLOCK_MODULATIONS, dim]);
-        Conditioning {
-            temb,
-            timestep_proj,
-            text: self.text_embedder.forward(text),
-        }
+        (temb, timestep_proj)
+    }
+
+    /// The projected text embeddings `[batch, text_tokens, dim]` of the umT5 states `text`;
+    /// constant during a generation, so computed once, when the input is checked.
+    pub fn text(&self, text: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.text_embedder.forward(text)
     }
 }

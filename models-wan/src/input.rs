@@ -25,6 +25,9 @@ pub struct WanPrepared<B: Backend> {
     pub grid: [usize; 3],
     /// Rotary table over the video tokens.
     pub rope: RopeTable<B>,
+    /// The projected text embeddings `[batch, text_tokens, dim]` (`condition_embedder`'s text
+    /// part).
+    pub text: Tensor<B, 3>,
 }
 
 /// A [`WanInput`] checked by [`crate::WanTransformer::check_input`], with what it prepared.

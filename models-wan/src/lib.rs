@@ -22,7 +22,7 @@ pub mod pipeline;
 
 pub use attention::WanAttention;
 pub use block::WanTransformerBlock;
-pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder, Conditioning};
+pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder};
 pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
 pub use dit_layers::{DiffusionTransformer, InputError, Layout, TransformerConfig};
 pub use input::{CheckedInput, WanInput, WanPrepared};

@@ -104,15 +104,18 @@ impl<B: Backend> DiffusionTransformer<B> for WanTransformer<B> {
 }
 
 impl<B: Backend> WanTransformer<B> {
-    /// Checks `input` against the configuration and computes its rotary table; the model runs
-    /// only on checked inputs.
+    /// Checks `input` against the configuration and computes its constant parts (rotary table,
+    /// projected text); the model runs only on checked inputs.
     pub fn check_input(&self, input: WanInput<B>) -> Result<CheckedInput<B>, InputError> {
         let grid = input.check(&self.config)?;
         let rope = self
             .rope
             .grid_table(grid, &input.latents.device())
             .expect("a validated configuration has three rotary axes");
-        Ok(CheckedInput::new(input, WanPrepared { grid, rope }))
+        let text = self
+            .condition_embedder
+            .text(input.encoder_hidden_states.clone());
+        Ok(CheckedInput::new(input, WanPrepared { grid, rope, text }))
     }
 
     /// Output norm modulated by `temb`, projection: `[batch, tokens, dim]` to
@@ -157,13 +160,13 @@ impl<B: Backend> CacheableModel<B> for WanTransformer<B> {
             .patch_embedding
             .forward(raw.latents.clone())
             .expect("CheckedInput's sizes are multiples of the patch");
-        let cond = self
+        let (temb, timestep_proj) = self
             .condition_embedder
-            .forward(raw.timestep.clone(), raw.encoder_hidden_states.clone());
+            .time(raw.timestep.clone(), raw.encoder_hidden_states.dtype());
         let ctx = WanContext {
-            temb: cond.temb,
-            timestep_proj: cond.timestep_proj,
-            text: cond.text,
+            temb,
+            timestep_proj,
+            text: input.prepared().text.clone(),
             rope: input.prepared().rope.clone(),
             grid,
         };
