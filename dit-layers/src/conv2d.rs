@@ -2,7 +2,10 @@
 
 use burn::{
     module::Param,
-    nn::{PaddingConfig2d, conv::Conv2d},
+    nn::{
+        PaddingConfig2d,
+        conv::{Conv2d, Conv2dConfig},
+    },
     tensor::backend::Backend,
 };
 
@@ -24,7 +27,11 @@ pub fn conv2d<B: Backend>(
 ) -> Result<Conv2d<B>, LoadError> {
     let weight = w.tensor::<B, 4>("weight", [c_out, c_in, kernel, kernel], device)?;
     let bias = if bias {
-        Some(Param::from_tensor(w.tensor::<B, 1>("bias", [c_out], device)?))
+        Some(Param::from_tensor(w.tensor::<B, 1>(
+            "bias",
+            [c_out],
+            device,
+        )?))
     } else {
         None
     };
@@ -37,4 +44,22 @@ pub fn conv2d<B: Backend>(
         groups: 1,
         padding: PaddingConfig2d::Explicit(padding, padding, padding, padding),
     })
+}
+
+/// A fresh [`conv2d`] layer of the same shape: weight and bias Kaiming-uniform as PyTorch
+/// initialises `nn.Conv2d` (bound `1 / sqrt(c_in * kernel²)`).
+pub(crate) fn conv2d_random<B: Backend>(
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    padding: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Conv2d<B> {
+    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .with_bias(bias)
+        .init(device)
 }

@@ -2,7 +2,10 @@
 
 use burn::{
     module::Param,
-    nn::{PaddingConfig3d, conv::Conv3d},
+    nn::{
+        PaddingConfig3d,
+        conv::{Conv3d, Conv3dConfig},
+    },
     tensor::backend::Backend,
 };
 
@@ -26,7 +29,11 @@ pub fn conv3d<B: Backend>(
     let [kt, kh, kw] = kernel;
     let weight = w.tensor::<B, 5>("weight", [c_out, c_in, kt, kh, kw], device)?;
     let bias = if bias {
-        Some(Param::from_tensor(w.tensor::<B, 1>("bias", [c_out], device)?))
+        Some(Param::from_tensor(w.tensor::<B, 1>(
+            "bias",
+            [c_out],
+            device,
+        )?))
     } else {
         None
     };
@@ -40,4 +47,21 @@ pub fn conv3d<B: Backend>(
         groups: 1,
         padding: PaddingConfig3d::Explicit(pt, ph, pw),
     })
+}
+
+/// A fresh [`conv3d`] layer of the same shape: weight and bias Kaiming-uniform as PyTorch
+/// initialises `nn.Conv3d` (bound `1 / sqrt(c_in * kt * kh * kw)`).
+pub(crate) fn conv3d_random<B: Backend>(
+    c_in: usize,
+    c_out: usize,
+    kernel: [usize; 3],
+    padding: [usize; 3],
+    bias: bool,
+    device: &B::Device,
+) -> Conv3d<B> {
+    let [pt, ph, pw] = padding;
+    Conv3dConfig::new([c_in, c_out], kernel)
+        .with_padding(PaddingConfig3d::Explicit(pt, ph, pw))
+        .with_bias(bias)
+        .init(device)
 }

@@ -66,21 +66,55 @@ impl SinusoidalTimesteps {
     }
 }
 
-/// The activation between the two layers of an [`EmbeddingMlp`].
+/// An elementwise activation: the one between the two layers of an [`EmbeddingMlp`] or a
+/// [`crate::FeedForward`], or a text encoder's, selected by its transformers name
+/// ([`MlpActivation::from_transformers_name`], config keys `hidden_act`, `dense_act_fn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MlpActivation {
-    /// `x * sigmoid(x)`.
+    /// `x * sigmoid(x)` (transformers' `"silu"`, `"swish"`).
     Silu,
-    /// GELU, tanh approximation.
+    /// GELU, tanh approximation (transformers' `"gelu_new"`, `"gelu_pytorch_tanh"`).
     GeluTanh,
+    /// Exact GELU, `x * Φ(x)` (transformers' `"gelu"`).
+    Gelu,
+    /// `x * sigmoid(1.702 x)`, OpenAI CLIP's (transformers' `"quick_gelu"`).
+    QuickGelu,
+    /// `max(x, 0)` (transformers' `"relu"`).
+    Relu,
 }
 
 impl MlpActivation {
+    /// The names [`MlpActivation::from_transformers_name`] accepts.
+    pub const TRANSFORMERS_NAMES: &'static [&'static str] = &[
+        "relu",
+        "gelu",
+        "gelu_new",
+        "gelu_pytorch_tanh",
+        "quick_gelu",
+        "silu",
+        "swish",
+    ];
+
+    /// The activation transformers' `ACT2FN` calls `name`; `None` for names not supported here.
+    pub fn from_transformers_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "relu" => Self::Relu,
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
+            "quick_gelu" => Self::QuickGelu,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+
     /// Applies the activation.
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            MlpActivation::Silu => activation::silu(x),
-            MlpActivation::GeluTanh => crate::gelu_tanh(x),
+            Self::Silu => activation::silu(x),
+            Self::GeluTanh => crate::gelu_tanh(x),
+            Self::Gelu => activation::gelu(x),
+            Self::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
+            Self::Relu => activation::relu(x),
         }
     }
 }

@@ -233,6 +233,113 @@ impl<'a, B: Backend> ModelParams<'a, B> {
             )),
         }
     }
+
+    /// Whether the checkpoint stores the tensor `name` under this source (`false` for random
+    /// parameters, and where the layout stores it fused or has no counterpart): for modules a
+    /// checkpoint may store under either of two names.
+    pub fn has(&self, name: &str) -> bool {
+        matches!(self.key(name), Ok(Some((weights, key))) if weights.contains(&key))
+    }
+
+    /// The table `[rows, dim]` of `nn.Embedding(rows, dim)` called `name` (stored as
+    /// `name.weight`); random: standard normal, as PyTorch initialises it.
+    pub fn embedding(
+        &self,
+        name: &str,
+        rows: usize,
+        dim: usize,
+    ) -> Result<Tensor<B, 2>, LoadError> {
+        let name = format!("{name}.weight");
+        match self.key(&name)? {
+            Some((weights, key)) => weights.tensor(&key, [rows, dim], self.device),
+            None => Ok(Tensor::random(
+                [rows, dim],
+                Distribution::Normal(0.0, 1.0),
+                self.device,
+            )),
+        }
+    }
+
+    /// A norm's learned scale `name` (e.g. a `gamma`), stored with `shape`; ones when random.
+    pub fn norm_scale<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, LoadError> {
+        match self.key(name)? {
+            Some((weights, key)) => weights.tensor(&key, shape, self.device),
+            None => Ok(Tensor::ones(shape, self.device)),
+        }
+    }
+
+    /// `nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=bias)` with a square kernel,
+    /// stride 1 and one group, called `name` (see [`crate::conv2d`]).
+    pub fn conv2d(
+        &self,
+        name: &str,
+        (c_in, c_out): (usize, usize),
+        kernel: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Result<burn::nn::conv::Conv2d<B>, LoadError> {
+        match self.view(name)? {
+            Some(view) => crate::conv2d(&view, c_in, c_out, kernel, padding, bias, self.device),
+            None => Ok(crate::conv2d::conv2d_random(
+                c_in,
+                c_out,
+                kernel,
+                padding,
+                bias,
+                self.device,
+            )),
+        }
+    }
+
+    /// `nn.Conv3d(c_in, c_out, kernel, padding=padding, bias=bias)` with stride 1 and one
+    /// group, called `name`; `kernel` and `padding` are `[time, height, width]` (see
+    /// [`crate::conv3d`]).
+    pub fn conv3d(
+        &self,
+        name: &str,
+        (c_in, c_out): (usize, usize),
+        kernel: [usize; 3],
+        padding: [usize; 3],
+        bias: bool,
+    ) -> Result<burn::nn::conv::Conv3d<B>, LoadError> {
+        match self.view(name)? {
+            Some(view) => crate::conv3d(&view, c_in, c_out, kernel, padding, bias, self.device),
+            None => Ok(crate::conv3d::conv3d_random(
+                c_in,
+                c_out,
+                kernel,
+                padding,
+                bias,
+                self.device,
+            )),
+        }
+    }
+
+    /// `nn.GroupNorm(num_groups, channels, eps)` with affine parameters, called `name` (see
+    /// [`crate::group_norm`]); channels that do not split into `num_groups` groups are an
+    /// error naming the layer.
+    pub fn group_norm(
+        &self,
+        name: &str,
+        num_groups: usize,
+        channels: usize,
+        eps: f64,
+    ) -> Result<burn::nn::GroupNorm<B>, LoadError> {
+        match self.view(name)? {
+            Some(view) => crate::group_norm(&view, num_groups, channels, eps, self.device),
+            None => crate::group_norm::group_norm_identity(
+                &self.path_of(&format!("{name}.weight")),
+                num_groups,
+                channels,
+                eps,
+                self.device,
+            ),
+        }
+    }
 }
 
 impl<B: Backend> ParamSource<B> for ModelParams<'_, B> {

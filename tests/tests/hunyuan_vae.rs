@@ -3,17 +3,23 @@
 //! `conv_in`, the mid block (with its causal attention), every up block and at the output;
 //! HunyuanVideoPipeline's latent unscaling; tiled decoding with tiny tiles (spatial tiles, and
 //! temporal tiles each tiled spatially) against diffusers' `enable_tiling`; frame counts;
-//! loading, tiling and input errors.
+//! loading, tiling and input errors; the random decoder's layers.
 
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
 };
 
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Distribution, Tensor, TensorData},
+};
 use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
-use dit_layers::LoadError;
-use vae::{DecoderStage, HunyuanVideoVae, SpatialTiles, TemporalTiles, TileConfig, VaeError};
+use dit_layers::{FromParams, LoadError, read_json};
+use vae::{
+    DecoderStage, HunyuanVideoVae, HunyuanVideoVaeConfig, SpatialTiles, TemporalTiles, TileConfig,
+    VaeError,
+};
 
 /// fp32 parity. The decoder chains ~30 replicate-padded 3x3x3 convolutions (sums over up to
 /// 8 * 27 terms) and group norms, so absolute errors of a few 1e-6 are expected; rtol 1e-4
@@ -371,4 +377,16 @@ fn unsupported_config_values_are_named() {
         );
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+#[test]
+fn random_decoder_has_the_checkpoint_layers_and_shapes() {
+    let device = Default::default();
+    let path = fixture("hunyuan_vae/hunyuan_like");
+    let config: HunyuanVideoVaeConfig = read_json(&path.join("config.json")).unwrap();
+    let random = HunyuanVideoVae::<Cpu>::random(&config, &device).unwrap();
+    let loaded = load("hunyuan_like");
+    assert_eq!(random.num_params(), loaded.num_params());
+    let z = Tensor::<Cpu, 5>::random([1, 16, 2, 2, 3], Distribution::Default, &device);
+    assert_eq!(random.decode(z).unwrap().dims(), [1, 3, 5, 16, 24]);
 }

@@ -1,7 +1,7 @@
 //! The LLaMA text encoder and HunyuanVideo's prompt encoding against transformers and
 //! diffusers (fixtures from `fixtures/gen_llama.py`): token ids of the templated prompts, the
 //! crop, every layer's hidden states in both checkpoint layouts, the prompt embeddings and
-//! masks, and errors on bad input.
+//! masks, errors on bad input, and the random model's layers.
 
 use std::{
     collections::HashMap,
@@ -9,14 +9,17 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Int, Tensor, TensorData},
+};
 use dicache_tests::{Cpu, assert_close, fixture, load_fixture};
-use dit_layers::LoadError;
+use dit_layers::{FromParams, LoadError, read_json};
 use safetensors::{SafeTensors, tensor::TensorView};
 use serde_json::Value;
 use text_encoders::{
-    InputError, LlamaModel, LlamaPromptEncoder, LlamaPromptError, PromptTemplate, PromptTokenizer,
-    TokenizerError,
+    InputError, LlamaConfig, LlamaModel, LlamaPromptEncoder, LlamaPromptError, PromptTemplate,
+    PromptTokenizer, TokenizerError,
 };
 
 const ATOL: f32 = 1e-5;
@@ -400,4 +403,20 @@ fn unsupported_settings_name_the_config() {
             "{what}: {err:?}"
         );
     }
+}
+
+#[test]
+fn random_model_has_the_checkpoint_layers_and_shapes() {
+    let device = Default::default();
+    let config: LlamaConfig = read_json(&dir("text_encoder").join("config.json")).unwrap();
+    let model = LlamaModel::<Cpu>::random(&config, &device).unwrap();
+    assert_eq!(model.num_params(), load("text_encoder").num_params());
+    let ids = Tensor::<Cpu, 2, Int>::from_data(
+        TensorData::new(vec![3i64, 1, 4, 1, 5, 9, 2, 6], [2, 4]),
+        &device,
+    );
+    let mask = Tensor::<Cpu, 2, Int>::ones([2, 4], &device);
+    let out = model.forward(ids, mask).unwrap();
+    assert_eq!(out.last_hidden_state.dims(), [2, 4, config.hidden_size]);
+    assert_eq!(out.hidden_states.len(), config.num_hidden_layers + 1);
 }

@@ -1,6 +1,6 @@
 //! The text encoders and tokenizers against transformers (fixtures from
 //! `fixtures/gen_text_encoders.py`): token ids, every layer's hidden states, final and pooled
-//! outputs, and errors naming the file or key on bad input.
+//! outputs, errors naming the file or key on bad input, and the random models' layers.
 
 use std::{
     collections::HashMap,
@@ -8,13 +8,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Int, Tensor, TensorData},
+};
 use dicache_tests::{Cpu, assert_close, fixture, load_fixture};
-use dit_layers::LoadError;
+use dit_layers::{FromParams, LoadError, read_json};
 use safetensors::{SafeTensors, tensor::TensorView};
 use text_encoders::{
-    ClipTextModel, EosRule, InputError, PromptTokenizer, T5EncoderModel, TokenizerError,
-    relative_position_bucket,
+    ClipTextConfig, ClipTextModel, EosRule, InputError, PromptTokenizer, T5Config, T5EncoderModel,
+    TokenizerError, relative_position_bucket,
 };
 
 const ATOL: f32 = 1e-5;
@@ -372,4 +375,31 @@ fn bad_token_ids_are_errors() {
             ids: [2, 5]
         }
     );
+}
+
+#[test]
+fn random_models_have_the_checkpoint_layers_and_shapes() {
+    let device = Default::default();
+    let ids = Tensor::<Cpu, 2, Int>::from_data(
+        TensorData::new(vec![3i64, 1, 4, 1, 5, 9, 2, 6], [2, 4]),
+        &device,
+    );
+    let name = "text_encoder";
+    let config: ClipTextConfig = read_json(&dir(name).join("config.json")).unwrap();
+    let clip = ClipTextModel::<Cpu>::random(&config, &device).unwrap();
+    let loaded = ClipTextModel::<Cpu>::load(&dir(name), &device).unwrap();
+    assert_eq!(clip.num_params(), loaded.num_params(), "{name}");
+    let out = clip.forward(ids.clone()).unwrap();
+    assert_eq!(out.last_hidden_state.dims(), [2, 4, config.hidden_size]);
+    assert_eq!(out.pooled.dims(), [2, config.hidden_size]);
+    assert_eq!(out.hidden_states.len(), config.num_hidden_layers + 1);
+
+    for name in ["text_encoder_2", "umt5"] {
+        let config: T5Config = read_json(&dir(name).join("config.json")).unwrap();
+        let t5 = T5EncoderModel::<Cpu>::random(&config, &device).unwrap();
+        let loaded = T5EncoderModel::<Cpu>::load(&dir(name), &device).unwrap();
+        assert_eq!(t5.num_params(), loaded.num_params(), "{name}");
+        let out = t5.forward(ids.clone(), None).unwrap();
+        assert_eq!(out.dims(), [2, 4, config.d_model], "{name}");
+    }
 }

@@ -1,13 +1,16 @@
 //! AutoencoderKL decoder against diffusers: tiny random models saved with `save_pretrained`,
 //! compared after `conv_in`, the mid block, every up block and at the output; FLUX's latent
-//! unscaling; 8-bit RGB post-processing; and loading errors.
+//! unscaling; 8-bit RGB post-processing; loading errors; and the random decoder's layers.
 
 use std::collections::HashMap;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Distribution, Tensor, TensorData},
+};
 use dicache_tests::{Cpu, Scratch, assert_close, fixture, load_fixture, tensor};
-use dit_layers::LoadError;
-use vae::{AutoencoderKl, DecoderStage, VaeError, to_rgb8};
+use dit_layers::{FromParams, LoadError, read_json};
+use vae::{AutoencoderKl, AutoencoderKlConfig, DecoderStage, VaeError, to_rgb8};
 
 /// fp32 parity. The decoder chains ~15 convolutions and group norms whose sums run over up to
 /// 16 * 9 terms per output, and activations grow to ~20, so absolute errors of a few 1e-6 are
@@ -181,4 +184,16 @@ fn unsupported_config_values_are_named() {
             "{key}: {msg}"
         );
     }
+}
+
+#[test]
+fn random_decoder_has_the_checkpoint_layers_and_shapes() {
+    let device = Default::default();
+    let path = fixture("vae/flux_like");
+    let config: AutoencoderKlConfig = read_json(&path.join("config.json")).unwrap();
+    let random = AutoencoderKl::<Cpu>::random(&config, &device).unwrap();
+    let loaded = load("flux_like");
+    assert_eq!(random.num_params(), loaded.num_params());
+    let z = Tensor::<Cpu, 4>::random([2, 16, 3, 5], Distribution::Default, &device);
+    assert_eq!(random.decode(z).unwrap().dims(), [2, 3, 24, 40]);
 }

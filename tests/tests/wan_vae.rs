@@ -2,17 +2,20 @@
 //! saved with `save_pretrained`, decoded frame by frame with the causal feature cache and
 //! compared after `conv_in`, the mid block and every up block of every latent frame, and at
 //! the output; WanPipeline's latent unscaling; 8-bit RGB frames; frame counts and causality;
-//! loading and input errors.
+//! loading and input errors; the random decoder's layers.
 
 use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
 };
 
-use burn::tensor::{Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Distribution, Tensor, TensorData},
+};
 use dicache_tests::{Cpu, Scratch, assert_close, fixture, load_fixture, tensor};
-use dit_layers::LoadError;
-use vae::{DecoderStage, VaeError, WanVae, video_to_rgb8};
+use dit_layers::{FromParams, LoadError, read_json};
+use vae::{DecoderStage, VaeError, WanVae, WanVaeConfig, video_to_rgb8};
 
 /// fp32 parity. The decoder chains ~25 causal 3x3x3 convolutions (sums over up to 16 * 27
 /// terms) and RMS norms, and activations grow to ~10, so absolute errors of a few 1e-6 are
@@ -262,4 +265,16 @@ fn unsupported_config_values_are_named() {
             "{key}: {msg}"
         );
     }
+}
+
+#[test]
+fn random_decoder_has_the_checkpoint_layers_and_shapes() {
+    let device = Default::default();
+    let path = fixture("wan_vae/wan21_like");
+    let config: WanVaeConfig = read_json(&path.join("config.json")).unwrap();
+    let random = WanVae::<Cpu>::random(&config, &device).unwrap();
+    let loaded = load("wan21_like");
+    assert_eq!(random.num_params(), loaded.num_params());
+    let z = Tensor::<Cpu, 5>::random([1, 16, 2, 2, 3], Distribution::Default, &device);
+    assert_eq!(random.decode(z).unwrap().dims(), [1, 3, 5, 16, 24]);
 }

@@ -11,14 +11,12 @@ use burn::{
     nn::Linear,
     tensor::{Bool, Int, Tensor, TensorData, backend::Backend, module::embedding},
 };
-use dit_layers::{LayerNorm, LoadError, WeightsView, attention, linear};
+use dit_layers::{
+    Component, FromParams, LayerNorm, LoadError, MlpActivation, ModelParams, ParamSource, attention,
+};
 use serde::Deserialize;
 
-use crate::{
-    Activation, InputError,
-    checkpoint::{check_all_used_except, config_error, open_folder},
-    input::host_ids,
-};
+use crate::{InputError, error::config_error, input::host_ids};
 
 /// The settings of transformers' `CLIPTextConfig` the text encoder uses (`config.json`).
 #[derive(Debug, Clone, Deserialize)]
@@ -60,7 +58,7 @@ impl ClipTextConfig {
 
     /// The MLP activation, or an error naming `path` (where the configuration came from) when
     /// the configuration describes no valid model.
-    fn validate(&self, path: &Path) -> Result<Activation, LoadError> {
+    fn validate(&self, path: &Path) -> Result<MlpActivation, LoadError> {
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
@@ -72,13 +70,13 @@ impl ClipTextConfig {
                 ),
             ));
         }
-        Activation::from_name(&self.hidden_act).ok_or_else(|| {
+        MlpActivation::from_transformers_name(&self.hidden_act).ok_or_else(|| {
             config_error(
                 path,
                 format!(
                     "hidden_act {:?} is not supported (one of {:?})",
                     self.hidden_act,
-                    Activation::NAMES
+                    MlpActivation::TRANSFORMERS_NAMES
                 ),
             )
         })
@@ -133,14 +131,9 @@ pub struct ClipTextEmbeddings<B: Backend> {
 }
 
 impl<B: Backend> ClipTextEmbeddings<B> {
-    fn load(
-        w: &WeightsView<'_>,
-        c: &ClipTextConfig,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    fn new(src: &ModelParams<'_, B>, c: &ClipTextConfig) -> Result<Self, LoadError> {
         let table = |name: &str, rows| {
-            w.at(name)
-                .tensor("weight", [rows, c.hidden_size], device)
+            src.embedding(name, rows, c.hidden_size)
                 .map(Param::from_tensor)
         };
         Ok(Self {
@@ -174,13 +167,9 @@ pub struct ClipAttention<B: Backend> {
 }
 
 impl<B: Backend> ClipAttention<B> {
-    fn load(
-        w: &WeightsView<'_>,
-        c: &ClipTextConfig,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    fn new(src: &ModelParams<'_, B>, c: &ClipTextConfig) -> Result<Self, LoadError> {
         let d = c.hidden_size;
-        let proj = |name: &str| linear(&w.at(name), d, d, true, device);
+        let proj = |name: &str| src.linear(name, d, d, true);
         Ok(Self {
             q_proj: proj("q_proj")?,
             k_proj: proj("k_proj")?,
@@ -217,10 +206,23 @@ pub struct ClipMlp<B: Backend> {
     pub fc2: Linear<B>,
     /// The activation (`hidden_act`).
     #[module(skip)]
-    pub act: Activation,
+    pub act: MlpActivation,
 }
 
 impl<B: Backend> ClipMlp<B> {
+    fn new(
+        src: &ModelParams<'_, B>,
+        c: &ClipTextConfig,
+        act: MlpActivation,
+    ) -> Result<Self, LoadError> {
+        let (d, inner) = (c.hidden_size, c.intermediate_size);
+        Ok(Self {
+            fc1: src.linear("fc1", d, inner, true)?,
+            fc2: src.linear("fc2", inner, d, true)?,
+            act,
+        })
+    }
+
     /// `[batch, seq, hidden]` to `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.fc2.forward(self.act.forward(self.fc1.forward(x)))
@@ -241,37 +243,17 @@ pub struct ClipEncoderLayer<B: Backend> {
 }
 
 impl<B: Backend> ClipEncoderLayer<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         c: &ClipTextConfig,
-        act: Activation,
-        device: &B::Device,
+        act: MlpActivation,
     ) -> Result<Self, LoadError> {
-        let norm = |name: &str| {
-            LayerNorm::load(&w.at(name), c.hidden_size, true, c.layer_norm_eps, device)
-        };
-        let mlp = w.at("mlp");
+        let norm = |name: &str| src.layer_norm(name, c.hidden_size, c.layer_norm_eps);
         Ok(Self {
             layer_norm1: norm("layer_norm1")?,
-            self_attn: ClipAttention::load(&w.at("self_attn"), c, device)?,
+            self_attn: ClipAttention::new(&src.at("self_attn"), c)?,
             layer_norm2: norm("layer_norm2")?,
-            mlp: ClipMlp {
-                fc1: linear(
-                    &mlp.at("fc1"),
-                    c.hidden_size,
-                    c.intermediate_size,
-                    true,
-                    device,
-                )?,
-                fc2: linear(
-                    &mlp.at("fc2"),
-                    c.intermediate_size,
-                    c.hidden_size,
-                    true,
-                    device,
-                )?,
-                act,
-            },
+            mlp: ClipMlp::new(&src.at("mlp"), c, act)?,
         })
     }
 
@@ -311,43 +293,42 @@ pub struct ClipTextModel<B: Backend> {
     pub eos: EosRule,
 }
 
+impl<B: Backend> FromParams<B> for ClipTextModel<B> {
+    type Config = ClipTextConfig;
+
+    /// Builds the model of `config` from `src` (the checkpoint's names, without `text_model.`);
+    /// `source` names where the configuration came from in errors.
+    fn from_params(
+        config: &ClipTextConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        let act = config.validate(source)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| ClipEncoderLayer::new(&src.at("encoder.layers").at(i), config, act))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            embeddings: ClipTextEmbeddings::new(&src.at("embeddings"), config)?,
+            layers,
+            final_layer_norm: src.layer_norm(
+                "final_layer_norm",
+                config.hidden_size,
+                config.layer_norm_eps,
+            )?,
+            eos: EosRule::from_config(config.eos_token_id),
+        })
+    }
+}
+
 impl<B: Backend> ClipTextModel<B> {
     /// Loads a transformers folder (`config.json` + `model.safetensors` or shards), such as a
     /// FLUX pipeline's `text_encoder/`. Fails, naming the file and key, on a configuration or
     /// checkpoint that does not describe this model, including tensors the model does not use.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let (config, config_path, weights) = open_folder::<ClipTextConfig>(dir)?;
-        let weights = weights.strip_prefix("text_model.");
-        let model = Self::from_weights(&config, &config_path, &weights.root(), device)?;
-        // Older checkpoints store the `position_ids` buffer, which transformers ignores.
-        check_all_used_except(&weights, &["embeddings.position_ids"])?;
-        Ok(model)
-    }
-
-    /// Builds the model of `config` from the tensors under `w`; `config_path` names where the
-    /// configuration came from in errors.
-    pub fn from_weights(
-        config: &ClipTextConfig,
-        config_path: &Path,
-        w: &WeightsView<'_>,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let act = config.validate(config_path)?;
-        let layers = (0..config.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::load(&w.at("encoder.layers").at(i), config, act, device))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            embeddings: ClipTextEmbeddings::load(&w.at("embeddings"), config, device)?,
-            layers,
-            final_layer_norm: LayerNorm::load(
-                &w.at("final_layer_norm"),
-                config.hidden_size,
-                true,
-                config.layer_norm_eps,
-                device,
-            )?,
-            eos: EosRule::from_config(config.eos_token_id),
-        })
+        Component::open(dir)?
+            .strip_prefix("text_model.")
+            // Older checkpoints store the `position_ids` buffer, which transformers ignores.
+            .build(device, |key| key == "embeddings.position_ids")
     }
 
     /// Encodes token ids `[batch, seq]` (from [`crate::PromptTokenizer::clip`]). Fails on

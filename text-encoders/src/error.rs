@@ -1,6 +1,6 @@
 //! Errors of tokenizing prompts and of running the encoders on token ids.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dit_layers::LoadError;
 use thiserror::Error;
@@ -69,4 +69,12 @@ pub enum InputError {
         /// Shape of the ids.
         ids: [usize; 2],
     },
+}
+
+/// A configuration error at `path` (where the configuration came from).
+pub(crate) fn config_error(path: &Path, message: impl Into<String>) -> LoadError {
+    LoadError::Config {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }

@@ -11,10 +11,10 @@
 //!
 //! Every model loads from a transformers folder (`config.json` + safetensors) with the
 //! checkpoint's own weight names, so real checkpoints load unchanged; a configuration or
-//! checkpoint that does not describe the model is an error naming the file and key.
+//! checkpoint that does not describe the model is an error naming the file and key. The same
+//! constructor (`new`, over a [`dit_layers::ModelParams`]) builds a model with random weights
+//! (`random(&config, device)`).
 
-mod activation;
-mod checkpoint;
 mod clip;
 mod error;
 mod input;
@@ -24,7 +24,6 @@ mod llama_rope;
 mod t5;
 mod tokenizer;
 
-pub use activation::Activation;
 pub use clip::{
     ClipAttention, ClipEncoderLayer, ClipMlp, ClipTextConfig, ClipTextEmbeddings, ClipTextModel,
     ClipTextOutput, EosRule,

@@ -12,12 +12,15 @@ use burn::{
     nn::Linear,
     tensor::{Bool, Int, Tensor, backend::Backend, module::embedding},
 };
-use dit_layers::{LoadError, RmsNorm, RopeTable, WeightsView, attention, linear};
+use dit_layers::{
+    Component, FromParams, LoadError, MlpActivation, ModelParams, ParamSource, RmsNorm, RopeTable,
+    attention,
+};
 use serde::Deserialize;
 
 use crate::{
-    Activation, InputError,
-    checkpoint::{check_all_used_except, config_error, open_folder},
+    InputError,
+    error::config_error,
     input::{check_mask, host_ids},
     llama_rope::{Llama3Scaling, LlamaRope, LlamaRopeParameters},
 };
@@ -65,7 +68,7 @@ pub struct LlamaConfig {
 struct Resolved {
     kv_heads: usize,
     head_dim: usize,
-    act: Activation,
+    act: MlpActivation,
     rope: LlamaRope,
 }
 
@@ -103,11 +106,11 @@ impl LlamaConfig {
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(err(format!("head_dim {head_dim} is not even")));
         }
-        let act = Activation::from_name(&self.hidden_act).ok_or_else(|| {
+        let act = MlpActivation::from_transformers_name(&self.hidden_act).ok_or_else(|| {
             err(format!(
                 "hidden_act {:?} is not supported (one of {:?})",
                 self.hidden_act,
-                Activation::NAMES
+                MlpActivation::TRANSFORMERS_NAMES
             ))
         })?;
         let params = self
@@ -168,15 +171,10 @@ pub struct LlamaAttention<B: Backend> {
 }
 
 impl<B: Backend> LlamaAttention<B> {
-    fn load(
-        w: &WeightsView<'_>,
-        c: &LlamaConfig,
-        r: &Resolved,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    fn new(src: &ModelParams<'_, B>, c: &LlamaConfig, r: &Resolved) -> Result<Self, LoadError> {
         let (heads, kv_heads, d) = (c.num_attention_heads, r.kv_heads, r.head_dim);
         let bias = c.attention_bias;
-        let proj = |name: &str, d_in, d_out| linear(&w.at(name), d_in, d_out, bias, device);
+        let proj = |name: &str, d_in, d_out| src.linear(name, d_in, d_out, bias);
         Ok(Self {
             q_proj: pair_halves(proj("q_proj", c.hidden_size, heads * d)?, heads, d),
             k_proj: pair_halves(proj("k_proj", c.hidden_size, kv_heads * d)?, kv_heads, d),
@@ -258,21 +256,20 @@ pub struct LlamaMlp<B: Backend> {
     pub down_proj: Linear<B>,
     /// The activation (`hidden_act`).
     #[module(skip)]
-    pub act: Activation,
+    pub act: MlpActivation,
 }
 
 impl<B: Backend> LlamaMlp<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         c: &LlamaConfig,
-        act: Activation,
-        device: &B::Device,
+        act: MlpActivation,
     ) -> Result<Self, LoadError> {
         let (d, inner, bias) = (c.hidden_size, c.intermediate_size, c.mlp_bias);
         Ok(Self {
-            gate_proj: linear(&w.at("gate_proj"), d, inner, bias, device)?,
-            up_proj: linear(&w.at("up_proj"), d, inner, bias, device)?,
-            down_proj: linear(&w.at("down_proj"), inner, d, bias, device)?,
+            gate_proj: src.linear("gate_proj", d, inner, bias)?,
+            up_proj: src.linear("up_proj", d, inner, bias)?,
+            down_proj: src.linear("down_proj", inner, d, bias)?,
             act,
         })
     }
@@ -298,18 +295,13 @@ pub struct LlamaDecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> LlamaDecoderLayer<B> {
-    fn load(
-        w: &WeightsView<'_>,
-        c: &LlamaConfig,
-        r: &Resolved,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let norm = |name: &str| RmsNorm::load(&w.at(name), c.hidden_size, c.rms_norm_eps, device);
+    fn new(src: &ModelParams<'_, B>, c: &LlamaConfig, r: &Resolved) -> Result<Self, LoadError> {
+        let norm = |name: &str| src.rms_norm(name, c.hidden_size, c.rms_norm_eps);
         Ok(Self {
             input_layernorm: norm("input_layernorm")?,
-            self_attn: LlamaAttention::load(&w.at("self_attn"), c, r, device)?,
+            self_attn: LlamaAttention::new(&src.at("self_attn"), c, r)?,
             post_attention_layernorm: norm("post_attention_layernorm")?,
-            mlp: LlamaMlp::load(&w.at("mlp"), c, r.act, device)?,
+            mlp: LlamaMlp::new(&src.at("mlp"), c, r.act)?,
         })
     }
 
@@ -356,46 +348,38 @@ pub struct LlamaModel<B: Backend> {
     pub rope: LlamaRope,
 }
 
+impl<B: Backend> FromParams<B> for LlamaModel<B> {
+    type Config = LlamaConfig;
+
+    /// Builds the model of `config` from `src` (the checkpoint's names, without `model.`);
+    /// `source` names where the configuration came from in errors.
+    fn from_params(
+        config: &LlamaConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        let resolved = config.resolve(source)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| LlamaDecoderLayer::new(&src.at("layers").at(i), config, &resolved))
+            .collect::<Result<Vec<_>, _>>()?;
+        let embed_tokens = src.embedding("embed_tokens", config.vocab_size, config.hidden_size)?;
+        Ok(Self {
+            embed_tokens: Param::from_tensor(embed_tokens),
+            layers,
+            norm: src.rms_norm("norm", config.hidden_size, config.rms_norm_eps)?,
+            rope: resolved.rope,
+        })
+    }
+}
+
 impl<B: Backend> LlamaModel<B> {
     /// Loads a transformers folder (`config.json` + `model.safetensors` or shards), such as
     /// HunyuanVideo's `text_encoder/`. Fails, naming the file and key, on a configuration or
     /// checkpoint that does not describe this model, including tensors the model does not use.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let (config, config_path, weights) = open_folder::<LlamaConfig>(dir)?;
-        let weights = weights.strip_prefix("model.");
-        let model = Self::from_weights(&config, &config_path, &weights.root(), device)?;
-        check_all_used_except(&weights, &[])?;
-        Ok(model)
-    }
-
-    /// Builds the model of `config` from the tensors under `w`; `config_path` names where the
-    /// configuration came from in errors.
-    pub fn from_weights(
-        config: &LlamaConfig,
-        config_path: &Path,
-        w: &WeightsView<'_>,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let resolved = config.resolve(config_path)?;
-        let layers = (0..config.num_hidden_layers)
-            .map(|i| LlamaDecoderLayer::load(&w.at("layers").at(i), config, &resolved, device))
-            .collect::<Result<Vec<_>, _>>()?;
-        let embed_tokens = w.at("embed_tokens").tensor(
-            "weight",
-            [config.vocab_size, config.hidden_size],
-            device,
-        )?;
-        Ok(Self {
-            embed_tokens: Param::from_tensor(embed_tokens),
-            layers,
-            norm: RmsNorm::load(
-                &w.at("norm"),
-                config.hidden_size,
-                config.rms_norm_eps,
-                device,
-            )?,
-            rope: resolved.rope,
-        })
+        Component::open(dir)?
+            .strip_prefix("model.")
+            .build(device, |_| false)
     }
 
     /// Runs token ids `[batch, seq]` with `mask` `[batch, seq]` (1 = token, 0 = padding, as the

@@ -12,12 +12,15 @@ use burn::{
     nn::Linear,
     tensor::{Bool, Int, Tensor, TensorData, backend::Backend, module::embedding},
 };
-use dit_layers::{LoadError, RmsNorm, WeightsView, attention_with_bias, linear};
+use dit_layers::{
+    Component, FromParams, LoadError, MlpActivation, ModelParams, ParamSource, RmsNorm,
+    attention_with_bias,
+};
 use serde::Deserialize;
 
 use crate::{
-    Activation, InputError,
-    checkpoint::{check_all_used_except, config_error, open_folder},
+    InputError,
+    error::config_error,
     input::{check_mask, host_ids},
 };
 
@@ -66,7 +69,7 @@ pub enum T5Variant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FeedForwardKind {
     gated: bool,
-    act: Activation,
+    act: MlpActivation,
 }
 
 impl T5Config {
@@ -113,12 +116,12 @@ impl T5Config {
                 ));
             }
         };
-        let act = Activation::from_name(name).ok_or_else(|| {
+        let act = MlpActivation::from_transformers_name(name).ok_or_else(|| {
             config_error(
                 path,
                 format!(
                     "feed_forward_proj {proj:?}: activation {name:?} is not supported (one of {:?})",
-                    Activation::NAMES
+                    MlpActivation::TRANSFORMERS_NAMES
                 ),
             )
         })?;
@@ -171,28 +174,23 @@ pub struct T5Attention<B: Backend> {
 }
 
 impl<B: Backend> T5Attention<B> {
-    fn load(
-        w: &WeightsView<'_>,
-        c: &T5Config,
-        has_bias: bool,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    fn new(src: &ModelParams<'_, B>, c: &T5Config, has_bias: bool) -> Result<Self, LoadError> {
         let inner = c.num_heads * c.d_kv;
         let relative_attention_bias = if has_bias {
-            let table = w.at("relative_attention_bias").tensor(
-                "weight",
-                [c.relative_attention_num_buckets, c.num_heads],
-                device,
+            let table = src.embedding(
+                "relative_attention_bias",
+                c.relative_attention_num_buckets,
+                c.num_heads,
             )?;
             Some(Param::from_tensor(table))
         } else {
             None
         };
         Ok(Self {
-            q: linear(&w.at("q"), c.d_model, inner, false, device)?,
-            k: linear(&w.at("k"), c.d_model, inner, false, device)?,
-            v: linear(&w.at("v"), c.d_model, inner, false, device)?,
-            o: linear(&w.at("o"), inner, c.d_model, false, device)?,
+            q: src.linear("q", c.d_model, inner, false)?,
+            k: src.linear("k", c.d_model, inner, false)?,
+            v: src.linear("v", c.d_model, inner, false)?,
+            o: src.linear("o", inner, c.d_model, false)?,
             relative_attention_bias,
             heads: c.num_heads,
             num_buckets: c.relative_attention_num_buckets,
@@ -256,17 +254,16 @@ pub struct T5DenseActDense<B: Backend> {
     pub wo: Linear<B>,
     /// The activation.
     #[module(skip)]
-    pub act: Activation,
+    pub act: MlpActivation,
 }
 
 impl<B: Backend> T5DenseActDense<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         c: &T5Config,
         kind: FeedForwardKind,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let up = |name: &str| linear(&w.at(name), c.d_model, c.d_ff, false, device);
+        let up = |name: &str| src.linear(name, c.d_model, c.d_ff, false);
         let (wi, wi_1) = if kind.gated {
             (up("wi_0")?, Some(up("wi_1")?))
         } else {
@@ -275,7 +272,7 @@ impl<B: Backend> T5DenseActDense<B> {
         Ok(Self {
             wi,
             wi_1,
-            wo: linear(&w.at("wo"), c.d_ff, c.d_model, false, device)?,
+            wo: src.linear("wo", c.d_ff, c.d_model, false)?,
             act: kind.act,
         })
     }
@@ -306,22 +303,20 @@ pub struct T5Block<B: Backend> {
 }
 
 impl<B: Backend> T5Block<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         c: &T5Config,
         has_bias: bool,
         ff: FeedForwardKind,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let (attn, dense) = (w.at("layer.0"), w.at("layer.1"));
-        let norm = |w: &WeightsView<'_>| {
-            RmsNorm::load(&w.at("layer_norm"), c.d_model, c.layer_norm_epsilon, device)
-        };
+        let (attn, dense) = (src.at("layer.0"), src.at("layer.1"));
+        let norm =
+            |src: &ModelParams<'_, B>| src.rms_norm("layer_norm", c.d_model, c.layer_norm_epsilon);
         Ok(Self {
             attention_norm: norm(&attn)?,
-            attention: T5Attention::load(&attn.at("SelfAttention"), c, has_bias, device)?,
+            attention: T5Attention::new(&attn.at("SelfAttention"), c, has_bias)?,
             ff_norm: norm(&dense)?,
-            ff: T5DenseActDense::load(&dense.at("DenseReluDense"), c, ff, device)?,
+            ff: T5DenseActDense::new(&dense.at("DenseReluDense"), c, ff)?,
         })
     }
 
@@ -364,8 +359,50 @@ pub struct T5EncoderModel<B: Backend> {
     pub final_layer_norm: RmsNorm<B>,
 }
 
-/// The names the tied token embedding is stored under; a checkpoint may hold either or both.
-const EMBEDDING_NAMES: [&str; 2] = ["shared.weight", "encoder.embed_tokens.weight"];
+/// The modules the tied token embedding is stored as; a checkpoint may hold either or both.
+const EMBEDDING_MODULES: [&str; 2] = ["shared", "encoder.embed_tokens"];
+
+impl<B: Backend> FromParams<B> for T5EncoderModel<B> {
+    type Config = T5Config;
+
+    /// Builds the model of `config` from `src` (the checkpoint's names); `source` names where
+    /// the configuration came from in errors.
+    fn from_params(
+        config: &T5Config,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        let variant = config.variant(source)?;
+        let ff = config.feed_forward(variant, source)?;
+        if config.num_heads == 0 || config.relative_attention_num_buckets < 4 {
+            return Err(config_error(
+                source,
+                "num_heads must be positive and relative_attention_num_buckets at least 4",
+            ));
+        }
+        let embedding = EMBEDDING_MODULES
+            .into_iter()
+            .find(|module| src.has(&format!("{module}.weight")))
+            .unwrap_or(EMBEDDING_MODULES[0]);
+        let shared = src.embedding(embedding, config.vocab_size, config.d_model)?;
+        let blocks = src.at("encoder.block");
+        let block = (0..config.num_layers)
+            .map(|i| {
+                let has_bias = i == 0 || variant == T5Variant::Umt5;
+                T5Block::new(&blocks.at(i), config, has_bias, ff)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            shared: Param::from_tensor(shared),
+            block,
+            final_layer_norm: src.rms_norm(
+                "encoder.final_layer_norm",
+                config.d_model,
+                config.layer_norm_epsilon,
+            )?,
+        })
+    }
+}
 
 impl<B: Backend> T5EncoderModel<B> {
     /// Loads a transformers folder (`config.json` + `model.safetensors` or shards), such as a
@@ -373,50 +410,13 @@ impl<B: Backend> T5EncoderModel<B> {
     /// file and key, on a configuration or checkpoint that does not describe this model,
     /// including tensors the model does not use.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let (config, config_path, weights) = open_folder::<T5Config>(dir)?;
-        let model = Self::from_weights(&config, &config_path, &weights.root(), device)?;
-        check_all_used_except(&weights, &EMBEDDING_NAMES)?;
-        Ok(model)
-    }
-
-    /// Builds the model of `config` from the tensors under `w`; `config_path` names where the
-    /// configuration came from in errors.
-    pub fn from_weights(
-        config: &T5Config,
-        config_path: &Path,
-        w: &WeightsView<'_>,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let variant = config.variant(config_path)?;
-        let ff = config.feed_forward(variant, config_path)?;
-        if config.num_heads == 0 || config.relative_attention_num_buckets < 4 {
-            return Err(config_error(
-                config_path,
-                "num_heads must be positive and relative_attention_num_buckets at least 4",
-            ));
-        }
-        let embedding_name = EMBEDDING_NAMES
-            .into_iter()
-            .find(|name| w.contains(name))
-            .unwrap_or(EMBEDDING_NAMES[0]);
-        let shared = w.tensor(embedding_name, [config.vocab_size, config.d_model], device)?;
-        let blocks = w.at("encoder.block");
-        let block = (0..config.num_layers)
-            .map(|i| {
-                let has_bias = i == 0 || variant == T5Variant::Umt5;
-                T5Block::load(&blocks.at(i), config, has_bias, ff, device)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            shared: Param::from_tensor(shared),
-            block,
-            final_layer_norm: RmsNorm::load(
-                &w.at("encoder.final_layer_norm"),
-                config.d_model,
-                config.layer_norm_epsilon,
-                device,
-            )?,
-        })
+        // The alias of the embedding the model does not read is transformers' tied copy.
+        let tied_alias = |key: &str| {
+            EMBEDDING_MODULES
+                .iter()
+                .any(|m| key.strip_suffix(".weight") == Some(m))
+        };
+        Component::open(dir)?.build(device, tied_alias)
     }
 
     /// Encodes token ids `[batch, seq]` to `[batch, seq, d_model]`; `mask` `[batch, seq]` is 1

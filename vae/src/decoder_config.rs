@@ -1,5 +1,18 @@
 //! The checks of a diffusers decoder configuration that the AutoencoderKL and the HunyuanVideo
-//! VAE share.
+//! VAE share, and how every VAE configuration reports a setting it cannot be built from.
+
+use std::path::Path;
+
+use dit_layers::LoadError;
+
+/// Turns the message of a failed configuration check into an error naming `source`, where the
+/// configuration came from (its `config.json`).
+pub(crate) fn invalid(source: &Path) -> impl FnOnce(String) -> LoadError + '_ {
+    move |message| LoadError::Config {
+        path: source.to_path_buf(),
+        message,
+    }
+}
 
 /// The keys of a diffusers VAE configuration that both decoders are built from in the same way.
 pub(crate) struct DecoderKeys<'a> {

@@ -9,6 +9,10 @@
 //!   space and time ([`TileConfig`]).
 //! - [`to_rgb8`]: a decoded `[-1, 1]` image batch as 8-bit RGB pixels, rounded as diffusers'
 //!   image post-processing rounds them; [`video_to_rgb8`] the same for videos.
+//!
+//! Each decoder loads from a diffusers `vae/` folder (`load`), or is built with random weights
+//! (`random(&config, device)`) by the same constructor (`new`, over a
+//! [`dit_layers::ModelParams`]).
 
 mod autoencoder_kl;
 mod checkpoint;

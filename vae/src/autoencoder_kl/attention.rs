@@ -6,7 +6,7 @@ use burn::{
     nn::{GroupNorm, Linear},
     tensor::{Bool, Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView, attention, group_norm, linear};
+use dit_layers::{LoadError, ModelParams, ParamSource, attention};
 
 /// diffusers' `Attention` with `group_norm`, a residual connection and a single head of
 /// `channels` dimensions: `x + to_out(softmax(q kᵀ / sqrt(channels)) v)` with `q`, `k`, `v`
@@ -21,17 +21,16 @@ pub struct VaeAttention<B: Backend> {
 }
 
 impl<B: Backend> VaeAttention<B> {
-    /// Loads the attention under `w` over `channels` channels.
-    pub fn load(
-        w: &WeightsView<'_>,
+    /// Builds the attention over `channels` channels from `src`.
+    pub fn new(
+        src: &ModelParams<'_, B>,
         channels: usize,
         groups: usize,
         eps: f64,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let proj = |name: &str| linear(&w.at(name), channels, channels, true, device);
+        let proj = |name: &str| src.linear(name, channels, channels, true);
         Ok(Self {
-            group_norm: group_norm(&w.at("group_norm"), groups, channels, eps, device)?,
+            group_norm: src.group_norm("group_norm", groups, channels, eps)?,
             to_q: proj("to_q")?,
             to_k: proj("to_k")?,
             to_v: proj("to_v")?,

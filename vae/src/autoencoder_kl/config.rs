@@ -5,7 +5,7 @@ use std::path::Path;
 use dit_layers::{LoadError, read_json};
 use serde::Deserialize;
 
-use crate::decoder_config::DecoderKeys;
+use crate::decoder_config::{DecoderKeys, invalid};
 
 /// The class a configuration file must name when it names one.
 const CLASS_NAME: &str = "AutoencoderKL";
@@ -73,15 +73,12 @@ impl AutoencoderKlConfig {
     /// Reads and checks `config.json` at `path`; every error names the file and the key.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
         let config: Self = read_json(path)?;
-        config.validate().map_err(|message| LoadError::Config {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        config.validate().map_err(invalid(path))?;
         Ok(config)
     }
 
     /// Fails on settings the decoder cannot be built from, naming the key.
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         DecoderKeys {
             class_name: self.class_name.as_deref(),
             block_out_channels: &self.block_out_channels,

@@ -12,7 +12,7 @@ use burn::{
         ops::{InterpolateMode, InterpolateOptions},
     },
 };
-use dit_layers::{LoadError, WeightsView, conv2d, group_norm};
+use dit_layers::{LoadError, ModelParams, ParamSource};
 
 use super::{AutoencoderKlConfig, attention::VaeAttention, resnet::ResnetBlock2d};
 
@@ -41,29 +41,18 @@ struct MidBlock<B: Backend> {
 }
 
 impl<B: Backend> MidBlock<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         channels: usize,
         groups: usize,
         with_attention: bool,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
         let resnet = |i: usize| {
-            ResnetBlock2d::load(
-                &w.at("resnets").at(i),
-                channels,
-                channels,
-                groups,
-                EPS,
-                device,
-            )
+            ResnetBlock2d::new(&src.at("resnets").at(i), (channels, channels), groups, EPS)
         };
-        let attention = if with_attention {
-            let w = w.at("attentions.0");
-            Some(VaeAttention::load(&w, channels, groups, EPS, device)?)
-        } else {
-            None
-        };
+        let attention = with_attention
+            .then(|| VaeAttention::new(&src.at("attentions.0"), channels, groups, EPS))
+            .transpose()?;
         Ok(Self {
             first: resnet(0)?,
             attention,
@@ -90,26 +79,22 @@ struct UpDecoderBlock<B: Backend> {
 }
 
 impl<B: Backend> UpDecoderBlock<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         (c_in, c_out): (usize, usize),
         num_resnets: usize,
         groups: usize,
         upsample: bool,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
         let resnets = (0..num_resnets)
             .map(|i| {
                 let c = if i == 0 { c_in } else { c_out };
-                ResnetBlock2d::load(&w.at("resnets").at(i), c, c_out, groups, EPS, device)
+                ResnetBlock2d::new(&src.at("resnets").at(i), (c, c_out), groups, EPS)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let upsample_conv = if upsample {
-            let w = w.at("upsamplers.0.conv");
-            Some(conv2d(&w, c_out, c_out, 3, 1, true, device)?)
-        } else {
-            None
-        };
+        let upsample_conv = upsample
+            .then(|| src.conv2d("upsamplers.0.conv", (c_out, c_out), 3, 1, true))
+            .transpose()?;
         Ok(Self {
             resnets,
             upsample_conv,
@@ -141,12 +126,8 @@ pub struct Decoder<B: Backend> {
 }
 
 impl<B: Backend> Decoder<B> {
-    /// Loads the decoder described by `config` from `w` (the `decoder` view).
-    pub fn load(
-        w: &WeightsView<'_>,
-        config: &AutoencoderKlConfig,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    /// Builds the decoder described by `config` from `src` (the `decoder` module).
+    pub fn new(src: &ModelParams<'_, B>, config: &AutoencoderKlConfig) -> Result<Self, LoadError> {
         let groups = config.norm_num_groups;
         // Coarsest resolution first.
         let channels: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
@@ -157,40 +138,23 @@ impl<B: Backend> Decoder<B> {
             .map(|(i, &c_out)| {
                 let c_in = if i == 0 { deepest } else { channels[i - 1] };
                 let upsample = i + 1 < channels.len();
-                let w = w.at("up_blocks").at(i);
+                let src = src.at("up_blocks").at(i);
                 let num_resnets = config.layers_per_block + 1;
-                UpDecoderBlock::load(&w, (c_in, c_out), num_resnets, groups, upsample, device)
+                UpDecoderBlock::new(&src, (c_in, c_out), num_resnets, groups, upsample)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let finest = channels[channels.len() - 1];
         Ok(Self {
-            conv_in: conv2d(
-                &w.at("conv_in"),
-                config.latent_channels,
-                deepest,
-                3,
-                1,
-                true,
-                device,
-            )?,
-            mid_block: MidBlock::load(
-                &w.at("mid_block"),
+            conv_in: src.conv2d("conv_in", (config.latent_channels, deepest), 3, 1, true)?,
+            mid_block: MidBlock::new(
+                &src.at("mid_block"),
                 deepest,
                 groups,
                 config.mid_block_add_attention,
-                device,
             )?,
             up_blocks,
-            conv_norm_out: group_norm(&w.at("conv_norm_out"), groups, finest, EPS, device)?,
-            conv_out: conv2d(
-                &w.at("conv_out"),
-                finest,
-                config.out_channels,
-                3,
-                1,
-                true,
-                device,
-            )?,
+            conv_norm_out: src.group_norm("conv_norm_out", groups, finest, EPS)?,
+            conv_out: src.conv2d("conv_out", (finest, config.out_channels), 3, 1, true)?,
         })
     }
 

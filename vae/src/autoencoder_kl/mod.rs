@@ -12,12 +12,12 @@ use burn::{
     nn::conv::Conv2d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, Weights, conv2d};
+use dit_layers::{Component, FromParams, LoadError, ModelParams, ParamSource};
 
 pub use config::AutoencoderKlConfig;
 pub use decoder::DecoderStage;
 
-use crate::{VaeError, checkpoint};
+use crate::{VaeError, checkpoint, decoder_config::invalid};
 use decoder::Decoder;
 
 /// The decoder of a diffusers `AutoencoderKL`: latents `[batch, latent_channels, h, w]` to
@@ -33,6 +33,34 @@ pub struct AutoencoderKl<B: Backend> {
     scale_factor: usize,
 }
 
+impl<B: Backend> FromParams<B> for AutoencoderKl<B> {
+    type Config = AutoencoderKlConfig;
+
+    /// Builds the decoder described by `config` from `src` (diffusers names:
+    /// `post_quant_conv`, `decoder`); `source` names where the configuration came from in
+    /// errors.
+    fn from_params(
+        config: &AutoencoderKlConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        config.validate().map_err(invalid(source))?;
+        let c = config.latent_channels;
+        let post_quant_conv = config
+            .use_post_quant_conv
+            .then(|| src.conv2d("post_quant_conv", (c, c), 1, 0, true))
+            .transpose()?;
+        Ok(Self {
+            post_quant_conv,
+            decoder: Decoder::new(&src.at("decoder"), config)?,
+            latent_channels: c,
+            scaling_factor: config.scaling_factor,
+            shift_factor: config.shift_factor,
+            scale_factor: 1 << config.block_out_channels.len().saturating_sub(1),
+        })
+    }
+}
+
 impl<B: Backend> AutoencoderKl<B> {
     /// Loads a diffusers `vae/` folder (`config.json` and its safetensors weights, sharded or
     /// not), or a `.safetensors` file with `config.json` beside it.
@@ -41,41 +69,7 @@ impl<B: Backend> AutoencoderKl<B> {
     /// real checkpoints load; encoder weights are skipped, and any other weight the
     /// configuration does not use is an error (config and weights do not match).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
-        let config = AutoencoderKlConfig::from_file(&checkpoint::config_path(path))?;
-        let weights = Weights::open(path)?;
-        let model = Self::from_weights(&config, &weights, device)?;
-        checkpoint::check_decoder_weights_used(&weights)?;
-        Ok(model)
-    }
-
-    /// Builds the decoder described by `config` from `weights` (diffusers names).
-    pub fn from_weights(
-        config: &AutoencoderKlConfig,
-        weights: &Weights,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let c = config.latent_channels;
-        let post_quant_conv = if config.use_post_quant_conv {
-            Some(conv2d(
-                &weights.view("post_quant_conv"),
-                c,
-                c,
-                1,
-                0,
-                true,
-                device,
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            post_quant_conv,
-            decoder: Decoder::load(&weights.view("decoder"), config, device)?,
-            latent_channels: c,
-            scaling_factor: config.scaling_factor,
-            shift_factor: config.shift_factor,
-            scale_factor: 1 << config.block_out_channels.len().saturating_sub(1),
-        })
+        Ok(Component::open(path)?.build(device, checkpoint::encoder_side)?)
     }
 
     /// Pixels per latent cell along each side: `2^(n-1)` for `n` entries of

@@ -5,7 +5,7 @@ use burn::{
     nn::{GroupNorm, conv::Conv2d},
     tensor::{Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView, conv2d, group_norm};
+use dit_layers::{LoadError, ModelParams};
 
 /// `x + conv2(silu(norm2(conv1(silu(norm1(x))))))`, the skip through a 1x1 `conv_shortcut`
 /// when the channel count changes.
@@ -19,33 +19,21 @@ pub struct ResnetBlock2d<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock2d<B> {
-    /// Loads the block under `w` mapping `c_in` to `c_out` channels.
-    pub fn load(
-        w: &WeightsView<'_>,
-        c_in: usize,
-        c_out: usize,
+    /// Builds the block mapping `c_in` to `c_out` channels from `src`.
+    pub fn new(
+        src: &ModelParams<'_, B>,
+        (c_in, c_out): (usize, usize),
         groups: usize,
         eps: f64,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let conv_shortcut = if c_in == c_out {
-            None
-        } else {
-            Some(conv2d(
-                &w.at("conv_shortcut"),
-                c_in,
-                c_out,
-                1,
-                0,
-                true,
-                device,
-            )?)
-        };
+        let conv_shortcut = (c_in != c_out)
+            .then(|| src.conv2d("conv_shortcut", (c_in, c_out), 1, 0, true))
+            .transpose()?;
         Ok(Self {
-            norm1: group_norm(&w.at("norm1"), groups, c_in, eps, device)?,
-            conv1: conv2d(&w.at("conv1"), c_in, c_out, 3, 1, true, device)?,
-            norm2: group_norm(&w.at("norm2"), groups, c_out, eps, device)?,
-            conv2: conv2d(&w.at("conv2"), c_out, c_out, 3, 1, true, device)?,
+            norm1: src.group_norm("norm1", groups, c_in, eps)?,
+            conv1: src.conv2d("conv1", (c_in, c_out), 3, 1, true)?,
+            norm2: src.group_norm("norm2", groups, c_out, eps)?,
+            conv2: src.conv2d("conv2", (c_out, c_out), 3, 1, true)?,
             conv_shortcut,
         })
     }

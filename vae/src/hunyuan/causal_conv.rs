@@ -6,7 +6,7 @@ use burn::{
     nn::conv::Conv3d,
     tensor::{Tensor, backend::Backend, ops::PadMode},
 };
-use dit_layers::{LoadError, WeightsView, conv3d};
+use dit_layers::{LoadError, ModelParams};
 
 /// A cubic `kernel`³ convolution (weights under `conv`) that keeps the frame count and the
 /// frame size: the input is padded by repeating its edge values, `kernel - 1` copies of the
@@ -22,16 +22,14 @@ pub struct CausalConv3d<B: Backend> {
 }
 
 impl<B: Backend> CausalConv3d<B> {
-    /// Loads the convolution under `w` (`w.conv.weight` `[c_out, c_in, k, k, k]`, `w.conv.bias`).
-    pub fn load(
-        w: &WeightsView<'_>,
-        (c_in, c_out): (usize, usize),
+    /// Builds the convolution from `src` (`conv.weight` `[c_out, c_in, k, k, k]`, `conv.bias`).
+    pub fn new(
+        src: &ModelParams<'_, B>,
+        channels: (usize, usize),
         kernel: usize,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let kernel3 = [kernel; 3];
         Ok(Self {
-            conv: conv3d(&w.at("conv"), c_in, c_out, kernel3, [0, 0, 0], true, device)?,
+            conv: src.conv3d("conv", channels, [kernel; 3], [0, 0, 0], true)?,
             past: kernel - 1,
             border: kernel / 2,
         })

@@ -6,7 +6,7 @@ use burn::{
     nn::GroupNorm,
     tensor::{Bool, Int, Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView, group_norm};
+use dit_layers::{LoadError, ModelParams, ParamSource};
 
 use super::{
     HunyuanVideoVaeConfig,
@@ -27,23 +27,18 @@ struct MidBlock<B: Backend> {
 }
 
 impl<B: Backend> MidBlock<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         channels: usize,
         groups: usize,
         with_attention: bool,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let resnet = |i: usize| {
-            ResnetBlock::load(&w.at("resnets").at(i), (channels, channels), groups, device)
-        };
+        let resnet =
+            |i: usize| ResnetBlock::new(&src.at("resnets").at(i), (channels, channels), groups);
         let first = resnet(0)?;
-        let attention = if with_attention {
-            let w = w.at("attentions.0");
-            Some(VaeAttention::load(&w, channels, groups, EPS, device)?)
-        } else {
-            None
-        };
+        let attention = with_attention
+            .then(|| VaeAttention::new(&src.at("attentions.0"), channels, groups, EPS))
+            .transpose()?;
         Ok(Self {
             first,
             attention,
@@ -101,22 +96,21 @@ struct UpBlock<B: Backend> {
 }
 
 impl<B: Backend> UpBlock<B> {
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         (c_in, c_out): (usize, usize),
         num_resnets: usize,
         groups: usize,
         upsampling: Option<Upsampling>,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
         let resnets = (0..num_resnets)
             .map(|i| {
                 let c = if i == 0 { c_in } else { c_out };
-                ResnetBlock::load(&w.at("resnets").at(i), (c, c_out), groups, device)
+                ResnetBlock::new(&src.at("resnets").at(i), (c, c_out), groups)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let upsampler = upsampling
-            .map(|up| Upsample::load(&w.at("upsamplers.0"), c_out, up, device))
+            .map(|up| Upsample::new(&src.at("upsamplers.0"), c_out, up))
             .transpose()?;
         Ok(Self { resnets, upsampler })
     }
@@ -142,11 +136,10 @@ pub struct Decoder3d<B: Backend> {
 }
 
 impl<B: Backend> Decoder3d<B> {
-    /// Loads the decoder described by `config` from `w` (the `decoder` view).
-    pub fn load(
-        w: &WeightsView<'_>,
+    /// Builds the decoder described by `config` from `src` (the `decoder` module).
+    pub fn new(
+        src: &ModelParams<'_, B>,
         config: &HunyuanVideoVaeConfig,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
         let groups = config.norm_num_groups;
         // Coarsest resolution first.
@@ -154,18 +147,12 @@ impl<B: Backend> Decoder3d<B> {
         let deepest = channels[0];
         let finest = channels[channels.len() - 1];
         // Loaded in the order data flows, so a mismatch is reported at its first layer.
-        let conv_in = CausalConv3d::load(
-            &w.at("conv_in"),
-            (config.latent_channels, deepest),
-            3,
-            device,
-        )?;
-        let mid_block = MidBlock::load(
-            &w.at("mid_block"),
+        let conv_in = CausalConv3d::new(&src.at("conv_in"), (config.latent_channels, deepest), 3)?;
+        let mid_block = MidBlock::new(
+            &src.at("mid_block"),
             deepest,
             groups,
             config.mid_block_add_attention,
-            device,
         )?;
         let up_blocks = config
             .upsampling()
@@ -173,29 +160,17 @@ impl<B: Backend> Decoder3d<B> {
             .enumerate()
             .map(|(i, upsampling)| {
                 let c_in = if i == 0 { deepest } else { channels[i - 1] };
-                let w = w.at("up_blocks").at(i);
+                let src = src.at("up_blocks").at(i);
                 let num_resnets = config.layers_per_block + 1;
-                UpBlock::load(
-                    &w,
-                    (c_in, channels[i]),
-                    num_resnets,
-                    groups,
-                    upsampling,
-                    device,
-                )
+                UpBlock::new(&src, (c_in, channels[i]), num_resnets, groups, upsampling)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             conv_in,
             mid_block,
             up_blocks,
-            conv_norm_out: group_norm(&w.at("conv_norm_out"), groups, finest, EPS, device)?,
-            conv_out: CausalConv3d::load(
-                &w.at("conv_out"),
-                (finest, config.out_channels),
-                3,
-                device,
-            )?,
+            conv_norm_out: src.group_norm("conv_norm_out", groups, finest, EPS)?,
+            conv_out: CausalConv3d::new(&src.at("conv_out"), (finest, config.out_channels), 3)?,
         })
     }
 

@@ -14,12 +14,12 @@ use burn::{
     nn::conv::Conv3d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, Weights, conv3d};
+use dit_layers::{Component, FromParams, LoadError, ModelParams, ParamSource};
 
 pub use config::HunyuanVideoVaeConfig;
 pub use tiling::{SpatialTiles, TemporalTiles, TileConfig};
 
-use crate::{DecoderStage, VaeError, checkpoint};
+use crate::{DecoderStage, VaeError, checkpoint, decoder_config::invalid};
 use decoder::Decoder3d;
 use tiling::{Axis, decode_spatial_tiles, decode_temporal_tiles};
 
@@ -41,6 +41,31 @@ pub struct HunyuanVideoVae<B: Backend> {
     temporal_scale: usize,
 }
 
+impl<B: Backend> FromParams<B> for HunyuanVideoVae<B> {
+    type Config = HunyuanVideoVaeConfig;
+
+    /// Builds the decoder described by `config` from `src` (diffusers names:
+    /// `post_quant_conv`, `decoder`); `source` names where the configuration came from in
+    /// errors.
+    fn from_params(
+        config: &HunyuanVideoVaeConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        config.validate().map_err(invalid(source))?;
+        let c = config.latent_channels;
+        let post_quant_conv = src.conv3d("post_quant_conv", (c, c), [1, 1, 1], [0, 0, 0], true)?;
+        Ok(Self {
+            post_quant_conv,
+            decoder: Decoder3d::new(&src.at("decoder"), config)?,
+            latent_channels: c,
+            scaling_factor: config.scaling_factor,
+            spatial_scale: config.spatial_compression_ratio,
+            temporal_scale: config.temporal_compression_ratio,
+        })
+    }
+}
+
 impl<B: Backend> HunyuanVideoVae<B> {
     /// Loads a diffusers `vae/` folder (`config.json` and its safetensors weights, sharded or
     /// not), or a `.safetensors` file with `config.json` beside it.
@@ -49,37 +74,7 @@ impl<B: Backend> HunyuanVideoVae<B> {
     /// ...), so `HunyuanVideo/vae` loads; encoder weights are skipped, and any other weight the
     /// configuration does not use is an error (config and weights do not match).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
-        let config = HunyuanVideoVaeConfig::from_file(&checkpoint::config_path(path))?;
-        let weights = Weights::open(path)?;
-        let model = Self::from_weights(&config, &weights, device)?;
-        checkpoint::check_decoder_weights_used(&weights)?;
-        Ok(model)
-    }
-
-    /// Builds the decoder described by `config` from `weights` (diffusers names).
-    pub fn from_weights(
-        config: &HunyuanVideoVaeConfig,
-        weights: &Weights,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let c = config.latent_channels;
-        let post_quant_conv = conv3d(
-            &weights.view("post_quant_conv"),
-            c,
-            c,
-            [1, 1, 1],
-            [0, 0, 0],
-            true,
-            device,
-        )?;
-        Ok(Self {
-            post_quant_conv,
-            decoder: Decoder3d::load(&weights.view("decoder"), config, device)?,
-            latent_channels: c,
-            scaling_factor: config.scaling_factor,
-            spatial_scale: config.spatial_compression_ratio,
-            temporal_scale: config.temporal_compression_ratio,
-        })
+        Ok(Component::open(path)?.build(device, checkpoint::encoder_side)?)
     }
 
     /// Pixels per latent cell along each side (8 for HunyuanVideo), the pipeline's

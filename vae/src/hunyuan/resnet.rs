@@ -6,7 +6,7 @@ use burn::{
     nn::GroupNorm,
     tensor::{Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView, group_norm};
+use dit_layers::{LoadError, ModelParams, ParamSource};
 
 use super::causal_conv::CausalConv3d;
 
@@ -26,28 +26,23 @@ pub struct ResnetBlock<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock<B> {
-    /// Loads the block under `w` mapping `c_in` to `c_out` channels with `groups` norm groups.
-    pub fn load(
-        w: &WeightsView<'_>,
+    /// Builds the block mapping `c_in` to `c_out` channels with `groups` norm groups from
+    /// `src`.
+    pub fn new(
+        src: &ModelParams<'_, B>,
         (c_in, c_out): (usize, usize),
         groups: usize,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let conv_shortcut = if c_in == c_out {
-            None
-        } else {
-            Some(CausalConv3d::load(
-                &w.at("conv_shortcut"),
-                (c_in, c_out),
-                1,
-                device,
-            )?)
-        };
+        let conv =
+            |name: &str, channels, kernel| CausalConv3d::new(&src.at(name), channels, kernel);
+        let conv_shortcut = (c_in != c_out)
+            .then(|| conv("conv_shortcut", (c_in, c_out), 1))
+            .transpose()?;
         Ok(Self {
-            norm1: group_norm(&w.at("norm1"), groups, c_in, EPS, device)?,
-            conv1: CausalConv3d::load(&w.at("conv1"), (c_in, c_out), 3, device)?,
-            norm2: group_norm(&w.at("norm2"), groups, c_out, EPS, device)?,
-            conv2: CausalConv3d::load(&w.at("conv2"), (c_out, c_out), 3, device)?,
+            norm1: src.group_norm("norm1", groups, c_in, EPS)?,
+            conv1: conv("conv1", (c_in, c_out), 3)?,
+            norm2: src.group_norm("norm2", groups, c_out, EPS)?,
+            conv2: conv("conv2", (c_out, c_out), 3)?,
             conv_shortcut,
         })
     }

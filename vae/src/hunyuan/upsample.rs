@@ -5,7 +5,7 @@ use burn::{
     module::Module,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView};
+use dit_layers::{LoadError, ModelParams, ParamSource};
 
 use super::{causal_conv::CausalConv3d, config::Upsampling};
 
@@ -21,16 +21,15 @@ pub struct Upsample<B: Backend> {
 }
 
 impl<B: Backend> Upsample<B> {
-    /// Loads the upsampler under `w` (`upsamplers.0`) over `channels` channels.
-    pub fn load(
-        w: &WeightsView<'_>,
+    /// Builds the upsampler over `channels` channels from `src` (`upsamplers.0`).
+    pub fn new(
+        src: &ModelParams<'_, B>,
         channels: usize,
         upsampling: Upsampling,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
         let factor = |doubles: bool| if doubles { 2 } else { 1 };
         Ok(Self {
-            conv: CausalConv3d::load(&w.at("conv"), (channels, channels), 3, device)?,
+            conv: CausalConv3d::new(&src.at("conv"), (channels, channels), 3)?,
             time: factor(upsampling.time),
             space: factor(upsampling.space),
         })

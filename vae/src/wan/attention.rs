@@ -5,7 +5,7 @@ use burn::{
     nn::conv::Conv2d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView, attention, conv2d};
+use dit_layers::{LoadError, ModelParams, ParamSource, attention};
 
 use super::{
     frames::{from_frames, to_frames},
@@ -23,16 +23,12 @@ pub struct AttentionBlock<B: Backend> {
 }
 
 impl<B: Backend> AttentionBlock<B> {
-    /// Loads the block under `w` over `channels` channels.
-    pub fn load(
-        w: &WeightsView<'_>,
-        channels: usize,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    /// Builds the block over `channels` channels from `src`.
+    pub fn new(src: &ModelParams<'_, B>, channels: usize) -> Result<Self, LoadError> {
         Ok(Self {
-            norm: WanRmsNorm::load(&w.at("norm"), channels, true, device)?,
-            to_qkv: conv2d(&w.at("to_qkv"), channels, 3 * channels, 1, 0, true, device)?,
-            proj: conv2d(&w.at("proj"), channels, channels, 1, 0, true, device)?,
+            norm: WanRmsNorm::new(&src.at("norm"), channels, true)?,
+            to_qkv: src.conv2d("to_qkv", (channels, 3 * channels), 1, 0, true)?,
+            proj: src.conv2d("proj", (channels, channels), 1, 0, true)?,
         })
     }
 

@@ -6,7 +6,7 @@ use burn::{
     nn::conv::Conv3d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView, conv3d};
+use dit_layers::{LoadError, ModelParams};
 
 /// A 3-D convolution that is causal in time: `kernel[0] - 1` frames of padding on the past
 /// side only, symmetric `padding` in space. Frame `t` of the output sees input frames
@@ -19,18 +19,18 @@ pub struct CausalConv3d<B: Backend> {
 }
 
 impl<B: Backend> CausalConv3d<B> {
-    /// Loads the convolution under `w` with a `[time, height, width]` kernel and `padding`
-    /// cells on both sides of each spatial axis (diffusers' `padding=(p_t, p, p)` with
-    /// `2 * p_t = kernel[0] - 1`).
-    pub fn load(
-        w: &WeightsView<'_>,
-        (c_in, c_out): (usize, usize),
+    /// Builds the convolution `name` of `src` with a `[time, height, width]` kernel and
+    /// `padding` cells on both sides of each spatial axis (diffusers' `padding=(p_t, p, p)`
+    /// with `2 * p_t = kernel[0] - 1`).
+    pub fn new(
+        src: &ModelParams<'_, B>,
+        name: &str,
+        channels: (usize, usize),
         kernel: [usize; 3],
         padding: usize,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
         Ok(Self {
-            conv: conv3d(w, c_in, c_out, kernel, [0, padding, padding], true, device)?,
+            conv: src.conv3d(name, channels, kernel, [0, padding, padding], true)?,
             past: kernel[0] - 1,
         })
     }

@@ -5,6 +5,8 @@ use std::path::Path;
 use dit_layers::{LoadError, read_json};
 use serde::Deserialize;
 
+use crate::decoder_config::invalid;
+
 /// The class a configuration file must name when it names one.
 const CLASS_NAME: &str = "AutoencoderKLWan";
 
@@ -81,10 +83,7 @@ impl WanVaeConfig {
     /// Reads and checks `config.json` at `path`; every error names the file and the key.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
         let config: Self = read_json(path)?;
-        config.validate().map_err(|message| LoadError::Config {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        config.validate().map_err(invalid(path))?;
         Ok(config)
     }
 
@@ -105,7 +104,7 @@ impl WanVaeConfig {
     }
 
     /// Fails on settings the decoder cannot be built from, naming the key.
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some(class) = &self.class_name
             && class != CLASS_NAME
         {

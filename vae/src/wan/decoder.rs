@@ -5,7 +5,7 @@ use burn::{
     module::Module,
     tensor::{Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView};
+use dit_layers::{LoadError, ModelParams, ParamSource};
 
 use super::{
     WanVaeConfig,
@@ -26,12 +26,11 @@ struct MidBlock<B: Backend> {
 }
 
 impl<B: Backend> MidBlock<B> {
-    fn load(w: &WeightsView<'_>, channels: usize, device: &B::Device) -> Result<Self, LoadError> {
-        let resnet =
-            |i: usize| ResidualBlock::load(&w.at("resnets").at(i), channels, channels, device);
+    fn new(src: &ModelParams<'_, B>, channels: usize) -> Result<Self, LoadError> {
+        let resnet = |i: usize| ResidualBlock::new(&src.at("resnets").at(i), (channels, channels));
         Ok(Self {
             first: resnet(0)?,
-            attention: AttentionBlock::load(&w.at("attentions.0"), channels, device)?,
+            attention: AttentionBlock::new(&src.at("attentions.0"), channels)?,
             second: resnet(1)?,
         })
     }
@@ -52,21 +51,20 @@ struct UpBlock<B: Backend> {
 
 impl<B: Backend> UpBlock<B> {
     /// `upsample`: `None` for the last block, else whether it doubles time as well.
-    fn load(
-        w: &WeightsView<'_>,
+    fn new(
+        src: &ModelParams<'_, B>,
         (c_in, c_out): (usize, usize),
         num_resnets: usize,
         upsample: Option<bool>,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
         let resnets = (0..num_resnets)
             .map(|i| {
                 let c = if i == 0 { c_in } else { c_out };
-                ResidualBlock::load(&w.at("resnets").at(i), c, c_out, device)
+                ResidualBlock::new(&src.at("resnets").at(i), (c, c_out))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let upsampler = upsample
-            .map(|temporal| Upsample::load(&w.at("upsamplers.0"), c_out, temporal, device))
+            .map(|temporal| Upsample::new(&src.at("upsamplers.0"), c_out, temporal))
             .transpose()?;
         Ok(Self { resnets, upsampler })
     }
@@ -96,37 +94,33 @@ pub struct Decoder3d<B: Backend> {
 }
 
 impl<B: Backend> Decoder3d<B> {
-    /// Loads the decoder described by `config` from `w` (the `decoder` view).
-    pub fn load(
-        w: &WeightsView<'_>,
-        config: &WanVaeConfig,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    /// Builds the decoder described by `config` from `src` (the `decoder` module).
+    pub fn new(src: &ModelParams<'_, B>, config: &WanVaeConfig) -> Result<Self, LoadError> {
         let dims = config.decoder_dims();
         let temporal = config.temporal_upsample();
         let blocks = dims.len() - 1;
         let finest = dims[blocks];
         let conv = |name: &str, c_in: usize, c_out: usize| {
-            CausalConv3d::load(&w.at(name), (c_in, c_out), [3, 3, 3], 1, device)
+            CausalConv3d::new(src, name, (c_in, c_out), [3, 3, 3], 1)
         };
         // Loaded in the order data flows, so a mismatch is reported at its first layer.
         let conv_in = conv("conv_in", config.z_dim, dims[0])?;
-        let mid_block = MidBlock::load(&w.at("mid_block"), dims[0], device)?;
+        let mid_block = MidBlock::new(&src.at("mid_block"), dims[0])?;
         let up_blocks = (0..blocks)
             .map(|i| {
                 // WAN 2.1: each upsampler halves the channels the next block receives.
                 let c_in = if i == 0 { dims[0] } else { dims[i] / 2 };
                 let upsample = (i + 1 < blocks).then(|| temporal[i]);
-                let w = w.at("up_blocks").at(i);
+                let src = src.at("up_blocks").at(i);
                 let resnets = config.num_res_blocks + 1;
-                UpBlock::load(&w, (c_in, dims[i + 1]), resnets, upsample, device)
+                UpBlock::new(&src, (c_in, dims[i + 1]), resnets, upsample)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             conv_in,
             mid_block,
             up_blocks,
-            norm_out: WanRmsNorm::load(&w.at("norm_out"), finest, false, device)?,
+            norm_out: WanRmsNorm::new(&src.at("norm_out"), finest, false)?,
             conv_out: conv("conv_out", finest, config.out_channels)?,
         })
     }

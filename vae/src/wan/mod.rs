@@ -17,12 +17,12 @@ use burn::{
     nn::conv::Conv3d,
     tensor::{Tensor, TensorData, backend::Backend},
 };
-use dit_layers::{LoadError, Weights, conv3d};
+use dit_layers::{Component, FromParams, LoadError, ModelParams, ParamSource};
 
 pub use config::WanVaeConfig;
 pub use rgb8::video_to_rgb8;
 
-use crate::{DecoderStage, VaeError, checkpoint};
+use crate::{DecoderStage, VaeError, checkpoint, decoder_config::invalid};
 use causal_conv::FeatureCache;
 use decoder::Decoder3d;
 
@@ -46,43 +46,27 @@ pub struct WanVae<B: Backend> {
     temporal_scale: usize,
 }
 
-impl<B: Backend> WanVae<B> {
-    /// Loads a diffusers `vae/` folder (`config.json` and its safetensors weights, sharded or
-    /// not), or a `.safetensors` file with `config.json` beside it.
-    ///
-    /// Weight names follow diffusers (`decoder.up_blocks.0.upsamplers.0.time_conv.weight`,
-    /// ...), so `Wan2.1-T2V-*-Diffusers/vae` loads; encoder weights are skipped, and any other
-    /// weight the configuration does not use is an error (config and weights do not match).
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
-        let config = WanVaeConfig::from_file(&checkpoint::config_path(path))?;
-        let weights = Weights::open(path)?;
-        let model = Self::from_weights(&config, &weights, device)?;
-        checkpoint::check_decoder_weights_used(&weights)?;
-        Ok(model)
-    }
+impl<B: Backend> FromParams<B> for WanVae<B> {
+    type Config = WanVaeConfig;
 
-    /// Builds the decoder described by `config` from `weights` (diffusers names).
-    pub fn from_weights(
+    /// Builds the decoder described by `config` from `src` (diffusers names:
+    /// `post_quant_conv`, `decoder`); `source` names where the configuration came from in
+    /// errors.
+    fn from_params(
         config: &WanVaeConfig,
-        weights: &Weights,
-        device: &B::Device,
+        src: &ModelParams<'_, B>,
+        source: &Path,
     ) -> Result<Self, LoadError> {
+        config.validate().map_err(invalid(source))?;
         let z = config.z_dim;
+        let device = src.device();
         let per_channel =
             |values: Vec<f32>| Tensor::from_data(TensorData::new(values, [z]), device);
         let upsamplers = config.dim_mult.len() - 1;
         let temporal_upsamplers = config.temporal_upsample().iter().filter(|&&t| t).count();
         Ok(Self {
-            post_quant_conv: conv3d(
-                &weights.view("post_quant_conv"),
-                z,
-                z,
-                [1, 1, 1],
-                [0, 0, 0],
-                true,
-                device,
-            )?,
-            decoder: Decoder3d::load(&weights.view("decoder"), config, device)?,
+            post_quant_conv: src.conv3d("post_quant_conv", (z, z), [1, 1, 1], [0, 0, 0], true)?,
+            decoder: Decoder3d::new(&src.at("decoder"), config)?,
             latents_mean: per_channel(config.latents_mean.iter().map(|&m| m as f32).collect()),
             latents_inv_std: per_channel(
                 config.latents_std.iter().map(|&s| 1.0 / s as f32).collect(),
@@ -91,6 +75,18 @@ impl<B: Backend> WanVae<B> {
             spatial_scale: 1 << upsamplers,
             temporal_scale: 1 << temporal_upsamplers,
         })
+    }
+}
+
+impl<B: Backend> WanVae<B> {
+    /// Loads a diffusers `vae/` folder (`config.json` and its safetensors weights, sharded or
+    /// not), or a `.safetensors` file with `config.json` beside it.
+    ///
+    /// Weight names follow diffusers (`decoder.up_blocks.0.upsamplers.0.time_conv.weight`,
+    /// ...), so `Wan2.1-T2V-*-Diffusers/vae` loads; encoder weights are skipped, and any other
+    /// weight the configuration does not use is an error (config and weights do not match).
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
+        Ok(Component::open(path)?.build(device, checkpoint::encoder_side)?)
     }
 
     /// Pixels per latent cell along each side (8 for WAN 2.1), the pipeline's

@@ -4,7 +4,7 @@ use burn::{
     module::{Module, Param},
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView};
+use dit_layers::{LoadError, ModelParams};
 
 /// Smallest norm `F.normalize` divides by.
 const NORMALIZE_EPS: f64 = 1e-12;
@@ -21,19 +21,15 @@ pub struct WanRmsNorm<B: Backend> {
 }
 
 impl<B: Backend> WanRmsNorm<B> {
-    /// Loads `gamma`, stored `[channels, 1, 1, 1]` for video tensors (diffusers'
-    /// `images=False`) or `[channels, 1, 1]` for frames (`images=True`).
-    pub fn load(
-        w: &WeightsView<'_>,
-        channels: usize,
-        images: bool,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
+    /// Builds the norm from `src`'s `gamma`, stored `[channels, 1, 1, 1]` for video tensors
+    /// (diffusers' `images=False`) or `[channels, 1, 1]` for frames (`images=True`); ones when
+    /// random.
+    pub fn new(src: &ModelParams<'_, B>, channels: usize, images: bool) -> Result<Self, LoadError> {
         let gamma = if images {
-            w.tensor::<B, 3>("gamma", [channels, 1, 1], device)?
+            src.norm_scale("gamma", [channels, 1, 1])?
                 .reshape([channels])
         } else {
-            w.tensor::<B, 4>("gamma", [channels, 1, 1, 1], device)?
+            src.norm_scale("gamma", [channels, 1, 1, 1])?
                 .reshape([channels])
         };
         Ok(Self {

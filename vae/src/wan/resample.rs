@@ -11,7 +11,7 @@ use burn::{
         ops::{InterpolateMode, InterpolateOptions},
     },
 };
-use dit_layers::{LoadError, WeightsView, conv2d};
+use dit_layers::{LoadError, ModelParams};
 
 use super::{
     causal_conv::{CausalConv3d, FeatureCache},
@@ -30,37 +30,19 @@ pub struct Upsample<B: Backend> {
 }
 
 impl<B: Backend> Upsample<B> {
-    /// Loads the upsampler under `w` (`upsamplers.0`) for `channels` input channels; `temporal`
-    /// selects `upsample3d`.
-    pub fn load(
-        w: &WeightsView<'_>,
+    /// Builds the upsampler from `src` (`upsamplers.0`) for `channels` input channels;
+    /// `temporal` selects `upsample3d`.
+    pub fn new(
+        src: &ModelParams<'_, B>,
         channels: usize,
         temporal: bool,
-        device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let time_conv = if temporal {
-            let w = w.at("time_conv");
-            Some(CausalConv3d::load(
-                &w,
-                (channels, 2 * channels),
-                [3, 1, 1],
-                0,
-                device,
-            )?)
-        } else {
-            None
-        };
+        let time_conv = temporal
+            .then(|| CausalConv3d::new(src, "time_conv", (channels, 2 * channels), [3, 1, 1], 0))
+            .transpose()?;
         Ok(Self {
             time_conv,
-            conv: conv2d(
-                &w.at("resample.1"),
-                channels,
-                channels / 2,
-                3,
-                1,
-                true,
-                device,
-            )?,
+            conv: src.conv2d("resample.1", (channels, channels / 2), 3, 1, true)?,
         })
     }
 

@@ -5,7 +5,7 @@ use burn::{
     nn::conv::Conv3d,
     tensor::{Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LoadError, WeightsView, conv3d};
+use dit_layers::{LoadError, ModelParams, ParamSource};
 
 use super::{
     causal_conv::{CausalConv3d, FeatureCache},
@@ -24,24 +24,17 @@ pub struct ResidualBlock<B: Backend> {
 }
 
 impl<B: Backend> ResidualBlock<B> {
-    /// Loads the block under `w` mapping `c_in` to `c_out` channels.
-    pub fn load(
-        w: &WeightsView<'_>,
-        c_in: usize,
-        c_out: usize,
-        device: &B::Device,
-    ) -> Result<Self, LoadError> {
-        let conv_shortcut = if c_in == c_out {
-            None
-        } else {
-            let w = w.at("conv_shortcut");
-            Some(conv3d(&w, c_in, c_out, [1, 1, 1], [0, 0, 0], true, device)?)
-        };
+    /// Builds the block mapping `c_in` to `c_out` channels from `src`.
+    pub fn new(src: &ModelParams<'_, B>, (c_in, c_out): (usize, usize)) -> Result<Self, LoadError> {
+        let conv_shortcut = (c_in != c_out)
+            .then(|| src.conv3d("conv_shortcut", (c_in, c_out), [1, 1, 1], [0, 0, 0], true))
+            .transpose()?;
+        let conv = |name: &str, channels| CausalConv3d::new(src, name, channels, [3, 3, 3], 1);
         Ok(Self {
-            norm1: WanRmsNorm::load(&w.at("norm1"), c_in, false, device)?,
-            conv1: CausalConv3d::load(&w.at("conv1"), (c_in, c_out), [3, 3, 3], 1, device)?,
-            norm2: WanRmsNorm::load(&w.at("norm2"), c_out, false, device)?,
-            conv2: CausalConv3d::load(&w.at("conv2"), (c_out, c_out), [3, 3, 3], 1, device)?,
+            norm1: WanRmsNorm::new(&src.at("norm1"), c_in, false)?,
+            conv1: conv("conv1", (c_in, c_out))?,
+            norm2: WanRmsNorm::new(&src.at("norm2"), c_out, false)?,
+            conv2: conv("conv2", (c_out, c_out))?,
             conv_shortcut,
         })
     }
