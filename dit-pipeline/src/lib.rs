@@ -1,10 +1,9 @@
 //! What the diffusion pipelines (FLUX, WAN, HunyuanVideo) share: finding the components of a
 //! diffusers-layout pipeline folder, one error type naming the component or setting at fault,
-//! the checks of a request, and the fidelity metrics (PSNR, SSIM) of a generated output.
+//! the checks of a request, and wall-clock timing on asynchronous backends.
 
 mod error;
 mod folder;
-pub mod quality;
 mod request;
 mod timing;
 

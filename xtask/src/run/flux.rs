@@ -5,14 +5,14 @@ use std::{path::PathBuf, time::Instant};
 use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use clap::Args;
+use dicache_bench::{
+    backend::{BackendJob, dispatch},
+    mini::{self, Given, Preset},
+};
 use dicache_core::DiCacheConfig;
 use models_flux::{FluxPipeline, FluxRequest, pipeline};
 
 use super::{CommonArgs, finish, load_pipeline, output};
-use crate::{
-    backend::{BackendJob, dispatch},
-    mini::{self, Given, Preset},
-};
 
 /// Arguments of `cargo xtask run flux`.
 #[derive(Debug, Args)]

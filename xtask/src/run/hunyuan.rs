@@ -5,12 +5,12 @@ use std::{path::PathBuf, time::Instant};
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
+use dicache_bench::backend::{BackendJob, dispatch};
 use dicache_core::DiCacheConfig;
 use models_hunyuan::{HunyuanVideoPipeline, HunyuanVideoRequest, pipeline};
 use vae::{TemporalTiles, TileConfig};
 
 use super::{CommonArgs, finish, load_pipeline, video};
-use crate::backend::{BackendJob, dispatch};
 
 /// Arguments of `cargo xtask run hunyuan`.
 #[derive(Debug, Args)]

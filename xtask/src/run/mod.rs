@@ -14,9 +14,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, backend::Backend};
 use clap::{Args, Subcommand, ValueEnum};
+use dicache_bench::backend::{BackendKind, Dtype};
 use dicache_core::{CachePolicy, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig};
-
-use crate::backend::{BackendKind, Dtype};
 
 /// Which model to run.
 #[derive(Debug, Subcommand)]
