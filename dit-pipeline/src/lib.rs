@@ -2,15 +2,13 @@
 //! and the [`Pipeline`] trait, the denoising loop ([`denoise`]: timesteps, guidance passes each
 //! with its cache state, progress, timing), finding the components of a diffusers-layout
 //! pipeline folder, CLIP's pooled prompt embedding, one error type naming the component or
-//! setting at fault, the checks of a request, and the fidelity metrics (PSNR, SSIM) of a
-//! generated output.
+//! setting at fault, the checks of a request, and wall-clock timing on asynchronous backends.
 
 mod clip;
 mod denoise;
 mod error;
 mod folder;
 mod pipeline;
-pub mod quality;
 mod request;
 mod timing;
 

@@ -3,11 +3,11 @@
 
 use std::fs;
 
-use dicache_tests::{Scratch, fixture};
-use xtask::{
+use dicache_bench::{
     backend::{BackendKind, Dtype},
-    bench::cache::{self, CacheArgs, Which, results::ModelResult},
+    cache::{self, CacheArgs, Which, results::ModelResult},
 };
+use dicache_tests::{Scratch, fixture};
 
 fn bench(model: Which, pipeline: &str, only: &[&str], out: &Scratch) -> ModelResult {
     let args = CacheArgs {

@@ -5,6 +5,7 @@
 use std::fs;
 
 use burn::tensor::Tensor;
+use dicache_bench::mini;
 use dicache_core::CachePolicy;
 use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
 use models_flux::{
@@ -13,7 +14,6 @@ use models_flux::{
 };
 use models_wan::{WanPipeline, WanRequest};
 use vae::{Rgb8Image, to_rgb8, video_to_rgb8};
-use xtask::mini;
 
 fn settings(model: &str) -> serde_json::Value {
     let text = fs::read_to_string(fixture("mini_models/run.json")).unwrap();

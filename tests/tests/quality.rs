@@ -1,11 +1,11 @@
-//! PSNR and SSIM (dit_pipeline::quality) against scikit-image on small image pairs and a clip
+//! PSNR and SSIM (dicache_bench::quality) against scikit-image on small image pairs and a clip
 //! pair: noisy, shifted, blurred, darker, unrelated and identical (`fixtures/gen_quality.py`).
 
 use std::{collections::HashMap, fs};
 
 use burn::tensor::TensorData;
+use dicache_bench::quality::{psnr, ssim, video_psnr, video_ssim};
 use dicache_tests::{fixture, load_fixture};
-use dit_pipeline::quality::{psnr, ssim, video_psnr, video_ssim};
 use vae::Rgb8Image;
 
 /// The frames of the uint8 fixture tensor `name` (`[h, w, 3]` or `[frames, h, w, 3]`).

@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use dicache_bench::workspace_root;
 
 /// Arguments of `cargo xtask fixtures`.
 #[derive(Debug, Args)]
@@ -24,7 +25,11 @@ pub fn run(args: &FixturesArgs) -> Result<()> {
     let root = workspace_root();
     let python = root.join(".venv/bin/python");
     if args.setup {
-        status(Command::new("python3").args(["-m", "venv"]).arg(root.join(".venv")))?;
+        status(
+            Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(root.join(".venv")),
+        )?;
         status(
             Command::new(&python)
                 .args(["-m", "pip", "install", "-r"])
@@ -66,14 +71,11 @@ fn script_name(path: &Path) -> &str {
 }
 
 fn status(cmd: &mut Command) -> Result<()> {
-    let st = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !st.success() {
         bail!("{cmd:?} failed with {st}");
     }
     Ok(())
-}
-
-/// The workspace root (the parent of this crate).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }

@@ -2,12 +2,15 @@
 //!
 //! - `run flux|wan|hunyuan …`: prompt to image or video, with the cache policy of your choice;
 //! - `bench …`: benchmarks against PyTorch on the same machine, and of the cache policies on
-//!   the mini models; results under `bench/`;
+//!   the mini models (the crate `dicache-bench`); results under `bench/`;
 //! - `fixtures`: regenerates the reference fixtures with the pinned Python environment.
+
+mod fixtures;
+mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{bench, fixtures, run};
+use dicache_bench::BenchCommand;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "DiCache diffusion transformers in Rust")]
@@ -27,13 +30,13 @@ enum Command {
     Fixtures(fixtures::FixturesArgs),
     /// Benchmark against PyTorch on this machine, or the cache policies; results under `bench/`.
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(BenchCommand),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(command) => run::run(command),
         Command::Fixtures(args) => fixtures::run(&args),
-        Command::Bench(command) => bench::run(command),
+        Command::Bench(command) => dicache_bench::run(command),
     }
 }

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use burn::tensor::{Tensor, backend::Backend};
 use clap::Args;
+use dicache_bench::mini::{self, MiniModel};
 use dicache_core::DiCacheConfig;
 use models_flux::FluxPipeline;
 
 use super::{CommonArgs, Generate, RunModel, output};
-use crate::mini::{self, MiniModel};
 
 /// Arguments of `cargo xtask run flux`.
 #[derive(Debug, Args)]

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::{Tensor, backend::Backend};
 use clap::{Args, ValueEnum};
+use dicache_bench::mini::MiniModel;
 use dicache_core::DiCacheConfig;
 use models_hunyuan::HunyuanVideoPipeline;
 use vae::{TemporalTiles, TileConfig};
 
 use super::{CommonArgs, Generate, RunModel, video};
-use crate::mini::MiniModel;
 
 /// Arguments of `cargo xtask run hunyuan`.
 #[derive(Debug, Args)]

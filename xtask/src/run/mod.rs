@@ -16,13 +16,12 @@ use std::{
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, backend::Backend};
 use clap::{Args, Subcommand, ValueEnum};
-use dicache_core::{CachePolicy, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig};
-use dit_pipeline::{Pipeline, Request, Settings};
-
-use crate::{
+use dicache_bench::{
     backend::{BackendJob, BackendKind, Dtype, dispatch},
     mini::MiniModel,
 };
+use dicache_core::{CachePolicy, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig};
+use dit_pipeline::{Pipeline, Request, Settings};
 
 /// Which model to run.
 #[derive(Debug, Subcommand)]
@@ -345,7 +344,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::mini;
+    use dicache_bench::mini;
 
     /// The run options alone, parsed as the command line gives them.
     #[derive(Debug, Parser)]

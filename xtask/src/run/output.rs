@@ -4,8 +4,9 @@ use std::{collections::HashMap, path::Path};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, backend::Backend};
+use dicache_bench::progress::progress_bar;
 use dit_layers::{Weights, gaussian_noise};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use safetensors::{Dtype as StDtype, tensor::TensorView};
 
 /// The initial noise of `shape`: read from `file` (tensor "latents", checked against `shape`)
@@ -68,18 +69,5 @@ pub fn create_parent(path: &Path) -> Result<()> {
 pub fn step_bar(steps: usize) -> ProgressBar {
     let bar = progress_bar(steps, "steps");
     bar.set_message("denoising");
-    bar
-}
-
-/// A progress bar over `len` things called `unit`, with elapsed time and estimate.
-pub fn progress_bar(len: usize, unit: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} (eta {{eta}})"
-        ))
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
     bar
 }

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::{Tensor, backend::Backend};
 use clap::Args;
+use dicache_bench::mini::{self, MiniModel};
 use dicache_core::DiCacheConfig;
 use models_wan::WanPipeline;
 
 use super::{CommonArgs, Generate, RunModel, video};
-use crate::mini::{self, MiniModel};
 
 /// Arguments of `cargo xtask run wan`.
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use super::{
     settings::{self, Knob},
     sheet::{SHEET_SAMPLES, Shown},
 };
-use crate::{backend::BackendJob, mini::Given, run::output::progress_bar};
+use crate::{backend::BackendJob, mini::Given, progress::progress_bar};
 
 /// The benchmark of one model, on the backend the user picked.
 pub struct Job<'a> {

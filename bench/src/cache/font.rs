@@ -1,4 +1,4 @@
-//! The font of the plots and sample sheets: DejaVu Sans, embedded (`xtask/assets`, Bitstream
+//! The font of the plots and sample sheets: DejaVu Sans, embedded (`bench/assets`, Bitstream
 //! Vera license beside it), registered as plotters' `sans-serif` so no system font is needed.
 
 use std::sync::OnceLock;
@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use anyhow::{Result, ensure};
 use plotters::style::{FontStyle, register_font};
 
-const DEJAVU_SANS: &[u8] = include_bytes!("../../../assets/DejaVuSans.ttf");
+const DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Registers the font once per process.
 pub fn register() -> Result<()> {

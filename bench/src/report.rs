@@ -288,7 +288,7 @@ fn git_commit() -> String {
     let run = |args: &[&str]| {
         Command::new("git")
             .args(args)
-            .current_dir(crate::fixtures::workspace_root())
+            .current_dir(crate::workspace_root())
             .output()
             .ok()
             .filter(|o| o.status.success())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::fixtures::workspace_root;
+use crate::workspace_root;
 
 /// Generation settings: a model's defaults on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

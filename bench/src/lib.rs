@@ -1,4 +1,6 @@
-//! `cargo xtask bench <name>`: times a workload in Burn on the chosen backend and, when the
+//! The benchmarks of `cargo xtask bench`, and what the command line and the benchmarks share.
+//!
+//! `cargo xtask bench <name>` times a workload in Burn on the chosen backend and, when the
 //! Python environment (`.venv`) exists, the same workload in PyTorch on the same machine in the
 //! same run; writes `bench/results/<name>.json` and regenerates `bench/RESULTS.md`.
 //!
@@ -6,18 +8,26 @@
 //! all samples.
 //!
 //! `cargo xtask bench cache` is of another kind: speed and fidelity of the cache policies on
-//! the mini models (see [`cache`]), written to `bench/cache/`.
+//! the mini models (see [`cache`]), written to `bench/cache/`, with the fidelity metrics of
+//! [`quality`].
+//!
+//! Shared with `cargo xtask run`: the backend and dtype choice ([`backend`]), the mini models
+//! and their settings ([`mini`]), the progress bar ([`progress`]) and [`workspace_root`].
 
 mod attention;
+pub mod backend;
 pub mod cache;
 mod flux_forward;
 mod hunyuan_forward;
+pub mod mini;
+pub mod progress;
+pub mod quality;
 mod report;
 mod timing;
 mod torch;
 mod wan_forward;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::tensor::backend::Backend;
@@ -25,9 +35,17 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind, Dtype, dispatch};
-use crate::fixtures::workspace_root;
 
 pub use timing::Samples;
+
+/// The workspace root (the parent of this crate's folder `bench/`): where `fixtures/`,
+/// `mini-models/`, `.venv` and the results under `bench/` are found.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench lives in the workspace")
+        .to_path_buf()
+}
 
 /// The benchmarks of `cargo xtask bench`.
 #[derive(Debug, Subcommand)]

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     backend::{BackendKind, Dtype, dispatch},
-    fixtures::workspace_root,
     mini::{self, MiniModel},
+    workspace_root,
 };
 
 /// Arguments of `cargo xtask bench cache`.

@@ -6,13 +6,13 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result};
 use dicache_core::{CachePolicy, Trace};
-use dit_pipeline::quality;
 use serde::{Deserialize, Serialize};
 
 use super::{Model, generate::Generation, settings::Knob};
 use crate::{
-    bench::report::{self, Machine},
     mini::Preset,
+    quality,
+    report::{self, Machine},
 };
 
 /// One sample generated under one setting.
