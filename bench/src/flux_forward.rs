@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use dicache_core::CacheableModel;
-use models_flux::{DiffusionTransformer, FluxConfig, FluxInput, FluxTransformer};
+use models_flux::{FluxConfig, FluxInput, FluxTransformer, FromParams};
 use serde::{Deserialize, Serialize};
 
 use super::{Case, Samples, timing::Timer};

@@ -9,9 +9,7 @@
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CacheableModel;
-use models_hunyuan::{
-    DiffusionTransformer, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer,
-};
+use models_hunyuan::{FromParams, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer};
 use serde::{Deserialize, Serialize};
 
 use super::{Case, Samples, timing::Timer};

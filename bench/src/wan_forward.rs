@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use dicache_core::CacheableModel;
-use models_wan::{DiffusionTransformer, WanConfig, WanInput, WanTransformer};
+use models_wan::{FromParams, WanConfig, WanInput, WanTransformer};
 use serde::{Deserialize, Serialize};
 
 use super::{Case, Samples, timing::Timer};

@@ -62,5 +62,5 @@ pub use params::{ModelParams, ParamSource, Stored, TensorMap};
 pub use patch_embed::{PatchEmbed3d, PatchError};
 pub use qkv::{Heads, QK_NORM_EPS, QkNormScope, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};
-pub use transformer::{ConfigCheck, DiffusionTransformer, Layout, TransformerConfig, config_error};
+pub use transformer::{ConfigCheck, DiffusionTransformer, Layout, TransformerConfig};
 pub use weights::{Weights, WeightsView};

@@ -4,19 +4,21 @@
 //! names), or random weights.
 //!
 //! A configuration implements [`TransformerConfig`] (its checks, its original layout and how to
-//! infer it from an original file); a model implements [`DiffusionTransformer`] (build from a
-//! configuration and a parameter source) and gets every loader:
-//! [`DiffusionTransformer::random`], [`DiffusionTransformer::from_weights`],
+//! infer it from an original file); a model implements [`FromParams`] (build from a
+//! configuration and a parameter source, as every component does) and [`DiffusionTransformer`]
+//! and gets every loader:
+//! [`FromParams::random`], [`DiffusionTransformer::from_weights`],
 //! [`DiffusionTransformer::load_diffusers`], [`DiffusionTransformer::load_original`] and
 //! [`DiffusionTransformer::load`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    LoadError, ModelParams, MultiAxisRope, RopeError, TensorMap, Weights, model_folder, read_json,
+    FromParams, LoadError, ModelParams, MultiAxisRope, RopeError, TensorMap, Weights, model_folder,
+    read_json,
 };
 
 /// How a checkpoint names its tensors.
@@ -63,31 +65,13 @@ pub trait TransformerConfig: Clone + DeserializeOwned {
         config.validate(path)?;
         Ok(config)
     }
-
-    /// Where a configuration given in code came from, as errors name it.
-    fn given_in_code() -> PathBuf {
-        PathBuf::from(format!("{} given in code", Self::NAME))
-    }
 }
 
-/// A diffusion transformer that loads from every source the same way.
-pub trait DiffusionTransformer<B: Backend>: Sized {
-    /// Its configuration.
-    type Config: TransformerConfig;
-
-    /// Builds the model of a validated `config`, asking `params` for every parameter by its
-    /// diffusers module path.
-    fn build(config: Self::Config, params: &ModelParams<'_, B>) -> Result<Self, LoadError>;
-
+/// A diffusion transformer that loads from every source the same way: built like every
+/// component ([`FromParams`], which gives it `random`), from a [`TransformerConfig`].
+pub trait DiffusionTransformer<B: Backend>: FromParams<B, Config: TransformerConfig> {
     /// The configuration the model was built for.
     fn config(&self) -> &Self::Config;
-
-    /// A model of `config` with random weights (seed with `B::seed`), for benchmarks and tests
-    /// that need no reference numbers. Fails only on an invalid configuration.
-    fn random(config: &Self::Config, device: &B::Device) -> Result<Self, LoadError> {
-        config.validate(&Self::Config::given_in_code())?;
-        Self::build(config.clone(), &ModelParams::random(device))
-    }
 
     /// Loads `weights`, stored in `layout`, as a model of `config`. Every tensor must have the
     /// shape `config` implies and every tensor of the checkpoint must be used, so a
@@ -98,16 +82,13 @@ pub trait DiffusionTransformer<B: Backend>: Sized {
         layout: Layout,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
-        config.validate(Path::new(&format!(
-            "{} given for the checkpoint",
-            Self::Config::NAME
-        )))?;
+        let source = format!("{} given for the checkpoint", Self::Config::NAME);
         let original = config.original_layout();
         let params = match layout {
             Layout::Diffusers => ModelParams::checkpoint(weights, device),
             Layout::Original => ModelParams::mapped(weights, original.as_ref(), device),
         };
-        let model = Self::build(config, &params)?;
+        let model = Self::from_params(&config, &params, Path::new(&source))?;
         weights.check_all_used()?;
         Ok(model)
     }
@@ -142,15 +123,6 @@ pub trait DiffusionTransformer<B: Backend>: Sized {
         } else {
             Self::load_original(path, Default::default(), device)
         }
-    }
-}
-
-/// A configuration error about `T`'s configuration given in code: what the model's `build`
-/// reports for a setting its configuration's `validate` already refuses.
-pub fn config_error<T: TransformerConfig>(message: impl std::fmt::Display) -> LoadError {
-    LoadError::Config {
-        path: T::given_in_code(),
-        message: message.to_string(),
     }
 }
 

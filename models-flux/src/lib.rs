@@ -18,10 +18,10 @@ pub use bfl::BflLayout;
 pub use config::{FluxConfig, MLP_RATIO, ROPE_THETA};
 pub use dit_layers::{
     AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, DiffusionTransformer,
-    DualStreamBlock, FeedForward, InputError, JointAttention, Layout, Modulation, QkvProjection,
-    SingleAttention, SingleStreamBlock, TransformerConfig,
+    DualStreamBlock, FeedForward, FromParams, InputError, JointAttention, Layout, MmditContext,
+    MmditState, MmditTrunk, Modulation, QkvProjection, SingleAttention, SingleStreamBlock,
+    TransformerConfig,
 };
-pub use dit_layers::{MmditContext, MmditState, MmditTrunk};
 pub use input::{CheckedInput, FluxInput, FluxPrepared};
 pub use model::FluxTransformer;
 pub use pipeline::{FluxOutput, FluxPipeline, FluxRequest};

@@ -2,7 +2,7 @@
 //! around the MM-DiT trunk (conditioning, double- then single-stream blocks, output norm and
 //! projection); its place among the loadable transformers; the cache-engine interface.
 
-use std::ops::Range;
+use std::{ops::Range, path::Path};
 
 use burn::{
     module::Module,
@@ -11,8 +11,9 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    DiffusionTransformer, InputError, JointLayout, LoadError, MmditContext, MmditDims, MmditState,
-    MmditTrunk, ModelParams, MultiAxisRope, ParamSource, config_error,
+    ConfigCheck, DiffusionTransformer, FromParams, InputError, JointLayout, LoadError,
+    MmditContext, MmditDims, MmditState, MmditTrunk, ModelParams, MultiAxisRope, ParamSource,
+    TransformerConfig,
 };
 
 use crate::{CheckedInput, FluxConfig, FluxInput, FluxPrepared, MLP_RATIO};
@@ -40,10 +41,15 @@ pub struct FluxTransformer<B: Backend> {
     pub config: FluxConfig,
 }
 
-impl<B: Backend> DiffusionTransformer<B> for FluxTransformer<B> {
+impl<B: Backend> FromParams<B> for FluxTransformer<B> {
     type Config = FluxConfig;
 
-    fn build(config: FluxConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
+    fn from_params(
+        config: &FluxConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        config.validate(source)?;
         let hidden = config.hidden_size();
         let dims = MmditDims {
             blocks: [config.num_layers, config.num_single_layers],
@@ -67,11 +73,15 @@ impl<B: Backend> DiffusionTransformer<B> for FluxTransformer<B> {
                 true,
             )?,
             trunk,
-            pos_embed: config.rope().map_err(config_error::<FluxConfig>)?,
-            config,
+            pos_embed: config
+                .rope()
+                .map_err(|e| ConfigCheck::new(source).fail(e))?,
+            config: config.clone(),
         })
     }
+}
 
+impl<B: Backend> DiffusionTransformer<B> for FluxTransformer<B> {
     fn config(&self) -> &FluxConfig {
         &self.config
     }

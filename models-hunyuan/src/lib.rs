@@ -22,8 +22,8 @@ mod text_mask;
 
 pub use config::{HunyuanVideoConfig, QK_NORM_RMS, REFINER_MLP_RATIO};
 pub use dit_layers::{
-    DiffusionTransformer, DualStreamBlock, InputError, JointAttention, Layout, SingleAttention,
-    SingleStreamBlock, TransformerConfig,
+    DiffusionTransformer, DualStreamBlock, FromParams, InputError, JointAttention, Layout,
+    SingleAttention, SingleStreamBlock, TransformerConfig,
 };
 pub use dit_layers::{MmditContext, MmditState, MmditTrunk};
 pub use input::{CheckedInput, HunyuanVideoInput, HunyuanVideoPrepared};

@@ -2,7 +2,7 @@
 //! embeddings, dual- then single-stream blocks, output norm, projection and unpatchify; loading;
 //! the cache-engine interface.
 
-use std::ops::Range;
+use std::{ops::Range, path::Path};
 
 use burn::{
     module::Module,
@@ -10,8 +10,9 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    DiffusionTransformer, InputError, JointLayout, LoadError, MmditContext, MmditDims, MmditState,
-    MmditTrunk, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, config_error,
+    ConfigCheck, DiffusionTransformer, FromParams, InputError, JointLayout, LoadError,
+    MmditContext, MmditDims, MmditState, MmditTrunk, ModelParams, MultiAxisRope, ParamSource,
+    PatchEmbed3d, TransformerConfig,
 };
 
 use crate::{
@@ -48,10 +49,15 @@ pub struct HunyuanVideoContext<B: Backend> {
     pub grid: [usize; 3],
 }
 
-impl<B: Backend> DiffusionTransformer<B> for HunyuanVideoTransformer<B> {
+impl<B: Backend> FromParams<B> for HunyuanVideoTransformer<B> {
     type Config = HunyuanVideoConfig;
 
-    fn build(config: HunyuanVideoConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
+    fn from_params(
+        config: &HunyuanVideoConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        config.validate(source)?;
         let dims = MmditDims {
             blocks: [config.num_layers, config.num_single_layers],
             heads: config.num_attention_heads,
@@ -71,11 +77,15 @@ impl<B: Backend> DiffusionTransformer<B> for HunyuanVideoTransformer<B> {
             )?,
             context_embedder: TokenRefiner::new(&src.at("context_embedder"), &config)?,
             trunk: MmditTrunk::new(src, dims)?,
-            rope: config.rope().map_err(config_error::<HunyuanVideoConfig>)?,
-            config,
+            rope: config
+                .rope()
+                .map_err(|e| ConfigCheck::new(source).fail(e))?,
+            config: config.clone(),
         })
     }
+}
 
+impl<B: Backend> DiffusionTransformer<B> for HunyuanVideoTransformer<B> {
     fn config(&self) -> &HunyuanVideoConfig {
         &self.config
     }

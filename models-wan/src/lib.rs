@@ -24,7 +24,7 @@ pub use attention::WanAttention;
 pub use block::WanTransformerBlock;
 pub use condition::{BLOCK_MODULATIONS, ConditionEmbedder};
 pub use config::{QK_NORM_ACROSS_HEADS, ROPE_THETA, WAN21_HEAD_DIM, WanConfig};
-pub use dit_layers::{DiffusionTransformer, InputError, Layout, TransformerConfig};
+pub use dit_layers::{DiffusionTransformer, FromParams, InputError, Layout, TransformerConfig};
 pub use input::{CheckedInput, WanInput, WanPrepared};
 pub use model::{WanContext, WanTransformer};
 pub use original::{WanOriginalLayout, original_name};

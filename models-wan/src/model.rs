@@ -2,7 +2,7 @@
 //! output norm, projection and unpatchify; loading from both checkpoint layouts; the
 //! cache-engine interface.
 
-use std::ops::Range;
+use std::{ops::Range, path::Path};
 
 use burn::{
     module::{Module, Param},
@@ -11,8 +11,8 @@ use burn::{
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    DiffusionTransformer, InputError, LayerNorm, LoadError, ModelParams, MultiAxisRope,
-    ParamSource, PatchEmbed3d, RopeTable, config_error,
+    ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, LoadError, ModelParams,
+    MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TransformerConfig,
 };
 
 use crate::{
@@ -58,13 +58,20 @@ pub struct WanContext<B: Backend> {
     pub grid: [usize; 3],
 }
 
-impl<B: Backend> DiffusionTransformer<B> for WanTransformer<B> {
+impl<B: Backend> FromParams<B> for WanTransformer<B> {
     type Config = WanConfig;
 
-    fn build(config: WanConfig, src: &ModelParams<'_, B>) -> Result<Self, LoadError> {
+    fn from_params(
+        config: &WanConfig,
+        src: &ModelParams<'_, B>,
+        source: &Path,
+    ) -> Result<Self, LoadError> {
+        config.validate(source)?;
         let dim = config.hidden_size();
         let (heads, head_dim) = (config.num_attention_heads, config.attention_head_dim);
-        let rope = config.rope().map_err(config_error::<WanConfig>)?;
+        let rope = config
+            .rope()
+            .map_err(|e| ConfigCheck::new(source).fail(e))?;
         Ok(Self {
             patch_embedding: src.patch_embed(
                 "patch_embedding",
@@ -94,10 +101,12 @@ impl<B: Backend> DiffusionTransformer<B> for WanTransformer<B> {
             proj_out: src.linear("proj_out", dim, config.proj_out_channels(), true)?,
             scale_shift_table: Param::from_tensor(src.parameter("scale_shift_table", [1, 2, dim])?),
             rope,
-            config,
+            config: config.clone(),
         })
     }
+}
 
+impl<B: Backend> DiffusionTransformer<B> for WanTransformer<B> {
     fn config(&self) -> &WanConfig {
         &self.config
     }

@@ -13,7 +13,7 @@ use dicache_tests::{
 };
 use dit_layers::Weights;
 use models_flux::{
-    DiffusionTransformer, FluxConfig, FluxInput, FluxTransformer, InputError, Layout,
+    DiffusionTransformer, FluxConfig, FluxInput, FluxTransformer, FromParams, InputError, Layout,
     TransformerConfig,
 };
 

@@ -14,8 +14,8 @@ use dicache_tests::{
 };
 use dit_layers::Weights;
 use models_hunyuan::{
-    DiffusionTransformer, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer,
-    InputError, Layout, MmditState, TransformerConfig,
+    DiffusionTransformer, FromParams, HunyuanVideoConfig, HunyuanVideoInput,
+    HunyuanVideoTransformer, InputError, Layout, MmditState, TransformerConfig,
 };
 
 type Fixtures = HashMap<String, TensorData>;

@@ -14,7 +14,7 @@ use dicache_tests::{
 };
 use dit_layers::{LoadError, Weights};
 use models_wan::{
-    DiffusionTransformer, InputError, Layout, TransformerConfig, WanConfig, WanInput,
+    DiffusionTransformer, FromParams, InputError, Layout, TransformerConfig, WanConfig, WanInput,
     WanTransformer, original_name,
 };
 
