@@ -357,26 +357,28 @@ mod tests {
         Cli::parse_from(["run", "--prompt", "p"].iter().chain(args)).common
     }
 
-    const REFERENCE: Settings = Settings {
-        width: 1024,
-        height: 1024,
-        frames: 1,
-        steps: 28,
-        guidance: None,
-        max_sequence_length: 512,
-    };
+    /// A pipeline's own defaults, unlike the mini model's.
+    fn reference() -> Settings {
+        Settings {
+            width: 1024,
+            height: 1024,
+            guidance: None,
+            max_sequence_length: 512,
+            ..mini::FLUX.preset.settings()
+        }
+    }
 
     #[test]
     fn an_explicit_model_keeps_the_reference_defaults_and_given_flags_win() {
         let common = parse(&["--model", "/x", "--height", "64", "--guidance", "2"]);
         let (folder, settings) = common
-            .resolve(REFERENCE, Some(&mini::FLUX), None, "FLUX")
+            .resolve(reference(), Some(&mini::FLUX), None, "FLUX")
             .unwrap();
         assert_eq!(folder, PathBuf::from("/x"));
         let expected = Settings {
             height: 64,
             guidance: Some(2.0),
-            ..REFERENCE
+            ..reference()
         };
         assert_eq!(settings, expected);
     }
@@ -384,7 +386,7 @@ mod tests {
     #[test]
     fn without_a_model_the_mini_model_gives_the_defaults() {
         let (folder, settings) = parse(&["--steps", "3"])
-            .resolve(REFERENCE, Some(&mini::WAN), Some(5), "WAN")
+            .resolve(reference(), Some(&mini::WAN), Some(5), "WAN")
             .unwrap();
         assert_eq!(folder, mini::WAN.dir());
         let expected = Settings {
@@ -394,7 +396,7 @@ mod tests {
         };
         assert_eq!(settings, expected);
         let msg = parse(&[])
-            .resolve(REFERENCE, None, None, "HunyuanVideo")
+            .resolve(reference(), None, None, "HunyuanVideo")
             .unwrap_err()
             .to_string();
         assert!(
