@@ -16,9 +16,6 @@ use vae::{HunyuanVideoVae, TileConfig};
 
 use crate::{HunyuanVideoInput, HunyuanVideoTransformer};
 
-/// HunyuanVideoPipeline's default embedded guidance scale.
-pub const DEFAULT_GUIDANCE: f64 = 6.0;
-
 /// A HunyuanVideo generation request; its extra setting is how the VAE decodes: an axis is
 /// tiled only when the clip is longer than one tile along it, so small videos decode in one
 /// pass whatever the tiles. [`TileConfig::default`] is diffusers after `vae.enable_tiling()` (as
@@ -79,7 +76,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         height: 720,
         frames: 129,
         steps: 50,
-        guidance: Some(DEFAULT_GUIDANCE),
+        guidance: Some(6.0),
         max_sequence_length: 256,
     };
     const NEGATIVE_PROMPT: bool = false;
@@ -138,7 +135,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         let prompt = self.encode_prompt(&request.prompt, s.max_sequence_length)?;
         // `torch.tensor([guidance_scale]) * 1000.0` in the transformer's dtype; a model without
         // a guidance embedding ignores it, so it gets none.
-        let guidance = s.guidance.unwrap_or(DEFAULT_GUIDANCE);
+        let guidance = s.guidance.or(Self::DEFAULTS.guidance).unwrap_or_default();
         let guidance = self.transformer.config().guidance_embeds.then(|| {
             Tensor::<B, 1>::from_data(
                 TensorData::new(vec![guidance as f32 * 1000.0], [1]),

@@ -15,9 +15,6 @@ use vae::WanVae;
 
 use crate::{WanInput, WanTransformer};
 
-/// WanPipeline's default guidance scale.
-pub const DEFAULT_GUIDANCE: f64 = 5.0;
-
 /// A WAN generation request: a video, no model-specific settings.
 pub type WanRequest<B> = Request<B, 5, ()>;
 /// A WAN generation's output: `latents` `[1, 16, (frames-1)/4+1, height/8, width/8]` before
@@ -68,7 +65,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         height: 480,
         frames: 81,
         steps: 50,
-        guidance: Some(DEFAULT_GUIDANCE),
+        guidance: Some(5.0),
         max_sequence_length: 512,
     };
     const NEGATIVE_PROMPT: bool = true;
@@ -120,7 +117,8 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     ) -> Result<WanOutput<B>, PipelineError> {
         self.check_request(request)?;
         let s = &request.settings;
-        let scale = s.guidance.unwrap_or(DEFAULT_GUIDANCE);
+        // No scale at all is no guidance: the conditional pass alone.
+        let scale = s.guidance.or(Self::DEFAULTS.guidance).unwrap_or(1.0);
         let tokenizer = PromptTokenizer::t5(&self.tokenizer, s.max_sequence_length)?;
         let input = |prompt: &str| -> Result<_, PipelineError> {
             Ok(self.transformer.check_input(WanInput {
