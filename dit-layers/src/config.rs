@@ -117,19 +117,7 @@ impl<C> Component<C> {
     ) -> Result<M, LoadError> {
         let params = ModelParams::checkpoint(&self.weights, device);
         let model = M::from_params(&self.config, &params, &self.config_path)?;
-        let unused: Vec<String> = self
-            .weights
-            .unused()
-            .into_iter()
-            .filter(|key| !ignorable(key))
-            .collect();
-        if unused.is_empty() {
-            Ok(model)
-        } else {
-            Err(LoadError::Unused {
-                count: unused.len(),
-                examples: unused.into_iter().take(5).collect(),
-            })
-        }
+        self.weights.check_all_used_except(ignorable)?;
+        Ok(model)
     }
 }

@@ -17,8 +17,8 @@ use burn::tensor::backend::Backend;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    FromParams, LoadError, ModelParams, MultiAxisRope, RopeError, TensorMap, Weights, model_folder,
-    read_json,
+    Component, FromParams, LoadError, ModelParams, MultiAxisRope, RopeError, TensorMap, Weights,
+    model_folder, read_json,
 };
 
 /// How a checkpoint names its tensors.
@@ -96,10 +96,7 @@ pub trait DiffusionTransformer<B: Backend>: FromParams<B, Config: TransformerCon
     /// Loads a diffusers transformer folder (`config.json` and one or more `*.safetensors`
     /// shards with their index), or a pipeline folder holding one in `transformer/`.
     fn load_diffusers(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        let dir = model_folder(dir, "transformer");
-        let config = Self::Config::from_file(&dir.join("config.json"))?;
-        let weights = Weights::open(&dir)?;
-        Self::from_weights(config, &weights, Layout::Diffusers, device)
+        Component::open(&model_folder(dir, "transformer"))?.build(device, |_| false)
     }
 
     /// Loads a single file in the original layout (with or without

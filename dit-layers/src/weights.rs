@@ -248,7 +248,17 @@ impl Weights {
 
     /// Fails when some tensors were never read: the configuration did not ask for them.
     pub fn check_all_used(&self) -> Result<(), LoadError> {
-        let unused = self.unused();
+        self.check_all_used_except(|_| false)
+    }
+
+    /// Fails when some tensors were never read, other than those `ignorable` accepts (a tied
+    /// tensor's alias, a stored buffer, a VAE's encoder).
+    pub fn check_all_used_except(&self, ignorable: impl Fn(&str) -> bool) -> Result<(), LoadError> {
+        let unused: Vec<String> = self
+            .unused()
+            .into_iter()
+            .filter(|key| !ignorable(key))
+            .collect();
         if unused.is_empty() {
             Ok(())
         } else {
