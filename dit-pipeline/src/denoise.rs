@@ -53,7 +53,7 @@ pub fn denoise<B, M, I, P, S, const D: usize>(
     sampler: &mut S,
     policy: CachePolicy,
     noise: Tensor<B, D>,
-    inputs: Passes<Checked<I, P>>,
+    mut inputs: Passes<Checked<I, P>>,
     timestep: impl Fn(f32) -> f32,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> Result<Denoised<B, D>, PipelineError>
@@ -67,7 +67,6 @@ where
     let device = noise.device();
     let batch = noise.dims()[0];
     let mut session = CacheSession::new(policy, timesteps.len(), model.num_blocks())?;
-    let mut inputs = inputs;
     let mut sample = noise;
     let start = Instant::now();
     for (i, &t) in timesteps.iter().enumerate() {

@@ -105,25 +105,32 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         })
     }
 
-    /// The checks every request gets before anything is encoded: its size
-    /// ([`Self::latent_shape`]), steps, prompt length, guidance, the noise's shape, and a
-    /// negative prompt only for a model that takes one.
-    fn check_request(&self, request: &Request<B, N, Self::Extra>) -> Result<(), PipelineError> {
-        let s = &request.settings;
-        let latent = self.latent_shape(s.width, s.height, s.frames)?;
-        check_steps(s.steps)?;
-        check_max_sequence_length(s.max_sequence_length)?;
-        if let Some(g) = s.guidance.filter(|g| !g.is_finite()) {
+    /// The checks of a request's settings that need no loaded pipeline: steps, prompt
+    /// length, guidance, and a negative prompt only for a model that takes one. A caller can make
+    /// them before loading anything; [`Self::check_request`] makes them again.
+    fn check_settings(settings: &Settings, negative_prompt: &str) -> Result<(), PipelineError> {
+        check_steps(settings.steps)?;
+        check_max_sequence_length(settings.max_sequence_length)?;
+        if let Some(g) = settings.guidance.filter(|g| !g.is_finite()) {
             return Err(PipelineError::Request(format!(
                 "guidance {g} must be a finite number"
             )));
         }
-        if !Self::NEGATIVE_PROMPT && !request.negative_prompt.is_empty() {
+        if !Self::NEGATIVE_PROMPT && !negative_prompt.is_empty() {
             return Err(PipelineError::Request(format!(
                 "{} takes no negative prompt (its guidance is embedded, not classifier-free)",
                 Self::NAME
             )));
         }
+        Ok(())
+    }
+
+    /// The checks every request gets before anything is encoded: its settings
+    /// ([`Self::check_settings`]), its size ([`Self::latent_shape`]) and the noise's shape.
+    fn check_request(&self, request: &Request<B, N, Self::Extra>) -> Result<(), PipelineError> {
+        let s = &request.settings;
+        Self::check_settings(s, &request.negative_prompt)?;
+        let latent = self.latent_shape(s.width, s.height, s.frames)?;
         let target = match s.frames {
             1 => format!("a {}x{} image", s.width, s.height),
             f => format!("a {}x{}x{f} video", s.width, s.height),

@@ -270,6 +270,7 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let policy = common.policy(M::preset())?;
         let reference = <M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS;
         let (folder, settings) = common.resolve(reference, M::MINI.as_ref(), self.frames, name)?;
+        M::Pipeline::<B>::check_settings(&settings, &common.negative_prompt)?;
         output::create_parent(self.out)?;
         let start = Instant::now();
         eprintln!("loading {}", folder.display());
