@@ -70,19 +70,26 @@ pub fn dispatch<J: BackendJob>(kind: BackendKind, dtype: Dtype, job: J) -> Resul
 
 #[allow(dead_code)] // unused only when no backend feature is enabled
 fn run_on<B: Backend, J: BackendJob>(device: B::Device, dtype: Dtype, job: J) -> Result<J::Output> {
+    compute_in::<B>(&device, dtype)?;
+    job.run::<B>(device)
+}
+
+/// Makes `device` compute in `dtype`: every float tensor created on it without an explicit
+/// dtype (loaded weights, noise, activations) takes it. A device's dtypes are set once per
+/// process: a later call (a library caller running several commands) finds them set, which is
+/// fine when they agree and an error when not.
+pub fn compute_in<B: Backend>(device: &B::Device, dtype: Dtype) -> Result<()> {
     let float = FloatDType::from(dtype);
-    // A device's dtypes are set once per process: a later job in the same process (a library
-    // caller running several commands) finds them set, which is fine when they agree.
-    if burn::tensor::set_default_dtypes::<B>(&device, float, int_dtype::<B>()).is_err()
-        && burn::tensor::get_device_settings::<B>(&device).float_dtype != float
+    if burn::tensor::set_default_dtypes::<B>(device, float, int_dtype::<B>()).is_err()
+        && burn::tensor::get_device_settings::<B>(device).float_dtype != float
     {
         bail!(
             "{dtype:?} is not supported by the {} backend, or this process set its device up \
              in another dtype",
-            B::name(&device)
+            B::name(device)
         );
     }
-    job.run::<B>(device)
+    Ok(())
 }
 
 /// The backend's own integer dtype (left as it is).

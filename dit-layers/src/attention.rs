@@ -1,10 +1,10 @@
 //! Scaled dot-product attention shared by every model.
 //!
-//! Both entry points are generic over the backend. On Burn's Flex CPU backend with f32 tensors
-//! (a run-time check of the backend type; feature `flex`, on by default) they run this crate's
-//! multi-threaded kernel (`cpu::attention`), because Flex's own attention uses one thread. Every other
-//! backend and dtype (wgpu, CUDA, f16/bf16, autodiff) gets Burn's `module::attention`, i.e. the
-//! backend's fused kernel.
+//! Both entry points are generic over the backend. On Burn's Flex CPU backend (a run-time check
+//! of the backend type; feature `flex`, on by default) they run this crate's multi-threaded
+//! kernel (`cpu::attention`, f32 inside, half-precision inputs cast), because Flex's own
+//! attention uses one thread. Every other backend (wgpu, CUDA, autodiff) gets Burn's
+//! `module::attention`, i.e. the backend's fused kernel.
 
 use burn::tensor::{Bool, Tensor, backend::Backend, module, ops::AttentionModuleOptions};
 

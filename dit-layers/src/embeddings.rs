@@ -49,7 +49,10 @@ impl SinusoidalTimesteps {
         let freqs: Vec<f32> = (0..half)
             .map(|j| (log_period * j as f32 / denom).exp())
             .collect();
-        let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [half]), &device);
+        let freqs = Tensor::<B, 1>::from_data(
+            TensorData::new(freqs, [half]),
+            (&device, FloatDType::F32.into()),
+        );
         let angles = t.cast(FloatDType::F32).unsqueeze_dim::<2>(1) * freqs.unsqueeze::<2>();
         let angles = angles.mul_scalar(self.scale);
         let (sin, cos) = (angles.clone().sin(), angles.cos());
@@ -60,7 +63,13 @@ impl SinusoidalTimesteps {
         };
         if !self.num_channels.is_multiple_of(2) {
             let batch = emb.dims()[0];
-            emb = Tensor::cat(vec![emb, Tensor::zeros([batch, 1], &device)], 1);
+            emb = Tensor::cat(
+                vec![
+                    emb,
+                    Tensor::zeros([batch, 1], (&device, FloatDType::F32.into())),
+                ],
+                1,
+            );
         }
         emb
     }

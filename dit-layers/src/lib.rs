@@ -45,7 +45,7 @@ pub use error::LoadError;
 pub use feed_forward::FeedForward;
 pub use fused::FusedRows;
 pub use gelu::gelu_tanh;
-pub use group_norm::group_norm;
+pub use group_norm::{GroupNorm, group_norm};
 pub use infer::ShapeProbe;
 pub use input::{
     Checked, InputError, StepTensors, check_guidance, expect_batch, expect_shape, patch_grid,

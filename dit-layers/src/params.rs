@@ -328,7 +328,7 @@ impl<'a, B: Backend> ModelParams<'a, B> {
         num_groups: usize,
         channels: usize,
         eps: f64,
-    ) -> Result<burn::nn::GroupNorm<B>, LoadError> {
+    ) -> Result<crate::GroupNorm<B>, LoadError> {
         match self.view(name)? {
             Some(view) => crate::group_norm(&view, num_groups, channels, eps, self.device),
             None => crate::group_norm::group_norm_identity(

@@ -7,6 +7,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub mod half;
+
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::Trace;
 use dit_layers::LoadError;

@@ -1,4 +1,4 @@
-//! Multi-threaded attention for Burn's Flex CPU backend (f32).
+//! Multi-threaded attention for Burn's Flex CPU backend (computed in f32).
 //!
 //! Flex's own `attention` runs every head on one thread with a scalar `exp`. This kernel splits
 //! the work into (batch, head, block of `QUERY_BLOCK` queries) tasks spread over rayon's threads;
@@ -8,11 +8,11 @@
 //! (see `rows`). Inputs are read through their strides, so `[batch, seq, heads, dim]` tensors
 //! viewed as `[batch, heads, seq, dim]` need no copy.
 
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{Strided, cast, dims, from_flex, is_flex_f32, readable, rows, to_flex};
+use super::{Strided, cast, dims, from_flex, is_flex, readable, rows, to_flex};
 
 /// Queries per task. The score tile `[QUERY_BLOCK, KEY_TILE]` (512 KiB) stays in L2, and each
 /// packed K and V tile serves 256 queries. Measured on a 2-core Zen 4 at `[1, 24, 1024, 128]`
@@ -22,9 +22,11 @@ const QUERY_BLOCK: usize = 256;
 /// Keys per step of the online softmax; 256, 512 and 1024 measured within 2 %.
 const KEY_TILE: usize = 512;
 
-/// `Some(output)` when the inputs are f32 tensors of the Flex backend (then computed here),
-/// `None` otherwise. Shapes as in [`crate::attention_with_bias`]; `scale` defaults to
-/// `1 / sqrt(head_dim)`.
+/// `Some(output)` when the inputs are tensors of the Flex backend (then computed here), `None`
+/// otherwise. Shapes as in [`crate::attention_with_bias`]; `scale` defaults to
+/// `1 / sqrt(head_dim)`. Half-precision inputs are computed in f32 and the output cast back to
+/// their dtype, as PyTorch's CPU attention accumulates half-precision inputs in f32 (and Flex's
+/// own attention would run on one thread).
 pub fn try_attention<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -33,25 +35,18 @@ pub fn try_attention<B: Backend>(
     bias: Option<&Tensor<B, 4>>,
     scale: Option<f64>,
 ) -> Option<Tensor<B, 4>> {
-    if ![Some(q), Some(k), Some(v), bias]
-        .into_iter()
-        .flatten()
-        .all(is_flex_f32)
-    {
+    if !is_flex::<B>() {
         return None;
     }
+    let dtype = q.dtype();
+    let f32 = |t: &Tensor<B, 4>| to_flex(t.clone().cast(FloatDType::F32));
     let extras = Extras {
         mask: mask.map(|m| cast::<B::BoolTensorPrimitive, FlexTensor>(m.clone().into_primitive())),
-        bias: bias.map(|t| to_flex(t.clone())),
+        bias: bias.map(f32),
         scale: scale.map(|s| s as f32),
     };
-    let out = attention_f32(
-        &to_flex(q.clone()),
-        &to_flex(k.clone()),
-        &to_flex(v.clone()),
-        &extras,
-    );
-    Some(from_flex(out))
+    let out = attention_f32(&f32(q), &f32(k), &f32(v), &extras);
+    Some(from_flex::<B, 4>(out).cast(dtype))
 }
 
 /// The optional parts of an attention call, as Flex tensors.

@@ -14,9 +14,14 @@ use std::any::{Any, TypeId};
 use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
 
+/// Whether `B` is the Flex backend.
+fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Flex>()
+}
+
 /// Whether `t` is an f32 tensor of the Flex backend.
 fn is_flex_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
-    TypeId::of::<B>() == TypeId::of::<Flex>() && t.dtype() == DType::F32
+    is_flex::<B>() && t.dtype() == DType::F32
 }
 
 /// The Flex tensor inside `t`; only called where `B` is `Flex`.

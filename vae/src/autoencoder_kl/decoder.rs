@@ -3,7 +3,7 @@
 
 use burn::{
     module::Module,
-    nn::{GroupNorm, conv::Conv2d},
+    nn::conv::Conv2d,
     tensor::{
         Tensor,
         activation::silu,
@@ -12,7 +12,7 @@ use burn::{
         ops::{InterpolateMode, InterpolateOptions},
     },
 };
-use dit_layers::{LoadError, ModelParams, ParamSource};
+use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource};
 
 use super::{AutoencoderKlConfig, attention::VaeAttention, resnet::ResnetBlock2d};
 

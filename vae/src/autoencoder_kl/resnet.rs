@@ -2,10 +2,10 @@
 
 use burn::{
     module::Module,
-    nn::{GroupNorm, conv::Conv2d},
+    nn::conv::Conv2d,
     tensor::{Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LoadError, ModelParams};
+use dit_layers::{GroupNorm, LoadError, ModelParams};
 
 /// `x + conv2(silu(norm2(conv1(silu(norm1(x))))))`, the skip through a 1x1 `conv_shortcut`
 /// when the channel count changes.

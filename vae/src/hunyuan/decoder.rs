@@ -3,10 +3,9 @@
 
 use burn::{
     module::Module,
-    nn::GroupNorm,
     tensor::{Bool, Int, Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{LoadError, ModelParams, ParamSource};
+use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource};
 
 use super::{
     HunyuanVideoVaeConfig,
