@@ -64,6 +64,30 @@ pub enum LoadError {
         /// The dtype stored.
         dtype: String,
     },
+    /// Two files of one checkpoint hold a tensor of the same name (a stray or stale file
+    /// beside the shards).
+    #[error(
+        "tensor {key:?} is in both {first} and {second}: remove the stale file, or give the \
+         folder a shard index (*.safetensors.index.json) naming the files to read"
+    )]
+    Duplicate {
+        /// The tensor name.
+        key: String,
+        /// The first file holding it.
+        first: PathBuf,
+        /// The second.
+        second: PathBuf,
+    },
+    /// A tensor holds NaN or infinite values: a damaged checkpoint.
+    #[error("tensor {key:?} in {path} holds {count} NaN or infinite values (a damaged checkpoint)")]
+    NonFinite {
+        /// The tensor name.
+        key: String,
+        /// The file holding it.
+        path: PathBuf,
+        /// How many values are not finite.
+        count: usize,
+    },
     /// A configuration file is malformed or describes an impossible model.
     #[error("configuration {path}: {message}")]
     Config {

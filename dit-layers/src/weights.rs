@@ -127,7 +127,8 @@ impl Weights {
         Self::from_files(&files)
     }
 
-    /// Opens the given safetensors files as one checkpoint.
+    /// Opens the given safetensors files as one checkpoint; a tensor name held by two of them
+    /// is an error naming both.
     pub fn from_files(paths: &[PathBuf]) -> Result<Self, LoadError> {
         let files = paths
             .iter()
@@ -136,7 +137,13 @@ impl Weights {
         let mut index = HashMap::new();
         for (i, file) in files.iter().enumerate() {
             for name in file.tensors.keys() {
-                index.insert(name.clone(), (i, name.clone()));
+                if let Some((first, _)) = index.insert(name.clone(), (i, name.clone())) {
+                    return Err(LoadError::Duplicate {
+                        key: name.clone(),
+                        first: files[first].path.clone(),
+                        second: file.path.clone(),
+                    });
+                }
             }
         }
         Ok(Self {
@@ -200,7 +207,8 @@ impl Weights {
         Ok(Tensor::from_data(data, device))
     }
 
-    /// The tensor `key` as host data in its stored float dtype, checked to have `shape`.
+    /// The tensor `key` as host data in its stored float dtype, checked to have `shape` and to
+    /// hold only finite values.
     pub fn data(&self, key: &str, shape: &[usize]) -> Result<TensorData, LoadError> {
         let (file, info) = self.info(key)?;
         if info.shape != shape {
@@ -226,6 +234,14 @@ impl Weights {
         };
         let (start, end) = info.data_offsets;
         let bytes = file.mmap[file.data_start + start..file.data_start + end].to_vec();
+        let count = non_finite(&bytes, info.dtype);
+        if count > 0 {
+            return Err(LoadError::NonFinite {
+                key: key.to_string(),
+                path: file.path.clone(),
+                count,
+            });
+        }
         self.used
             .lock()
             .expect("no panics while holding the lock")
@@ -291,6 +307,29 @@ impl Weights {
                     .unwrap_or_default()
             ),
         }
+    }
+}
+
+/// How many of the little-endian floats in `bytes` (of dtype `dtype`) are NaN or infinite: those
+/// whose exponent bits are all ones. A bit test, so checking a checkpoint costs little next to
+/// copying it.
+fn non_finite(bytes: &[u8], dtype: Dtype) -> usize {
+    fn count<const N: usize>(bytes: &[u8], exponent: u64) -> usize {
+        bytes
+            .chunks_exact(N)
+            .filter(|b| {
+                let mut word = [0u8; 8];
+                word[..N].copy_from_slice(b);
+                u64::from_le_bytes(word) & exponent == exponent
+            })
+            .count()
+    }
+    match dtype {
+        Dtype::F16 => count::<2>(bytes, 0x7c00),
+        Dtype::BF16 => count::<2>(bytes, 0x7f80),
+        Dtype::F32 => count::<4>(bytes, 0x7f80_0000),
+        Dtype::F64 => count::<8>(bytes, 0x7ff0_0000_0000_0000),
+        _ => 0,
     }
 }
 

@@ -184,3 +184,92 @@ fn bad_files_and_tensors_are_named_errors() {
         LoadError::NoWeights(_)
     ));
 }
+
+#[test]
+fn a_tensor_in_two_files_is_an_error_naming_both_unless_an_index_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("diffusion_pytorch_model.safetensors");
+    let stray = dir.path().join("zz_old.safetensors");
+    write(
+        &real,
+        &[("proj_out.bias", Dtype::F32, vec![1], f32_bytes(&[1.0]))],
+    );
+    write(
+        &stray,
+        &[("proj_out.bias", Dtype::F32, vec![1], f32_bytes(&[9.0]))],
+    );
+    let err = Weights::open(dir.path()).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Duplicate { .. }), "{msg}");
+    assert!(
+        msg.contains("proj_out.bias")
+            && msg.contains("diffusion_pytorch_model.safetensors")
+            && msg.contains("zz_old.safetensors"),
+        "{msg}"
+    );
+    // With a shard index only the files it lists are read.
+    fs::write(
+        dir.path()
+            .join("diffusion_pytorch_model.safetensors.index.json"),
+        r#"{"weight_map": {"proj_out.bias": "diffusion_pytorch_model.safetensors"}}"#,
+    )
+    .unwrap();
+    let w = Weights::open(dir.path()).unwrap();
+    let dev = Default::default();
+    assert_eq!(
+        values(w.tensor::<B, 1>("proj_out.bias", [1], &dev).unwrap()),
+        vec![1.0]
+    );
+}
+
+#[test]
+fn nan_and_infinite_weights_are_errors_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let f16s = |v: &[f32]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+            .collect()
+    };
+    let bf16s = |v: &[f32]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+            .collect()
+    };
+    write(
+        &path,
+        &[
+            ("ok", Dtype::F32, vec![3], f32_bytes(&[1.0, -65504.0, 3e38])),
+            (
+                "nan32",
+                Dtype::F32,
+                vec![3],
+                f32_bytes(&[1.0, f32::NAN, 2.0]),
+            ),
+            (
+                "inf16",
+                Dtype::F16,
+                vec![3],
+                f16s(&[f32::INFINITY, 0.5, f32::NEG_INFINITY]),
+            ),
+            ("nanbf16", Dtype::BF16, vec![2], bf16s(&[f32::NAN, 1.0])),
+            ("finebf16", Dtype::BF16, vec![2], bf16s(&[1e38, -1e-38])),
+        ],
+    );
+    let w = Weights::open(&path).unwrap();
+    let dev = Default::default();
+    assert!(w.tensor::<B, 1>("ok", [3], &dev).is_ok());
+    assert!(w.tensor::<B, 1>("finebf16", [2], &dev).is_ok());
+    for (key, len, count) in [("nan32", 3, 1), ("inf16", 3, 2), ("nanbf16", 2, 1)] {
+        let err = w.tensor::<B, 1>(key, [len], &dev).err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, LoadError::NonFinite { count: c, .. } if *c == count),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("{key:?}")) && msg.contains("w.safetensors"),
+            "{msg}"
+        );
+    }
+}
