@@ -50,6 +50,7 @@ from trainkit import (
     optimize,
     t5_tokenizer,
     vae_loss,
+    write_defaults,
     write_summary,
 )
 
@@ -339,6 +340,8 @@ def stage_export(args) -> None:
     if out.exists():
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
+    write_defaults(out, width=SIZE, height=SIZE, steps=28, guidance=3.5,
+                   max_sequence_length=PROMPT_TOKENS)
     # FLUX folders carry CLIP's vocab.json + merges.txt beside tokenizer.json.
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(TOKENIZERS / "tokenizer" / name, out / "tokenizer" / name)

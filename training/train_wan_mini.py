@@ -43,6 +43,7 @@ from trainkit import (
     reconstruction_loss,
     t5_tokenizer,
     vae_loss,
+    write_defaults,
     write_summary,
 )
 
@@ -288,6 +289,8 @@ def stage_export(args) -> None:
     if out.exists():
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
+    write_defaults(out, width=SIZE, height=SIZE, frames=FRAMES, steps=30, guidance=5.0,
+                   max_sequence_length=PROMPT_TOKENS)
     pipe = WanPipeline.from_pretrained(out, torch_dtype=torch.float32)
     rows, followed = [], 0
     for i, prompt in enumerate(SAMPLE_PROMPTS):

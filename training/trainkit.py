@@ -174,6 +174,13 @@ class Stage:
                 "seconds": round(self.seconds, 1)}
 
 
+def write_defaults(folder: Path, **settings) -> None:
+    """Writes the settings a mini model is meant to run at into its pipeline folder
+    (dicache_defaults.json: width, height, frames, steps, guidance, max_sequence_length),
+    where `cargo xtask run` and the benchmarks take their defaults from."""
+    (folder / "dicache_defaults.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def write_summary(model: str, stage: str, summary: dict) -> None:
     """Merges one stage's summary into runs/<model>/summary.json."""
     path = RUNS / model / "summary.json"

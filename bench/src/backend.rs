@@ -26,6 +26,16 @@ pub enum Dtype {
     Bf16,
 }
 
+impl Dtype {
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::Bf16 => 2,
+        }
+    }
+}
+
 impl From<Dtype> for FloatDType {
     fn from(d: Dtype) -> Self {
         match d {

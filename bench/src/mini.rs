@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::workspace_root;
@@ -58,6 +58,30 @@ impl Preset {
         }
     }
 
+    /// The settings the pipeline folder `folder` carries in its
+    /// [`dit_pipeline::DEFAULTS_FILE`] (every mini model has one).
+    pub fn of_folder(folder: &Path) -> Result<Self> {
+        let path = folder.join(dit_pipeline::DEFAULTS_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {}: a benchmarked model folder carries the settings it runs at",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// The settings to benchmark the folder `folder` at: its own (its
+    /// [`dit_pipeline::DEFAULTS_FILE`]) when it carries them, else those of the mini model
+    /// `mini` of the same pipeline.
+    pub fn for_folder(folder: &Path, mini: &MiniModel) -> Result<Self> {
+        if folder.join(dit_pipeline::DEFAULTS_FILE).exists() {
+            Self::of_folder(folder)
+        } else {
+            Self::of_folder(&mini.dir())
+        }
+    }
+
     /// This preset with the settings `given` put in.
     pub fn with(self, given: Given) -> Self {
         Self {
@@ -73,15 +97,14 @@ impl Preset {
     }
 }
 
-/// A mini model: its folder under `mini-models/` and the settings it was trained for.
+/// A mini model: its folder under `mini-models/`, which carries the settings it was trained for
+/// ([`Preset::of_folder`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MiniModel {
     /// Folder name under `mini-models/`.
     pub folder: &'static str,
     /// The script that trains it and writes the folder.
     pub trainer: &'static str,
-    /// Its generation settings.
-    pub preset: Preset,
 }
 
 /// FLUX-mini: a diffusers `FluxPipeline` folder with a guidance-embedding transformer, 128x128
@@ -89,14 +112,6 @@ pub struct MiniModel {
 pub const FLUX: MiniModel = MiniModel {
     folder: "flux-mini",
     trainer: "training/train_flux_mini.py",
-    preset: Preset {
-        width: 128,
-        height: 128,
-        frames: None,
-        steps: 28,
-        guidance: Some(3.5),
-        max_sequence_length: 24,
-    },
 };
 
 /// WAN-mini: a diffusers `WanPipeline` folder, 64x64 clips of 9 frames, classifier-free
@@ -104,14 +119,6 @@ pub const FLUX: MiniModel = MiniModel {
 pub const WAN: MiniModel = MiniModel {
     folder: "wan-mini",
     trainer: "training/train_wan_mini.py",
-    preset: Preset {
-        width: 64,
-        height: 64,
-        frames: Some(9),
-        steps: 30,
-        guidance: Some(5.0),
-        max_sequence_length: 24,
-    },
 };
 
 impl MiniModel {

@@ -139,12 +139,21 @@ impl BenchResult {
         })
     }
 
-    /// Writes `<out>/results/<bench>.json`.
+    /// The result's name: the benchmark's, with the dtype after it unless f32
+    /// (`flux-forward`, `flux-forward-bf16`), so each dtype keeps its own result.
+    fn name(&self) -> String {
+        match self.dtype.as_str() {
+            "f32" => self.bench.clone(),
+            dtype => format!("{}-{dtype}", self.bench),
+        }
+    }
+
+    /// Writes `<out>/results/<name>.json` ([`Self::name`]).
     pub fn write(&self, out: &Path) -> Result<()> {
         let dir = out.join("results");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        write_json(self, &dir.join(format!("{}.json", self.bench)))
+        write_json(self, &dir.join(format!("{}.json", self.name())))
     }
 
     /// Prints the markdown table of this result.
@@ -156,7 +165,7 @@ impl BenchResult {
     /// wall-clock and in CPU time.
     fn markdown(&self) -> String {
         let m = &self.machine;
-        let mut s = format!("## {}\n\n", self.bench);
+        let mut s = format!("## {}\n\n", self.name());
         let torch = match &self.torch {
             Some(t) => format!(
                 "PyTorch {} ({} threads, {})",

@@ -14,6 +14,54 @@ use crate::{LoadError, ModelParams, Weights};
 /// Name of the configuration file of a diffusers or transformers model.
 const CONFIG_FILE: &str = "config.json";
 
+/// The largest integer a model configuration may hold. Real ones stay far below (vocabularies
+/// of 256k tokens, 131k positions); the bound keeps the products of sizes a model computes
+/// (heads x head dim x patch) from overflowing, whatever a damaged file says.
+pub const MAX_CONFIG_INTEGER: u64 = 1 << 20;
+
+/// Reads and parses a model's configuration file (`config.json`) at `path`, naming it in any
+/// error; an integer above [`MAX_CONFIG_INTEGER`] (or below its negative) anywhere in it is an
+/// error naming its key.
+pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
+    let value: serde_json::Value = read_json(path)?;
+    if let Some((key, n)) = oversized(&value, "") {
+        return Err(LoadError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "{key} = {n} is beyond any model's size (at most {MAX_CONFIG_INTEGER})"
+            ),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| LoadError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The first integer in `value` (at key path `at`) beyond [`MAX_CONFIG_INTEGER`], with its key
+/// path.
+fn oversized(value: &serde_json::Value, at: &str) -> Option<(String, serde_json::Number)> {
+    use serde_json::Value;
+    let key = |k: &dyn std::fmt::Display| match at {
+        "" => k.to_string(),
+        _ => format!("{at}.{k}"),
+    };
+    match value {
+        Value::Number(n) => {
+            let too_big = n.as_u64().is_some_and(|v| v > MAX_CONFIG_INTEGER)
+                || n.as_i64()
+                    .is_some_and(|v| v.unsigned_abs() > MAX_CONFIG_INTEGER);
+            too_big.then(|| (at.to_string(), n.clone()))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| oversized(v, &key(&i))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| oversized(v, &key(k))),
+        _ => None,
+    }
+}
+
 /// Reads and parses the JSON file at `path`, naming it in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
     let text = fs::read_to_string(path).map_err(|source| LoadError::Io {
@@ -86,7 +134,7 @@ impl<C: DeserializeOwned> Component<C> {
             path.parent().unwrap_or(Path::new("."))
         };
         let config_path = folder.join(CONFIG_FILE);
-        let config = read_json(&config_path)?;
+        let config = read_config(&config_path)?;
         let weights = Weights::open(path)?;
         Ok(Self {
             config,

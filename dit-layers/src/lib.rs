@@ -37,7 +37,7 @@ pub use adaln::{
     ADALN_NORM_EPS, AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, Modulation,
 };
 pub use attention::{attention, attention_with_bias};
-pub use config::{Component, FromParams, model_folder, read_json};
+pub use config::{Component, FromParams, MAX_CONFIG_INTEGER, model_folder, read_config, read_json};
 pub use conv2d::conv2d;
 pub use conv3d::conv3d;
 pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     Component, FromParams, LoadError, ModelParams, MultiAxisRope, RopeError, TensorMap, Weights,
-    model_folder, read_json,
+    model_folder, read_config,
 };
 
 /// How a checkpoint names its tensors.
@@ -61,7 +61,7 @@ pub trait TransformerConfig: Clone + DeserializeOwned {
 
     /// Reads and checks a diffusers `config.json`.
     fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let config: Self = read_json(path)?;
+        let config: Self = read_config(path)?;
         config.validate(path)?;
         Ok(config)
     }

@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, backend::Backend};
 use text_encoders::{ClipTextModel, PromptTokenizer};
 
-use crate::{PipelineError, PipelineFolder};
+use crate::{PipelineError, PipelineFolder, check_finite};
 
 /// CLIP's prompt length in both pipelines (`tokenizer_max_length`, `_get_clip_prompt_embeds`'
 /// `max_sequence_length`).
@@ -41,6 +41,8 @@ impl<B: Backend> ClipPooled<B> {
     /// The pooled embedding `[1, projection_dim]` of `prompt`.
     pub fn encode(&self, prompt: &str, device: &B::Device) -> Result<Tensor<B, 2>, PipelineError> {
         let ids = self.tokenizer.encode(&[prompt])?.ids_tensor::<B>(device);
-        Ok(self.model.forward(ids)?.pooled)
+        let pooled = self.model.forward(ids)?.pooled;
+        check_finite(&pooled, || "the CLIP text encoder's pooled output".into())?;
+        Ok(pooled)
     }
 }

@@ -9,7 +9,7 @@ use dicache_core::{CachePolicy, CacheSession, CacheableModel, Pass, Trace};
 use dit_layers::{Checked, StepTensors};
 use schedulers::Sampler;
 
-use crate::{PipelineError, elapsed_synced};
+use crate::{PipelineError, check_finite, elapsed_synced};
 
 /// The transformer calls of one denoising step.
 #[derive(Debug, Clone)]
@@ -42,7 +42,8 @@ pub struct Denoised<B: Backend, const D: usize> {
 }
 
 /// Denoises `noise` with `model` under the cache `policy`, stepping `sampler` through its
-/// schedule and calling `on_step(done, total)` after each step.
+/// schedule and calling `on_step(done, total)` after each step. A sample that turns NaN or
+/// infinite stops the loop with an error naming the step.
 ///
 /// `inputs` are the model's checked inputs of every pass, as checked for the first step
 /// (latents of `noise`'s shape); each step moves them on to its sample and timestep
@@ -102,6 +103,13 @@ where
             }
         };
         sample = sampler.step(i, velocity, sample)?;
+        check_finite(&sample, || {
+            format!(
+                "step {} of {}: the sample after the transformer's prediction",
+                i + 1,
+                timesteps.len()
+            )
+        })?;
         on_step(i + 1, timesteps.len());
     }
     let time = elapsed_synced::<B>(start, &device)?;

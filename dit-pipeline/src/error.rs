@@ -17,6 +17,16 @@ pub enum PipelineError {
         /// What it holds.
         what: String,
     },
+    /// The folder holds another pipeline than the one loading it.
+    #[error("{folder} holds a {found} (its model_index.json says so), not a {expected}")]
+    WrongPipeline {
+        /// The pipeline folder.
+        folder: PathBuf,
+        /// The class its `model_index.json` names.
+        found: String,
+        /// The class of the pipeline that was loading it.
+        expected: String,
+    },
     /// A model failed to load.
     #[error(transparent)]
     Load(#[from] dit_layers::LoadError),
@@ -44,6 +54,17 @@ pub enum PipelineError {
     /// The backend failed to finish its queued work.
     #[error("backend: {0}")]
     Backend(String),
+    /// A stage produced (or was given) NaN or infinite values.
+    #[error(
+        "{what} holds NaN or infinite values: a damaged weight, or values beyond what {dtype} \
+         holds (try float32)"
+    )]
+    NonFinite {
+        /// The stage and step (`"step 3 of 28: the sample"`).
+        what: String,
+        /// The dtype it was computed in.
+        dtype: String,
+    },
     /// An impossible request (size, frames, steps, guidance, noise).
     #[error("{0}")]
     Request(String),

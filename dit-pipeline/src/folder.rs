@@ -3,25 +3,103 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use dit_layers::{DiffusionTransformer, LoadError};
+use dit_layers::{DiffusionTransformer, LoadError, read_json};
+use serde::Deserialize;
 
-use crate::PipelineError;
+use crate::{PipelineError, Settings};
+
+/// The file of a pipeline folder holding the settings it is meant to run at (a mini model's
+/// size, steps, guidance and prompt length), read by [`PipelineFolder::defaults`]. Not a
+/// diffusers file; diffusers ignores it.
+pub const DEFAULTS_FILE: &str = "dicache_defaults.json";
 
 /// A pipeline folder as `save_pretrained` writes it (`model_index.json` and one sub-folder per
 /// component); every lookup names what is missing.
 #[derive(Debug, Clone)]
 pub struct PipelineFolder {
     root: PathBuf,
+    class_name: String,
+}
+
+/// What this crate reads of `model_index.json`: the pipeline class.
+#[derive(Deserialize)]
+struct ModelIndex {
+    #[serde(rename = "_class_name")]
+    class_name: String,
+}
+
+/// The settings a folder's [`DEFAULTS_FILE`] may carry; each one given replaces the
+/// pipeline's own default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FolderDefaults {
+    width: Option<usize>,
+    height: Option<usize>,
+    frames: Option<usize>,
+    steps: Option<usize>,
+    guidance: Option<f64>,
+    max_sequence_length: Option<usize>,
 }
 
 impl PipelineFolder {
-    /// The folder at `root`, which must hold `model_index.json`.
+    /// The folder at `root`, which must hold a `model_index.json` naming its pipeline class.
     pub fn open(root: &Path) -> Result<Self, PipelineError> {
-        let folder = Self {
+        let mut folder = Self {
             root: root.to_path_buf(),
+            class_name: String::new(),
         };
-        folder.component("model_index.json", "the pipeline index")?;
+        let index = folder.component("model_index.json", "the pipeline index")?;
+        let parsed: ModelIndex = read_json(&index).map_err(|e| {
+            let message = match e {
+                LoadError::Config { message, .. } => message,
+                other => other.to_string(),
+            };
+            LoadError::Config {
+                path: index.clone(),
+                message: format!("not a diffusers pipeline index ({message})"),
+            }
+        })?;
+        folder.class_name = parsed.class_name;
         Ok(folder)
+    }
+
+    /// The folder at `root`, which must be a pipeline of class `class_name` (`"FluxPipeline"`)
+    /// by its `model_index.json`.
+    pub fn open_as(root: &Path, class_name: &str) -> Result<Self, PipelineError> {
+        let folder = Self::open(root)?;
+        if folder.class_name != class_name {
+            return Err(PipelineError::WrongPipeline {
+                folder: root.to_path_buf(),
+                found: folder.class_name,
+                expected: class_name.to_string(),
+            });
+        }
+        Ok(folder)
+    }
+
+    /// The pipeline class `model_index.json` names (`"WanPipeline"`).
+    pub fn class_name(&self) -> &str {
+        &self.class_name
+    }
+
+    /// The settings to run at unless told otherwise: `base` (the pipeline's defaults) with
+    /// those the folder's [`DEFAULTS_FILE`] carries put in, if it has one.
+    pub fn defaults(&self, base: Settings) -> Result<Settings, PipelineError> {
+        let path = self.root.join(DEFAULTS_FILE);
+        if !path.exists() {
+            return Ok(base);
+        }
+        let given: FolderDefaults = read_json(&path)?;
+        Ok(Settings {
+            width: given.width.unwrap_or(base.width),
+            height: given.height.unwrap_or(base.height),
+            frames: given.frames.unwrap_or(base.frames),
+            steps: given.steps.unwrap_or(base.steps),
+            guidance: given.guidance.or(base.guidance),
+            max_sequence_length: given
+                .max_sequence_length
+                .unwrap_or(base.max_sequence_length),
+        })
     }
 
     /// The folder's path.
@@ -89,6 +167,65 @@ impl PipelineFolder {
 mod tests {
     use super::*;
 
+    const INDEX: &str = r#"{"_class_name": "FluxPipeline", "vae": ["diffusers", "AutoencoderKL"]}"#;
+
+    #[test]
+    fn the_index_must_name_the_pipeline_class() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("model_index.json");
+        for bad in ["\u{1}\u{2}garbage", "{}", r#"{"_class_name": 3}"#] {
+            std::fs::write(&index, bad).unwrap();
+            let msg = PipelineFolder::open(dir.path()).unwrap_err().to_string();
+            assert!(
+                msg.contains("model_index.json") && msg.contains("not a diffusers pipeline index"),
+                "{msg}"
+            );
+        }
+        std::fs::write(&index, INDEX).unwrap();
+        assert_eq!(
+            PipelineFolder::open(dir.path()).unwrap().class_name(),
+            "FluxPipeline"
+        );
+        assert!(PipelineFolder::open_as(dir.path(), "FluxPipeline").is_ok());
+        let msg = PipelineFolder::open_as(dir.path(), "WanPipeline")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("FluxPipeline") && msg.contains("WanPipeline"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_folder_may_carry_its_own_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model_index.json"), INDEX).unwrap();
+        let folder = PipelineFolder::open(dir.path()).unwrap();
+        let base = Settings {
+            width: 1024,
+            height: 1024,
+            frames: 1,
+            steps: 28,
+            guidance: None,
+            max_sequence_length: 512,
+        };
+        assert_eq!(folder.defaults(base).unwrap(), base);
+        let file = dir.path().join(DEFAULTS_FILE);
+        std::fs::write(&file, r#"{"width": 128, "guidance": 3.5}"#).unwrap();
+        let expected = Settings {
+            width: 128,
+            guidance: Some(3.5),
+            ..base
+        };
+        assert_eq!(folder.defaults(base).unwrap(), expected);
+        std::fs::write(&file, r#"{"widht": 128}"#).unwrap();
+        let msg = folder.defaults(base).unwrap_err().to_string();
+        assert!(
+            msg.contains(DEFAULTS_FILE) && msg.contains("widht"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn missing_index_and_components_are_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -97,7 +234,7 @@ mod tests {
             err.contains("model_index.json") && err.contains("pipeline index"),
             "{err}"
         );
-        std::fs::write(dir.path().join("model_index.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("model_index.json"), INDEX).unwrap();
         std::fs::create_dir(dir.path().join("vae")).unwrap();
         let folder = PipelineFolder::open(dir.path()).unwrap();
         assert_eq!(
@@ -117,7 +254,7 @@ mod tests {
     #[test]
     fn the_transformer_comes_from_the_file_when_given_else_from_its_folder() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("model_index.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("model_index.json"), INDEX).unwrap();
         let folder = PipelineFolder::open(dir.path()).unwrap();
         let from_file = folder
             .transformer(

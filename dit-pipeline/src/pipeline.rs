@@ -8,7 +8,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CachePolicy, Trace};
 
 use crate::{
-    LatentGeometry, PipelineError, check_max_sequence_length, check_noise_shape, check_steps,
+    LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_finite, check_guidance_scale,
+    check_max_sequence_length, check_noise_shape, check_noise_values, check_steps, describe,
 };
 
 /// The settings of a generation besides the prompt and the noise.
@@ -67,8 +68,16 @@ pub struct Output<B: Backend, const N: usize> {
 pub trait Pipeline<B: Backend, const N: usize>: Sized {
     /// The model's name in messages (`"FLUX"`).
     const NAME: &'static str;
+    /// diffusers' pipeline class, as `model_index.json` names it (`"FluxPipeline"`).
+    const CLASS_NAME: &'static str;
     /// diffusers' pipeline defaults.
     const DEFAULTS: Settings;
+    /// The longest prompt in tokens (`max_sequence_length`) the pipeline takes.
+    const MAX_SEQUENCE_LENGTH: usize;
+    /// The most image or video tokens (latent cells per transformer patch) a request may
+    /// make: about twice the largest size the model is published for, so a mistyped size is
+    /// an error rather than hours of attention over a picture nobody asked for.
+    const MAX_IMAGE_TOKENS: usize;
     /// Whether the model takes a negative prompt (classifier-free guidance).
     const NEGATIVE_PROMPT: bool;
     /// The settings of this model alone.
@@ -93,9 +102,25 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         height: usize,
         frames: usize,
     ) -> Result<[usize; N], PipelineError> {
-        let shape = self
-            .geometry()
-            .shape([width, height, frames], Self::DEFAULTS.frames)?;
+        let geometry = self.geometry();
+        let shape = geometry.shape([width, height, frames], Self::DEFAULTS.frames)?;
+        let tokens =
+            shape[2..].iter().product::<usize>() / geometry.patch.iter().product::<usize>();
+        if tokens > Self::MAX_IMAGE_TOKENS {
+            let medium = if frames == 1 { "image" } else { "video" };
+            return Err(PipelineError::Request(format!(
+                "a {width}x{height}{} {medium} makes {tokens} tokens; {} takes at most {} \
+                 (about twice its largest published size): lower the width and height{}",
+                if frames == 1 {
+                    String::new()
+                } else {
+                    format!("x{frames}")
+                },
+                Self::NAME,
+                Self::MAX_IMAGE_TOKENS,
+                if frames == 1 { "" } else { " or the frames" },
+            )));
+        }
         let dims = shape.len();
         shape.try_into().map_err(|_| {
             PipelineError::Request(format!(
@@ -110,11 +135,9 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     /// them before loading anything; [`Self::check_request`] makes them again.
     fn check_settings(settings: &Settings, negative_prompt: &str) -> Result<(), PipelineError> {
         check_steps(settings.steps)?;
-        check_max_sequence_length(settings.max_sequence_length)?;
-        if let Some(g) = settings.guidance.filter(|g| !g.is_finite()) {
-            return Err(PipelineError::Request(format!(
-                "guidance {g} must be a finite number"
-            )));
+        check_max_sequence_length(settings.max_sequence_length, Self::MAX_SEQUENCE_LENGTH)?;
+        if let Some(g) = settings.guidance {
+            check_guidance_scale(g)?;
         }
         if !Self::NEGATIVE_PROMPT && !negative_prompt.is_empty() {
             return Err(PipelineError::Request(format!(
@@ -125,22 +148,84 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         Ok(())
     }
 
+    /// The sizes of the transformer and VAE that [`Self::working_set`] needs.
+    fn model_sizes(&self) -> ModelSizes;
+
+    /// How many pixels (frames times area) the VAE decodes at once for `settings` with the
+    /// model's `extra` settings (its tiles).
+    fn decoded_at_once(&self, settings: &Settings, extra: &Self::Extra) -> usize;
+
+    /// The memory a generation at `settings` needs beyond the loaded weights, computing in a
+    /// dtype of `dtype_bytes` bytes; the size must be one [`Self::latent_shape`] accepts.
+    fn working_set(
+        &self,
+        settings: &Settings,
+        extra: &Self::Extra,
+        dtype_bytes: usize,
+    ) -> Result<WorkingSet, PipelineError> {
+        let latent = self.latent_shape(settings.width, settings.height, settings.frames)?;
+        let cells: usize = latent[2..].iter().product();
+        let image_tokens = cells / self.geometry().patch.iter().product::<usize>();
+        let sizes = self.model_sizes();
+        Ok(WorkingSet::estimate(
+            [
+                image_tokens + settings.max_sequence_length,
+                sizes.hidden,
+                sizes.mlp_hidden,
+            ],
+            [
+                sizes.decoder_channels,
+                self.decoded_at_once(settings, extra),
+                settings.width * settings.height * settings.frames,
+            ],
+            dtype_bytes,
+        ))
+    }
+
+    /// Fails when a generation at `settings` would need more than `available` bytes
+    /// ([`Self::working_set`]), naming the flags that lower it. Callers running on the CPU
+    /// check against [`crate::available_memory`] before they allocate the noise.
+    fn check_memory(
+        &self,
+        settings: &Settings,
+        extra: &Self::Extra,
+        dtype_bytes: usize,
+        available: u64,
+    ) -> Result<(), PipelineError> {
+        self.working_set(settings, extra, dtype_bytes)?
+            .check(available, &describe(settings))
+    }
+
     /// The checks every request gets before anything is encoded: its settings
-    /// ([`Self::check_settings`]), its size ([`Self::latent_shape`]) and the noise's shape.
+    /// ([`Self::check_settings`]), its size ([`Self::latent_shape`]), the noise's shape and
+    /// values.
     fn check_request(&self, request: &Request<B, N, Self::Extra>) -> Result<(), PipelineError> {
         let s = &request.settings;
         Self::check_settings(s, &request.negative_prompt)?;
         let latent = self.latent_shape(s.width, s.height, s.frames)?;
-        let target = match s.frames {
-            1 => format!("a {}x{} image", s.width, s.height),
-            f => format!("a {}x{}x{f} video", s.width, s.height),
-        };
-        check_noise_shape(&request.noise.dims(), &latent, &target)
+        check_noise_shape(&request.noise.dims(), &latent, &describe(s))?;
+        check_noise_values(&request.noise)
     }
 
-    /// Runs the pipeline with the cache `policy`, calling `on_step(done, total)` after each
-    /// denoising step.
+    /// Generates `request` with the cache `policy`, calling `on_step(done, total)` after each
+    /// denoising step: [`Self::check_request`], then [`Self::run`], whose latents and decoded
+    /// output must be finite.
     fn generate(
+        &self,
+        request: &Request<B, N, Self::Extra>,
+        policy: CachePolicy,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output<B, N>, PipelineError> {
+        self.check_request(request)?;
+        let output = self.run(request, policy, on_step)?;
+        check_finite(&output.latents, || "the final latents".into())?;
+        check_finite(&output.decoded, || "the VAE's decoded output".into())?;
+        Ok(output)
+    }
+
+    /// Runs the pipeline on a request [`Self::check_request`] accepted; callers use
+    /// [`Self::generate`].
+    fn run(
         &self,
         request: &Request<B, N, Self::Extra>,
         policy: CachePolicy,

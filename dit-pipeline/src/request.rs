@@ -126,20 +126,48 @@ impl LatentGeometry {
     }
 }
 
-/// Checks that a request asks for at least one denoising step.
+/// The most denoising steps a request may ask for: the flow-matching schedulers' training
+/// timesteps (`num_train_timesteps` is 1000 for all three models).
+pub const MAX_STEPS: usize = 1000;
+
+/// The largest guidance scale a request may ask for. Published settings stay below 20 (FLUX.1
+/// 3.5, HunyuanVideo 6, WAN 5); far beyond, the prediction overflows.
+pub const MAX_GUIDANCE: f64 = 100.0;
+
+/// The largest magnitude a value of the initial noise may have: standard Gaussian noise stays
+/// within about 6 even over billions of draws.
+pub const MAX_NOISE: f32 = 1000.0;
+
+/// Checks that a request asks for between 1 and [`MAX_STEPS`] denoising steps.
 pub fn check_steps(steps: usize) -> Result<(), PipelineError> {
-    if steps == 0 {
-        return Err(PipelineError::Request("steps must be at least 1".into()));
+    if !(1..=MAX_STEPS).contains(&steps) {
+        return Err(PipelineError::Request(format!(
+            "steps {steps} must be between 1 and {MAX_STEPS} (the schedulers' training timesteps)"
+        )));
     }
     Ok(())
 }
 
-/// Checks that a request's prompt length in tokens is at least 1.
-pub fn check_max_sequence_length(max_sequence_length: usize) -> Result<(), PipelineError> {
-    if max_sequence_length == 0 {
-        return Err(PipelineError::Request(
-            "max sequence length must be at least 1".into(),
-        ));
+/// Checks that a request's prompt length in tokens is between 1 and `max`, the pipeline's
+/// longest (its text encoder's context).
+pub fn check_max_sequence_length(
+    max_sequence_length: usize,
+    max: usize,
+) -> Result<(), PipelineError> {
+    if !(1..=max).contains(&max_sequence_length) {
+        return Err(PipelineError::Request(format!(
+            "max sequence length {max_sequence_length} must be between 1 and {max} tokens"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a guidance scale is a finite number between 0 and [`MAX_GUIDANCE`].
+pub fn check_guidance_scale(guidance: f64) -> Result<(), PipelineError> {
+    if !(guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&guidance)) {
+        return Err(PipelineError::Request(format!(
+            "guidance {guidance:?} must be a finite number between 0 and {MAX_GUIDANCE}"
+        )));
     }
     Ok(())
 }
@@ -232,9 +260,22 @@ mod tests {
     #[test]
     fn steps_lengths_and_noise_are_checked() {
         assert!(check_steps(1).is_ok());
+        assert!(check_steps(MAX_STEPS).is_ok());
         assert!(check_steps(0).is_err());
-        assert!(check_max_sequence_length(1).is_ok());
-        assert!(check_max_sequence_length(0).is_err());
+        let msg = check_steps(1_000_000_000).unwrap_err().to_string();
+        assert!(msg.contains("between 1 and 1000"), "{msg}");
+        assert!(check_max_sequence_length(1, 512).is_ok());
+        assert!(check_max_sequence_length(512, 512).is_ok());
+        assert!(check_max_sequence_length(0, 512).is_err());
+        let msg = check_max_sequence_length(100_000, 512)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("100000") && msg.contains("512"), "{msg}");
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1.0] {
+            let msg = check_guidance_scale(bad).unwrap_err().to_string();
+            assert!(msg.contains("guidance"), "{msg}");
+        }
+        assert!(check_guidance_scale(0.0).is_ok() && check_guidance_scale(7.5).is_ok());
         assert!(check_noise_shape(&[1, 2], &[1, 2], "an image").is_ok());
         let msg = check_noise_shape(&[1, 3], &[1, 2], "a 16x16 image")
             .unwrap_err()

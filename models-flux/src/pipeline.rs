@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
-use dit_pipeline::{ClipPooled, LatentGeometry, Passes, PipelineFolder, denoise};
+use dit_pipeline::{
+    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise,
+};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{PromptTokenizer, T5EncoderModel};
@@ -58,6 +60,7 @@ impl<B: Backend> FluxPipeline<B> {
             .encode(&[prompt])?
             .ids_tensor::<B>(&self.device);
         let text = self.t5.forward(t5_ids, None)?;
+        check_finite(&text, || "the T5 text encoder's output".into())?;
         Ok((pooled, text))
     }
 
@@ -76,6 +79,11 @@ impl<B: Backend> FluxPipeline<B> {
 
 impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     const NAME: &'static str = "FLUX";
+    const CLASS_NAME: &'static str = "FluxPipeline";
+    /// FluxPipeline refuses longer T5 prompts.
+    const MAX_SEQUENCE_LENGTH: usize = 512;
+    /// 2048x2048: twice the 2 megapixels BFL publishes FLUX.1 for.
+    const MAX_IMAGE_TOKENS: usize = 16_384;
     /// FluxPipeline's defaults (guidance 3.5 on dev; schnell takes none).
     const DEFAULTS: Settings = Settings {
         width: 1024,
@@ -95,7 +103,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
         transformer_file: Option<&Path>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
-        let folder = PipelineFolder::open(folder)?;
+        let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
         Ok(Self {
             scheduler,
@@ -126,13 +134,28 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
         }
     }
 
-    fn generate(
+    /// FLUX.1's blocks widen the feed-forward 4x.
+    fn model_sizes(&self) -> ModelSizes {
+        let c = self.transformer.config();
+        let hidden = c.num_attention_heads * c.attention_head_dim;
+        ModelSizes {
+            hidden,
+            mlp_hidden: 4 * hidden,
+            decoder_channels: self.vae.decoder_channels(),
+        }
+    }
+
+    /// The whole image at once.
+    fn decoded_at_once(&self, settings: &Settings, _: &()) -> usize {
+        settings.width * settings.height
+    }
+
+    fn run(
         &self,
         request: &FluxRequest<B>,
         policy: CachePolicy,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<FluxOutput<B>, PipelineError> {
-        self.check_request(request)?;
         let s = &request.settings;
         let guidance = resolve_guidance(self.transformer.config().guidance_embeds, s.guidance)?;
         let (pooled, text) = self.encode_prompt(&request.prompt, s.max_sequence_length)?;

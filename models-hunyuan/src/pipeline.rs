@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
-use dit_pipeline::{ClipPooled, LatentGeometry, Passes, PipelineFolder, denoise};
+use dit_pipeline::{
+    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise,
+};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{LlamaModel, LlamaPromptEncoder};
@@ -59,6 +61,7 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         let encoder =
             LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
         let llama = encoder.encode(&self.llama, &[prompt], &self.device)?;
+        check_finite(&llama.embeds, || "the LLaMA text encoder's output".into())?;
         Ok(PromptEmbeds {
             text: llama.embeds,
             mask: llama.mask,
@@ -69,6 +72,11 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
 
 impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     const NAME: &'static str = "HunyuanVideo";
+    const CLASS_NAME: &'static str = "HunyuanVideoPipeline";
+    /// A bound on the LLaMA prompt's cost; diffusers' default is 256.
+    const MAX_SEQUENCE_LENGTH: usize = 1024;
+    /// Twice 1280x720 x 129 frames.
+    const MAX_IMAGE_TOKENS: usize = 237_600;
     /// HunyuanVideoPipeline's defaults: 1280x720, 129 frames, 50 steps, embedded guidance 6,
     /// LLaMA prompt length 256 (tokens after the template's crop).
     const DEFAULTS: Settings = Settings {
@@ -91,7 +99,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         transformer_file: Option<&Path>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
-        let folder = PipelineFolder::open(folder)?;
+        let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
         Ok(Self {
             scheduler,
@@ -123,14 +131,34 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         )
     }
 
+    fn model_sizes(&self) -> ModelSizes {
+        let c = self.transformer.config();
+        let hidden = c.num_attention_heads * c.attention_head_dim;
+        ModelSizes {
+            hidden,
+            mlp_hidden: (hidden as f64 * c.mlp_ratio) as usize,
+            decoder_channels: self.vae.decoder_channels(),
+        }
+    }
+
+    /// One tile at a time: its frames (with the one it shares) times its area.
+    fn decoded_at_once(&self, s: &Settings, tiles: &TileConfig) -> usize {
+        let frames = tiles
+            .temporal
+            .map_or(s.frames, |t| (t.min_frames + 1).min(s.frames));
+        let area = tiles.spatial.map_or(s.width * s.height, |t| {
+            t.min_width.min(s.width) * t.min_height.min(s.height)
+        });
+        frames * area
+    }
+
     /// One transformer call a step, the guidance embedded.
-    fn generate(
+    fn run(
         &self,
         request: &HunyuanVideoRequest<B>,
         policy: CachePolicy,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<HunyuanVideoOutput<B>, PipelineError> {
-        self.check_request(request)?;
         let s = &request.settings;
         let prompt = self.encode_prompt(&request.prompt, s.max_sequence_length)?;
         // `torch.tensor([guidance_scale]) * 1000.0` in the transformer's dtype; a model without

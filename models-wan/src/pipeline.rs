@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CachePolicy;
 use dit_layers::DiffusionTransformer;
-use dit_pipeline::{LatentGeometry, Passes, PipelineFolder, denoise};
+use dit_pipeline::{LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
 use text_encoders::{PromptTokenizer, T5EncoderModel};
@@ -53,12 +53,18 @@ impl<B: Backend> WanPipeline<B> {
         let hidden = self
             .text_encoder
             .forward(tokens.ids_tensor::<B>(&self.device), Some(mask.clone()))?;
+        check_finite(&hidden, || "the umT5 text encoder's output".into())?;
         Ok(hidden * mask.float().unsqueeze_dim::<3>(2))
     }
 }
 
 impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     const NAME: &'static str = "WAN";
+    const CLASS_NAME: &'static str = "WanPipeline";
+    /// umT5's context in WAN 2.1 (`text_len`).
+    const MAX_SEQUENCE_LENGTH: usize = 512;
+    /// Twice 1280x720 x 81 frames (WAN 2.1 14B's 720p).
+    const MAX_IMAGE_TOKENS: usize = 151_200;
     /// WanPipeline's defaults: 832x480, 81 frames, 50 steps, CFG 5, umT5 prompt length 512.
     const DEFAULTS: Settings = Settings {
         width: 832,
@@ -78,7 +84,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         transformer_file: Option<&Path>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
-        let folder = PipelineFolder::open(folder)?;
+        let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
         let scheduler = UniPcMultistepConfig::from_file(&folder.scheduler_config()?)?;
         Ok(Self {
             scheduler,
@@ -107,15 +113,28 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         LatentGeometry::video(scale, config.patch_size, config.in_channels, "Wan VAE")
     }
 
+    fn model_sizes(&self) -> ModelSizes {
+        let c = self.transformer.config();
+        ModelSizes {
+            hidden: c.num_attention_heads * c.attention_head_dim,
+            mlp_hidden: c.ffn_dim,
+            decoder_channels: self.vae.decoder_channels(),
+        }
+    }
+
+    /// One latent frame at a time: the frames it expands to.
+    fn decoded_at_once(&self, settings: &Settings, _: &()) -> usize {
+        self.vae.temporal_scale_factor() * settings.width * settings.height
+    }
+
     /// Classifier-free guidance with a scale above 1 (one cache state per pass); at most 1 runs
     /// the conditional pass alone.
-    fn generate(
+    fn run(
         &self,
         request: &WanRequest<B>,
         policy: CachePolicy,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<WanOutput<B>, PipelineError> {
-        self.check_request(request)?;
         let s = &request.settings;
         // No scale at all is no guidance: the conditional pass alone.
         let scale = s.guidance.or(Self::DEFAULTS.guidance).unwrap_or(1.0);

@@ -31,6 +31,20 @@ pub(crate) fn unsupported(origin: &str, key: &str, value: &Value, reason: &str) 
     }
 }
 
+/// Fails, naming `key` of `origin`, unless `value` is a positive finite number (a shift).
+pub(crate) fn check_positive(origin: &str, key: &str, value: f64) -> Result<(), SchedulerError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(unsupported(
+            origin,
+            key,
+            &Value::from(value),
+            "a positive number",
+        ))
+    }
+}
+
 /// The settings of one `scheduler_config.json`, checked against the scheduler's keys.
 pub(crate) struct SchedulerSettings {
     /// The file read.

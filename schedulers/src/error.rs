@@ -33,6 +33,15 @@ pub enum SchedulerError {
         /// The number of sigmas passed.
         given: usize,
     },
+    /// Shifting made a sigma leave `[0, 1]` (or NaN).
+    #[error(
+        "the schedule holds sigma {sigma}, outside [0, 1]: the shift settings (or mu) are \
+         unusable"
+    )]
+    Sigma {
+        /// The first sigma out of range (NaN included).
+        sigma: f32,
+    },
     /// Dynamic shifting is configured but no `mu` was passed.
     #[error("use_dynamic_shifting is set: set_timesteps needs mu (see calculate_shift)")]
     MissingMu,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     SchedulerError,
-    config_file::{SchedulerSettings, config_path, unsupported},
+    config_file::{SchedulerSettings, check_positive, config_path, unsupported},
     linspace,
 };
 
@@ -148,9 +148,37 @@ impl FlowMatchEulerDiscreteConfig {
                 "at least 1",
             ));
         }
+        check_positive(origin, "shift", self.shift)?;
+        // mu is interpolated between the two and enters as exp(mu): beyond +-MAX_MU every sigma
+        // collapses to 0 or 1 (and exp overflows at 710).
+        for (key, value) in [
+            ("base_shift", self.base_shift),
+            ("max_shift", self.max_shift),
+        ] {
+            if !(value.is_finite() && value.abs() <= MAX_MU) {
+                return Err(unsupported(
+                    origin,
+                    key,
+                    &Value::from(value),
+                    &format!("a number between -{MAX_MU} and {MAX_MU}"),
+                ));
+            }
+        }
+        if self.base_image_seq_len == self.max_image_seq_len {
+            return Err(unsupported(
+                origin,
+                "max_image_seq_len",
+                &Value::from(self.max_image_seq_len),
+                "unlike base_image_seq_len (the shift is interpolated between them)",
+            ));
+        }
         Ok(())
     }
 }
+
+/// The largest dynamic shift `|mu|` a configuration may give at its ends: `exp(10)` already
+/// moves every sigma of a schedule to within 1e-4 of 1.
+const MAX_MU: f64 = 10.0;
 
 /// FluxPipeline's `calculate_shift`: `mu` grows linearly with the image's token count, from
 /// `base_shift` at `base_seq_len` tokens to `max_shift` at `max_seq_len` tokens.
@@ -315,6 +343,9 @@ impl FlowMatchEulerDiscreteScheduler {
                 s as f32
             })
             .collect();
+        if let Some(bad) = shifted.iter().find(|s| !(0.0..=1.0).contains(*s)) {
+            return Err(SchedulerError::Sigma { sigma: *bad });
+        }
         let train_steps = self.config.num_train_timesteps as f32;
         self.timesteps = shifted.iter().map(|s| s * train_steps).collect();
         self.sigmas = shifted;

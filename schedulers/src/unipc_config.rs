@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     SchedulerError,
-    config_file::{SchedulerSettings, unsupported},
+    config_file::{SchedulerSettings, check_positive, unsupported},
 };
 
 /// The class a configuration file must name when it names one.
@@ -208,14 +208,7 @@ impl UniPcMultistepConfig {
                 &format!("1 to {MAX_SOLVER_ORDER}"),
             ));
         }
-        if !(self.flow_shift.is_finite() && self.flow_shift > 0.0) {
-            return Err(unsupported(
-                origin,
-                "flow_shift",
-                &Value::from(self.flow_shift),
-                "a positive number",
-            ));
-        }
+        check_positive(origin, "flow_shift", self.flow_shift)?;
         // With a final sigma of 0 the last step's log-SNR step `h` is infinite: B(h) = h turns
         // the update into infinity times zero (NaN in diffusers).
         if self.solver_type == SolverType::Bh1 && self.final_sigmas_type == FinalSigmasType::Zero {

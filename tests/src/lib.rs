@@ -65,6 +65,20 @@ pub fn load_fixture(rel: &str) -> HashMap<String, TensorData> {
         .collect()
 }
 
+/// Copies the folder `from` with everything below it to `to` (created).
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
 /// A scratch folder under the system temp folder, removed on drop.
 pub struct Scratch(PathBuf);
 

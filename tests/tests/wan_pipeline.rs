@@ -165,7 +165,11 @@ fn impossible_requests_and_missing_components_are_errors() {
     assert!(msg.contains("noise"), "{msg}");
 
     let tmp = tempfile::tempdir().unwrap();
-    fs::write(tmp.path().join("model_index.json"), "{}").unwrap();
+    fs::write(
+        tmp.path().join("model_index.json"),
+        r#"{"_class_name": "WanPipeline"}"#,
+    )
+    .unwrap();
     let msg = WanPipeline::<Cpu>::load(tmp.path(), None, &Default::default())
         .err()
         .unwrap()

@@ -7,8 +7,8 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dit_layers::read_json;
 use serde_json::Value;
 use tokenizers::{
-    AddedToken, PaddingDirection, PaddingParams, PaddingStrategy, SplitDelimiterBehavior,
-    Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+    AddedToken, PaddingDirection, PaddingParams, PaddingStrategy, PostProcessor,
+    SplitDelimiterBehavior, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
     models::bpe::BPE,
     normalizers::{
         Lowercase, NFC, Replace, Sequence as NormalizerSequence, replace::ReplacePattern,
@@ -130,6 +130,19 @@ impl PromptTokenizer {
                     role: "pad",
                     token: pad_token.to_string(),
                 })?;
+        // The tokenizers crate subtracts the special tokens from the length unchecked.
+        let specials = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if max_length < specials {
+            return Err(TokenizerError::Load {
+                path: folder.to_path_buf(),
+                message: format!(
+                    "a prompt length of {max_length} tokens cannot hold the {specials} special \
+                     tokens the tokenizer adds"
+                ),
+            });
+        }
         tokenizer
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
@@ -199,11 +212,17 @@ impl PromptTokenizer {
     }
 }
 
+/// The tokenizer of the `tokenizer.json` file at `path`.
 fn load_json(path: &Path) -> Result<Tokenizer, TokenizerError> {
-    Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
+    let fail = |message: String| TokenizerError::Load {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    // The JSON's syntax is checked first: tokenizers 0.22 panics (an `expect` in its decoder's
+    // deserializer) on a syntax error inside the `decoder` section instead of failing.
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| fail(e.to_string()))?;
+    text.parse::<Tokenizer>().map_err(|e| fail(e.to_string()))
 }
 
 /// transformers' `CLIPTokenizer` built from `vocab.json` and `merges.txt` in `folder`.

@@ -13,7 +13,11 @@ use super::{
     settings::{self, Knob},
     sheet::{SHEET_SAMPLES, Shown},
 };
-use crate::{backend::BackendJob, mini::Given, progress::progress_bar};
+use crate::{
+    backend::BackendJob,
+    mini::{Given, Preset},
+    progress::progress_bar,
+};
 
 /// The benchmark of one model, on the backend the user picked.
 pub struct Job<'a> {
@@ -31,7 +35,7 @@ impl BackendJob for Job<'_> {
         let (model, args) = (self.model, self.args);
         let mini = model.mini();
         let folder = mini.folder_or(args.model_dir.as_deref())?;
-        let preset = mini.preset.with(Given {
+        let preset = Preset::for_folder(&folder, &mini)?.with(Given {
             steps: args.steps,
             ..Given::default()
         });

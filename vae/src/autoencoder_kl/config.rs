@@ -90,6 +90,15 @@ impl AutoencoderKlConfig {
         if self.latent_channels == 0 || self.out_channels == 0 {
             return Err("latent_channels and out_channels must be positive".to_string());
         }
+        if !(self.scaling_factor.is_finite() && self.scaling_factor != 0.0) {
+            return Err(format!(
+                "scaling_factor {} must be finite and non-zero (latents are divided by it)",
+                self.scaling_factor
+            ));
+        }
+        if let Some(shift) = self.shift_factor.filter(|s| !s.is_finite()) {
+            return Err(format!("shift_factor {shift} must be finite"));
+        }
         Ok(())
     }
 }

@@ -31,6 +31,7 @@ pub struct AutoencoderKl<B: Backend> {
     scaling_factor: f64,
     shift_factor: Option<f64>,
     scale_factor: usize,
+    decoder_channels: usize,
 }
 
 impl<B: Backend> FromParams<B> for AutoencoderKl<B> {
@@ -57,6 +58,7 @@ impl<B: Backend> FromParams<B> for AutoencoderKl<B> {
             scaling_factor: config.scaling_factor,
             shift_factor: config.shift_factor,
             scale_factor: 1 << config.block_out_channels.len().saturating_sub(1),
+            decoder_channels: config.block_out_channels[0],
         })
     }
 }
@@ -70,6 +72,12 @@ impl<B: Backend> AutoencoderKl<B> {
     /// configuration does not use is an error (config and weights do not match).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
         Ok(Component::open(path)?.build(device, checkpoint::encoder_side)?)
+    }
+
+    /// Channels of the decoder's feature maps at full resolution: the most it holds per pixel,
+    /// for estimates of the memory decoding needs.
+    pub fn decoder_channels(&self) -> usize {
+        self.decoder_channels
     }
 
     /// Pixels per latent cell along each side: `2^(n-1)` for `n` entries of

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use dit_layers::{LoadError, read_json};
+use dit_layers::{LoadError, read_config};
 use serde::Deserialize;
 
 use crate::decoder_config::{DecoderKeys, invalid};
@@ -88,7 +88,7 @@ pub struct Upsampling {
 impl HunyuanVideoVaeConfig {
     /// Reads and checks `config.json` at `path`; every error names the file and the key.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let config: Self = read_json(path)?;
+        let config: Self = read_config(path)?;
         config.validate().map_err(invalid(path))?;
         Ok(config)
     }

@@ -39,6 +39,7 @@ pub struct HunyuanVideoVae<B: Backend> {
     scaling_factor: f64,
     spatial_scale: usize,
     temporal_scale: usize,
+    decoder_channels: usize,
 }
 
 impl<B: Backend> FromParams<B> for HunyuanVideoVae<B> {
@@ -62,6 +63,7 @@ impl<B: Backend> FromParams<B> for HunyuanVideoVae<B> {
             scaling_factor: config.scaling_factor,
             spatial_scale: config.spatial_compression_ratio,
             temporal_scale: config.temporal_compression_ratio,
+            decoder_channels: config.block_out_channels[0],
         })
     }
 }
@@ -75,6 +77,12 @@ impl<B: Backend> HunyuanVideoVae<B> {
     /// configuration does not use is an error (config and weights do not match).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
         Ok(Component::open(path)?.build(device, checkpoint::encoder_side)?)
+    }
+
+    /// Channels of the decoder's feature maps at full resolution: the most it holds per pixel,
+    /// for estimates of the memory decoding needs.
+    pub fn decoder_channels(&self) -> usize {
+        self.decoder_channels
     }
 
     /// Pixels per latent cell along each side (8 for HunyuanVideo), the pipeline's

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use dit_layers::{LoadError, read_json};
+use dit_layers::{LoadError, read_config};
 use serde::Deserialize;
 
 use crate::decoder_config::invalid;
@@ -82,7 +82,7 @@ impl Default for WanVaeConfig {
 impl WanVaeConfig {
     /// Reads and checks `config.json` at `path`; every error names the file and the key.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
-        let config: Self = read_json(path)?;
+        let config: Self = read_config(path)?;
         config.validate().map_err(invalid(path))?;
         Ok(config)
     }
@@ -156,6 +156,9 @@ impl WanVaeConfig {
                     values.len(),
                     self.z_dim
                 ));
+            }
+            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                return Err(format!("{key} holds {bad}; every entry must be finite"));
             }
         }
         if self.latents_std.contains(&0.0) {

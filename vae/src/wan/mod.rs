@@ -44,6 +44,7 @@ pub struct WanVae<B: Backend> {
     z_dim: usize,
     spatial_scale: usize,
     temporal_scale: usize,
+    decoder_channels: usize,
 }
 
 impl<B: Backend> FromParams<B> for WanVae<B> {
@@ -74,6 +75,7 @@ impl<B: Backend> FromParams<B> for WanVae<B> {
             z_dim: z,
             spatial_scale: 1 << upsamplers,
             temporal_scale: 1 << temporal_upsamplers,
+            decoder_channels: config.decoder_dims().last().copied().unwrap_or(1),
         })
     }
 }
@@ -87,6 +89,12 @@ impl<B: Backend> WanVae<B> {
     /// weight the configuration does not use is an error (config and weights do not match).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self, VaeError> {
         Ok(Component::open(path)?.build(device, checkpoint::encoder_side)?)
+    }
+
+    /// Channels of the decoder's feature maps at full resolution: the most it holds per pixel,
+    /// for estimates of the memory decoding needs.
+    pub fn decoder_channels(&self) -> usize {
+        self.decoder_channels
     }
 
     /// Pixels per latent cell along each side (8 for WAN 2.1), the pipeline's

@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use dicache_bench::mini::MiniModel;
 use dicache_core::DiCacheConfig;
+use dit_pipeline::Pipeline;
 use models_hunyuan::HunyuanVideoPipeline;
 use vae::{TemporalTiles, TileConfig};
 
@@ -76,10 +77,6 @@ impl RunModel<5> for HunyuanVideo {
     fn preset() -> DiCacheConfig {
         DiCacheConfig::hunyuan_video()
     }
-
-    fn save<B: Backend>(decoded: Tensor<B, 5>, target: &video::Target) -> Result<()> {
-        target.save(decoded)
-    }
 }
 
 /// Runs HunyuanVideo.
@@ -89,7 +86,11 @@ pub fn run(args: HunyuanArgs) -> Result<()> {
         frames: args.frames,
         extra: args.vae_tiling.tiles(),
         target: video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?,
-        out: &args.out,
     }
     .run()
+}
+
+/// The pipeline class HunyuanVideo runs.
+pub(super) fn class_name<B: Backend>() -> &'static str {
+    <HunyuanVideoPipeline<B> as Pipeline<B, 5>>::CLASS_NAME
 }

@@ -21,7 +21,8 @@ use dicache_bench::{
     mini::MiniModel,
 };
 use dicache_core::{CachePolicy, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig};
-use dit_pipeline::{Pipeline, Request, Settings};
+use dit_pipeline::{Pipeline, PipelineFolder, Request, Settings, available_memory};
+use output::{ImageFile, OutputFile, check_distinct};
 
 /// Which model to run.
 #[derive(Debug, Subcommand)]
@@ -181,24 +182,22 @@ impl CommonArgs {
         Ok(policy)
     }
 
-    /// The folder to load and the settings of the run: `--model` with the pipeline's
-    /// `reference` defaults, else the `mini` model with its own; the flags given win over
-    /// either, and `frames` is the video flag (`None` for images).
-    fn resolve(
-        &self,
-        reference: Settings,
-        mini: Option<&MiniModel>,
-        frames: Option<usize>,
-        name: &str,
-    ) -> Result<(PathBuf, Settings)> {
-        let (folder, defaults) = match (&self.model, mini) {
-            (Some(model), _) => (model.clone(), reference),
-            (None, Some(mini)) => (mini.folder_or(None)?, mini.preset.settings()),
+    /// The pipeline folder to load: `--model`, else the `mini` model (the model `name` has
+    /// none: an error asking for `--model`).
+    fn folder(&self, mini: Option<&MiniModel>, name: &str) -> Result<PathBuf> {
+        match (&self.model, mini) {
+            (Some(model), _) => Ok(model.clone()),
+            (None, Some(mini)) => mini.folder_or(None),
             (None, None) => {
                 bail!("{name} has no mini model yet: pass --model with a pipeline folder")
             }
-        };
-        let settings = Settings {
+        }
+    }
+
+    /// The settings of the run: the flags given, else the `defaults` (the pipeline's, with
+    /// those its folder carries put in); `frames` is the video flag (`None` for images).
+    fn settings(&self, defaults: Settings, frames: Option<usize>) -> Settings {
+        Settings {
             width: self.width.unwrap_or(defaults.width),
             height: self.height.unwrap_or(defaults.height),
             frames: frames.unwrap_or(defaults.frames),
@@ -207,8 +206,20 @@ impl CommonArgs {
             max_sequence_length: self
                 .max_sequence_length
                 .unwrap_or(defaults.max_sequence_length),
+        }
+    }
+
+    /// The optional files the options ask for, checked: `--save-latents` and `--trace`.
+    fn extra_outputs(&self) -> Result<[Option<OutputFile>; 2]> {
+        let file = |flag, path: &Option<PathBuf>| {
+            path.as_deref()
+                .map(|p| OutputFile::new(flag, p))
+                .transpose()
         };
-        Ok((folder, settings))
+        Ok([
+            file("--save-latents", &self.save_latents)?,
+            file("--trace", &self.trace)?,
+        ])
     }
 
     fn knobs(&self) -> [(&'static str, bool); 4] {
@@ -221,6 +232,35 @@ impl CommonArgs {
     }
 }
 
+/// Where a run command's decoded output goes: an image or a video file.
+pub trait OutputTarget<const N: usize> {
+    /// The main output file.
+    fn file(&self) -> &OutputFile;
+
+    /// Writes the decoded output `[1, 3, (frames,) height, width]`.
+    fn save<B: Backend>(&self, decoded: Tensor<B, N>) -> Result<()>;
+}
+
+impl OutputTarget<4> for ImageFile {
+    fn file(&self) -> &OutputFile {
+        ImageFile::file(self)
+    }
+
+    fn save<B: Backend>(&self, decoded: Tensor<B, 4>) -> Result<()> {
+        ImageFile::save(self, decoded)
+    }
+}
+
+impl OutputTarget<5> for video::Target {
+    fn file(&self) -> &OutputFile {
+        video::Target::file(self)
+    }
+
+    fn save<B: Backend>(&self, decoded: Tensor<B, 5>) -> Result<()> {
+        video::Target::save(self, decoded)
+    }
+}
+
 /// What a run command's model brings to the generic run.
 pub trait RunModel<const N: usize> {
     /// The pipeline, on any backend.
@@ -228,15 +268,12 @@ pub trait RunModel<const N: usize> {
     /// Its model-specific request settings.
     type Extra;
     /// Where and how its output is written, checked before anything loads.
-    type Target;
+    type Target: OutputTarget<N>;
     /// Its mini model, if it has one.
     const MINI: Option<MiniModel>;
 
     /// Its DiCache preset.
     fn preset() -> DiCacheConfig;
-
-    /// Writes the decoded output `[1, 3, (frames,) height, width]` to `target`.
-    fn save<B: Backend>(decoded: Tensor<B, N>, target: &Self::Target) -> Result<()>;
 }
 
 /// One generation of a run command: the shared options, the model's video frames flag, its
@@ -250,8 +287,6 @@ pub struct Generate<'a, M: RunModel<N>, const N: usize> {
     pub extra: M::Extra,
     /// Where the output goes.
     pub target: M::Target,
-    /// The output path, for the summary.
-    pub out: &'a Path,
 }
 
 impl<M: RunModel<N>, const N: usize> Generate<'_, M, N> {
@@ -261,6 +296,41 @@ impl<M: RunModel<N>, const N: usize> Generate<'_, M, N> {
     }
 }
 
+/// The run subcommand whose pipeline class is `class` (`"WanPipeline"` -> `"wan"`).
+fn subcommand_of<B: Backend>(class: &str) -> Option<&'static str> {
+    [
+        (flux::class_name::<B>(), "flux"),
+        (wan::class_name::<B>(), "wan"),
+        (hunyuan::class_name::<B>(), "hunyuan"),
+    ]
+    .into_iter()
+    .find(|(name, _)| *name == class)
+    .map(|(_, subcommand)| subcommand)
+}
+
+/// Opens the pipeline folder `folder`, which must hold a `P` pipeline: another one is an error
+/// naming the subcommand that runs it.
+fn open_folder<B: Backend, P: Pipeline<B, N>, const N: usize>(
+    folder: &Path,
+) -> Result<PipelineFolder> {
+    let opened = PipelineFolder::open(folder)
+        .with_context(|| format!("{} is not a pipeline folder", folder.display()))?;
+    let class = opened.class_name();
+    if class != P::CLASS_NAME {
+        let hint = match subcommand_of::<B>(class) {
+            Some(subcommand) => format!("run it with `cargo xtask run {subcommand}`"),
+            None => "this tool runs FluxPipeline, WanPipeline and HunyuanVideoPipeline folders"
+                .to_string(),
+        };
+        bail!(
+            "{} holds a {class} (by its model_index.json), not a {}: {hint}",
+            folder.display(),
+            P::CLASS_NAME
+        );
+    }
+    Ok(opened)
+}
+
 impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
     type Output = ();
 
@@ -268,15 +338,31 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let common = self.common;
         let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
         let policy = common.policy(M::preset())?;
-        let reference = <M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS;
-        let (folder, settings) = common.resolve(reference, M::MINI.as_ref(), self.frames, name)?;
+        let folder = common.folder(M::MINI.as_ref(), name)?;
+        let defaults = open_folder::<B, M::Pipeline<B>, N>(&folder)?
+            .defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
+        let settings = common.settings(defaults, self.frames);
         M::Pipeline::<B>::check_settings(&settings, &common.negative_prompt)?;
-        output::create_parent(self.out)?;
+        let [latents_file, trace_file] = common.extra_outputs()?;
+        let out = self.target.file();
+        check_distinct(
+            &[Some(out), latents_file.as_ref(), trace_file.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        )?;
+        output::check_noise_file(common.init_noise.as_deref())?;
         let start = Instant::now();
         eprintln!("loading {}", folder.display());
         let pipe = M::Pipeline::<B>::load(&folder, common.transformer.as_deref(), &device)
             .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
         let shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
+        // On the CPU the working memory is this machine's; a GPU's is its own.
+        if common.backend == BackendKind::Cpu
+            && let Some(available) = available_memory()
+        {
+            pipe.check_memory(&settings, &self.extra, common.dtype.bytes(), available)?;
+        }
         let noise =
             output::initial_noise(common.init_noise.as_deref(), common.seed, shape, &device)?;
         let request = Request {
@@ -292,18 +378,16 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         });
         bar.finish_and_clear();
         let result = result?;
-        if let Some(path) = &common.save_latents {
-            output::save_latents(result.latents.clone(), path)?;
+        if let Some(file) = &latents_file {
+            output::save_latents(result.latents.clone(), file)?;
         }
-        if let Some(path) = &common.trace {
-            result
-                .trace
-                .write_json(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(file) = &trace_file {
+            let json = result.trace.to_json();
+            file.write(|path| Ok(std::fs::write(path, &json)?))?;
         }
-        M::save(result.decoded, &self.target)?;
+        self.target.save(result.decoded)?;
         print_summary(&result.trace, result.denoise_time.as_secs_f64(), start);
-        eprintln!("wrote {}", self.out.display());
+        eprintln!("wrote {}", out.path().display());
         Ok(())
     }
 }
@@ -358,51 +442,70 @@ mod tests {
         Cli::parse_from(["run", "--prompt", "p"].iter().chain(args)).common
     }
 
-    /// A pipeline's own defaults, unlike the mini model's.
-    fn reference() -> Settings {
-        Settings {
+    #[test]
+    fn given_flags_win_over_the_defaults() {
+        let defaults = Settings {
             width: 1024,
             height: 1024,
+            frames: 1,
+            steps: 28,
             guidance: None,
             max_sequence_length: 512,
-            ..mini::FLUX.preset.settings()
-        }
-    }
-
-    #[test]
-    fn an_explicit_model_keeps_the_reference_defaults_and_given_flags_win() {
+        };
         let common = parse(&["--model", "/x", "--height", "64", "--guidance", "2"]);
-        let (folder, settings) = common
-            .resolve(reference(), Some(&mini::FLUX), None, "FLUX")
-            .unwrap();
-        assert_eq!(folder, PathBuf::from("/x"));
+        assert_eq!(
+            common.folder(Some(&mini::FLUX), "FLUX").unwrap(),
+            PathBuf::from("/x")
+        );
         let expected = Settings {
             height: 64,
             guidance: Some(2.0),
-            ..reference()
+            ..defaults
         };
-        assert_eq!(settings, expected);
-    }
-
-    #[test]
-    fn without_a_model_the_mini_model_gives_the_defaults() {
-        let (folder, settings) = parse(&["--steps", "3"])
-            .resolve(reference(), Some(&mini::WAN), Some(5), "WAN")
-            .unwrap();
-        assert_eq!(folder, mini::WAN.dir());
+        assert_eq!(common.settings(defaults, None), expected);
         let expected = Settings {
             steps: 3,
             frames: 5,
-            ..mini::WAN.preset.settings()
+            ..defaults
         };
-        assert_eq!(settings, expected);
+        assert_eq!(
+            parse(&["--steps", "3"]).settings(defaults, Some(5)),
+            expected
+        );
+    }
+
+    #[test]
+    fn without_a_model_the_mini_model_is_loaded() {
+        assert_eq!(
+            parse(&[]).folder(Some(&mini::WAN), "WAN").unwrap(),
+            mini::WAN.dir()
+        );
         let msg = parse(&[])
-            .resolve(reference(), None, None, "HunyuanVideo")
+            .folder(None, "HunyuanVideo")
             .unwrap_err()
             .to_string();
         assert!(
             msg.contains("HunyuanVideo has no mini model") && msg.contains("--model"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_folder_of_another_pipeline_names_its_subcommand() {
+        use burn_flex::Flex;
+        let msg = open_folder::<Flex, models_flux::FluxPipeline<Flex>, 4>(&mini::WAN.dir())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("WanPipeline") && msg.contains("cargo xtask run wan"),
+            "{msg}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model_index.json"), b"\x00\x01junk").unwrap();
+        let msg = format!(
+            "{:#}",
+            open_folder::<Flex, models_flux::FluxPipeline<Flex>, 4>(dir.path()).unwrap_err()
+        );
+        assert!(msg.contains("not a diffusers pipeline index"), "{msg}");
     }
 }

@@ -12,6 +12,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use image::{Delay, Frame, RgbImage, RgbaImage, buffer::ConvertBuffer, codecs::gif::GifEncoder};
 use vae::Rgb8Image;
 
+use super::output::{ImageFile, OutputFile};
+
 /// A video container, chosen by the output file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -65,21 +67,38 @@ pub struct Target {
     format: Format,
     fps: u32,
     frames_dir: Option<PathBuf>,
-    path: PathBuf,
+    file: OutputFile,
 }
 
 impl Target {
-    /// The video file `path` (its format from the extension, its encoder checked) at `fps`
-    /// frames per second, and each frame as a PNG into `frames_dir` if given.
+    /// The video file `path` (`--out`; its format from the extension, its encoder checked) at
+    /// `fps` frames per second, and each frame as a PNG into `frames_dir` if given (created if
+    /// missing; not a file).
     pub fn new(path: &Path, fps: u32, frames_dir: Option<&Path>) -> Result<Self> {
         let format = Format::of(path)?;
+        if fps == 0 {
+            bail!("--fps must be at least 1");
+        }
+        if let Some(dir) = frames_dir.filter(|dir| dir.exists() && !dir.is_dir()) {
+            bail!("--frames-dir {} is a file, not a folder", dir.display());
+        }
         format.check_encoder()?;
+        let file = OutputFile::new("--out", path)?;
+        if let Some(dir) = frames_dir {
+            fs::create_dir_all(dir)
+                .with_context(|| format!("--frames-dir: cannot create {}", dir.display()))?;
+        }
         Ok(Self {
             format,
             fps,
             frames_dir: frames_dir.map(Path::to_path_buf),
-            path: path.to_path_buf(),
+            file,
         })
+    }
+
+    /// The video file.
+    pub fn file(&self) -> &OutputFile {
+        &self.file
     }
 
     /// Writes a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`).
@@ -88,7 +107,8 @@ impl Target {
         if let Some(dir) = &self.frames_dir {
             write_pngs(&frames, dir)?;
         }
-        write(&frames, self.format, self.fps, &self.path)
+        self.file
+            .write(|path| write(&frames, self.format, self.fps, path))
     }
 }
 
@@ -101,22 +121,19 @@ fn frames<B: Backend>(video: Tensor<B, 5>) -> Result<Vec<Rgb8Image>> {
     Ok(videos.remove(0))
 }
 
-/// Writes every frame as `frame_0000.png`, ... into `dir` (created if needed).
+/// Writes every frame as `frame_0000.png`, ... into `dir`.
 fn write_pngs(frames: &[Rgb8Image], dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for (i, frame) in frames.iter().enumerate() {
-        let path = dir.join(format!("frame_{i:04}.png"));
-        rgb(frame)?
-            .save(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        ImageFile::new("--frames-dir", &dir.join(format!("frame_{i:04}.png")))?
+            .save_rgb8(frame.clone())?;
     }
     Ok(())
 }
 
 /// Writes `frames` at `fps` frames per second to `path` in `format`.
 fn write(frames: &[Rgb8Image], format: Format, fps: u32, path: &Path) -> Result<()> {
-    if frames.is_empty() || fps == 0 {
-        bail!("a video needs at least one frame and a positive frame rate");
+    if frames.is_empty() {
+        bail!("a video needs at least one frame");
     }
     match format {
         Format::Gif => write_gif(frames, fps, path),
@@ -124,12 +141,18 @@ fn write(frames: &[Rgb8Image], format: Format, fps: u32, path: &Path) -> Result<
             frames,
             fps,
             path,
-            &["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+            ("mp4", &["-c:v", "libx264", "-pix_fmt", "yuv420p"]),
         ),
-        Format::Webp => ffmpeg(frames, fps, path, &["-c:v", "libwebp", "-loop", "0"]),
+        Format::Webp => ffmpeg(
+            frames,
+            fps,
+            path,
+            ("webp", &["-c:v", "libwebp", "-loop", "0"]),
+        ),
     }
 }
 
+/// `frame` as an `image` buffer.
 fn rgb(frame: &Rgb8Image) -> Result<RgbImage> {
     RgbImage::from_raw(
         frame.width as u32,
@@ -152,8 +175,14 @@ fn write_gif(frames: &[Rgb8Image], fps: u32, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Pipes raw RGB frames into `ffmpeg` with the given encoder arguments.
-fn ffmpeg(frames: &[Rgb8Image], fps: u32, path: &Path, codec: &[&str]) -> Result<()> {
+/// Pipes raw RGB frames into `ffmpeg`, writing container `format` with the encoder arguments
+/// `codec`.
+fn ffmpeg(
+    frames: &[Rgb8Image],
+    fps: u32,
+    path: &Path,
+    (format, codec): (&str, &[&str]),
+) -> Result<()> {
     let size = format!("{}x{}", frames[0].width, frames[0].height);
     let mut child = Command::new("ffmpeg")
         .args([
@@ -169,6 +198,8 @@ fn ffmpeg(frames: &[Rgb8Image], fps: u32, path: &Path, codec: &[&str]) -> Result
         ])
         .args(["-r", &fps.to_string(), "-i", "-"])
         .args(codec)
+        // The format by name: the temporary file's name need not tell it.
+        .args(["-f", format])
         .arg(path)
         .stdin(Stdio::piped())
         .spawn()

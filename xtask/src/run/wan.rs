@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
 use clap::Args;
 use dicache_bench::mini::{self, MiniModel};
 use dicache_core::DiCacheConfig;
+use dit_pipeline::Pipeline;
 use models_wan::WanPipeline;
 
 use super::{CommonArgs, Generate, RunModel, video};
@@ -44,10 +45,6 @@ impl RunModel<5> for Wan {
     fn preset() -> DiCacheConfig {
         DiCacheConfig::wan()
     }
-
-    fn save<B: Backend>(decoded: Tensor<B, 5>, target: &video::Target) -> Result<()> {
-        target.save(decoded)
-    }
 }
 
 /// Runs WAN.
@@ -57,7 +54,11 @@ pub fn run(args: WanArgs) -> Result<()> {
         frames: args.frames,
         extra: (),
         target: video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?,
-        out: &args.out,
     }
     .run()
+}
+
+/// The pipeline class WAN runs.
+pub(super) fn class_name<B: Backend>() -> &'static str {
+    <WanPipeline<B> as Pipeline<B, 5>>::CLASS_NAME
 }

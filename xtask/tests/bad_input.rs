@@ -1,0 +1,667 @@
+//! `cargo xtask run` given damaged or extreme inputs, one table per pipeline: every row must
+//! exit with an error that names the culprit, never panic, and leave the output folder as it
+//! was (the existing output file unchanged, nothing new beside it). A few rows check that what
+//! users expect to work does: JPEG and WebP outputs, half precision, and a copied mini model
+//! running at its own settings.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use dicache_tests::copy_tree;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+/// What an existing output holds before each row; a row must leave it so.
+const KEPT: &[u8] = b"an earlier output the failed run must not touch";
+
+/// A scratch folder for one row: a copy of a pipeline folder to damage, and an output folder
+/// holding one earlier output.
+struct Row {
+    dir: tempfile::TempDir,
+}
+
+impl Row {
+    /// A copy of the pipeline folder `source` (`mini-models/flux-mini`, a fixture), and an
+    /// output folder with `out/existing.<extension>`.
+    fn new(source: &Path, extension: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(source, &dir.path().join("model"));
+        fs::create_dir(dir.path().join("out")).unwrap();
+        fs::write(dir.path().join(format!("out/existing.{extension}")), KEPT).unwrap();
+        Self { dir }
+    }
+
+    fn model(&self) -> PathBuf {
+        self.dir.path().join("model")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `cargo xtask run <args>`, where `$M` stands for the model copy and `$D` for the
+    /// scratch folder, and returns (success, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("$M", self.model().to_str().unwrap())
+                    .replace("$D", self.dir.path().to_str().unwrap())
+            })
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("run")
+            .args(&args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Asserts that `args` fail with an error holding every one of `named` and leave the
+    /// output folder as it was.
+    fn fails(&self, label: &str, args: &[&str], named: &[&str]) {
+        let (ok, stderr) = self.run(args);
+        assert!(!ok, "{label}: exited 0\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{label}: panicked\n{stderr}");
+        for name in named {
+            assert!(
+                stderr.contains(name),
+                "{label}: the error does not name {name:?}\n{stderr}"
+            );
+        }
+        let files: Vec<_> = fs::read_dir(self.path("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            files.len(),
+            1,
+            "{label}: the output folder now holds {files:?}"
+        );
+        let existing = self.path("out").join(&files[0]);
+        assert_eq!(
+            fs::read(existing).unwrap(),
+            KEPT,
+            "{label}: the earlier output changed"
+        );
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Rewrites the JSON file `path` with `key` set to `value` (raw JSON).
+fn set_json(path: &Path, key: &str, value: &str) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    json[key] = serde_json::from_str(value).unwrap();
+    fs::write(path, json.to_string()).unwrap();
+}
+
+/// Rewrites the safetensors file `path` with the first value of the f32 tensor `key` set to
+/// `value`.
+fn set_first_value(path: &Path, key: &str, value: f32) {
+    let bytes = fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| (name, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let (_, dtype, _, values) = data.iter_mut().find(|(n, ..)| n == key).unwrap();
+    assert_eq!(*dtype, Dtype::F32, "{key}");
+    values[..4].copy_from_slice(&value.to_le_bytes());
+    write_tensors(path, &data);
+}
+
+fn write_tensors(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// A noise file holding one tensor "latents" of `shape`, `dtype` and raw `bytes`.
+fn noise_file(path: &Path, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) {
+    write_tensors(path, &[("latents".into(), dtype, shape, bytes)]);
+}
+
+/// FLUX-mini at 64x64, two steps, writing `$D/out/existing.png`.
+const FLUX: &[&str] = &[
+    "flux",
+    "--prompt",
+    "a red circle on a blue background",
+    "--model",
+    "$M",
+    "--width",
+    "64",
+    "--height",
+    "64",
+    "--steps",
+    "2",
+    "--out",
+    "$D/out/existing.png",
+];
+
+fn flux(extra: &[&'static str]) -> Vec<&'static str> {
+    with(FLUX, extra)
+}
+
+/// The command `base` (a subcommand, then flag-value pairs) with the flags of `extra` added,
+/// replacing those of `base` they name (clap takes each flag once).
+fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    let flag = |arg: &str| arg.split('=').next().unwrap().to_string();
+    let given: Vec<String> = extra
+        .iter()
+        .filter(|a| a.starts_with("--"))
+        .map(|a| flag(a))
+        .collect();
+    let mut args = vec![base[0]];
+    for pair in base[1..].chunks(2) {
+        if !given.contains(&flag(pair[0])) {
+            args.extend_from_slice(pair);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn flux_bad_inputs_are_named_errors_that_touch_no_output() {
+    let mini = workspace().join("mini-models/flux-mini");
+    let row = || Row::new(&mini, "png");
+    let cases: &[(&str, Vec<&str>, &[&str])] = &[
+        (
+            "huge size",
+            flux(&["--width", "100000", "--height", "100000"]),
+            &["100000x100000", "tokens"],
+        ),
+        (
+            "4096 square",
+            flux(&["--width", "4096", "--height", "4096"]),
+            &["4096x4096", "at most"],
+        ),
+        (
+            "a long side",
+            flux(&["--width", "128", "--height", "100000"]),
+            &["128x100000"],
+        ),
+        (
+            "width not a multiple",
+            flux(&["--width", "100"]),
+            &["multiples of 16"],
+        ),
+        (
+            "a billion steps",
+            flux(&["--steps", "1000000000"]),
+            &["steps", "1000"],
+        ),
+        ("zero steps", flux(&["--steps", "0"]), &["steps"]),
+        (
+            "long prompt length",
+            flux(&["--max-sequence-length", "100000"]),
+            &["max sequence length", "512"],
+        ),
+        ("guidance NaN", flux(&["--guidance", "NaN"]), &["guidance"]),
+        ("guidance inf", flux(&["--guidance", "inf"]), &["guidance"]),
+        ("guidance -inf", flux(&["--guidance=-inf"]), &["guidance"]),
+        (
+            "guidance 1e300",
+            flux(&["--guidance", "1e300"]),
+            &["guidance"],
+        ),
+        (
+            "negative prompt",
+            flux(&["--negative-prompt", "blur"]),
+            &["negative prompt"],
+        ),
+        (
+            "jpgz",
+            flux(&["--out", "$D/out/x.jpgz"]),
+            &["x.jpgz", ".png"],
+        ),
+        ("gif image", flux(&["--out", "$D/out/x.gif"]), &["x.gif"]),
+        (
+            "out is a folder",
+            flux(&["--out", "$D/out"]),
+            &["is a folder"],
+        ),
+        (
+            "latents over out",
+            flux(&["--save-latents", "$D/out/existing.png"]),
+            &["--save-latents", "--out", "same file"],
+        ),
+        (
+            "trace over latents",
+            flux(&["--save-latents", "$D/t.json", "--trace", "$D/t.json"]),
+            &["--trace", "same file"],
+        ),
+        (
+            "noise is a folder",
+            flux(&["--init-noise", "$D/out"]),
+            &["--init-noise", "is a folder"],
+        ),
+        (
+            "noise missing",
+            flux(&["--init-noise", "$D/none.safetensors"]),
+            &["--init-noise", "no such file"],
+        ),
+        (
+            "missing model",
+            vec![
+                "flux",
+                "--prompt",
+                "p",
+                "--model",
+                "$D/nowhere",
+                "--out",
+                "$D/out/existing.png",
+            ],
+            &["nowhere", "model_index.json"],
+        ),
+        (
+            "missing transformer file",
+            flux(&["--transformer", "$D/flux1-dev.safetensors"]),
+            &["flux1-dev.safetensors"],
+        ),
+        (
+            "bad policy flag",
+            flux(&["--cache", "none", "--threshold", "0.1"]),
+            &["--threshold"],
+        ),
+    ];
+    for (label, args, named) in cases {
+        row().fails(label, args, named);
+    }
+
+    // Damaged folders.
+    let r = row();
+    set_first_value(
+        &r.model()
+            .join("transformer/diffusion_pytorch_model.safetensors"),
+        "proj_out.weight",
+        f32::NAN,
+    );
+    r.fails(
+        "NaN transformer weight",
+        FLUX,
+        &[
+            "proj_out.weight",
+            "diffusion_pytorch_model.safetensors",
+            "NaN",
+        ],
+    );
+    let r = row();
+    set_first_value(
+        &r.model().join("vae/diffusion_pytorch_model.safetensors"),
+        "decoder.conv_out.weight",
+        f32::INFINITY,
+    );
+    r.fails(
+        "infinite VAE weight",
+        FLUX,
+        &["decoder.conv_out.weight", "vae"],
+    );
+    let r = row();
+    set_first_value(
+        &r.model()
+            .join("transformer/diffusion_pytorch_model.safetensors"),
+        "proj_out.weight",
+        1e38,
+    );
+    r.fails(
+        "overflowing transformer",
+        FLUX,
+        &["step 1 of 2", "NaN or infinite"],
+    );
+    let r = row();
+    set_json(&r.model().join("vae/config.json"), "scaling_factor", "0");
+    r.fails("VAE scaling_factor 0", FLUX, &["scaling_factor"]);
+    for (key, value) in [
+        ("shift", "0"),
+        ("shift", "-1"),
+        ("base_shift", "1e6"),
+        ("max_shift", "-500"),
+    ] {
+        let r = row();
+        set_json(
+            &r.model().join("scheduler/scheduler_config.json"),
+            key,
+            value,
+        );
+        r.fails(
+            &format!("scheduler {key} {value}"),
+            FLUX,
+            &[key, "scheduler_config.json"],
+        );
+    }
+    let r = row();
+    set_json(
+        &r.model().join("transformer/config.json"),
+        "num_attention_heads",
+        "0",
+    );
+    r.fails("bad transformer config", FLUX, &["num_attention_heads"]);
+    let r = row();
+    let weights = r
+        .model()
+        .join("transformer/diffusion_pytorch_model.safetensors");
+    let bytes = fs::read(&weights).unwrap();
+    fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    r.fails(
+        "truncated transformer",
+        FLUX,
+        &["diffusion_pytorch_model.safetensors", "truncated"],
+    );
+    let r = row();
+    fs::write(
+        r.model().join("vae/diffusion_pytorch_model.safetensors"),
+        b"\x05\x00\x00\x00\x00\x00\x00\x00{{{{{",
+    )
+    .unwrap();
+    r.fails("corrupt VAE", FLUX, &["vae", "corrupt"]);
+    let r = row();
+    let stray = r.model().join("transformer/zz_old.safetensors");
+    write_tensors(
+        &stray,
+        &[("proj_out.bias".into(), Dtype::F32, vec![64], vec![0; 256])],
+    );
+    r.fails(
+        "stray shard",
+        FLUX,
+        &[
+            "proj_out.bias",
+            "zz_old.safetensors",
+            "diffusion_pytorch_model.safetensors",
+        ],
+    );
+    let r = row();
+    fs::write(
+        r.model().join("model_index.json"),
+        [0x9fu8, 0x00, 0xff, 0x13],
+    )
+    .unwrap();
+    r.fails(
+        "random model_index.json",
+        FLUX,
+        &["model_index.json", "not a diffusers pipeline index"],
+    );
+    let r = row();
+    set_json(
+        &r.model().join("model_index.json"),
+        "_class_name",
+        "\"WanPipeline\"",
+    );
+    r.fails("a WAN index", FLUX, &["WanPipeline", "cargo xtask run wan"]);
+    let r = row();
+    fs::write(
+        r.model().join("tokenizer_2/tokenizer.json"),
+        b"{\"not\": \"a tokenizer\"",
+    )
+    .unwrap();
+    r.fails("broken tokenizer", FLUX, &["tokenizer_2"]);
+    let r = row();
+    fs::remove_dir_all(r.model().join("text_encoder_2")).unwrap();
+    r.fails("missing text encoder", FLUX, &["text_encoder_2"]);
+
+    // Initial noise files.
+    let shape = vec![1, 16, 8, 8];
+    let n = 16 * 8 * 8;
+    let r = row();
+    let mut values = vec![0.5f32; n];
+    values[7] = f32::NAN;
+    noise_file(
+        &r.path("noise.safetensors"),
+        Dtype::F32,
+        shape.clone(),
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    );
+    r.fails(
+        "NaN noise",
+        &flux(&["--init-noise", "$D/noise.safetensors"]),
+        &["--init-noise", "latents", "NaN"],
+    );
+    let r = row();
+    noise_file(
+        &r.path("noise.safetensors"),
+        Dtype::F16,
+        shape.clone(),
+        (0..n)
+            .flat_map(|i| (0x7bffu16 - i as u16 % 7).to_le_bytes())
+            .collect(),
+    );
+    r.fails(
+        "garbage half noise",
+        &flux(&["--init-noise", "$D/noise.safetensors"]),
+        &["initial noise", "values up to"],
+    );
+    let r = row();
+    noise_file(
+        &r.path("noise.safetensors"),
+        Dtype::F32,
+        vec![1, 16, 4, 4],
+        vec![0; 16 * 16 * 4],
+    );
+    r.fails(
+        "wrong noise shape",
+        &flux(&["--init-noise", "$D/noise.safetensors"]),
+        &["latents", "[1, 16, 8, 8]"],
+    );
+}
+
+#[test]
+fn flux_writes_jpeg_webp_and_half_precision_in_place() {
+    let mini = workspace().join("mini-models/flux-mini");
+    let row = Row::new(&mini, "png");
+    for (name, dtype) in [("a.jpg", "f32"), ("a.webp", "f16"), ("a.bmp", "bf16")] {
+        let out = format!("$D/out/{name}");
+        let (ok, stderr) = row.run(&with(FLUX, &["--out", &out, "--dtype", dtype]));
+        assert!(ok, "{name} in {dtype}: {stderr}");
+        let image = image::open(row.path("out").join(name)).unwrap();
+        assert_eq!((image.width(), image.height()), (64, 64), "{name}");
+    }
+    // The earlier output is overwritten in place when asked, and nothing else is left.
+    let (ok, stderr) = row.run(FLUX);
+    assert!(ok, "{stderr}");
+    assert!(image::open(row.path("out/existing.png")).is_ok());
+    assert_eq!(fs::read_dir(row.path("out")).unwrap().count(), 4);
+}
+
+/// WAN-mini at 64x64, 5 frames, two steps, writing `$D/out/existing.gif`.
+const WAN: &[&str] = &[
+    "wan",
+    "--prompt",
+    "a yellow square moving right",
+    "--model",
+    "$M",
+    "--width",
+    "64",
+    "--height",
+    "64",
+    "--frames",
+    "5",
+    "--steps",
+    "2",
+    "--out",
+    "$D/out/existing.gif",
+];
+
+fn wan(extra: &[&'static str]) -> Vec<&'static str> {
+    with(WAN, extra)
+}
+
+#[test]
+fn wan_bad_inputs_are_named_errors_that_touch_no_output() {
+    let mini = workspace().join("mini-models/wan-mini");
+    let row = || Row::new(&mini, "gif");
+    let cases: &[(&str, Vec<&str>, &[&str])] = &[
+        (
+            "huge size",
+            wan(&["--width", "100000", "--height", "100000"]),
+            &["100000x100000", "tokens"],
+        ),
+        ("frames not 4k+1", wan(&["--frames", "8"]), &["4k+1"]),
+        ("guidance NaN", wan(&["--guidance", "NaN"]), &["guidance"]),
+        (
+            "guidance 1e300",
+            wan(&["--guidance", "1e300"]),
+            &["guidance"],
+        ),
+        (
+            "a billion steps",
+            wan(&["--steps", "1000000000"]),
+            &["steps"],
+        ),
+        (
+            "long prompt length",
+            wan(&["--max-sequence-length", "100000"]),
+            &["max sequence length"],
+        ),
+        ("fps 0", wan(&["--fps", "0"]), &["--fps"]),
+        (
+            "frames dir is a file",
+            wan(&["--frames-dir", "$D/out/existing.gif"]),
+            &["--frames-dir", "is a file"],
+        ),
+        (
+            "jpgz video",
+            wan(&["--out", "$D/out/x.jpgz"]),
+            &["x.jpgz", ".gif"],
+        ),
+        (
+            "trace over out",
+            wan(&["--trace", "$D/out/existing.gif"]),
+            &["--trace", "same file"],
+        ),
+    ];
+    for (label, args, named) in cases {
+        row().fails(label, args, named);
+    }
+    let r = row();
+    set_json(
+        &r.model().join("model_index.json"),
+        "_class_name",
+        "\"FluxPipeline\"",
+    );
+    r.fails(
+        "a FLUX index",
+        WAN,
+        &["FluxPipeline", "cargo xtask run flux"],
+    );
+    let r = row();
+    let std: Vec<f64> = vec![0.0; 16];
+    set_json(
+        &r.model().join("vae/config.json"),
+        "latents_std",
+        &serde_json::to_string(&std).unwrap(),
+    );
+    r.fails("zero latents_std", WAN, &["latents_std"]);
+    let r = row();
+    set_json(
+        &r.model().join("scheduler/scheduler_config.json"),
+        "flow_shift",
+        "-2",
+    );
+    r.fails("negative flow_shift", WAN, &["flow_shift"]);
+}
+
+#[test]
+fn a_copied_mini_model_runs_at_its_own_settings() {
+    // Without --width/--height/--frames a copy of WAN-mini must not fall back to WAN 2.1's
+    // 832x480x81 but run at the 64x64x9 its folder carries.
+    let mini = workspace().join("mini-models/wan-mini");
+    let row = Row::new(&mini, "gif");
+    let (ok, stderr) = row.run(&[
+        "wan",
+        "--prompt",
+        "a yellow square",
+        "--model",
+        "$M",
+        "--steps",
+        "1",
+        "--out",
+        "$D/out/copy.gif",
+        "--frames-dir",
+        "$D/frames",
+    ]);
+    assert!(ok, "{stderr}");
+    let frames = fs::read_dir(row.path("frames")).unwrap().count();
+    assert_eq!(frames, 9);
+    let frame = image::open(row.path("frames/frame_0000.png")).unwrap();
+    assert_eq!((frame.width(), frame.height()), (64, 64));
+}
+
+#[test]
+fn hunyuan_video_bad_inputs_are_named_errors() {
+    let fixture = workspace().join("tests/fixtures/hunyuan_pipeline/model");
+    let row = || Row::new(&fixture, "gif");
+    let base: &[&str] = &[
+        "hunyuan",
+        "--prompt",
+        "a cat",
+        "--model",
+        "$M",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--frames",
+        "5",
+        "--steps",
+        "2",
+        "--max-sequence-length",
+        "16",
+        "--out",
+        "$D/out/existing.gif",
+    ];
+    let with = |extra: &[&'static str]| with(base, extra);
+    let cases: &[(&str, Vec<&str>, &[&str])] = &[
+        ("guidance NaN", with(&["--guidance", "NaN"]), &["guidance"]),
+        (
+            "a billion steps",
+            with(&["--steps", "1000000000"]),
+            &["steps"],
+        ),
+        (
+            "long prompt length",
+            with(&["--max-sequence-length", "100000"]),
+            &["max sequence length"],
+        ),
+        (
+            "huge size",
+            with(&["--width", "100000", "--height", "100000"]),
+            &["tokens"],
+        ),
+        ("fps 0", with(&["--fps", "0"]), &["--fps"]),
+        (
+            "negative prompt",
+            with(&["--negative-prompt", "x"]),
+            &["negative prompt"],
+        ),
+    ];
+    for (label, args, named) in cases {
+        row().fails(label, args, named);
+    }
+    let r = row();
+    set_json(
+        &r.model().join("model_index.json"),
+        "_class_name",
+        "\"FluxPipeline\"",
+    );
+    r.fails(
+        "a FLUX index",
+        base,
+        &["FluxPipeline", "cargo xtask run flux"],
+    );
+}
