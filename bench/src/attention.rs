@@ -30,6 +30,8 @@ pub fn cases() -> Vec<Case> {
             Case {
                 name: format!("[1, 24, {seq}, 128]"),
                 params: serde_json::to_value(shape).expect("a plain struct serialises"),
+                // QKᵀ and the weighted sum of V: 2 seq² head_dim multiply-adds per head.
+                flops: Some(4.0 * 24.0 * (seq * seq * 128) as f64),
             }
         })
         .collect()

@@ -10,7 +10,7 @@ use dicache_core::CacheableModel;
 use models_flux::{FluxConfig, FluxInput, FluxTransformer, FromParams};
 use serde::{Deserialize, Serialize};
 
-use super::{Case, Samples, timing::Timer};
+use super::{Case, Samples, Size, timing::Timer};
 
 /// One case: the model's configuration (diffusers' constructor arguments) and the token grid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,23 +22,52 @@ struct Params {
     txt_tokens: usize,
 }
 
-/// The medium configuration at 1024 image + 128 text tokens.
-pub fn cases() -> Vec<Case> {
-    let config = FluxConfig {
-        num_layers: 4,
-        num_single_layers: 8,
-        num_attention_heads: 6,
-        ..FluxConfig::dev()
+/// The medium configuration at 1024 image + 128 text tokens, or FLUX.1-dev itself (19 + 38
+/// blocks, 24 heads x 128) at 1024x1024 (4096 image tokens) with 512 T5 tokens.
+pub fn cases(size: Size) -> Vec<Case> {
+    let (params, name) = match size {
+        Size::Medium => (
+            Params {
+                config: FluxConfig {
+                    num_layers: 4,
+                    num_single_layers: 8,
+                    num_attention_heads: 6,
+                    ..FluxConfig::dev()
+                },
+                grid: 32,
+                txt_tokens: 128,
+            },
+            "4+8 blocks, 6x128, 1024+128 tokens",
+        ),
+        Size::Real => (
+            Params {
+                config: FluxConfig::dev(),
+                grid: 64,
+                txt_tokens: 512,
+            },
+            "FLUX.1-dev 19+38 blocks, 24x128, 4096+512 tokens (1024x1024)",
+        ),
     };
-    let params = Params {
-        config,
-        grid: 32,
-        txt_tokens: 128,
-    };
+    let c = &params.config;
+    let flops = mmdit_flops(
+        c.num_layers + c.num_single_layers,
+        c.num_attention_heads * c.attention_head_dim,
+        params.grid * params.grid + params.txt_tokens,
+    );
     vec![Case {
-        name: "4+8 blocks, 6x128, 1024+128 tokens".to_string(),
+        name: name.to_string(),
         params: serde_json::to_value(params).expect("a plain struct serialises"),
+        flops: Some(flops),
     }]
+}
+
+/// Floating-point operations of `blocks` MM-DiT blocks (FLUX.1's and HunyuanVideo's double- and
+/// single-stream blocks cost the same per token) of width `hidden` with a 4x feed-forward over
+/// `tokens` tokens: per token and block 12 hidden² multiply-adds (q, k, v and out projections,
+/// the feed-forward's two layers), plus attention's 2 tokens² hidden; two operations each.
+pub fn mmdit_flops(blocks: usize, hidden: usize, tokens: usize) -> f64 {
+    let (h, n) = (hidden as f64, tokens as f64);
+    2.0 * blocks as f64 * (n * 12.0 * h * h + 2.0 * n * n * h)
 }
 
 /// Times one forward on backend `B` (random weights and inputs; guidance 3.5, timestep 0.5).

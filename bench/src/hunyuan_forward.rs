@@ -12,7 +12,7 @@ use dicache_core::CacheableModel;
 use models_hunyuan::{FromParams, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer};
 use serde::{Deserialize, Serialize};
 
-use super::{Case, Samples, timing::Timer};
+use super::{Case, Samples, Size, flux_forward::mmdit_flops, timing::Timer};
 
 /// One case: the model's configuration (diffusers' constructor arguments) and the inputs' sizes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,23 +25,46 @@ struct Params {
     valid_tokens: usize,
 }
 
-/// The medium configuration.
-pub fn cases() -> Vec<Case> {
-    let config = HunyuanVideoConfig {
-        num_layers: 4,
-        num_single_layers: 8,
-        num_attention_heads: 6,
-        ..HunyuanVideoConfig::hunyuan_video()
+/// The medium configuration, or HunyuanVideo itself (20 + 40 blocks, 24 heads x 128) on a
+/// 544x960 clip of 61 frames (latent 16 x 68 x 120: 32 640 video tokens).
+pub fn cases(size: Size) -> Vec<Case> {
+    let (params, name) = match size {
+        Size::Medium => (
+            Params {
+                config: HunyuanVideoConfig {
+                    num_layers: 4,
+                    num_single_layers: 8,
+                    num_attention_heads: 6,
+                    ..HunyuanVideoConfig::hunyuan_video()
+                },
+                latent: [3, 32, 32],
+                txt_tokens: 256,
+                valid_tokens: 200,
+            },
+            "4+8 blocks, 6x128, 768 video + 256 text tokens",
+        ),
+        Size::Real => (
+            Params {
+                config: HunyuanVideoConfig::hunyuan_video(),
+                latent: [16, 68, 120],
+                txt_tokens: 256,
+                valid_tokens: 200,
+            },
+            "HunyuanVideo 20+40 blocks, 24x128, 32640 video + 256 text tokens (544x960x61)",
+        ),
     };
-    let params = Params {
-        config,
-        latent: [3, 32, 32],
-        txt_tokens: 256,
-        valid_tokens: 200,
-    };
+    let c = &params.config;
+    let [f, h, w] = params.latent;
+    let video_tokens = f / c.patch_size_t * (h / c.patch_size) * (w / c.patch_size);
+    let flops = mmdit_flops(
+        c.num_layers + c.num_single_layers,
+        c.num_attention_heads * c.attention_head_dim,
+        video_tokens + params.txt_tokens,
+    );
     vec![Case {
-        name: "4+8 blocks, 6x128, 768 video + 256 text tokens".to_string(),
+        name: name.to_string(),
         params: serde_json::to_value(params).expect("a plain struct serialises"),
+        flops: Some(flops),
     }]
 }
 

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::Subcommand;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendJob, BackendKind, Dtype, dispatch};
 
@@ -41,10 +41,18 @@ pub use timing::Samples;
 /// The workspace root (the parent of this crate's folder `bench/`): where `fixtures/`,
 /// `mini-models/`, `.venv` and the results under `bench/` are found.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench lives in the workspace")
-        .to_path_buf()
+        .to_path_buf();
+    if built.join("mini-models").is_dir() {
+        return built;
+    }
+    // A binary carried to another machine runs from a copy of the repository.
+    std::env::current_dir()
+        .ok()
+        .filter(|dir| dir.join("mini-models").is_dir())
+        .unwrap_or(built)
 }
 
 /// The benchmarks of `cargo xtask bench`.
@@ -103,6 +111,21 @@ pub struct BenchArgs {
     /// Skip the PyTorch side even when `.venv` exists.
     #[arg(long)]
     pub no_torch: bool,
+    /// The transformers' size: `medium` (CPU-sized, compared with PyTorch here) or `real` (the
+    /// published models at real widths, for GPUs: FLUX.1-dev's 19 + 38 blocks at 1024x1024,
+    /// WAN 2.1 1.3B at 480p x 81 frames, HunyuanVideo's 20 + 40 blocks at 544x960 x 61 frames).
+    #[arg(long, value_enum, default_value = "medium")]
+    pub size: Size,
+}
+
+/// The size of a forward benchmark's transformer and input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Size {
+    /// Few blocks and tokens: seconds on a CPU.
+    Medium,
+    /// The published model at a real resolution: a GPU's workload.
+    Real,
 }
 
 /// The benchmarks against PyTorch (see [`BenchCommand`]).
@@ -136,12 +159,12 @@ impl BenchName {
     }
 
     /// The cases of this benchmark, each with the parameters the PyTorch script receives.
-    fn cases(self) -> Vec<Case> {
+    fn cases(self, size: Size) -> Vec<Case> {
         match self {
             Self::Attention => attention::cases(),
-            Self::FluxForward => flux_forward::cases(),
-            Self::WanForward => wan_forward::cases(),
-            Self::HunyuanForward => hunyuan_forward::cases(),
+            Self::FluxForward => flux_forward::cases(size),
+            Self::WanForward => wan_forward::cases(size),
+            Self::HunyuanForward => hunyuan_forward::cases(size),
         }
     }
 }
@@ -153,13 +176,16 @@ pub struct Case {
     pub name: String,
     /// What the PyTorch script needs to build the same workload (and what the report records).
     pub params: serde_json::Value,
+    /// Floating-point operations of one run (two per multiply-add of the matrix products and
+    /// attention; element-wise work left out), for the throughput reached.
+    pub flops: Option<f64>,
 }
 
 /// Runs the benchmark `name` against PyTorch and writes its results.
 fn run_against_torch(name: BenchName, args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
-    let cases = name.cases();
+    let cases = name.cases(args.size);
     let python = workspace_root().join(".venv/bin/python");
     let python = (!args.no_torch && python.exists()).then_some(python);
     if python.is_none() {

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{BenchArgs, BenchName, BurnTimings, Case, Samples, torch::TorchTimings};
+use super::{BenchArgs, BenchName, BurnTimings, Case, Samples, Size, torch::TorchTimings};
 
 /// Where and when a benchmark ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +49,12 @@ pub struct CaseResult {
     pub torch_cpu_ms: Option<f64>,
     /// `burn_cpu_ms / torch_cpu_ms`.
     pub cpu_ratio: Option<f64>,
+    /// Floating-point operations of one run, where the benchmark counts them.
+    #[serde(default)]
+    pub flops: Option<f64>,
+    /// The throughput the Burn side reached, TFLOP/s (`flops / burn_ms`).
+    #[serde(default)]
+    pub burn_tflops: Option<f64>,
     /// Every timed Burn run.
     pub burn_samples: Samples,
     /// Every timed PyTorch run.
@@ -66,6 +72,9 @@ pub struct BenchResult {
     pub backend: String,
     /// Float dtype of both sides.
     pub dtype: String,
+    /// The transformers' size.
+    #[serde(default = "medium")]
+    pub size: Size,
     /// Untimed runs per case.
     pub warmup: usize,
     /// Timed runs per case and round.
@@ -77,6 +86,10 @@ pub struct BenchResult {
     pub torch: Option<TorchInfo>,
     /// Per case.
     pub cases: Vec<CaseResult>,
+}
+
+fn medium() -> Size {
+    Size::Medium
 }
 
 /// The PyTorch side's setup.
@@ -117,6 +130,8 @@ impl BenchResult {
                     burn_cpu_ms,
                     torch_cpu_ms,
                     cpu_ratio: burn_cpu_ms.zip(torch_cpu_ms).map(|(b, t)| b / t),
+                    flops: case.flops,
+                    burn_tflops: case.flops.map(|f| f / (burn_ms * 1e9)),
                     burn_samples,
                     torch_samples,
                 }
@@ -127,6 +142,7 @@ impl BenchResult {
             machine: Machine::current()?,
             backend: burn.backend,
             dtype: format!("{:?}", args.dtype).to_lowercase(),
+            size: args.size,
             warmup: args.warmup,
             repeat: args.repeat,
             rounds: args.rounds,
@@ -139,13 +155,18 @@ impl BenchResult {
         })
     }
 
-    /// The result's name: the benchmark's, with the dtype after it unless f32
-    /// (`flux-forward`, `flux-forward-bf16`), so each dtype keeps its own result.
-    fn name(&self) -> String {
-        match self.dtype.as_str() {
-            "f32" => self.bench.clone(),
-            dtype => format!("{}-{dtype}", self.bench),
+    /// The result's name: the benchmark's, then `-real` for the real size and the dtype unless
+    /// f32 (`flux-forward`, `flux-forward-bf16`, `flux-forward-real-bf16`), so each size and
+    /// dtype keeps its own result.
+    pub fn name(&self) -> String {
+        let mut name = self.bench.clone();
+        if self.size == Size::Real {
+            name.push_str("-real");
         }
+        if self.dtype != "f32" {
+            name = format!("{name}-{}", self.dtype);
+        }
+        name
     }
 
     /// Writes `<out>/results/<name>.json` ([`Self::name`]).

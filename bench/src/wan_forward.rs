@@ -10,7 +10,7 @@ use dicache_core::CacheableModel;
 use models_wan::{FromParams, WanConfig, WanInput, WanTransformer};
 use serde::{Deserialize, Serialize};
 
-use super::{Case, Samples, timing::Timer};
+use super::{Case, Samples, Size, timing::Timer};
 
 /// One case: the model's configuration (diffusers' constructor arguments) and the inputs' sizes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,17 +22,45 @@ struct Params {
     txt_tokens: usize,
 }
 
-/// T2V-1.3B on 5 frames at 416x240.
-pub fn cases() -> Vec<Case> {
+/// T2V-1.3B on 5 frames at 416x240, or at its real size: 81 frames at 832x480 (latent
+/// 21 x 60 x 104: 32 760 video tokens).
+pub fn cases(size: Size) -> Vec<Case> {
+    let (latent, name) = match size {
+        Size::Medium => ([2, 30, 52], "T2V-1.3B, 780 video + 512 text tokens"),
+        Size::Real => (
+            [21, 60, 104],
+            "T2V-1.3B, 32760 video + 512 text tokens (832x480x81)",
+        ),
+    };
     let params = Params {
         config: WanConfig::t2v_1_3b(),
-        latent: [2, 30, 52],
+        latent,
         txt_tokens: 512,
     };
+    let flops = flops(&params);
     vec![Case {
-        name: "T2V-1.3B, 780 video + 512 text tokens".to_string(),
+        name: name.to_string(),
         params: serde_json::to_value(params).expect("a plain struct serialises"),
+        flops: Some(flops),
     }]
+}
+
+/// Floating-point operations of one forward (two per multiply-add): per block, the
+/// self-attention's four projections and the cross-attention's query and output over the video
+/// tokens, its key and value over the text, the feed-forward, and both attentions' products.
+fn flops(p: &Params) -> f64 {
+    let c = &p.config;
+    let [f, h, w] = p.latent;
+    let [pt, ph, pw] = c.patch_size;
+    let n = (f / pt * (h / ph) * (w / pw)) as f64;
+    let t = p.txt_tokens as f64;
+    let d = (c.num_attention_heads * c.attention_head_dim) as f64;
+    let per_block = n * 6.0 * d * d
+        + t * 2.0 * d * d
+        + n * 2.0 * d * c.ffn_dim as f64
+        + 2.0 * n * n * d
+        + 2.0 * n * t * d;
+    2.0 * c.num_layers as f64 * per_block
 }
 
 /// Times one forward on backend `B` (random weights and inputs; timestep 500).

@@ -3,9 +3,12 @@
 //! - `run flux|wan|hunyuan …`: prompt to image or video, with the cache policy of your choice;
 //! - `bench …`: benchmarks against PyTorch on the same machine, and of the cache policies on
 //!   the mini models (the crate `dicache-bench`); results under `bench/`;
-//! - `fixtures`: regenerates the reference fixtures with the pinned Python environment.
+//! - `fixtures`: regenerates the reference fixtures with the pinned Python environment;
+//! - `gpu-check`: on a machine with a GPU, the backends against the CPU and the forwards at
+//!   real widths.
 
 mod fixtures;
+mod gpu_check;
 mod run;
 
 use anyhow::Result;
@@ -31,6 +34,9 @@ enum Command {
     /// Benchmark against PyTorch on this machine, or the cache policies; results under `bench/`.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// On a machine with a GPU: each GPU backend against the CPU on the mini models in every
+    /// dtype, and the forward benchmarks at real widths; writes a report.
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
 fn main() -> Result<()> {
@@ -38,5 +44,6 @@ fn main() -> Result<()> {
         Command::Run(command) => run::run(command),
         Command::Fixtures(args) => fixtures::run(&args),
         Command::Bench(command) => dicache_bench::run(command),
+        Command::GpuCheck(args) => gpu_check::run(&args),
     }
 }
