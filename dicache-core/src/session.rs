@@ -229,7 +229,7 @@ fn uniform<B: Backend, M: CacheableModel<B>>(
     step: usize,
 ) -> Outcome<B> {
     match &st.residuals.newer {
-        Some(r) if step % cfg.interval != 0 => Outcome::skipped(x + r.clone(), 0),
+        Some(r) if !step.is_multiple_of(cfg.interval) => Outcome::skipped(x + r.clone(), 0),
         _ => {
             let y = run.model.image_stream(&run.blocks(state, 0));
             st.residuals.push(y.clone() - x);

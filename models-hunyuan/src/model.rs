@@ -75,7 +75,7 @@ impl<B: Backend> FromParams<B> for HunyuanVideoTransformer<B> {
                 config.hidden_size(),
                 config.patch(),
             )?,
-            context_embedder: TokenRefiner::new(&src.at("context_embedder"), &config)?,
+            context_embedder: TokenRefiner::new(&src.at("context_embedder"), config)?,
             trunk: MmditTrunk::new(src, dims)?,
             rope: config
                 .rope()
