@@ -27,4 +27,4 @@ pub use policy::{
     CachePolicy, Comparison, DiCacheConfig, FirstBlockConfig, Indicator, UniformConfig, Warmup,
 };
 pub use session::CacheSession;
-pub use trace::{Pass, Trace, TraceEntry, TraceSummary};
+pub use trace::{CallTiming, Pass, Trace, TraceEntry, TraceSummary};

@@ -5,8 +5,8 @@ use std::time::Instant;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::{
-    CacheError, CachePolicy, CacheableModel, DiCacheConfig, FirstBlockConfig, Pass, Trace,
-    TraceEntry, UniformConfig, mean_abs, relative_l1, window::Window,
+    CacheError, CachePolicy, CacheableModel, CallTiming, DiCacheConfig, FirstBlockConfig, Pass,
+    Trace, TraceEntry, UniformConfig, mean_abs, relative_l1, window::Window,
 };
 
 /// The cache of one generation.
@@ -100,6 +100,7 @@ impl<B: Backend> CacheSession<B> {
             policy: policy.clone(),
             num_steps,
             num_blocks,
+            timing: CallTiming::default(),
             steps: Vec::new(),
         };
         Ok(Self {
@@ -107,6 +108,13 @@ impl<B: Backend> CacheSession<B> {
             passes: Vec::new(),
             trace,
         })
+    }
+
+    /// This session timing its calls as `timing` says (default [`CallTiming::Queued`]: no
+    /// wait for the backend beyond what the policy reads).
+    pub fn with_timing(mut self, timing: CallTiming) -> Self {
+        self.trace.timing = timing;
+        self
     }
 
     /// The policy this session runs.
@@ -163,7 +171,9 @@ impl<B: Backend> CacheSession<B> {
             CachePolicy::DiCache(cfg) => dicache(cfg, &run, pass_state, state, x, step, num_steps),
         };
         let output = model.head(&ctx, outcome.image);
-        B::sync(&device).map_err(|e| CacheError::Backend(format!("{e:?}")))?;
+        if self.trace.timing == CallTiming::Synced {
+            B::sync(&device).map_err(|e| CacheError::Backend(format!("{e:?}")))?;
+        }
         self.trace.steps.push(TraceEntry {
             step,
             pass,

@@ -18,6 +18,20 @@ pub enum Pass {
     Uncond,
 }
 
+/// How a session times its calls ([`TraceEntry::wall_ms`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallTiming {
+    /// Each call waits for the backend to finish its work, so its `wall_ms` is its duration.
+    /// On a GPU that drains the queue at every call: ask for it when the times are wanted.
+    Synced,
+    /// No call waits beyond what its policy reads back (DiCache's and First-Block Cache's one
+    /// scalar): `wall_ms` is the time to queue the call's work, which on a synchronous backend
+    /// (the CPU) is its duration, on a GPU much less.
+    #[default]
+    Queued,
+}
+
 /// One transformer call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEntry {
@@ -36,7 +50,8 @@ pub struct TraceEntry {
     pub gamma: Option<f64>,
     /// Number of transformer blocks this call ran.
     pub blocks_run: usize,
-    /// Wall time of the whole call (embedding, blocks, head), milliseconds.
+    /// Wall time of the whole call (embedding, blocks, head), milliseconds, as
+    /// [`Trace::timing`] says it was measured.
     pub wall_ms: f64,
 }
 
@@ -70,8 +85,15 @@ pub struct Trace {
     pub num_steps: usize,
     /// Blocks of the model.
     pub num_blocks: usize,
+    /// How the calls' `wall_ms` were measured (older traces, without the key: synced).
+    #[serde(default = "synced")]
+    pub timing: CallTiming,
     /// One entry per transformer call.
     pub steps: Vec<TraceEntry>,
+}
+
+fn synced() -> CallTiming {
+    CallTiming::Synced
 }
 
 impl Trace {

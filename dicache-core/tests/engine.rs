@@ -6,7 +6,7 @@ use std::{cell::Cell, ops::Range};
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
 use dicache_core::{
-    CacheError, CachePolicy, CacheSession, CacheableModel, Comparison, DiCacheConfig,
+    CacheError, CachePolicy, CacheSession, CacheableModel, CallTiming, Comparison, DiCacheConfig,
     FirstBlockConfig, Indicator, Pass, UniformConfig, Warmup,
 };
 
@@ -528,8 +528,25 @@ fn trace_json_has_one_entry_per_call_with_nulls_where_no_value_exists() {
     assert!(steps[3]["gamma"].is_f64());
     assert!(steps[5]["gamma"].is_null(), "computed calls have no gamma");
     assert!(steps[3]["wall_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(
+        json["timing"], "queued",
+        "calls wait for the backend only when asked"
+    );
     assert_eq!(json["policy"]["name"], "dicache");
     assert_eq!(json["summary"]["computed"], 6);
     assert_eq!(json["summary"]["skipped"], 4);
     assert_eq!(json["summary"]["blocks_run"], 6 * 4 + 4);
+}
+
+#[test]
+fn call_timing_is_recorded_and_older_traces_read_as_synced() {
+    let session = CacheSession::<B>::new(CachePolicy::None, 2, 4)
+        .unwrap()
+        .with_timing(CallTiming::Synced);
+    assert_eq!(session.trace().timing, CallTiming::Synced);
+    let mut json: serde_json::Value = serde_json::from_str(&session.trace().to_json()).unwrap();
+    assert_eq!(json["timing"], "synced");
+    json.as_object_mut().unwrap().remove("timing");
+    let older: dicache_core::Trace = serde_json::from_value(json).unwrap();
+    assert_eq!(older.timing, CallTiming::Synced);
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use dicache_core::{CachePolicy, CacheSession, CacheableModel, Pass, Trace};
+use dicache_core::{CachePolicy, CacheSession, CacheableModel, CallTiming, Pass, Trace};
 use dit_layers::{Checked, StepTensors};
 use schedulers::Sampler;
 
@@ -41,8 +41,8 @@ pub struct Denoised<B: Backend, const D: usize> {
     pub time: Duration,
 }
 
-/// Denoises `noise` with `model` under the cache `policy`, stepping `sampler` through its
-/// schedule and calling `on_step(done, total)` after each step. A sample that turns NaN or
+/// Denoises `noise` with `model` under the cache `policy` (its calls timed as `timing` says),
+/// stepping `sampler` through its schedule and calling `on_step(done, total)` after each step. A sample that turns NaN or
 /// infinite stops the loop with an error naming the step.
 ///
 /// `inputs` are the model's checked inputs of every pass, as checked for the first step
@@ -52,7 +52,7 @@ pub struct Denoised<B: Backend, const D: usize> {
 pub fn denoise<B, M, I, P, S, const D: usize>(
     model: &M,
     sampler: &mut S,
-    policy: CachePolicy,
+    (policy, timing): (CachePolicy, CallTiming),
     noise: Tensor<B, D>,
     mut inputs: Passes<Checked<I, P>>,
     timestep: impl Fn(f32) -> f32,
@@ -67,7 +67,8 @@ where
     let timesteps = sampler.timesteps();
     let device = noise.device();
     let batch = noise.dims()[0];
-    let mut session = CacheSession::new(policy, timesteps.len(), model.num_blocks())?;
+    let mut session =
+        CacheSession::new(policy, timesteps.len(), model.num_blocks())?.with_timing(timing);
     let mut sample = noise;
     let start = Instant::now();
     for (i, &t) in timesteps.iter().enumerate() {

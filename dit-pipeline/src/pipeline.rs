@@ -5,7 +5,7 @@
 use std::{fmt::Debug, path::Path, time::Duration};
 
 use burn::tensor::{Tensor, backend::Backend};
-use dicache_core::{CachePolicy, Trace};
+use dicache_core::{CachePolicy, CallTiming, Trace};
 
 use crate::{
     LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_finite, check_guidance_scale,
@@ -209,26 +209,49 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
 
     /// Generates `request` with the cache `policy`, calling `on_step(done, total)` after each
     /// denoising step: [`Self::check_request`], then [`Self::run`], whose latents and decoded
-    /// output must be finite.
+    /// output must be finite. The trace's per-call times are queue times on a GPU
+    /// ([`CallTiming::Queued`]); [`Self::generate_timed`] measures each call.
     fn generate(
         &self,
         request: &Request<B, N, Self::Extra>,
         policy: CachePolicy,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Output<B, N>, PipelineError> {
+        self.generate_with((policy, CallTiming::Queued), request, on_step)
+    }
+
+    /// [`Self::generate`] with each transformer call waiting for the backend, so the trace
+    /// holds every call's duration ([`CallTiming::Synced`]; on a GPU the queue drains at every
+    /// call).
+    fn generate_timed(
+        &self,
+        request: &Request<B, N, Self::Extra>,
+        policy: CachePolicy,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output<B, N>, PipelineError> {
+        self.generate_with((policy, CallTiming::Synced), request, on_step)
+    }
+
+    /// What [`Self::generate`] and [`Self::generate_timed`] share.
+    fn generate_with(
+        &self,
+        cache: (CachePolicy, CallTiming),
+        request: &Request<B, N, Self::Extra>,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<Output<B, N>, PipelineError> {
         self.check_request(request)?;
-        let output = self.run(request, policy, on_step)?;
+        let output = self.run(request, cache, on_step)?;
         check_finite(&output.latents, || "the final latents".into())?;
         check_finite(&output.decoded, || "the VAE's decoded output".into())?;
         Ok(output)
     }
 
-    /// Runs the pipeline on a request [`Self::check_request`] accepted; callers use
-    /// [`Self::generate`].
+    /// Runs the pipeline on a request [`Self::check_request`] accepted, with the cache policy
+    /// and call timing `cache`; callers use [`Self::generate`].
     fn run(
         &self,
         request: &Request<B, N, Self::Extra>,
-        policy: CachePolicy,
+        cache: (CachePolicy, CallTiming),
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Output<B, N>, PipelineError>;
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use dicache_core::CachePolicy;
+use dicache_core::{CachePolicy, CallTiming};
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
     ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise,
@@ -153,7 +153,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     fn run(
         &self,
         request: &FluxRequest<B>,
-        policy: CachePolicy,
+        cache: (CachePolicy, CallTiming),
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<FluxOutput<B>, PipelineError> {
         let s = &request.settings;
@@ -175,7 +175,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
         let denoised = denoise(
             &self.transformer,
             &mut sampler,
-            policy,
+            cache,
             noise,
             Passes::Single(input),
             |t| t / 1000.0,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use dicache_core::CachePolicy;
+use dicache_core::{CachePolicy, CallTiming};
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
     ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise,
@@ -156,7 +156,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     fn run(
         &self,
         request: &HunyuanVideoRequest<B>,
-        policy: CachePolicy,
+        cache: (CachePolicy, CallTiming),
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<HunyuanVideoOutput<B>, PipelineError> {
         let s = &request.settings;
@@ -183,7 +183,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         let denoised = denoise(
             &self.transformer,
             &mut sampler,
-            policy,
+            cache,
             request.noise.clone(),
             Passes::Single(input),
             |t| t,

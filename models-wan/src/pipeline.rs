@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, backend::Backend};
-use dicache_core::CachePolicy;
+use dicache_core::{CachePolicy, CallTiming};
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise};
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
@@ -132,7 +132,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     fn run(
         &self,
         request: &WanRequest<B>,
-        policy: CachePolicy,
+        cache: (CachePolicy, CallTiming),
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<WanOutput<B>, PipelineError> {
         let s = &request.settings;
@@ -160,7 +160,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         let denoised = denoise(
             &self.transformer,
             &mut sampler,
-            policy,
+            cache,
             request.noise.clone(),
             passes,
             |t| t,

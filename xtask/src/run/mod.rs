@@ -20,7 +20,9 @@ use dicache_bench::{
     backend::{BackendJob, BackendKind, Dtype, dispatch},
     mini::MiniModel,
 };
-use dicache_core::{CachePolicy, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig};
+use dicache_core::{
+    CachePolicy, CallTiming, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig,
+};
 use dit_pipeline::{Pipeline, PipelineFolder, Request, Settings, available_memory};
 use output::{ImageFile, OutputFile, check_distinct};
 
@@ -373,9 +375,14 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
             extra: self.extra,
         };
         let bar = output::step_bar(settings.steps);
-        let result = pipe.generate(&request, policy, &mut |done, _| {
-            bar.set_position(done as u64)
-        });
+        let mut on_step = |done: usize, _| bar.set_position(done as u64);
+        // Each call's own time is measured where it is free (the CPU computes synchronously) or
+        // asked for (a trace); on a GPU it would drain the queue at every call.
+        let result = if common.trace.is_some() || common.backend == BackendKind::Cpu {
+            pipe.generate_timed(&request, policy, &mut on_step)
+        } else {
+            pipe.generate(&request, policy, &mut on_step)
+        };
         bar.finish_and_clear();
         let result = result?;
         if let Some(file) = &latents_file {
@@ -397,17 +404,21 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
 fn print_summary(trace: &Trace, denoise_seconds: f64, start: Instant) {
     let total_seconds = start.elapsed().as_secs_f64();
     let s = trace.summary();
-    let loop_seconds = s.total_ms / 1e3;
-    let per_computed = s.mean_computed_ms / 1e3;
-    // What the loop would have taken with every call computed, at the measured cost of a
-    // computed call.
-    let uncached = s.calls as f64 * per_computed;
     eprintln!("cache      {}", trace.policy.name());
     eprintln!(
         "steps      {} computed, {} skipped of {} transformer calls",
         s.computed, s.skipped, s.calls
     );
     eprintln!("blocks     {} of {} run", s.blocks_run, s.blocks_uncached);
+    if trace.timing != CallTiming::Synced {
+        eprintln!("time       {denoise_seconds:.2} s denoising, {total_seconds:.2} s in all");
+        return;
+    }
+    let loop_seconds = s.total_ms / 1e3;
+    let per_computed = s.mean_computed_ms / 1e3;
+    // What the loop would have taken with every call computed, at the measured cost of a
+    // computed call.
+    let uncached = s.calls as f64 * per_computed;
     eprintln!(
         "per step   {per_computed:.3} s computed, {:.3} s skipped",
         s.mean_skipped_ms / 1e3
