@@ -209,6 +209,18 @@ fn flux_bad_inputs_are_named_errors_that_touch_no_output() {
         ),
         ("zero steps", flux(&["--steps", "0"]), &["steps"]),
         (
+            "a new output folder is not made for a failing run",
+            flux(&[
+                "--steps",
+                "0",
+                "--out",
+                "$D/out/new/x.png",
+                "--trace",
+                "$D/out/t/t.json",
+            ]),
+            &["steps"],
+        ),
+        (
             "long prompt length",
             flux(&["--max-sequence-length", "100000"]),
             &["max sequence length", "512"],

@@ -18,7 +18,8 @@ use indicatif::ProgressBar;
 use safetensors::{Dtype as StDtype, tensor::TensorView};
 
 /// A file a run will write, named by the flag that gave it (`--out`), checked before anything
-/// is generated: not a folder, its folder present (created if missing) and writable.
+/// is generated, without leaving a trace: not a folder, and its folder (or, where that is still
+/// missing, the nearest folder above it, where the missing ones will be created) writable.
 #[derive(Debug, Clone)]
 pub struct OutputFile {
     flag: &'static str,
@@ -26,7 +27,7 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
-    /// Checks `path`, given with `flag`, and creates its folder if missing.
+    /// Checks `path`, given with `flag`.
     pub fn new(flag: &'static str, path: &Path) -> Result<Self> {
         not_a_folder(flag, path)?;
         let file = Self {
@@ -34,14 +35,29 @@ impl OutputFile {
             path: path.to_path_buf(),
         };
         let dir = file.dir();
-        fs::create_dir_all(&dir).with_context(|| {
-            format!("{flag} {}: cannot create {}", path.display(), dir.display())
-        })?;
-        file.temporary().with_context(|| {
+        let existing = dir
+            .ancestors()
+            .find(|d| d.exists() || d.as_os_str().is_empty())
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .unwrap_or(Path::new("."));
+        if !existing.is_dir() {
+            bail!(
+                "{flag} {}: {} is a file, not a folder",
+                path.display(),
+                existing.display()
+            );
+        }
+        tempfile::tempfile_in(existing).with_context(|| {
             format!(
                 "{flag} {}: cannot write in {}",
                 path.display(),
-                dir.display()
+                existing.display()
             )
         })?;
         Ok(file)
@@ -56,6 +72,15 @@ impl OutputFile {
     /// the extension, for writers that choose the format by it), which then replaces the file
     /// in one rename. On failure the temporary file is removed and the file left as it was.
     pub fn write(&self, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let dir = self.dir();
+        fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "{} {}: cannot create {}",
+                self.flag,
+                self.path.display(),
+                dir.display()
+            )
+        })?;
         let temporary = self.temporary()?;
         write(temporary.path())
             .with_context(|| format!("{} {}: writing failed", self.flag, self.path.display()))?;
@@ -300,8 +325,16 @@ mod tests {
             .to_string();
         assert!(msg.contains("is a folder"), "{msg}");
         let nested = dir.path().join("new/deeper/a.png");
-        assert!(ImageFile::new("--out", &nested).is_ok());
-        assert!(nested.parent().unwrap().is_dir());
+        let file = ImageFile::new("--out", &nested).unwrap();
+        assert!(!dir.path().join("new").exists(), "checking creates nothing");
+        file.file().write(|p| Ok(fs::write(p, b"x")?)).unwrap();
+        assert_eq!(fs::read(&nested).unwrap(), b"x");
+        let under_a_file = dir.path().join("a.png/b.png");
+        fs::write(dir.path().join("a.png"), b"x").unwrap();
+        let msg = OutputFile::new("--out", &under_a_file)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("is a file"), "{msg}");
     }
 
     #[test]

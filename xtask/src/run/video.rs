@@ -72,7 +72,7 @@ pub struct Target {
 
 impl Target {
     /// The video file `path` (`--out`; its format from the extension, its encoder checked) at
-    /// `fps` frames per second, and each frame as a PNG into `frames_dir` if given (created if
+    /// `fps` frames per second, and each frame as a PNG into `frames_dir` if given (created when
     /// missing; not a file).
     pub fn new(path: &Path, fps: u32, frames_dir: Option<&Path>) -> Result<Self> {
         let format = Format::of(path)?;
@@ -85,8 +85,7 @@ impl Target {
         format.check_encoder()?;
         let file = OutputFile::new("--out", path)?;
         if let Some(dir) = frames_dir {
-            fs::create_dir_all(dir)
-                .with_context(|| format!("--frames-dir: cannot create {}", dir.display()))?;
+            OutputFile::new("--frames-dir", &dir.join("frame_0000.png"))?;
         }
         Ok(Self {
             format,
