@@ -303,33 +303,6 @@ fn flux_bad_inputs_are_named_errors_that_touch_no_output() {
         &r.model()
             .join("transformer/diffusion_pytorch_model.safetensors"),
         "proj_out.weight",
-        f32::NAN,
-    );
-    r.fails(
-        "NaN transformer weight",
-        FLUX,
-        &[
-            "proj_out.weight",
-            "diffusion_pytorch_model.safetensors",
-            "NaN",
-        ],
-    );
-    let r = row();
-    set_first_value(
-        &r.model().join("vae/diffusion_pytorch_model.safetensors"),
-        "decoder.conv_out.weight",
-        f32::INFINITY,
-    );
-    r.fails(
-        "infinite VAE weight",
-        FLUX,
-        &["decoder.conv_out.weight", "vae"],
-    );
-    let r = row();
-    set_first_value(
-        &r.model()
-            .join("transformer/diffusion_pytorch_model.safetensors"),
-        "proj_out.weight",
         1e38,
     );
     r.fails(
@@ -366,38 +339,12 @@ fn flux_bad_inputs_are_named_errors_that_touch_no_output() {
     );
     r.fails("bad transformer config", FLUX, &["num_attention_heads"]);
     let r = row();
-    let weights = r
-        .model()
-        .join("transformer/diffusion_pytorch_model.safetensors");
-    let bytes = fs::read(&weights).unwrap();
-    fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    r.fails(
-        "truncated transformer",
-        FLUX,
-        &["diffusion_pytorch_model.safetensors", "truncated"],
-    );
-    let r = row();
     fs::write(
         r.model().join("vae/diffusion_pytorch_model.safetensors"),
         b"\x05\x00\x00\x00\x00\x00\x00\x00{{{{{",
     )
     .unwrap();
     r.fails("corrupt VAE", FLUX, &["vae", "corrupt"]);
-    let r = row();
-    let stray = r.model().join("transformer/zz_old.safetensors");
-    write_tensors(
-        &stray,
-        &[("proj_out.bias".into(), Dtype::F32, vec![64], vec![0; 256])],
-    );
-    r.fails(
-        "stray shard",
-        FLUX,
-        &[
-            "proj_out.bias",
-            "zz_old.safetensors",
-            "diffusion_pytorch_model.safetensors",
-        ],
-    );
     let r = row();
     fs::write(
         r.model().join("model_index.json"),
@@ -416,16 +363,7 @@ fn flux_bad_inputs_are_named_errors_that_touch_no_output() {
         "\"WanPipeline\"",
     );
     r.fails("a WAN index", FLUX, &["WanPipeline", "cargo xtask run wan"]);
-    let r = row();
-    fs::write(
-        r.model().join("tokenizer_2/tokenizer.json"),
-        b"{\"not\": \"a tokenizer\"",
-    )
-    .unwrap();
-    r.fails("broken tokenizer", FLUX, &["tokenizer_2"]);
-    let r = row();
-    fs::remove_dir_all(r.model().join("text_encoder_2")).unwrap();
-    r.fails("missing text encoder", FLUX, &["text_encoder_2"]);
+    damaged_weights_and_files(&mini, "png", FLUX, "text_encoder_2", "tokenizer_2");
 
     // Initial noise files.
     let shape = vec![1, 16, 8, 8];
@@ -586,6 +524,7 @@ fn wan_bad_inputs_are_named_errors_that_touch_no_output() {
         "-2",
     );
     r.fails("negative flow_shift", WAN, &["flow_shift"]);
+    damaged_weights_and_files(&mini, "gif", WAN, "text_encoder", "tokenizer");
 }
 
 #[test]
@@ -676,4 +615,74 @@ fn hunyuan_video_bad_inputs_are_named_errors() {
         base,
         &["FluxPipeline", "cargo xtask run flux"],
     );
+    damaged_weights_and_files(&fixture, "gif", base, "text_encoder", "tokenizer");
+    let r = row();
+    set_json(&r.model().join("vae/config.json"), "scaling_factor", "0");
+    r.fails("VAE scaling_factor 0", base, &["scaling_factor"]);
+}
+
+/// The damaged checkpoint folders every pipeline must name, on a copy of the pipeline folder
+/// `source` run with `args` (output `$D/out/existing.<extension>`): a NaN transformer weight, an
+/// infinite VAE weight, a truncated transformer, a stray file shadowing a transformer tensor, a
+/// broken `tokenizer` and a missing `text_encoder` (the folders named).
+fn damaged_weights_and_files(
+    source: &Path,
+    extension: &str,
+    args: &[&str],
+    text_encoder: &str,
+    tokenizer: &str,
+) {
+    let row = || Row::new(source, extension);
+    let transformer = "transformer/diffusion_pytorch_model.safetensors";
+    let r = row();
+    set_first_value(&r.model().join(transformer), "proj_out.weight", f32::NAN);
+    r.fails("NaN transformer weight", args, &["proj_out.weight", "NaN"]);
+    let r = row();
+    let vae = r.model().join("vae/diffusion_pytorch_model.safetensors");
+    let vae_bytes = fs::read(&vae).unwrap();
+    // `decoder.conv_out.weight`, or the causal VAEs' `decoder.conv_out.conv.weight`.
+    let key = SafeTensors::deserialize(&vae_bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with("decoder.conv_out") && n.ends_with("weight"))
+        .unwrap()
+        .to_string();
+    set_first_value(&vae, &key, f32::INFINITY);
+    r.fails("infinite VAE weight", args, &[&key]);
+    let r = row();
+    let bytes = fs::read(r.model().join(transformer)).unwrap();
+    fs::write(r.model().join(transformer), &bytes[..bytes.len() / 2]).unwrap();
+    r.fails(
+        "truncated transformer",
+        args,
+        &["diffusion_pytorch_model.safetensors", "truncated"],
+    );
+    let r = row();
+    let shape = SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .tensor("proj_out.bias")
+        .unwrap()
+        .shape()
+        .to_vec();
+    let len = shape.iter().product::<usize>() * 4;
+    write_tensors(
+        &r.model().join("transformer/zz_old.safetensors"),
+        &[("proj_out.bias".into(), Dtype::F32, shape, vec![0; len])],
+    );
+    r.fails(
+        "stray shard",
+        args,
+        &["proj_out.bias", "zz_old.safetensors"],
+    );
+    let r = row();
+    fs::write(
+        r.model().join(tokenizer).join("tokenizer.json"),
+        b"{\"model\": ",
+    )
+    .unwrap();
+    r.fails("broken tokenizer", args, &[tokenizer]);
+    let r = row();
+    fs::remove_dir_all(r.model().join(text_encoder)).unwrap();
+    r.fails("missing text encoder", args, &[text_encoder]);
 }
