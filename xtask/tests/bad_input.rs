@@ -686,3 +686,95 @@ fn damaged_weights_and_files(
     fs::remove_dir_all(r.model().join(text_encoder)).unwrap();
     r.fails("missing text encoder", args, &[text_encoder]);
 }
+
+#[test]
+fn several_prompts_write_numbered_outputs_each_as_if_alone() {
+    let mini = workspace().join("mini-models/flux-mini");
+    let row = Row::new(&mini, "png");
+    let (ok, stderr) = row.run(&with(
+        FLUX,
+        &[
+            "--prompt",
+            "a red circle on a blue background",
+            "--prompt",
+            "a yellow square on a black background",
+            "--num-images-per-prompt",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            "$D/out/x.png",
+            "--trace",
+            "$D/out/t.json",
+        ],
+    ));
+    assert!(ok, "{stderr}");
+    for i in 0..4 {
+        assert!(
+            row.path(&format!("out/x-{i:03}.png")).is_file(),
+            "x-{i:03}.png"
+        );
+        assert!(
+            row.path(&format!("out/t-{i:03}.json")).is_file(),
+            "t-{i:03}.json"
+        );
+        let sidecar: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(row.path(&format!("out/x-{i:03}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sidecar["seed"], 5 + i as u64);
+        let prompt = if i < 2 {
+            "a red circle"
+        } else {
+            "a yellow square"
+        };
+        assert!(sidecar["prompt"].as_str().unwrap().starts_with(prompt));
+        assert_eq!(sidecar["width"], 64);
+    }
+    // Sample 3 (the second of "a yellow square", seed 8) equals that prompt and seed alone.
+    let (ok, stderr) = row.run(&with(
+        FLUX,
+        &[
+            "--prompt",
+            "a yellow square on a black background",
+            "--seed",
+            "8",
+            "--out",
+            "$D/alone.png",
+        ],
+    ));
+    assert!(ok, "{stderr}");
+    let pixels = |rel: &str| image::open(row.path(rel)).unwrap().to_rgb8().into_raw();
+    assert_eq!(pixels("out/x-003.png"), pixels("alone.png"));
+
+    let r = Row::new(&mini, "png");
+    r.fails(
+        "no images per prompt",
+        &flux(&["--num-images-per-prompt", "0"]),
+        &["--num-images-per-prompt"],
+    );
+    r.fails(
+        "missing prompts file",
+        &flux(&["--prompts", "$D/none.txt"]),
+        &["--prompts", "none.txt"],
+    );
+    let shape = vec![1, 16, 8, 8];
+    noise_file(
+        &r.path("noise.safetensors"),
+        Dtype::F32,
+        shape,
+        vec![0; 16 * 64 * 4],
+    );
+    r.fails(
+        "one noise row for two samples",
+        &flux(&[
+            "--prompt",
+            "a",
+            "--prompt",
+            "b",
+            "--init-noise",
+            "$D/noise.safetensors",
+        ]),
+        &["--init-noise", "one row per sample", "[2, 16, 8, 8]"],
+    );
+}

@@ -5,6 +5,7 @@
 mod flux;
 mod hunyuan;
 pub(crate) mod output;
+mod samples;
 mod video;
 mod wan;
 
@@ -23,6 +24,7 @@ use dicache_bench::{
 use dicache_core::{
     CachePolicy, CallTiming, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig,
 };
+use dit_layers::gaussian_noise;
 use dit_pipeline::{Pipeline, PipelineFolder, Request, Settings, available_memory};
 use output::{ImageFile, OutputFile, check_distinct};
 
@@ -62,9 +64,16 @@ pub enum CacheKind {
 /// Options every run command shares.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// The prompt.
+    /// The prompt; repeat the flag for several samples (made one after another, the outputs
+    /// numbered: out/flux-000.png, ... with a JSON sidecar each).
+    #[arg(long, required_unless_present = "prompts")]
+    pub prompt: Vec<String>,
+    /// A file of prompts, one per line (blank lines skipped), after any --prompt.
     #[arg(long)]
-    pub prompt: String,
+    pub prompts: Option<PathBuf>,
+    /// Samples of each prompt, each with the next seed.
+    #[arg(long, default_value_t = 1)]
+    pub num_images_per_prompt: usize,
     /// A pipeline folder in diffusers layout (model_index.json, scheduler/, the text encoders
     /// and tokenizers, transformer/, vae/). Without it: the model's mini model under
     /// mini-models/, whose own settings then become the defaults.
@@ -96,7 +105,8 @@ pub struct CommonArgs {
     /// classifier-free guidance; the other models take none).
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// Seed of the initial noise (ignored with --init-noise).
+    /// Seed of the first sample's initial noise; sample i gets seed + i (ignored with
+    /// --init-noise).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Backend to run on (each needs its cargo feature).
@@ -121,7 +131,7 @@ pub struct CommonArgs {
     #[arg(long)]
     pub interval: Option<usize>,
     /// Initial noise: a safetensors file with one f32 tensor "latents" in the unpacked latent
-    /// layout.
+    /// layout, its first dimension one row per sample.
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
     /// Write the sampler's final latents (tensor "latents", unpacked layout, before the VAE's
@@ -241,11 +251,20 @@ pub trait OutputTarget<const N: usize> {
 
     /// Writes the decoded output `[1, 3, (frames,) height, width]`.
     fn save<B: Backend>(&self, decoded: Tensor<B, N>) -> Result<()>;
+
+    /// The target of sample `index` of several, checked.
+    fn numbered(&self, index: usize) -> Result<Self>
+    where
+        Self: Sized;
 }
 
 impl OutputTarget<4> for ImageFile {
     fn file(&self) -> &OutputFile {
         ImageFile::file(self)
+    }
+
+    fn numbered(&self, index: usize) -> Result<Self> {
+        ImageFile::numbered(self, index)
     }
 
     fn save<B: Backend>(&self, decoded: Tensor<B, 4>) -> Result<()> {
@@ -258,6 +277,10 @@ impl OutputTarget<5> for video::Target {
         video::Target::file(self)
     }
 
+    fn numbered(&self, index: usize) -> Result<Self> {
+        video::Target::numbered(self, index)
+    }
+
     fn save<B: Backend>(&self, decoded: Tensor<B, 5>) -> Result<()> {
         video::Target::save(self, decoded)
     }
@@ -268,7 +291,7 @@ pub trait RunModel<const N: usize> {
     /// The pipeline, on any backend.
     type Pipeline<B: Backend>: Pipeline<B, N, Extra = Self::Extra>;
     /// Its model-specific request settings.
-    type Extra;
+    type Extra: Clone;
     /// Where and how its output is written, checked before anything loads.
     type Target: OutputTarget<N>;
     /// Its mini model, if it has one.
@@ -340,21 +363,15 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let common = self.common;
         let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
         let policy = common.policy(M::preset())?;
+        let samples = common.samples()?;
         let folder = common.folder(M::MINI.as_ref(), name)?;
         let defaults = open_folder::<B, M::Pipeline<B>, N>(&folder)?
             .defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
         let settings = common.settings(defaults, self.frames);
         M::Pipeline::<B>::check_settings(&settings, &common.negative_prompt)?;
-        let [latents_file, trace_file] = common.extra_outputs()?;
-        let out = self.target.file();
-        check_distinct(
-            &[Some(out), latents_file.as_ref(), trace_file.as_ref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-        )?;
+        let files = SampleFiles::for_samples(self.target, common.extra_outputs()?, samples.len())?;
+        check_distinct(&files.iter().flat_map(SampleFiles::all).collect::<Vec<_>>())?;
         output::check_noise_file(common.init_noise.as_deref())?;
-        let start = Instant::now();
         eprintln!("loading {}", folder.display());
         let pipe = M::Pipeline::<B>::load(&folder, common.transformer.as_deref(), &device)
             .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
@@ -365,37 +382,116 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         {
             pipe.check_memory(&settings, &self.extra, common.dtype.bytes(), available)?;
         }
-        let noise =
-            output::initial_noise(common.init_noise.as_deref(), common.seed, shape, &device)?;
-        let request = Request {
-            prompt: common.prompt.clone(),
-            negative_prompt: common.negative_prompt.clone(),
-            settings,
-            noise,
-            extra: self.extra,
-        };
-        let bar = output::step_bar(settings.steps);
-        let mut on_step = |done: usize, _| bar.set_position(done as u64);
-        // Each call's own time is measured where it is free (the CPU computes synchronously) or
-        // asked for (a trace); on a GPU it would drain the queue at every call.
-        let result = if common.trace.is_some() || common.backend == BackendKind::Cpu {
-            pipe.generate_timed(&request, policy, &mut on_step)
-        } else {
-            pipe.generate(&request, policy, &mut on_step)
-        };
-        bar.finish_and_clear();
-        let result = result?;
-        if let Some(file) = &latents_file {
-            output::save_latents(result.latents.clone(), file)?;
+        let noise_file =
+            output::noise_file(common.init_noise.as_deref(), samples.len(), shape, &device)?;
+        for (sample, files) in samples.iter().zip(&files) {
+            let start = Instant::now();
+            if samples.len() > 1 {
+                eprintln!(
+                    "sample {} of {}: {}",
+                    sample.index + 1,
+                    samples.len(),
+                    sample.prompt
+                );
+            }
+            let noise = match &noise_file {
+                Some(batch) => batch.clone().narrow(0, sample.index, 1),
+                None => Tensor::from_data(gaussian_noise(&shape, sample.seed), &device),
+            };
+            let request = Request {
+                prompt: sample.prompt.clone(),
+                negative_prompt: common.negative_prompt.clone(),
+                settings,
+                noise,
+                extra: self.extra.clone(),
+            };
+            let bar = output::step_bar(settings.steps);
+            let mut on_step = |done: usize, _| bar.set_position(done as u64);
+            // Each call's own time is measured where it is free (the CPU computes
+            // synchronously) or asked for (a trace); on a GPU it would drain the queue at
+            // every call.
+            let result = if files.trace.is_some() || common.backend == BackendKind::Cpu {
+                pipe.generate_timed(&request, policy.clone(), &mut on_step)
+            } else {
+                pipe.generate(&request, policy.clone(), &mut on_step)
+            };
+            bar.finish_and_clear();
+            let result = result?;
+            if let Some(file) = &files.latents {
+                output::save_latents(result.latents.clone(), file)?;
+            }
+            if let Some(file) = &files.trace {
+                let json = result.trace.to_json();
+                file.write(|path| Ok(std::fs::write(path, &json)?))?;
+            }
+            files.target.save(result.decoded)?;
+            if let Some(file) = &files.sidecar {
+                samples::write_sidecar(file, sample, common, (&folder, &settings), &result.trace)?;
+            }
+            print_summary(&result.trace, result.denoise_time.as_secs_f64(), start);
+            eprintln!("wrote {}", files.target.file().path().display());
         }
-        if let Some(file) = &trace_file {
-            let json = result.trace.to_json();
-            file.write(|path| Ok(std::fs::write(path, &json)?))?;
-        }
-        self.target.save(result.decoded)?;
-        print_summary(&result.trace, result.denoise_time.as_secs_f64(), start);
-        eprintln!("wrote {}", out.path().display());
         Ok(())
+    }
+}
+
+/// The files one sample writes: its output, and its latents, trace and sidecar where asked.
+struct SampleFiles<T> {
+    target: T,
+    latents: Option<OutputFile>,
+    trace: Option<OutputFile>,
+    sidecar: Option<OutputFile>,
+}
+
+impl<T> SampleFiles<T> {
+    /// The files of `count` samples: as given for one; numbered (`-000`, `-001`, ...) with a
+    /// JSON sidecar beside each output for several.
+    fn for_samples<const N: usize>(
+        target: T,
+        [latents, trace]: [Option<OutputFile>; 2],
+        count: usize,
+    ) -> Result<Vec<Self>>
+    where
+        T: OutputTarget<N>,
+    {
+        if count == 1 {
+            return Ok(vec![Self {
+                target,
+                latents,
+                trace,
+                sidecar: None,
+            }]);
+        }
+        let numbered =
+            |file: &Option<OutputFile>, i| file.as_ref().map(|f| f.numbered(i)).transpose();
+        (0..count)
+            .map(|i| {
+                let target = target.numbered(i)?;
+                let sidecar = Some(target.file().with_extension("json"));
+                Ok(Self {
+                    latents: numbered(&latents, i)?,
+                    trace: numbered(&trace, i)?,
+                    sidecar,
+                    target,
+                })
+            })
+            .collect()
+    }
+
+    /// Every file of the sample.
+    fn all<const N: usize>(&self) -> Vec<&OutputFile>
+    where
+        T: OutputTarget<N>,
+    {
+        [
+            Some(self.target.file()),
+            self.latents.as_ref(),
+            self.trace.as_ref(),
+            self.sidecar.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

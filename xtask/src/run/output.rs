@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_bench::progress::progress_bar;
-use dit_layers::{Weights, gaussian_noise};
+use dit_layers::Weights;
 use image::ImageFormat;
 use indicatif::ProgressBar;
 use safetensors::{Dtype as StDtype, tensor::TensorView};
@@ -66,6 +66,29 @@ impl OutputFile {
     /// The path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file of sample `index` of several: `out/flux.png` becomes `out/flux-003.png`,
+    /// checked as [`Self::new`] checks.
+    pub fn numbered(&self, index: usize) -> Result<Self> {
+        let stem = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match self.path.extension() {
+            Some(ext) => format!("{stem}-{index:03}.{}", ext.to_string_lossy()),
+            None => format!("{stem}-{index:03}"),
+        };
+        Self::new(self.flag, &self.path.with_file_name(name))
+    }
+
+    /// The file beside this one with extension `extension` (a sidecar), under the same flag.
+    pub fn with_extension(&self, extension: &str) -> Self {
+        Self {
+            flag: self.flag,
+            path: self.path.with_extension(extension),
+        }
     }
 
     /// Writes the file: `write` fills a temporary file beside it (given its path, which keeps
@@ -193,6 +216,14 @@ impl ImageFile {
         &self.file
     }
 
+    /// The image of sample `index` of several ([`OutputFile::numbered`]).
+    pub fn numbered(&self, index: usize) -> Result<Self> {
+        Ok(Self {
+            file: self.file.numbered(index)?,
+            format: self.format,
+        })
+    }
+
     /// Writes a decoded image `[1, 3, h, w]` (nominally in `[-1, 1]`), quantised as diffusers
     /// does.
     pub fn save<B: Backend>(&self, image: Tensor<B, 4>) -> Result<()> {
@@ -228,24 +259,26 @@ pub fn check_noise_file(file: Option<&Path>) -> Result<()> {
     }
 }
 
-/// The initial noise of `shape`: read from `file` (tensor "latents", checked against `shape`)
-/// or drawn from `seed`.
-pub fn initial_noise<B: Backend, const D: usize>(
+/// The initial noise of `samples` samples of latent `shape` (`[1, ...]`) from `file`, if given:
+/// its tensor "latents", one row per sample (`[samples, ...]`).
+pub fn noise_file<B: Backend, const D: usize>(
     file: Option<&Path>,
-    seed: u64,
+    samples: usize,
     shape: [usize; D],
     device: &B::Device,
-) -> Result<Tensor<B, D>> {
-    match file {
-        Some(path) => {
-            let weights =
-                Weights::open(path).with_context(|| format!("--init-noise {}", path.display()))?;
-            Ok(weights
-                .tensor("latents", shape, device)
-                .with_context(|| format!("--init-noise {}", path.display()))?)
-        }
-        None => Ok(Tensor::from_data(gaussian_noise(&shape, seed), device)),
-    }
+) -> Result<Option<Tensor<B, D>>> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let mut batched = shape;
+    batched[0] = samples;
+    let context = || format!("--init-noise {} (one row per sample)", path.display());
+    let weights = Weights::open(path).with_context(context)?;
+    Ok(Some(
+        weights
+            .tensor("latents", batched, device)
+            .with_context(context)?,
+    ))
 }
 
 /// Writes `latents` as the f32 tensor "latents" of a safetensors file.

@@ -100,6 +100,25 @@ impl Target {
         &self.file
     }
 
+    /// The video of sample `index` of several ([`OutputFile::numbered`]), its frames in
+    /// `<frames-dir>-003`.
+    pub fn numbered(&self, index: usize) -> Result<Self> {
+        let frames_dir = self.frames_dir.as_ref().map(|dir| {
+            let mut name = dir.as_os_str().to_owned();
+            name.push(format!("-{index:03}"));
+            PathBuf::from(name)
+        });
+        if let Some(dir) = frames_dir.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+            bail!("--frames-dir {} is a file, not a folder", dir.display());
+        }
+        Ok(Self {
+            format: self.format,
+            fps: self.fps,
+            frames_dir,
+            file: self.file.numbered(index)?,
+        })
+    }
+
     /// Writes a decoded video `[1, 3, frames, h, w]` (nominally in `[-1, 1]`).
     pub fn save<B: Backend>(&self, video: Tensor<B, 5>) -> Result<()> {
         let frames = frames(video)?;
