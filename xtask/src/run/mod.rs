@@ -615,4 +615,61 @@ mod tests {
         );
         assert!(msg.contains("not a diffusers pipeline index"), "{msg}");
     }
+
+    #[test]
+    fn prompts_repeat_with_consecutive_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prompts.txt");
+        std::fs::write(&file, "a red circle\n\n  a blue square  \n").unwrap();
+        let cli = Cli::parse_from([
+            "run",
+            "--prompt",
+            "first",
+            "--prompts",
+            file.to_str().unwrap(),
+            "--num-images-per-prompt",
+            "2",
+            "--seed",
+            "7",
+        ]);
+        let samples = cli.common.samples().unwrap();
+        let got: Vec<(usize, &str, u64)> = samples
+            .iter()
+            .map(|s| (s.index, s.prompt.as_str(), s.seed))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, "first", 7),
+                (1, "first", 8),
+                (2, "a red circle", 9),
+                (3, "a red circle", 10),
+                (4, "a blue square", 11),
+                (5, "a blue square", 12),
+            ]
+        );
+        let none = Cli::parse_from([
+            "run",
+            "--prompts",
+            file.to_str().unwrap(),
+            "--num-images-per-prompt",
+            "0",
+        ]);
+        assert!(
+            none.common
+                .samples()
+                .unwrap_err()
+                .to_string()
+                .contains("at least 1")
+        );
+        let missing = Cli::parse_from(["run", "--prompts", "/no/such/prompts.txt"]);
+        assert!(
+            missing
+                .common
+                .samples()
+                .unwrap_err()
+                .to_string()
+                .contains("--prompts")
+        );
+    }
 }
