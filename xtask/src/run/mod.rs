@@ -27,6 +27,7 @@ use dicache_core::{
 use dit_layers::gaussian_noise;
 use dit_pipeline::{Pipeline, PipelineFolder, Request, Settings, available_memory};
 use output::{ImageFile, OutputFile, check_distinct};
+use samples::SampleFiles;
 
 /// Which model to run.
 #[derive(Debug, Subcommand)]
@@ -432,66 +433,6 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
             eprintln!("wrote {}", files.target.file().path().display());
         }
         Ok(())
-    }
-}
-
-/// The files one sample writes: its output, and its latents, trace and sidecar where asked.
-struct SampleFiles<T> {
-    target: T,
-    latents: Option<OutputFile>,
-    trace: Option<OutputFile>,
-    sidecar: Option<OutputFile>,
-}
-
-impl<T> SampleFiles<T> {
-    /// The files of `count` samples: as given for one; numbered (`-000`, `-001`, ...) with a
-    /// JSON sidecar beside each output for several.
-    fn for_samples<const N: usize>(
-        target: T,
-        [latents, trace]: [Option<OutputFile>; 2],
-        count: usize,
-    ) -> Result<Vec<Self>>
-    where
-        T: OutputTarget<N>,
-    {
-        if count == 1 {
-            return Ok(vec![Self {
-                target,
-                latents,
-                trace,
-                sidecar: None,
-            }]);
-        }
-        let numbered =
-            |file: &Option<OutputFile>, i| file.as_ref().map(|f| f.numbered(i)).transpose();
-        (0..count)
-            .map(|i| {
-                let target = target.numbered(i)?;
-                let sidecar = Some(target.file().with_extension("json"));
-                Ok(Self {
-                    latents: numbered(&latents, i)?,
-                    trace: numbered(&trace, i)?,
-                    sidecar,
-                    target,
-                })
-            })
-            .collect()
-    }
-
-    /// Every file of the sample.
-    fn all<const N: usize>(&self) -> Vec<&OutputFile>
-    where
-        T: OutputTarget<N>,
-    {
-        [
-            Some(self.target.file()),
-            self.latents.as_ref(),
-            self.trace.as_ref(),
-            self.sidecar.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Several samples in one run: the prompts (`--prompt` repeated, `--prompts FILE`), each
-//! `--num-images-per-prompt` times with consecutive seeds, and the JSON sidecar written beside
-//! each numbered output.
+//! `--num-images-per-prompt` times with consecutive seeds; the files each sample writes
+//! (numbered when there are several) and the JSON sidecar beside each numbered output.
 
 use std::{fs, path::Path};
 
@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use dicache_core::Trace;
 use dit_pipeline::Settings;
 
-use super::{CommonArgs, output::OutputFile};
+use super::{CommonArgs, OutputTarget, output::OutputFile};
 
 /// The most samples one run takes.
 const MAX_SAMPLES: usize = 10_000;
@@ -93,4 +93,68 @@ pub fn write_sidecar(
     });
     let sidecar = out.with_extension("json");
     sidecar.write(|path| Ok(fs::write(path, serde_json::to_string_pretty(&json)?)?))
+}
+
+/// The files one sample writes: its output, and its latents, trace and sidecar where asked.
+pub struct SampleFiles<T> {
+    /// The image or video.
+    pub target: T,
+    /// `--save-latents`.
+    pub latents: Option<OutputFile>,
+    /// `--trace`.
+    pub trace: Option<OutputFile>,
+    /// The JSON sidecar of a numbered output.
+    pub sidecar: Option<OutputFile>,
+}
+
+impl<T> SampleFiles<T> {
+    /// The files of `count` samples: as given for one; numbered (`-000`, `-001`, ...) with a
+    /// JSON sidecar beside each output for several.
+    pub fn for_samples<const N: usize>(
+        target: T,
+        [latents, trace]: [Option<OutputFile>; 2],
+        count: usize,
+    ) -> Result<Vec<Self>>
+    where
+        T: OutputTarget<N>,
+    {
+        if count == 1 {
+            return Ok(vec![Self {
+                target,
+                latents,
+                trace,
+                sidecar: None,
+            }]);
+        }
+        let numbered =
+            |file: &Option<OutputFile>, i| file.as_ref().map(|f| f.numbered(i)).transpose();
+        (0..count)
+            .map(|i| {
+                let target = target.numbered(i)?;
+                let sidecar = Some(target.file().with_extension("json"));
+                Ok(Self {
+                    latents: numbered(&latents, i)?,
+                    trace: numbered(&trace, i)?,
+                    sidecar,
+                    target,
+                })
+            })
+            .collect()
+    }
+
+    /// Every file of the sample.
+    pub fn all<const N: usize>(&self) -> Vec<&OutputFile>
+    where
+        T: OutputTarget<N>,
+    {
+        [
+            Some(self.target.file()),
+            self.latents.as_ref(),
+            self.trace.as_ref(),
+            self.sidecar.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
