@@ -6,7 +6,6 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
-use dicache_core::CacheableModel;
 use models_flux::{FluxConfig, FluxInput, FluxTransformer, FromParams};
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +70,8 @@ pub fn mmdit_flops(blocks: usize, hidden: usize, tokens: usize) -> f64 {
 }
 
 /// Times one forward on backend `B` (random weights and inputs; guidance 3.5, timestep 0.5).
-pub fn time<B: Backend>(case: &Case, timer: &Timer<B>) -> Result<Samples> {
+/// With `profile`, first prints the time of each phase ([`crate::profile`]).
+pub fn time<B: Backend>(case: &Case, timer: &Timer<B>, profile: bool) -> Result<Samples> {
     let p: Params =
         serde_json::from_value(case.params.clone()).context("flux-forward case parameters")?;
     let device = timer.device();
@@ -100,5 +100,5 @@ pub fn time<B: Backend>(case: &Case, timer: &Timer<B>) -> Result<Samples> {
         txt_ids: Tensor::zeros([p.txt_tokens, 3], device),
     };
     let input = model.check_input(input).context("flux-forward inputs")?;
-    timer.time(|| Ok(model.forward(&input)))
+    crate::profile::forward(&model, &input, timer, profile)
 }

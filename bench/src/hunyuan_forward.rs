@@ -8,7 +8,6 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
-use dicache_core::CacheableModel;
 use models_hunyuan::{FromParams, HunyuanVideoConfig, HunyuanVideoInput, HunyuanVideoTransformer};
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +68,8 @@ pub fn cases(size: Size) -> Vec<Case> {
 }
 
 /// Times one forward on backend `B` (random weights and inputs; timestep 500, guidance 6).
-pub fn time<B: Backend>(case: &Case, timer: &Timer<B>) -> Result<Samples> {
+/// With `profile`, first prints the time of each phase ([`crate::profile`]).
+pub fn time<B: Backend>(case: &Case, timer: &Timer<B>, profile: bool) -> Result<Samples> {
     let p: Params =
         serde_json::from_value(case.params.clone()).context("hunyuan-forward case parameters")?;
     let device = timer.device();
@@ -96,5 +96,5 @@ pub fn time<B: Backend>(case: &Case, timer: &Timer<B>) -> Result<Samples> {
             .then(|| Tensor::from_floats([6000.0], device)),
     };
     let input = model.check_input(input).context("hunyuan-forward inputs")?;
-    timer.time(|| Ok(model.forward(&input)))
+    crate::profile::forward(&model, &input, timer, profile)
 }

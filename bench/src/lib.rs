@@ -20,6 +20,7 @@ pub mod cache;
 mod flux_forward;
 mod hunyuan_forward;
 pub mod mini;
+mod profile;
 pub mod progress;
 pub mod quality;
 mod report;
@@ -116,6 +117,10 @@ pub struct BenchArgs {
     /// WAN 2.1 1.3B at 480p x 81 frames, HunyuanVideo's 20 + 40 blocks at 544x960 x 61 frames).
     #[arg(long, value_enum, default_value = "medium")]
     pub size: Size,
+    /// Also print where a forward's time goes: the embedding, each block and the head, each
+    /// timed on its own (the forward benchmarks only).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// The size of a forward benchmark's transformer and input.
@@ -265,9 +270,9 @@ fn burn_side<B: Backend>(
             let timer = timing::Timer::<B>::new(device, args.warmup, args.repeat);
             match name {
                 BenchName::Attention => attention::time::<B>(case, &timer),
-                BenchName::FluxForward => flux_forward::time::<B>(case, &timer),
-                BenchName::WanForward => wan_forward::time::<B>(case, &timer),
-                BenchName::HunyuanForward => hunyuan_forward::time::<B>(case, &timer),
+                BenchName::FluxForward => flux_forward::time::<B>(case, &timer, args.profile),
+                BenchName::WanForward => wan_forward::time::<B>(case, &timer, args.profile),
+                BenchName::HunyuanForward => hunyuan_forward::time::<B>(case, &timer, args.profile),
             }
         })
         .collect::<Result<Vec<_>>>()?;

@@ -6,7 +6,6 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor, backend::Backend};
-use dicache_core::CacheableModel;
 use models_wan::{FromParams, WanConfig, WanInput, WanTransformer};
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +63,8 @@ fn flops(p: &Params) -> f64 {
 }
 
 /// Times one forward on backend `B` (random weights and inputs; timestep 500).
-pub fn time<B: Backend>(case: &Case, timer: &Timer<B>) -> Result<Samples> {
+/// With `profile`, first prints the time of each phase ([`crate::profile`]).
+pub fn time<B: Backend>(case: &Case, timer: &Timer<B>, profile: bool) -> Result<Samples> {
     let p: Params =
         serde_json::from_value(case.params.clone()).context("wan-forward case parameters")?;
     let device = timer.device();
@@ -80,5 +80,5 @@ pub fn time<B: Backend>(case: &Case, timer: &Timer<B>) -> Result<Samples> {
         encoder_hidden_states: Tensor::random([1, p.txt_tokens, c.text_dim], normal, device),
     };
     let input = model.check_input(input).context("wan-forward inputs")?;
-    timer.time(|| Ok(model.forward(&input)))
+    crate::profile::forward(&model, &input, timer, profile)
 }
