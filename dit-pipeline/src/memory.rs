@@ -5,7 +5,7 @@
 //! refuse requests that cannot fit (a 100000-pixel side, a 4096x4096 image on a 24 GB machine)
 //! with an error naming the flag to lower, not to predict the last megabyte.
 
-use crate::{PipelineError, Settings};
+use crate::PipelineError;
 
 /// Bytes in a GiB, for messages.
 const GIB: f64 = (1u64 << 30) as f64;
@@ -102,11 +102,12 @@ pub fn available_memory() -> Option<u64> {
     Some(system.available_memory()).filter(|&bytes| bytes > 0)
 }
 
-/// What a request asks for, as messages name it: `"a 64x64 image"`, `"a 64x64x9 video"`.
-pub fn describe(settings: &Settings) -> String {
-    match settings.frames {
-        1 => format!("a {}x{} image", settings.width, settings.height),
-        f => format!("a {}x{}x{f} video", settings.width, settings.height),
+/// What a request of `width` x `height` pixels and `frames` frames (1 for an image) asks for,
+/// as messages name it: `"a 64x64 image"`, `"a 64x64x9 video"`.
+pub fn describe([width, height, frames]: [usize; 3]) -> String {
+    match frames {
+        1 => format!("a {width}x{height} image"),
+        f => format!("a {width}x{height}x{f} video"),
     }
 }
 

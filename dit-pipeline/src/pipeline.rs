@@ -104,18 +104,12 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     ) -> Result<[usize; N], PipelineError> {
         let geometry = self.geometry();
         let shape = geometry.shape([width, height, frames], Self::DEFAULTS.frames)?;
-        let tokens =
-            shape[2..].iter().product::<usize>() / geometry.patch.iter().product::<usize>();
+        let tokens = geometry.tokens(&shape);
         if tokens > Self::MAX_IMAGE_TOKENS {
-            let medium = if frames == 1 { "image" } else { "video" };
             return Err(PipelineError::Request(format!(
-                "a {width}x{height}{} {medium} makes {tokens} tokens; {} takes at most {} \
-                 (about twice its largest published size): lower the width and height{}",
-                if frames == 1 {
-                    String::new()
-                } else {
-                    format!("x{frames}")
-                },
+                "{} makes {tokens} tokens; {} takes at most {} (about twice its largest \
+                 published size): lower the width and height{}",
+                describe([width, height, frames]),
                 Self::NAME,
                 Self::MAX_IMAGE_TOKENS,
                 if frames == 1 { "" } else { " or the frames" },
@@ -164,8 +158,7 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         dtype_bytes: usize,
     ) -> Result<WorkingSet, PipelineError> {
         let latent = self.latent_shape(settings.width, settings.height, settings.frames)?;
-        let cells: usize = latent[2..].iter().product();
-        let image_tokens = cells / self.geometry().patch.iter().product::<usize>();
+        let image_tokens = self.geometry().tokens(&latent);
         let sizes = self.model_sizes();
         Ok(WorkingSet::estimate(
             [
@@ -192,8 +185,10 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         dtype_bytes: usize,
         available: u64,
     ) -> Result<(), PipelineError> {
-        self.working_set(settings, extra, dtype_bytes)?
-            .check(available, &describe(settings))
+        self.working_set(settings, extra, dtype_bytes)?.check(
+            available,
+            &describe([settings.width, settings.height, settings.frames]),
+        )
     }
 
     /// The checks every request gets before anything is encoded: its settings
@@ -203,7 +198,8 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         let s = &request.settings;
         Self::check_settings(s, &request.negative_prompt)?;
         let latent = self.latent_shape(s.width, s.height, s.frames)?;
-        check_noise_shape(&request.noise.dims(), &latent, &describe(s))?;
+        let target = describe([s.width, s.height, s.frames]);
+        check_noise_shape(&request.noise.dims(), &latent, &target)?;
         check_noise_values(&request.noise)
     }
 

@@ -83,6 +83,12 @@ impl LatentGeometry {
         }
     }
 
+    /// The transformer's tokens of latents of shape `latent` (`[batch, channels, ...]`): its
+    /// cells per batch row over the patch.
+    pub fn tokens(&self, latent: &[usize]) -> usize {
+        latent[2..].iter().product::<usize>() / self.patch.iter().product::<usize>()
+    }
+
     /// Checks an output of `width` x `height` pixels and `frames` frames (1 for an image) and
     /// returns the latent shape: `[1, channels, height/s, width/s]` for an image,
     /// `[1, channels, latent_frames, height/s, width/s]` for a video. `longest` is the

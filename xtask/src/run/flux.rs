@@ -7,7 +7,6 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use dicache_bench::mini::{self, MiniModel};
 use dicache_core::DiCacheConfig;
-use dit_pipeline::Pipeline;
 use models_flux::FluxPipeline;
 
 use super::{CommonArgs, Generate, RunModel, output::ImageFile};
@@ -23,7 +22,7 @@ pub struct FluxArgs {
 }
 
 /// FLUX.1 text-to-image.
-struct Flux;
+pub(super) struct Flux;
 
 impl RunModel<4> for Flux {
     type Pipeline<B: Backend> = FluxPipeline<B>;
@@ -45,9 +44,4 @@ pub fn run(args: FluxArgs) -> Result<()> {
         target: ImageFile::new("--out", &args.out)?,
     }
     .run()
-}
-
-/// The pipeline class FLUX runs.
-pub(super) fn class_name<B: Backend>() -> &'static str {
-    <FluxPipeline<B> as Pipeline<B, 4>>::CLASS_NAME
 }

@@ -7,7 +7,6 @@ use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use dicache_bench::mini::MiniModel;
 use dicache_core::DiCacheConfig;
-use dit_pipeline::Pipeline;
 use models_hunyuan::HunyuanVideoPipeline;
 use vae::{TemporalTiles, TileConfig};
 
@@ -65,7 +64,7 @@ impl VaeTiling {
 }
 
 /// HunyuanVideo text-to-video.
-struct HunyuanVideo;
+pub(super) struct HunyuanVideo;
 
 impl RunModel<5> for HunyuanVideo {
     type Pipeline<B: Backend> = HunyuanVideoPipeline<B>;
@@ -88,9 +87,4 @@ pub fn run(args: HunyuanArgs) -> Result<()> {
         target: video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?,
     }
     .run()
-}
-
-/// The pipeline class HunyuanVideo runs.
-pub(super) fn class_name<B: Backend>() -> &'static str {
-    <HunyuanVideoPipeline<B> as Pipeline<B, 5>>::CLASS_NAME
 }

@@ -25,7 +25,7 @@ use dicache_core::{
     CachePolicy, CallTiming, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig,
 };
 use dit_layers::gaussian_noise;
-use dit_pipeline::{Pipeline, PipelineFolder, Request, Settings, available_memory};
+use dit_pipeline::{Pipeline, PipelineError, PipelineFolder, Request, Settings, available_memory};
 use output::{ImageFile, OutputFile, check_distinct};
 use samples::SampleFiles;
 
@@ -322,12 +322,17 @@ impl<M: RunModel<N>, const N: usize> Generate<'_, M, N> {
     }
 }
 
+/// The diffusers pipeline class model `M` runs (`"FluxPipeline"`).
+fn class_of<B: Backend, M: RunModel<N>, const N: usize>() -> &'static str {
+    <M::Pipeline<B> as Pipeline<B, N>>::CLASS_NAME
+}
+
 /// The run subcommand whose pipeline class is `class` (`"WanPipeline"` -> `"wan"`).
 fn subcommand_of<B: Backend>(class: &str) -> Option<&'static str> {
     [
-        (flux::class_name::<B>(), "flux"),
-        (wan::class_name::<B>(), "wan"),
-        (hunyuan::class_name::<B>(), "hunyuan"),
+        (class_of::<B, flux::Flux, 4>(), "flux"),
+        (class_of::<B, wan::Wan, 5>(), "wan"),
+        (class_of::<B, hunyuan::HunyuanVideo, 5>(), "hunyuan"),
     ]
     .into_iter()
     .find(|(name, _)| *name == class)
@@ -339,22 +344,20 @@ fn subcommand_of<B: Backend>(class: &str) -> Option<&'static str> {
 fn open_folder<B: Backend, P: Pipeline<B, N>, const N: usize>(
     folder: &Path,
 ) -> Result<PipelineFolder> {
-    let opened = PipelineFolder::open(folder)
-        .with_context(|| format!("{} is not a pipeline folder", folder.display()))?;
-    let class = opened.class_name();
-    if class != P::CLASS_NAME {
-        let hint = match subcommand_of::<B>(class) {
-            Some(subcommand) => format!("run it with `cargo xtask run {subcommand}`"),
-            None => "this tool runs FluxPipeline, WanPipeline and HunyuanVideoPipeline folders"
-                .to_string(),
-        };
-        bail!(
-            "{} holds a {class} (by its model_index.json), not a {}: {hint}",
-            folder.display(),
-            P::CLASS_NAME
-        );
-    }
-    Ok(opened)
+    PipelineFolder::open_as(folder, P::CLASS_NAME).map_err(|e| match &e {
+        PipelineError::WrongPipeline { found, .. } => {
+            let hint = match subcommand_of::<B>(found) {
+                Some(subcommand) => format!("run it with `cargo xtask run {subcommand}`"),
+                None => "this tool runs FluxPipeline, WanPipeline and HunyuanVideoPipeline \
+                         folders"
+                    .to_string(),
+            };
+            anyhow::anyhow!("{e}: {hint}")
+        }
+        _ => {
+            anyhow::Error::new(e).context(format!("{} is not a pipeline folder", folder.display()))
+        }
+    })
 }
 
 impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
@@ -492,14 +495,8 @@ mod tests {
 
     #[test]
     fn given_flags_win_over_the_defaults() {
-        let defaults = Settings {
-            width: 1024,
-            height: 1024,
-            frames: 1,
-            steps: 28,
-            guidance: None,
-            max_sequence_length: 512,
-        };
+        use burn_flex::Flex;
+        let defaults = <models_flux::FluxPipeline<Flex> as Pipeline<Flex, 4>>::DEFAULTS;
         let common = parse(&["--model", "/x", "--height", "64", "--guidance", "2"]);
         assert_eq!(
             common.folder(Some(&mini::FLUX), "FLUX").unwrap(),

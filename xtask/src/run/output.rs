@@ -35,16 +35,10 @@ impl OutputFile {
             path: path.to_path_buf(),
         };
         let dir = file.dir();
+        // A relative path none of whose folders exists yet starts in the working directory.
         let existing = dir
             .ancestors()
-            .find(|d| d.exists() || d.as_os_str().is_empty())
-            .map(|d| {
-                if d.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    d
-                }
-            })
+            .find(|d| d.exists())
             .unwrap_or(Path::new("."));
         if !existing.is_dir() {
             bail!(
@@ -71,11 +65,7 @@ impl OutputFile {
     /// The file of sample `index` of several: `out/flux.png` becomes `out/flux-003.png`,
     /// checked as [`Self::new`] checks.
     pub fn numbered(&self, index: usize) -> Result<Self> {
-        let stem = self
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = self.stem();
         let name = match self.path.extension() {
             Some(ext) => format!("{stem}-{index:03}.{}", ext.to_string_lossy()),
             None => format!("{stem}-{index:03}"),
@@ -132,18 +122,21 @@ impl OutputFile {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        let stem = self
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{stem}.");
+        let prefix = format!(".{}.", self.stem());
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(&suffix);
         // Created as a new file would be (0666 less the umask), not tempfile's private 0600.
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
         builder.tempfile_in(self.dir())
+    }
+
+    /// The file name without its extension.
+    fn stem(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// The absolute path, for telling two outputs apart.

@@ -79,14 +79,11 @@ impl Target {
         if fps == 0 {
             bail!("--fps must be at least 1");
         }
-        if let Some(dir) = frames_dir.filter(|dir| dir.exists() && !dir.is_dir()) {
-            bail!("--frames-dir {} is a file, not a folder", dir.display());
+        if let Some(dir) = frames_dir {
+            check_frames_dir(dir)?;
         }
         format.check_encoder()?;
         let file = OutputFile::new("--out", path)?;
-        if let Some(dir) = frames_dir {
-            OutputFile::new("--frames-dir", &dir.join("frame_0000.png"))?;
-        }
         Ok(Self {
             format,
             fps,
@@ -108,8 +105,8 @@ impl Target {
             name.push(format!("-{index:03}"));
             PathBuf::from(name)
         });
-        if let Some(dir) = frames_dir.as_ref().filter(|d| d.exists() && !d.is_dir()) {
-            bail!("--frames-dir {} is a file, not a folder", dir.display());
+        if let Some(dir) = &frames_dir {
+            check_frames_dir(dir)?;
         }
         Ok(Self {
             format: self.format,
@@ -139,11 +136,20 @@ fn frames<B: Backend>(video: Tensor<B, 5>) -> Result<Vec<Rgb8Image>> {
     Ok(videos.remove(0))
 }
 
+/// Frame `index`'s PNG in `dir`: `frame_0000.png`, ...
+fn frame_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("frame_{index:04}.png"))
+}
+
+/// Fails unless the frames can go into `dir`: a folder (or none yet), writable.
+fn check_frames_dir(dir: &Path) -> Result<()> {
+    OutputFile::new("--frames-dir", &frame_path(dir, 0)).map(drop)
+}
+
 /// Writes every frame as `frame_0000.png`, ... into `dir`.
 fn write_pngs(frames: &[Rgb8Image], dir: &Path) -> Result<()> {
     for (i, frame) in frames.iter().enumerate() {
-        ImageFile::new("--frames-dir", &dir.join(format!("frame_{i:04}.png")))?
-            .save_rgb8(frame.clone())?;
+        ImageFile::new("--frames-dir", &frame_path(dir, i))?.save_rgb8(frame.clone())?;
     }
     Ok(())
 }

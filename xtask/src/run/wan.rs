@@ -7,7 +7,6 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use dicache_bench::mini::{self, MiniModel};
 use dicache_core::DiCacheConfig;
-use dit_pipeline::Pipeline;
 use models_wan::WanPipeline;
 
 use super::{CommonArgs, Generate, RunModel, video};
@@ -33,7 +32,7 @@ pub struct WanArgs {
 }
 
 /// WAN 2.1 text-to-video.
-struct Wan;
+pub(super) struct Wan;
 
 impl RunModel<5> for Wan {
     type Pipeline<B: Backend> = WanPipeline<B>;
@@ -56,9 +55,4 @@ pub fn run(args: WanArgs) -> Result<()> {
         target: video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?,
     }
     .run()
-}
-
-/// The pipeline class WAN runs.
-pub(super) fn class_name<B: Backend>() -> &'static str {
-    <WanPipeline<B> as Pipeline<B, 5>>::CLASS_NAME
 }
