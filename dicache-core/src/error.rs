@@ -41,6 +41,14 @@ pub enum CacheError {
         /// The number of steps of the generation.
         num_steps: usize,
     },
+    /// The rows named for a call do not match its batch, or name one row twice.
+    #[error("a call of {batch} batch rows was given {rows} row keys (one per row, none twice)")]
+    Rows {
+        /// Row keys given.
+        rows: usize,
+        /// Batch rows of the call.
+        batch: usize,
+    },
     /// A policy name that does not exist.
     #[error("unknown cache policy {0:?} (expected none, uniform, fbcache or dicache)")]
     UnknownPolicy(String),

@@ -4,6 +4,8 @@ use std::ops::Range;
 
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::BatchRows;
+
 /// A diffusion transformer whose deep blocks the cache engine may skip.
 ///
 /// One transformer call is `embed`, then `run_blocks(0..num_blocks())`, then `head` on the
@@ -13,10 +15,11 @@ pub trait CacheableModel<B: Backend> {
     /// Inputs of one transformer call (latents, timestep, text embeddings, ...).
     type Input;
     /// What `embed` computes once per call and the blocks and head read (modulation vectors,
-    /// rotary tables, masks, token counts).
-    type Context;
-    /// The hidden state flowing through the blocks (both streams for dual-stream models).
-    type State: Clone;
+    /// rotary tables, masks, token counts); its rows are those of the batch.
+    type Context: BatchRows;
+    /// The hidden state flowing through the blocks (both streams for dual-stream models),
+    /// `[batch, ...]`.
+    type State: Clone + BatchRows;
     /// The result of the head (the velocity/noise prediction).
     type Output;
 

@@ -171,10 +171,11 @@ impl Default for FirstBlockConfig {
 }
 
 /// A caching policy, chosen at run time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum CachePolicy {
     /// Every block of every step is computed.
+    #[default]
     None,
     /// Compute every N-th step, reuse the last residual in between.
     Uniform(UniformConfig),

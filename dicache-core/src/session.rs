@@ -1,55 +1,82 @@
-//! One generation's cache: per-pass state, the step logic of each policy, and the trace.
+//! One generation's cache: the state of every batch row, the decisions of each policy per
+//! sample (or per batch), and one trace per sample.
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::{
-    CacheError, CachePolicy, CacheableModel, CallTiming, DiCacheConfig, FirstBlockConfig, Pass,
-    Trace, TraceEntry, UniformConfig, mean_abs, relative_l1, window::Window,
+    BatchRows, CacheError, CachePolicy, CacheScope, CacheableModel, CallTiming, DiCacheConfig,
+    FirstBlockConfig, Indicator, Pass, Row, Trace, TraceEntry, UniformConfig,
+    metrics::{ratio, row_mean_abs},
+    window::Window,
 };
 
-/// The cache of one generation.
+/// The cache of one generation of one or more samples.
 ///
 /// Create one per generation with [`CacheSession::new`] and send every transformer call of
-/// that generation through [`CacheSession::forward`]; each CFG [`Pass`] keeps its own state.
-/// Nothing is shared between sessions, so generations may run side by side.
+/// that generation through [`CacheSession::forward`] (the call's rows are the samples in
+/// order) or [`CacheSession::forward_rows`] (rows named one by one, e.g. both CFG passes in one
+/// call). Each sample and CFG [`Pass`] keeps its own state; with [`CacheScope::Sample`] each
+/// sample also decides for itself, so a sample gets the schedule it would get alone. The probe
+/// runs on the whole batch, the deep blocks on the rows that compute. Nothing is shared
+/// between sessions, so generations may run side by side.
 pub struct CacheSession<B: Backend> {
     policy: CachePolicy,
-    passes: Vec<(Pass, PassState<B>)>,
-    trace: Trace,
+    scope: CacheScope,
+    num_steps: usize,
+    num_blocks: usize,
+    timing: CallTiming,
+    rows: HashMap<Row, RowState<B>>,
+    /// Accumulated error of each decision group since its last computed call.
+    accumulated: HashMap<GroupKey, f64>,
+    traces: Vec<Trace>,
 }
 
-/// The cache state of one CFG pass.
-struct PassState<B: Backend> {
+/// What one decision covers: a pass and a sample, or a pass of the whole batch.
+type GroupKey = (Pass, Option<usize>);
+
+/// The cache tensors of one batch row (`[1, tokens, hidden]` each).
+struct RowState<B: Backend> {
     /// Image stream entering block 0 at the last call (`x_prev`).
     prev_input: Option<Tensor<B, 3>>,
     /// Probe output at the last call (`p_prev`).
     prev_probe: Option<Tensor<B, 3>>,
-    /// Accumulated error indicator since the last computed call.
-    accumulated: f64,
     /// Full residuals `y - x` of the last two computed calls.
     residuals: Window<B>,
     /// Probe residuals `p - x` of the last two computed calls.
     probe_residuals: Window<B>,
 }
 
-impl<B: Backend> PassState<B> {
+impl<B: Backend> RowState<B> {
     fn new() -> Self {
         Self {
             prev_input: None,
             prev_probe: None,
-            accumulated: 0.0,
             residuals: Window::new(),
             probe_residuals: Window::new(),
         }
     }
+
+    /// Records a computed call: output `y`, input `x` and probe output `p` of this row.
+    fn record(&mut self, x: Tensor<B, 3>, y: Tensor<B, 3>, p: Tensor<B, 3>) {
+        self.residuals.push(y - x.clone());
+        self.probe_residuals.push(p.clone() - x.clone());
+        self.prev_probe = Some(p);
+        self.prev_input = Some(x);
+    }
 }
 
-/// What the policy made of one call, before the head.
-struct Outcome<B: Backend> {
-    /// The image stream after the blocks, computed or approximated.
-    image: Tensor<B, 3>,
+/// The rows of one call that one decision covers.
+struct Group {
+    key: GroupKey,
+    /// Row indices in the call.
+    members: Vec<usize>,
+}
+
+/// What the policy made of one group.
+#[derive(Debug, Clone, Copy)]
+struct Decision {
     computed: bool,
     indicator: Option<f64>,
     accumulated: Option<f64>,
@@ -57,10 +84,9 @@ struct Outcome<B: Backend> {
     blocks_run: usize,
 }
 
-impl<B: Backend> Outcome<B> {
-    fn computed(image: Tensor<B, 3>, blocks_run: usize) -> Self {
+impl Decision {
+    fn computed(blocks_run: usize) -> Self {
         Self {
-            image,
             computed: true,
             indicator: None,
             accumulated: None,
@@ -69,52 +95,64 @@ impl<B: Backend> Outcome<B> {
         }
     }
 
-    fn skipped(image: Tensor<B, 3>, blocks_run: usize) -> Self {
+    fn skipped(blocks_run: usize) -> Self {
         Self {
             computed: false,
-            ..Self::computed(image, blocks_run)
+            ..Self::computed(blocks_run)
         }
     }
 }
 
-/// The probe of one call: the state after the first `depth` blocks and its image stream.
-struct Probe<S, B: Backend> {
-    state: S,
-    image: Tensor<B, 3>,
-    depth: usize,
+/// How a generation caches: the policy, how far its decisions reach in a batch, and how its
+/// calls are timed. A [`CachePolicy`] alone converts into settings deciding per sample with
+/// queued timing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CacheSettings {
+    /// The policy.
+    pub policy: CachePolicy,
+    /// One decision per sample (default) or per batch.
+    pub scope: CacheScope,
+    /// Whether each call waits for the backend, so the trace holds its duration.
+    pub timing: CallTiming,
+}
+
+impl From<CachePolicy> for CacheSettings {
+    fn from(policy: CachePolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
 }
 
 impl<B: Backend> CacheSession<B> {
     /// A session for a generation of `num_steps` denoising steps on a model of `num_blocks`
-    /// blocks. Fails on bad settings.
+    /// blocks, caching as `settings` say (a [`CachePolicy`] alone: per sample, queued
+    /// timing). Fails on bad settings.
     pub fn new(
-        policy: CachePolicy,
+        settings: impl Into<CacheSettings>,
         num_steps: usize,
         num_blocks: usize,
     ) -> Result<Self, CacheError> {
+        let CacheSettings {
+            policy,
+            scope,
+            timing,
+        } = settings.into();
         if num_steps == 0 {
             return Err(CacheError::NoSteps);
         }
         policy.validate(num_blocks)?;
-        let trace = Trace {
-            policy: policy.clone(),
-            num_steps,
-            num_blocks,
-            timing: CallTiming::default(),
-            steps: Vec::new(),
-        };
         Ok(Self {
             policy,
-            passes: Vec::new(),
-            trace,
+            scope,
+            num_steps,
+            num_blocks,
+            timing,
+            rows: HashMap::new(),
+            accumulated: HashMap::new(),
+            traces: Vec::new(),
         })
-    }
-
-    /// This session timing its calls as `timing` says (default [`CallTiming::Queued`]: no
-    /// wait for the backend beyond what the policy reads).
-    pub fn with_timing(mut self, timing: CallTiming) -> Self {
-        self.trace.timing = timing;
-        self
     }
 
     /// The policy this session runs.
@@ -122,17 +160,23 @@ impl<B: Backend> CacheSession<B> {
         &self.policy
     }
 
-    /// The calls recorded so far.
-    pub fn trace(&self) -> &Trace {
-        &self.trace
+    /// How far its decisions reach.
+    pub fn scope(&self) -> CacheScope {
+        self.scope
     }
 
-    /// Ends the session, returning its trace.
-    pub fn into_trace(self) -> Trace {
-        self.trace
+    /// The calls recorded so far, one trace per sample.
+    pub fn traces(&self) -> &[Trace] {
+        &self.traces
     }
 
-    /// One transformer call of denoising step `step` in CFG pass `pass`.
+    /// Ends the session, returning one trace per sample.
+    pub fn into_traces(self) -> Vec<Trace> {
+        self.traces
+    }
+
+    /// One transformer call of denoising step `step` in CFG pass `pass`, whose batch rows
+    /// are the samples `0, 1, ...` in order.
     pub fn forward<M: CacheableModel<B>>(
         &mut self,
         model: &M,
@@ -140,205 +184,454 @@ impl<B: Backend> CacheSession<B> {
         step: usize,
         pass: Pass,
     ) -> Result<M::Output, CacheError> {
-        let num_steps = self.trace.num_steps;
-        if step >= num_steps {
-            return Err(CacheError::StepOutOfRange { step, num_steps });
+        self.call(model, input, step, |batch| Ok(Row::samples(pass, batch)))
+    }
+
+    /// One transformer call of denoising step `step` whose batch row `i` is `rows[i]`.
+    /// Fails when the rows do not match the batch or name one row twice.
+    pub fn forward_rows<M: CacheableModel<B>>(
+        &mut self,
+        model: &M,
+        input: &M::Input,
+        step: usize,
+        rows: &[Row],
+    ) -> Result<M::Output, CacheError> {
+        self.call(model, input, step, |batch| {
+            let distinct = rows.iter().enumerate().all(|(i, r)| !rows[..i].contains(r));
+            if rows.len() != batch || !distinct {
+                return Err(CacheError::Rows {
+                    rows: rows.len(),
+                    batch,
+                });
+            }
+            Ok(rows.to_vec())
+        })
+    }
+
+    fn call<M: CacheableModel<B>>(
+        &mut self,
+        model: &M,
+        input: &M::Input,
+        step: usize,
+        rows_of: impl FnOnce(usize) -> Result<Vec<Row>, CacheError>,
+    ) -> Result<M::Output, CacheError> {
+        if step >= self.num_steps {
+            return Err(CacheError::StepOutOfRange {
+                step,
+                num_steps: self.num_steps,
+            });
         }
         let start = Instant::now();
-        let num_blocks = self.trace.num_blocks;
         let (ctx, state) = model.embed(input);
         let x = model.image_stream(&state);
         let device = x.device();
-        let pass_state = match self.passes.iter().position(|(p, _)| *p == pass) {
-            Some(i) => &mut self.passes[i].1,
-            None => {
-                self.passes.push((pass, PassState::new()));
-                &mut self.passes.last_mut().expect("just pushed").1
-            }
-        };
-        let run = Runner {
+        let rows = rows_of(x.dims()[0])?;
+        let groups = self.groups(&rows);
+        let mut call = Call {
             model,
             ctx: &ctx,
-            num_blocks,
+            num_blocks: self.num_blocks,
+            states: rows
+                .iter()
+                .map(|r| self.rows.remove(r).unwrap_or_else(RowState::new))
+                .collect(),
+            x,
         };
-        let outcome = match &self.policy {
+        let (image, decisions) = match &self.policy {
             CachePolicy::None => {
-                let out = run.blocks(state, 0);
-                Outcome::computed(model.image_stream(&out), num_blocks)
+                let image = call.deep(state, 0, &(0..rows.len()).collect::<Vec<_>>());
+                let all = Decision::computed(self.num_blocks);
+                (image.expect("a batch has rows"), vec![all; groups.len()])
             }
-            CachePolicy::Uniform(cfg) => uniform(cfg, &run, pass_state, state, x, step),
-            CachePolicy::FirstBlock(cfg) => first_block(cfg, &run, pass_state, state, x),
-            CachePolicy::DiCache(cfg) => dicache(cfg, &run, pass_state, state, x, step, num_steps),
+            CachePolicy::Uniform(cfg) => call.uniform(cfg, state, step, &groups),
+            CachePolicy::FirstBlock(cfg) => call.first_block(cfg, state, &groups),
+            CachePolicy::DiCache(cfg) => {
+                let mut accumulated: Vec<f64> = groups
+                    .iter()
+                    .map(|g| self.accumulated.get(&g.key).copied().unwrap_or(0.0))
+                    .collect();
+                let steps = (step, self.num_steps);
+                let out = call.dicache(cfg, state, steps, &groups, &mut accumulated);
+                for (g, acc) in groups.iter().zip(accumulated) {
+                    self.accumulated.insert(g.key, acc);
+                }
+                out
+            }
         };
-        let output = model.head(&ctx, outcome.image);
-        if self.trace.timing == CallTiming::Synced {
+        let output = model.head(&ctx, image);
+        if self.timing == CallTiming::Synced {
             B::sync(&device).map_err(|e| CacheError::Backend(format!("{e:?}")))?;
         }
-        self.trace.steps.push(TraceEntry {
-            step,
-            pass,
-            computed: outcome.computed,
-            indicator: outcome.indicator,
-            accumulated: outcome.accumulated,
-            gamma: outcome.gamma,
-            blocks_run: outcome.blocks_run,
-            wall_ms: start.elapsed().as_secs_f64() * 1e3,
-        });
+        // Each row's share of the call, so a batch's entries add up to its calls.
+        let wall_ms = start.elapsed().as_secs_f64() * 1e3 / rows.len() as f64;
+        self.rows.extend(rows.iter().copied().zip(call.states));
+        for (group, d) in groups.iter().zip(decisions) {
+            for &r in &group.members {
+                let row = rows[r];
+                self.trace_of(row.sample).steps.push(TraceEntry {
+                    step,
+                    pass: row.pass,
+                    computed: d.computed,
+                    indicator: d.indicator,
+                    accumulated: d.accumulated,
+                    gamma: d.gamma,
+                    blocks_run: d.blocks_run,
+                    wall_ms,
+                });
+            }
+        }
         Ok(output)
+    }
+
+    /// The call's rows grouped by decision, in order of first appearance.
+    fn groups(&self, rows: &[Row]) -> Vec<Group> {
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let key = match self.scope {
+                CacheScope::Sample => (row.pass, Some(row.sample)),
+                CacheScope::Batch => (row.pass, None),
+            };
+            match groups.iter_mut().find(|g| g.key == key) {
+                Some(g) => g.members.push(i),
+                None => groups.push(Group {
+                    key,
+                    members: vec![i],
+                }),
+            }
+        }
+        groups
+    }
+
+    /// Sample `sample`'s trace, created (with any before it) on first use.
+    fn trace_of(&mut self, sample: usize) -> &mut Trace {
+        while self.traces.len() <= sample {
+            self.traces.push(Trace {
+                policy: self.policy.clone(),
+                scope: self.scope,
+                num_steps: self.num_steps,
+                num_blocks: self.num_blocks,
+                timing: self.timing,
+                steps: Vec::new(),
+            });
+        }
+        &mut self.traces[sample]
     }
 }
 
-/// Runs block ranges of one call.
-struct Runner<'a, B: Backend, M: CacheableModel<B>> {
+/// One transformer call in progress: the model, the call's context, the image stream entering
+/// the blocks `x` `[rows, tokens, hidden]` and the cache state of each row.
+struct Call<'a, B: Backend, M: CacheableModel<B>> {
     model: &'a M,
     ctx: &'a M::Context,
     num_blocks: usize,
+    states: Vec<RowState<B>>,
+    x: Tensor<B, 3>,
 }
 
-impl<B: Backend, M: CacheableModel<B>> Runner<'_, B, M> {
-    /// Blocks `from..num_blocks`.
-    fn blocks(&self, state: M::State, from: usize) -> M::State {
-        self.model
-            .run_blocks(self.ctx, state, from..self.num_blocks)
+impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
+    /// Blocks `from..num_blocks` on the rows `which` of `state` (gathered unless all rows
+    /// compute), returning their image stream; `None` when no row computes.
+    fn deep(&self, state: M::State, from: usize, which: &[usize]) -> Option<Tensor<B, 3>> {
+        let blocks = from..self.num_blocks;
+        let out = if which.is_empty() {
+            return None;
+        } else if which.len() == self.states.len() {
+            self.model.run_blocks(self.ctx, state, blocks)
+        } else {
+            let ctx = self.ctx.rows(which);
+            self.model.run_blocks(&ctx, state.rows(which), blocks)
+        };
+        Some(self.model.image_stream(&out))
     }
 
-    /// The first `depth` blocks.
-    fn probe(&self, state: M::State, depth: usize) -> Probe<M::State, B> {
+    /// The first `depth` blocks on every row: the state after them and its image stream.
+    fn probe(&self, state: M::State, depth: usize) -> (M::State, Tensor<B, 3>) {
         let state = self.model.run_blocks(self.ctx, state, 0..depth);
         let image = self.model.image_stream(&state);
-        Probe {
-            state,
-            image,
-            depth,
-        }
+        (state, image)
     }
 
-    /// Resumes a probe through the remaining blocks and records the residuals of the call.
-    fn resume(
-        &self,
-        probe: Probe<M::State, B>,
-        x: Tensor<B, 3>,
-        st: &mut PassState<B>,
+    /// Runs the deep blocks (from `from`) of the rows of the computing groups, calls `record`
+    /// with each such row's index, input and output, and returns the image stream of the call:
+    /// computed rows and the skipped groups' `approximations` (`row -> image`), in row order.
+    fn finish(
+        &mut self,
+        state: M::State,
+        from: usize,
+        groups: &[Group],
+        decisions: &[Decision],
+        mut approximations: HashMap<usize, Tensor<B, 3>>,
+        mut record: impl FnMut(&mut RowState<B>, usize, Tensor<B, 3>, Tensor<B, 3>),
     ) -> Tensor<B, 3> {
-        let out = self.blocks(probe.state, probe.depth);
-        let y = self.model.image_stream(&out);
-        st.residuals.push(y.clone() - x.clone());
-        st.probe_residuals.push(probe.image.clone() - x.clone());
-        st.prev_probe = Some(probe.image);
-        st.prev_input = Some(x);
-        y
+        let mut computing: Vec<usize> = groups
+            .iter()
+            .zip(decisions)
+            .filter(|(_, d)| d.computed)
+            .flat_map(|(g, _)| g.members.iter().copied())
+            .collect();
+        computing.sort_unstable();
+        let Some(y) = self.deep(state, from, &computing) else {
+            return cat_rows((0..self.states.len()).map(|r| approximations.remove(&r)));
+        };
+        for (k, &r) in computing.iter().enumerate() {
+            let (x_r, y_r) = (row(&self.x, r), row(&y, k));
+            record(&mut self.states[r], r, x_r, y_r);
+        }
+        if computing.len() == self.states.len() {
+            return y;
+        }
+        let mut computed = computing.iter().enumerate();
+        cat_rows((0..self.states.len()).map(|r| {
+            approximations.remove(&r).or_else(|| {
+                let (k, _) = computed.next().expect("a computed row");
+                Some(row(&y, k))
+            })
+        }))
+    }
+
+    /// Sums over each group's rows of `mean|num|` and `mean|den|`, for the groups where
+    /// `pair` gives both tensors of every member, read back at once.
+    fn group_sums(
+        &self,
+        groups: &[Group],
+        pair: impl Fn(usize, &RowState<B>) -> Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+    ) -> Vec<Option<(f64, f64)>> {
+        let pairs: Vec<Option<Vec<_>>> = groups
+            .iter()
+            .map(|g| {
+                g.members
+                    .iter()
+                    .map(|&r| pair(r, &self.states[r]))
+                    .collect()
+            })
+            .collect();
+        let (nums, dens): (Vec<_>, Vec<_>) = pairs.iter().flatten().flatten().cloned().unzip();
+        if nums.is_empty() {
+            return vec![None; groups.len()];
+        }
+        let means = row_mean_abs(vec![Tensor::cat(nums, 0), Tensor::cat(dens, 0)]);
+        let mut measured = means[0].iter().zip(&means[1]);
+        pairs
+            .iter()
+            .map(|p| {
+                p.as_ref().map(|members| {
+                    measured
+                        .by_ref()
+                        .take(members.len())
+                        .fold((0.0, 0.0), |(n, d), (a, b)| (n + a, d + b))
+                })
+            })
+            .collect()
+    }
+
+    /// Uniform caching: every `interval`-th step computed, the others reuse the last residual.
+    fn uniform(
+        &mut self,
+        cfg: &UniformConfig,
+        state: M::State,
+        step: usize,
+        groups: &[Group],
+    ) -> (Tensor<B, 3>, Vec<Decision>) {
+        let mut approximations = HashMap::new();
+        let decisions: Vec<Decision> = groups
+            .iter()
+            .map(|g| {
+                let reuse: Option<Vec<_>> = g
+                    .members
+                    .iter()
+                    .map(|&r| self.states[r].residuals.newer.clone())
+                    .collect();
+                match reuse {
+                    Some(residuals) if !step.is_multiple_of(cfg.interval) => {
+                        for (&r, res) in g.members.iter().zip(residuals) {
+                            approximations.insert(r, row(&self.x, r) + res);
+                        }
+                        Decision::skipped(0)
+                    }
+                    _ => Decision::computed(self.num_blocks),
+                }
+            })
+            .collect();
+        let image = self.finish(
+            state,
+            0,
+            groups,
+            &decisions,
+            approximations,
+            |st, _, x, y| st.residuals.push(y - x),
+        );
+        (image, decisions)
+    }
+
+    /// First-Block Cache: skip while the probe residual changed less than the threshold since
+    /// the last computed call, reusing that call's residual.
+    fn first_block(
+        &mut self,
+        cfg: &FirstBlockConfig,
+        state: M::State,
+        groups: &[Group],
+    ) -> (Tensor<B, 3>, Vec<Decision>) {
+        let depth = cfg.probe_depth;
+        let (state, p) = self.probe(state, depth);
+        let q = p.clone() - self.x.clone();
+        let changes = self.group_sums(groups, |r, st| {
+            let q_prev = st.probe_residuals.newer.clone()?;
+            Some((row(&q, r) - q_prev.clone(), q_prev))
+        });
+        let mut approximations = HashMap::new();
+        let decisions: Vec<Decision> = groups
+            .iter()
+            .zip(changes)
+            .map(|(g, sums)| {
+                let change = sums.map(|(n, d)| ratio(n, d));
+                let reuse: Option<Vec<_>> = g
+                    .members
+                    .iter()
+                    .map(|&r| self.states[r].residuals.newer.clone())
+                    .collect();
+                let mut decision = match (reuse, change) {
+                    (Some(residuals), Some(c)) if c < cfg.threshold => {
+                        for (&r, res) in g.members.iter().zip(residuals) {
+                            approximations.insert(r, row(&self.x, r) + res);
+                        }
+                        Decision::skipped(depth)
+                    }
+                    _ => Decision::computed(self.num_blocks),
+                };
+                decision.indicator = change;
+                decision
+            })
+            .collect();
+        let image = self.finish(
+            state,
+            depth,
+            groups,
+            &decisions,
+            approximations,
+            |st, r, x, y| st.record(x, y, row(&p, r)),
+        );
+        (image, decisions)
+    }
+
+    /// DiCache: online probe profiling decides, dynamic cache trajectory alignment
+    /// approximates; `accumulated` holds each group's accumulated error.
+    fn dicache(
+        &mut self,
+        cfg: &DiCacheConfig,
+        state: M::State,
+        (step, num_steps): (usize, usize),
+        groups: &[Group],
+        accumulated: &mut [f64],
+    ) -> (Tensor<B, 3>, Vec<Decision>) {
+        let depth = cfg.probe_depth;
+        let (state, p) = self.probe(state, depth);
+        // Warm-up (or nothing to compare with yet) computes every block.
+        let warmup = cfg.is_warmup(step, num_steps);
+        let delta_y = self.group_sums(groups, |r, st| {
+            let prev = st.prev_probe.clone().filter(|_| !warmup)?;
+            Some((row(&p, r) - prev.clone(), prev))
+        });
+        let delta_x = match cfg.indicator {
+            Indicator::DeltaY => vec![None; groups.len()],
+            Indicator::DeltaMinus => self.group_sums(groups, |r, st| {
+                let prev = st.prev_input.clone().filter(|_| !warmup)?;
+                Some((row(&self.x, r) - prev.clone(), prev))
+            }),
+        };
+        let mut decisions: Vec<Decision> = Vec::with_capacity(groups.len());
+        for ((acc, dy), dx) in accumulated.iter_mut().zip(delta_y).zip(delta_x) {
+            let Some(dy) = dy.map(|(n, d)| ratio(n, d)) else {
+                *acc = 0.0;
+                decisions.push(Decision::computed(self.num_blocks));
+                continue;
+            };
+            let indicator = match dx {
+                Some((n, d)) => (dy - ratio(n, d)).abs(),
+                None => dy,
+            };
+            *acc += indicator;
+            let mut decision = if cfg.comparison.allows_skip(*acc, cfg.threshold) {
+                Decision::skipped(depth)
+            } else {
+                Decision::computed(self.num_blocks)
+            };
+            decision.indicator = Some(indicator);
+            decision.accumulated = Some(*acc);
+            if decision.computed {
+                *acc = 0.0;
+            }
+            decisions.push(decision);
+        }
+        let approximations = self.align(cfg, groups, &mut decisions, &p);
+        let image = self.finish(
+            state,
+            depth,
+            groups,
+            &decisions,
+            approximations,
+            |st, r, x, y| st.record(x, y, row(&p, r)),
+        );
+        (image, decisions)
+    }
+
+    /// Dynamic cache trajectory alignment of the skipped groups: each row's image stream after
+    /// all blocks extrapolated from its cached residuals, with the group's step size gamma
+    /// (recorded in its decision) when two residuals exist. Updates the skipped rows' previous
+    /// input and probe.
+    fn align(
+        &mut self,
+        cfg: &DiCacheConfig,
+        groups: &[Group],
+        decisions: &mut [Decision],
+        p: &Tensor<B, 3>,
+    ) -> HashMap<usize, Tensor<B, 3>> {
+        let q = p.clone() - self.x.clone();
+        let steps = self.group_sums(groups, |r, st| {
+            let (q_a, q_b) = st.probe_residuals.pair()?;
+            st.residuals.pair()?;
+            Some((row(&q, r) - q_a.clone(), q_b.clone() - q_a.clone()))
+        });
+        let mut approximations = HashMap::new();
+        for (g, (d, sums)) in groups.iter().zip(decisions.iter_mut().zip(steps)) {
+            if d.computed {
+                continue;
+            }
+            d.gamma = sums.map(|(n, den)| clip_gamma(n, den, cfg.gamma_max));
+            for &r in &g.members {
+                let st = &mut self.states[r];
+                let x_r = row(&self.x, r);
+                let image = match (d.gamma, st.residuals.pair()) {
+                    (Some(gamma), Some((r_a, r_b))) => {
+                        x_r.clone() + r_a.clone() + (r_b.clone() - r_a.clone()).mul_scalar(gamma)
+                    }
+                    _ => {
+                        let residual = st.residuals.newer.clone();
+                        x_r.clone() + residual.expect("a computed call precedes every skip")
+                    }
+                };
+                approximations.insert(r, image);
+                st.prev_probe = Some(row(p, r));
+                st.prev_input = Some(x_r);
+            }
+        }
+        approximations
     }
 }
 
-fn uniform<B: Backend, M: CacheableModel<B>>(
-    cfg: &UniformConfig,
-    run: &Runner<'_, B, M>,
-    st: &mut PassState<B>,
-    state: M::State,
-    x: Tensor<B, 3>,
-    step: usize,
-) -> Outcome<B> {
-    match &st.residuals.newer {
-        Some(r) if !step.is_multiple_of(cfg.interval) => Outcome::skipped(x + r.clone(), 0),
-        _ => {
-            let y = run.model.image_stream(&run.blocks(state, 0));
-            st.residuals.push(y.clone() - x);
-            Outcome::computed(y, run.num_blocks)
-        }
-    }
+/// Row `r` of `t`, `[1, ...]`.
+fn row<B: Backend>(t: &Tensor<B, 3>, r: usize) -> Tensor<B, 3> {
+    t.clone().narrow(0, r, 1)
 }
 
-fn first_block<B: Backend, M: CacheableModel<B>>(
-    cfg: &FirstBlockConfig,
-    run: &Runner<'_, B, M>,
-    st: &mut PassState<B>,
-    state: M::State,
-    x: Tensor<B, 3>,
-) -> Outcome<B> {
-    let probe = run.probe(state, cfg.probe_depth);
-    let q = probe.image.clone() - x.clone();
-    let change = st
-        .probe_residuals
-        .newer
-        .clone()
-        .map(|q_prev| relative_l1(q, q_prev));
-    let mut outcome = match (&st.residuals.newer, change) {
-        (Some(r), Some(c)) if c < cfg.threshold => Outcome::skipped(x + r.clone(), probe.depth),
-        _ => Outcome::computed(run.resume(probe, x, st), run.num_blocks),
-    };
-    outcome.indicator = change;
-    outcome
-}
-
-fn dicache<B: Backend, M: CacheableModel<B>>(
-    cfg: &DiCacheConfig,
-    run: &Runner<'_, B, M>,
-    st: &mut PassState<B>,
-    state: M::State,
-    x: Tensor<B, 3>,
-    step: usize,
-    num_steps: usize,
-) -> Outcome<B> {
-    let probe = run.probe(state, cfg.probe_depth);
-    let previous = st.prev_probe.clone().zip(st.prev_input.clone());
-    let (prev_probe, prev_input) = match previous {
-        Some(prev) if !cfg.is_warmup(step, num_steps) => prev,
-        _ => {
-            // Warm-up (or nothing to compare with yet): compute every block.
-            st.accumulated = 0.0;
-            return Outcome::computed(run.resume(probe, x, st), run.num_blocks);
-        }
-    };
-
-    let delta_y = relative_l1(probe.image.clone(), prev_probe);
-    let indicator = match cfg.indicator {
-        crate::Indicator::DeltaY => delta_y,
-        crate::Indicator::DeltaMinus => (delta_y - relative_l1(x.clone(), prev_input)).abs(),
-    };
-    st.accumulated += indicator;
-    let accumulated = st.accumulated;
-
-    let mut outcome = if cfg.comparison.allows_skip(accumulated, cfg.threshold) {
-        let (image, gamma) = align(cfg, st, &probe.image, x.clone());
-        st.prev_probe = Some(probe.image);
-        st.prev_input = Some(x);
-        let mut skipped = Outcome::skipped(image, probe.depth);
-        skipped.gamma = gamma;
-        skipped
+/// The rows, in order, as one batch.
+fn cat_rows<B: Backend>(rows: impl Iterator<Item = Option<Tensor<B, 3>>>) -> Tensor<B, 3> {
+    let rows: Vec<_> = rows
+        .map(|r| r.expect("every row computed or approximated"))
+        .collect();
+    if rows.len() == 1 {
+        rows.into_iter().next().expect("one row")
     } else {
-        st.accumulated = 0.0;
-        Outcome::computed(run.resume(probe, x, st), run.num_blocks)
-    };
-    outcome.indicator = Some(indicator);
-    outcome.accumulated = Some(accumulated);
-    outcome
-}
-
-/// Dynamic cache trajectory alignment: approximates the image stream after all blocks from
-/// the cached residuals, returning it and the step size gamma (when two residuals exist).
-fn align<B: Backend>(
-    cfg: &DiCacheConfig,
-    st: &PassState<B>,
-    probe_image: &Tensor<B, 3>,
-    x: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Option<f64>) {
-    match (st.residuals.pair(), st.probe_residuals.pair()) {
-        (Some((r_a, r_b)), Some((q_a, q_b))) => {
-            let q_now = probe_image.clone() - x.clone();
-            let num = mean_abs(q_now - q_a.clone());
-            let den = mean_abs(q_b.clone() - q_a.clone());
-            let gamma = clip_gamma(num, den, cfg.gamma_max);
-            let image = x + r_a.clone() + (r_b.clone() - r_a.clone()).mul_scalar(gamma);
-            (image, Some(gamma))
-        }
-        _ => {
-            let r = st
-                .residuals
-                .newer
-                .clone()
-                .expect("a computed call precedes every skip");
-            (x + r, None)
-        }
+        Tensor::cat(rows, 0)
     }
 }
 

@@ -4,7 +4,7 @@ use std::{fs, io, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::CachePolicy;
+use crate::{CachePolicy, CacheScope};
 
 /// Which classifier-free-guidance pass a transformer call belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,7 +51,8 @@ pub struct TraceEntry {
     /// Number of transformer blocks this call ran.
     pub blocks_run: usize,
     /// Wall time of the whole call (embedding, blocks, head), milliseconds, as
-    /// [`Trace::timing`] says it was measured.
+    /// [`Trace::timing`] says it was measured; in a call of several batch rows, each row's
+    /// entry holds its share (the call's time over its rows), so the entries add up.
     pub wall_ms: f64,
 }
 
@@ -76,11 +77,15 @@ pub struct TraceSummary {
     pub total_ms: f64,
 }
 
-/// The trace of one generation: its settings and one entry per transformer call, in order.
+/// The trace of one sample of a generation: its settings and one entry per transformer call,
+/// in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
     /// The policy that produced it.
     pub policy: CachePolicy,
+    /// How far its decisions reached in the batch (older traces, without the key: per sample).
+    #[serde(default)]
+    pub scope: CacheScope,
     /// Denoising steps of the generation.
     pub num_steps: usize,
     /// Blocks of the model.
@@ -96,11 +101,13 @@ fn synced() -> CallTiming {
     CallTiming::Synced
 }
 
-impl Trace {
-    /// Counts and times of the calls.
-    pub fn summary(&self) -> TraceSummary {
-        let computed: Vec<_> = self.steps.iter().filter(|e| e.computed).collect();
-        let skipped: Vec<_> = self.steps.iter().filter(|e| !e.computed).collect();
+impl TraceSummary {
+    /// Counts and times over the calls of `traces` (the samples of a batch, whose entries'
+    /// times are shares of the batched calls and so add up to them).
+    pub fn of(traces: &[Trace]) -> Self {
+        let entries = || traces.iter().flat_map(|t| &t.steps);
+        let computed: Vec<_> = entries().filter(|e| e.computed).collect();
+        let skipped: Vec<_> = entries().filter(|e| !e.computed).collect();
         let mean = |v: &[&TraceEntry]| {
             if v.is_empty() {
                 0.0
@@ -108,16 +115,23 @@ impl Trace {
                 v.iter().map(|e| e.wall_ms).sum::<f64>() / v.len() as f64
             }
         };
-        TraceSummary {
-            calls: self.steps.len(),
+        Self {
+            calls: entries().count(),
             computed: computed.len(),
             skipped: skipped.len(),
-            blocks_run: self.steps.iter().map(|e| e.blocks_run).sum(),
-            blocks_uncached: self.steps.len() * self.num_blocks,
+            blocks_run: entries().map(|e| e.blocks_run).sum(),
+            blocks_uncached: traces.iter().map(|t| t.steps.len() * t.num_blocks).sum(),
             mean_computed_ms: mean(&computed),
             mean_skipped_ms: mean(&skipped),
-            total_ms: self.steps.iter().map(|e| e.wall_ms).sum(),
+            total_ms: entries().map(|e| e.wall_ms).sum(),
         }
+    }
+}
+
+impl Trace {
+    /// Counts and times of the calls.
+    pub fn summary(&self) -> TraceSummary {
+        TraceSummary::of(std::slice::from_ref(self))
     }
 
     /// The trace as pretty JSON, with a `summary` object beside `steps`.

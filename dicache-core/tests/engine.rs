@@ -6,8 +6,8 @@ use std::{cell::Cell, ops::Range};
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
 use dicache_core::{
-    CacheError, CachePolicy, CacheSession, CacheableModel, CallTiming, Comparison, DiCacheConfig,
-    FirstBlockConfig, Indicator, Pass, UniformConfig, Warmup,
+    CacheError, CachePolicy, CacheScope, CacheSession, CacheSettings, CacheableModel, CallTiming,
+    Comparison, DiCacheConfig, FirstBlockConfig, Indicator, Pass, Row, UniformConfig, Warmup,
 };
 
 type B = Flex;
@@ -130,7 +130,11 @@ fn drive(model: &Synthetic, policy: CachePolicy, coeffs: &[f64]) -> Run {
         );
         blocks.push(model.take_calls());
     }
-    let computed = session.trace().steps.iter().map(|e| e.computed).collect();
+    let computed = session.traces()[0]
+        .steps
+        .iter()
+        .map(|e| e.computed)
+        .collect();
     Run {
         computed,
         blocks,
@@ -155,7 +159,7 @@ fn none_computes_every_block_of_every_step() {
             .collect();
         assert_close(out, &want, "none output");
     }
-    let trace = run.session.trace();
+    let trace = &run.session.traces()[0];
     assert!(
         trace
             .steps
@@ -185,7 +189,7 @@ fn dicache_flux_preset_schedule_residuals_and_gamma() {
     let blocks: Vec<usize> = want.iter().map(|c| if *c { 4 } else { 1 }).collect();
     assert_eq!(run.blocks, blocks);
 
-    let trace = run.session.trace();
+    let trace = &run.session.traces()[0];
     for e in &trace.steps[..3] {
         assert_eq!((e.indicator, e.accumulated, e.gamma), (None, None, None));
     }
@@ -231,7 +235,7 @@ fn dicache_gamma_below_its_clip_extrapolates_the_trajectory() {
     let c = &coeffs;
     let gamma = (c[3] - c[1]) / (c[2] - c[1]);
     assert!((gamma - 2.1).abs() < 1e-9);
-    let got = run.session.trace().steps[3].gamma.unwrap();
+    let got = run.session.traces()[0].steps[3].gamma.unwrap();
     assert!((got - gamma).abs() < 1e-5, "gamma {got} vs {gamma}");
     let s = model.total() as f64;
     let approx = c[3] + (s - 1.0) * (c[1] + gamma * (c[2] - c[1]));
@@ -257,7 +261,7 @@ fn dicache_with_one_residual_reuses_it_unscaled() {
     let approx = coeffs[1] + (s - 1.0) * coeffs[0];
     let want: Vec<f32> = base().iter().map(|b| (*b as f64 * approx) as f32).collect();
     assert_close(&run.outputs[1], &want, "x + r");
-    assert_eq!(run.session.trace().steps[1].gamma, None);
+    assert_eq!(run.session.traces()[0].steps[1].gamma, None);
 }
 
 #[test]
@@ -294,7 +298,7 @@ fn dicache_delta_minus_cancels_input_change() {
     assert_eq!(cfg.indicator, Indicator::DeltaMinus);
     let run = drive(&model, CachePolicy::DiCache(cfg), &coeffs);
     assert_eq!(run.computed, vec![true, false, false, false, false, false]);
-    for e in &run.session.trace().steps[1..] {
+    for e in &run.session.traces()[0].steps[1..] {
         assert!(e.indicator.unwrap() < 1e-5);
     }
 }
@@ -362,7 +366,7 @@ fn first_block_cache_compares_with_the_last_computed_residual() {
     // Step 1 changed 10 % since step 0 (skip); step 2 21 % since step 0 (compute); ...
     assert_eq!(run.computed, vec![true, false, true, false, true, false]);
     assert_eq!(run.blocks, vec![4, 1, 4, 1, 4, 1]);
-    let trace = run.session.trace();
+    let trace = &run.session.traces()[0];
     assert_eq!(trace.steps[0].indicator, None);
     assert!((trace.steps[2].indicator.unwrap() - 0.21).abs() < 1e-5);
     let s = model.total() as f64;
@@ -396,7 +400,7 @@ fn cfg_passes_keep_independent_state() {
     let alone_cond = drive(&model, policy.clone(), &cond);
     let alone_uncond = drive(&model, policy, &uncond);
 
-    let trace = both.trace();
+    let trace = &both.traces()[0];
     let by_pass = |p: Pass| -> Vec<bool> {
         trace
             .steps
@@ -516,7 +520,7 @@ fn trace_json_has_one_entry_per_call_with_nulls_where_no_value_exists() {
         ..DiCacheConfig::flux()
     };
     let run = drive(&model, CachePolicy::DiCache(cfg), &coeffs);
-    let json: serde_json::Value = serde_json::from_str(&run.session.trace().to_json()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&run.session.traces()[0].to_json()).unwrap();
     let steps = json["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 10);
     assert_eq!(steps[0]["step"], 0);
@@ -540,13 +544,212 @@ fn trace_json_has_one_entry_per_call_with_nulls_where_no_value_exists() {
 
 #[test]
 fn call_timing_is_recorded_and_older_traces_read_as_synced() {
-    let session = CacheSession::<B>::new(CachePolicy::None, 2, 4)
-        .unwrap()
-        .with_timing(CallTiming::Synced);
-    assert_eq!(session.trace().timing, CallTiming::Synced);
-    let mut json: serde_json::Value = serde_json::from_str(&session.trace().to_json()).unwrap();
+    let settings = CacheSettings {
+        timing: CallTiming::Synced,
+        ..CachePolicy::None.into()
+    };
+    let mut session = CacheSession::<B>::new(settings, 2, 4).unwrap();
+    let model = Synthetic::linear(&SCALES);
+    session
+        .forward(&model, &scaled(1.0), 0, Pass::Single)
+        .unwrap();
+    assert_eq!(session.traces()[0].timing, CallTiming::Synced);
+    let mut json: serde_json::Value = serde_json::from_str(&session.traces()[0].to_json()).unwrap();
     assert_eq!(json["timing"], "synced");
     json.as_object_mut().unwrap().remove("timing");
     let older: dicache_core::Trace = serde_json::from_value(json).unwrap();
     assert_eq!(older.timing, CallTiming::Synced);
+}
+
+/// The rows of `samples` at step `i`, one sample per row: `[samples, 4, 3]`.
+fn batch_at(samples: &[Vec<f64>], i: usize) -> Tensor<B, 3> {
+    Tensor::cat(samples.iter().map(|c| scaled(c[i])).collect(), 0)
+}
+
+/// Three input trajectories of ten steps that change at different rates.
+fn three_samples() -> Vec<Vec<f64>> {
+    vec![
+        (0..10).map(geometric).collect(),
+        (0..10).map(|t| 1.0 + 0.02 * t as f64).collect(),
+        (0..10).map(|t| 1.3f64.powi(t)).collect(),
+    ]
+}
+
+/// Asserts two traces record the same decisions and values (wall times aside).
+fn assert_same_decisions(got: &dicache_core::Trace, want: &dicache_core::Trace, what: &str) {
+    assert_eq!(got.steps.len(), want.steps.len(), "{what}: calls");
+    let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+        (a, b) => a == b,
+    };
+    for (g, w) in got.steps.iter().zip(&want.steps) {
+        let at = format!("{what}, step {} {:?}", w.step, w.pass);
+        assert_eq!(
+            (g.step, g.pass, g.computed, g.blocks_run),
+            (w.step, w.pass, w.computed, w.blocks_run),
+            "{at}"
+        );
+        assert!(close(g.indicator, w.indicator), "{at}: indicator");
+        assert!(close(g.accumulated, w.accumulated), "{at}: accumulated");
+        assert!(close(g.gamma, w.gamma), "{at}: gamma");
+    }
+}
+
+fn batch_policies() -> Vec<CachePolicy> {
+    vec![
+        CachePolicy::DiCache(DiCacheConfig {
+            threshold: 0.25,
+            ..DiCacheConfig::wan()
+        }),
+        CachePolicy::DiCache(DiCacheConfig {
+            threshold: 0.3,
+            ..DiCacheConfig::flux_delta_minus()
+        }),
+        CachePolicy::FirstBlock(FirstBlockConfig {
+            threshold: 0.15,
+            probe_depth: 1,
+        }),
+        CachePolicy::Uniform(UniformConfig { interval: 3 }),
+    ]
+}
+
+#[test]
+fn batched_samples_get_the_schedules_and_outputs_they_get_alone() {
+    let samples = three_samples();
+    for policy in batch_policies() {
+        let model = Synthetic::nonlinear(&SCALES);
+        let alone: Vec<Run> = samples
+            .iter()
+            .map(|c| drive(&model, policy.clone(), c))
+            .collect();
+        let mut session = CacheSession::new(policy.clone(), 10, 4).unwrap();
+        for i in 0..10 {
+            let out = session
+                .forward(&model, &batch_at(&samples, i), i, Pass::Single)
+                .unwrap();
+            // The probe runs on the whole batch, the rest once for the samples that compute.
+            let probe = policy.probe_depth().unwrap_or(0);
+            let any = alone.iter().any(|run| run.computed[i]);
+            let want_blocks = if any { 4 } else { probe };
+            assert_eq!(
+                model.take_calls(),
+                want_blocks,
+                "{policy:?}, step {i}: blocks"
+            );
+            for (s, run) in alone.iter().enumerate() {
+                let what = format!("{} sample {s} step {i}", policy.name());
+                assert_close(
+                    &out.clone().narrow(0, s, 1),
+                    &values(&run.outputs[i]),
+                    &what,
+                );
+            }
+        }
+        for (s, run) in alone.iter().enumerate() {
+            let what = format!("{} sample {s}", policy.name());
+            assert_same_decisions(&session.traces()[s], &run.session.traces()[0], &what);
+        }
+        if !matches!(policy, CachePolicy::Uniform(_)) {
+            let schedules: Vec<_> = alone.iter().map(|run| &run.computed).collect();
+            assert!(
+                schedules[0] != schedules[1] || schedules[1] != schedules[2],
+                "{policy:?}: the samples' schedules should differ here"
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_scope_decides_once_per_pass_on_the_batch_tensor() {
+    let policy = batch_policies().remove(0);
+    let settings = CacheSettings {
+        scope: CacheScope::Batch,
+        ..policy.clone().into()
+    };
+    let model = Synthetic::nonlinear(&SCALES);
+    // Two copies of one sample measure what the sample measures alone.
+    let twins = vec![three_samples().remove(0); 2];
+    let alone = drive(&model, policy.clone(), &twins[0]);
+    let mut session = CacheSession::new(settings.clone(), 10, 4).unwrap();
+    for i in 0..10 {
+        session
+            .forward(&model, &batch_at(&twins, i), i, Pass::Single)
+            .unwrap();
+    }
+    for trace in session.traces() {
+        assert_same_decisions(trace, &alone.session.traces()[0], "twins");
+        assert_eq!(trace.scope, CacheScope::Batch);
+    }
+
+    // Different samples share every decision; the indicator is the relative L1 change of the
+    // probe output over the whole batch tensor.
+    let samples = three_samples();
+    let mut session = CacheSession::new(settings, 10, 4).unwrap();
+    let probe = |i: usize| model.run_blocks(&(), batch_at(&samples, i), 0..1);
+    for i in 0..10 {
+        session
+            .forward(&model, &batch_at(&samples, i), i, Pass::Single)
+            .unwrap();
+    }
+    let traces = session.traces();
+    for s in 1..3 {
+        assert_same_decisions(&traces[s], &traces[0], "one decision per batch");
+    }
+    let first = traces[0]
+        .steps
+        .iter()
+        .find(|e| e.indicator.is_some())
+        .unwrap();
+    let want = dicache_core::relative_l1(probe(first.step), probe(first.step - 1));
+    let got = first.indicator.unwrap();
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+}
+
+#[test]
+fn both_passes_as_rows_of_one_call_equal_a_call_per_pass() {
+    let policy = batch_policies().remove(0);
+    let model = Synthetic::nonlinear(&SCALES);
+    let samples = three_samples();
+    let (cond, uncond) = (&samples[..2], &samples[1..]);
+    let rows: Vec<Row> = [Pass::Cond, Pass::Uncond]
+        .into_iter()
+        .flat_map(|pass| Row::samples(pass, 2))
+        .collect();
+    let mut joint = CacheSession::new(policy.clone(), 10, 4).unwrap();
+    let mut apart = CacheSession::new(policy, 10, 4).unwrap();
+    for i in 0..10 {
+        let both = Tensor::cat(vec![batch_at(cond, i), batch_at(uncond, i)], 0);
+        let out = joint.forward_rows(&model, &both, i, &rows).unwrap();
+        let c = apart
+            .forward(&model, &batch_at(cond, i), i, Pass::Cond)
+            .unwrap();
+        let u = apart
+            .forward(&model, &batch_at(uncond, i), i, Pass::Uncond)
+            .unwrap();
+        assert_close(&out, &values(&Tensor::cat(vec![c, u], 0)), "joint call");
+    }
+    for s in 0..2 {
+        let mut want = apart.traces()[s].clone();
+        want.steps.sort_by_key(|e| (e.step, e.pass != Pass::Cond));
+        assert_same_decisions(&joint.traces()[s], &want, "joint call");
+    }
+}
+
+#[test]
+fn rows_must_name_each_batch_row_once() {
+    let model = Synthetic::linear(&SCALES);
+    let mut session = CacheSession::<B>::new(CachePolicy::None, 2, 4).unwrap();
+    let two = Tensor::cat(vec![scaled(1.0), scaled(2.0)], 0);
+    let one_row = Row::samples(Pass::Single, 1);
+    let twice = [one_row[0], one_row[0]];
+    for rows in [&one_row[..], &twice[..]] {
+        let err = session.forward_rows(&model, &two, 0, rows).err();
+        assert_eq!(
+            err,
+            Some(CacheError::Rows {
+                rows: rows.len(),
+                batch: 2
+            })
+        );
+    }
 }

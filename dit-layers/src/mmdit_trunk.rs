@@ -11,6 +11,7 @@ use burn::{
     nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
+use dicache_core::BatchRows;
 
 use crate::{
     AdaLayerNormContinuous, JointLayout, LoadError, MmditBlocks, ParamSource, RopeTable,
@@ -70,6 +71,26 @@ pub struct MmditState<B: Backend> {
     pub image: Tensor<B, 3>,
     /// Text tokens `[batch, text_tokens, hidden]`.
     pub text: Tensor<B, 3>,
+}
+
+impl<B: Backend> BatchRows for MmditContext<B> {
+    /// The rows' conditioning and key lengths; the rotary table is every row's.
+    fn rows(&self, rows: &[usize]) -> Self {
+        Self {
+            temb: self.temb.rows(rows),
+            rope: self.rope.clone(),
+            key_lengths: self.key_lengths.rows(rows),
+        }
+    }
+}
+
+impl<B: Backend> BatchRows for MmditState<B> {
+    fn rows(&self, rows: &[usize]) -> Self {
+        Self {
+            image: self.image.rows(rows),
+            text: self.text.rows(rows),
+        }
+    }
 }
 
 impl<B: Backend> MmditTrunk<B> {

@@ -1,6 +1,6 @@
 //! What the diffusion pipelines (FLUX, WAN, HunyuanVideo) share: one request and output shape
-//! and the [`Pipeline`] trait, the denoising loop ([`denoise`]: timesteps, guidance passes each
-//! with its cache state, progress, timing), finding the components of a diffusers-layout
+//! and the [`Pipeline`] trait, the denoising loop ([`denoise`]: timesteps, guidance passes,
+//! one cache state per sample and pass, progress, timing), finding the components of a diffusers-layout
 //! pipeline folder (its `model_index.json` and the defaults it may carry), CLIP's pooled prompt
 //! embedding, one error type naming the component or setting at fault, the checks of a request
 //! (sizes, steps, guidance, prompt length, the noise, NaN and infinity at every stage, the
@@ -17,14 +17,15 @@ mod request;
 mod timing;
 
 pub use clip::ClipPooled;
-pub use denoise::{Denoised, Passes, denoise};
+pub use denoise::{Denoised, GuidanceCalls, Passes, decode_each, denoise};
 pub use error::PipelineError;
 pub use finite::{check_finite, check_noise_values};
 pub use folder::{DEFAULTS_FILE, PipelineFolder};
 pub use memory::{ModelSizes, WorkingSet, available_memory, describe};
-pub use pipeline::{Output, Pipeline, Request, Settings};
+pub use pipeline::{Output, Pipeline, Prompt, Request, Settings};
 pub use request::{
-    LatentGeometry, MAX_GUIDANCE, MAX_NOISE, MAX_STEPS, check_guidance_scale,
-    check_max_sequence_length, check_noise_shape, check_pixel_size, check_steps, latent_frames,
+    LatentGeometry, MAX_BATCH, MAX_GUIDANCE, MAX_NOISE, MAX_STEPS, check_batch,
+    check_guidance_scale, check_max_sequence_length, check_noise_shape, check_pixel_size,
+    check_steps, latent_frames,
 };
 pub use timing::elapsed_synced;

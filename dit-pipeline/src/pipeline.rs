@@ -5,11 +5,12 @@
 use std::{fmt::Debug, path::Path, time::Duration};
 
 use burn::tensor::{Tensor, backend::Backend};
-use dicache_core::{CachePolicy, CallTiming, Trace};
+use dicache_core::{CacheSettings, Trace};
 
 use crate::{
-    LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_finite, check_guidance_scale,
-    check_max_sequence_length, check_noise_shape, check_noise_values, check_steps, describe,
+    LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_batch, check_finite,
+    check_guidance_scale, check_max_sequence_length, check_noise_shape, check_noise_values,
+    check_steps, describe,
 };
 
 /// The settings of a generation besides the prompt and the noise.
@@ -30,18 +31,38 @@ pub struct Settings {
     pub max_sequence_length: usize,
 }
 
-/// What to generate: a prompt, its settings, the initial noise (`N` dimensions: `[1, C, h, w]`
-/// for an image, `[1, C, f, h, w]` for a video) and the settings only one model has (`X`).
-#[derive(Debug, Clone)]
-pub struct Request<B: Backend, const N: usize, X = ()> {
-    /// The prompt.
-    pub prompt: String,
+/// The text of one sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prompt {
+    /// What to show.
+    pub text: String,
     /// What the output should not show: the unconditional pass's prompt of a model with
     /// classifier-free guidance (WAN); empty for none. Models without it refuse one.
-    pub negative_prompt: String,
+    pub negative: String,
+}
+
+impl Prompt {
+    /// `text` with no negative prompt.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            negative: String::new(),
+        }
+    }
+}
+
+/// What to generate: the prompts of one or more samples, their settings, the initial noise
+/// (`N` dimensions, a row per sample: `[samples, C, h, w]` for images, `[samples, C, f, h, w]`
+/// for videos) and the settings only one model has (`X`). The samples run as the rows of
+/// each transformer call; each gets what it would get alone.
+#[derive(Debug, Clone)]
+pub struct Request<B: Backend, const N: usize, X = ()> {
+    /// One prompt per sample.
+    pub prompts: Vec<Prompt>,
     /// Size, steps, guidance and prompt length.
     pub settings: Settings,
-    /// The initial noise in the pipeline's latent shape ([`Pipeline::latent_shape`]).
+    /// The initial noise, a row per sample, in the pipeline's latent shape
+    /// ([`Pipeline::latent_shape`]).
     pub noise: Tensor<B, N>,
     /// Settings of this model alone (HunyuanVideo's VAE tiles); `()` for none.
     pub extra: X,
@@ -53,14 +74,15 @@ pub struct Output<B: Backend, const N: usize> {
     /// The sampler's final latents in the noise's layout, before the VAE's scaling (and shift,
     /// or per-channel statistics) are undone.
     pub latents: Tensor<B, N>,
-    /// The decoded image `[1, 3, height, width]` or video `[1, 3, frames, height, width]`,
-    /// nominally in `[-1, 1]` (see [`vae::to_rgb8`], [`vae::video_to_rgb8`]).
+    /// The decoded images `[samples, 3, height, width]` or videos
+    /// `[samples, 3, frames, height, width]`, nominally in `[-1, 1]` (see [`vae::to_rgb8`],
+    /// [`vae::video_to_rgb8`]).
     pub decoded: Tensor<B, N>,
     /// Wall time of the denoising loop (every transformer call and sampler step, not the
     /// prompt encoding or the VAE decoding), read after the backend finished its work.
     pub denoise_time: Duration,
-    /// The cache trace, one entry per transformer call.
-    pub trace: Trace,
+    /// The cache trace of each sample, one entry per transformer call.
+    pub traces: Vec<Trace>,
 }
 
 /// A text-to-image (`N = 4`) or text-to-video (`N = 5`) pipeline loaded from a diffusers-layout
@@ -94,8 +116,8 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     /// How the pipeline's latents relate to its output.
     fn geometry(&self) -> LatentGeometry;
 
-    /// Checks the output size (`frames` is 1 for an image) and returns the latent shape of the
-    /// initial noise.
+    /// Checks the output size (`frames` is 1 for an image) and returns the latent shape of one
+    /// sample's initial noise (`[1, ...]`).
     fn latent_shape(
         &self,
         width: usize,
@@ -149,105 +171,104 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     /// model's `extra` settings (its tiles).
     fn decoded_at_once(&self, settings: &Settings, extra: &Self::Extra) -> usize;
 
-    /// The memory a generation at `settings` needs beyond the loaded weights, computing in a
-    /// dtype of `dtype_bytes` bytes; the size must be one [`Self::latent_shape`] accepts.
+    /// Transformer batch rows per sample at `settings` (2 where both guidance passes run as
+    /// rows of one call).
+    fn rows_per_sample(&self, _settings: &Settings, _extra: &Self::Extra) -> usize {
+        1
+    }
+
+    /// The memory a generation of `samples` samples at `settings` needs beyond the loaded
+    /// weights, computing in a dtype of `dtype_bytes` bytes; the size must be one
+    /// [`Self::latent_shape`] accepts.
     fn working_set(
         &self,
         settings: &Settings,
         extra: &Self::Extra,
+        samples: usize,
         dtype_bytes: usize,
     ) -> Result<WorkingSet, PipelineError> {
         let latent = self.latent_shape(settings.width, settings.height, settings.frames)?;
         let image_tokens = self.geometry().tokens(&latent);
+        let rows = samples * self.rows_per_sample(settings, extra);
         let sizes = self.model_sizes();
         Ok(WorkingSet::estimate(
             [
-                image_tokens + settings.max_sequence_length,
+                rows * (image_tokens + settings.max_sequence_length),
                 sizes.hidden,
                 sizes.mlp_hidden,
             ],
             [
                 sizes.decoder_channels,
                 self.decoded_at_once(settings, extra),
-                settings.width * settings.height * settings.frames,
+                samples * settings.width * settings.height * settings.frames,
             ],
             dtype_bytes,
         ))
     }
 
-    /// Fails when a generation at `settings` would need more than `available` bytes
-    /// ([`Self::working_set`]), naming the flags that lower it. Callers running on the CPU
-    /// check against [`crate::available_memory`] before they allocate the noise.
+    /// Fails when a generation of `samples` samples at `settings` would need more than
+    /// `available` bytes ([`Self::working_set`]), naming the flags that lower it. Callers
+    /// running on the CPU check against [`crate::available_memory`] before they allocate the
+    /// noise.
     fn check_memory(
         &self,
         settings: &Settings,
         extra: &Self::Extra,
+        samples: usize,
         dtype_bytes: usize,
         available: u64,
     ) -> Result<(), PipelineError> {
-        self.working_set(settings, extra, dtype_bytes)?.check(
-            available,
-            &describe([settings.width, settings.height, settings.frames]),
-        )
+        let size = describe([settings.width, settings.height, settings.frames]);
+        let target = match samples {
+            1 => size,
+            n => format!("a batch of {n} x {size}"),
+        };
+        self.working_set(settings, extra, samples, dtype_bytes)?
+            .check(available, &target)
     }
 
-    /// The checks every request gets before anything is encoded: its settings
-    /// ([`Self::check_settings`]), its size ([`Self::latent_shape`]), the noise's shape and
-    /// values.
+    /// The checks every request gets before anything is encoded: its number of samples, its
+    /// settings ([`Self::check_settings`], with each sample's negative prompt), its size
+    /// ([`Self::latent_shape`]), the noise's shape (a row per sample) and values.
     fn check_request(&self, request: &Request<B, N, Self::Extra>) -> Result<(), PipelineError> {
         let s = &request.settings;
-        Self::check_settings(s, &request.negative_prompt)?;
-        let latent = self.latent_shape(s.width, s.height, s.frames)?;
-        let target = describe([s.width, s.height, s.frames]);
+        check_batch(request.prompts.len())?;
+        for prompt in &request.prompts {
+            Self::check_settings(s, &prompt.negative)?;
+        }
+        let mut latent = self.latent_shape(s.width, s.height, s.frames)?;
+        latent[0] = request.prompts.len();
+        let target = match request.prompts.len() {
+            1 => describe([s.width, s.height, s.frames]),
+            n => format!("{n} samples of {}", describe([s.width, s.height, s.frames])),
+        };
         check_noise_shape(&request.noise.dims(), &latent, &target)?;
         check_noise_values(&request.noise)
     }
 
-    /// Generates `request` with the cache `policy`, calling `on_step(done, total)` after each
-    /// denoising step: [`Self::check_request`], then [`Self::run`], whose latents and decoded
-    /// output must be finite. The trace's per-call times are queue times on a GPU
-    /// ([`CallTiming::Queued`]); [`Self::generate_timed`] measures each call.
+    /// Generates `request` caching as `cache` says (a [`dicache_core::CachePolicy`] alone:
+    /// one decision per sample, calls timed as queued), calling `on_step(done, total)` after
+    /// each denoising step: [`Self::check_request`], then [`Self::run`], whose latents and
+    /// decoded output must be finite.
     fn generate(
         &self,
         request: &Request<B, N, Self::Extra>,
-        policy: CachePolicy,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<Output<B, N>, PipelineError> {
-        self.generate_with((policy, CallTiming::Queued), request, on_step)
-    }
-
-    /// [`Self::generate`] with each transformer call waiting for the backend, so the trace
-    /// holds every call's duration ([`CallTiming::Synced`]; on a GPU the queue drains at every
-    /// call).
-    fn generate_timed(
-        &self,
-        request: &Request<B, N, Self::Extra>,
-        policy: CachePolicy,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<Output<B, N>, PipelineError> {
-        self.generate_with((policy, CallTiming::Synced), request, on_step)
-    }
-
-    /// What [`Self::generate`] and [`Self::generate_timed`] share.
-    fn generate_with(
-        &self,
-        cache: (CachePolicy, CallTiming),
-        request: &Request<B, N, Self::Extra>,
+        cache: impl Into<CacheSettings>,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Output<B, N>, PipelineError> {
         self.check_request(request)?;
-        let output = self.run(request, cache, on_step)?;
+        let output = self.run(request, &cache.into(), on_step)?;
         check_finite(&output.latents, || "the final latents".into())?;
         check_finite(&output.decoded, || "the VAE's decoded output".into())?;
         Ok(output)
     }
 
-    /// Runs the pipeline on a request [`Self::check_request`] accepted, with the cache policy
-    /// and call timing `cache`; callers use [`Self::generate`].
+    /// Runs the pipeline on a request [`Self::check_request`] accepted, caching as `cache`
+    /// says; callers use [`Self::generate`].
     fn run(
         &self,
         request: &Request<B, N, Self::Extra>,
-        cache: (CachePolicy, CallTiming),
+        cache: &CacheSettings,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Output<B, N>, PipelineError>;
 }

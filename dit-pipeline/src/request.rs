@@ -144,6 +144,20 @@ pub const MAX_GUIDANCE: f64 = 100.0;
 /// within about 6 even over billions of draws.
 pub const MAX_NOISE: f32 = 1000.0;
 
+/// The most samples one request may hold: a bound on a mistyped batch size, far above what a
+/// machine runs at once at published sizes.
+pub const MAX_BATCH: usize = 64;
+
+/// Checks that a request holds between 1 and [`MAX_BATCH`] samples.
+pub fn check_batch(samples: usize) -> Result<(), PipelineError> {
+    if !(1..=MAX_BATCH).contains(&samples) {
+        return Err(PipelineError::Request(format!(
+            "a request holds between 1 and {MAX_BATCH} samples (prompts), got {samples}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that a request asks for between 1 and [`MAX_STEPS`] denoising steps.
 pub fn check_steps(steps: usize) -> Result<(), PipelineError> {
     if !(1..=MAX_STEPS).contains(&steps) {

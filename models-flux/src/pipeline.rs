@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use dicache_core::{CachePolicy, CallTiming};
+use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise,
+    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, decode_each,
+    denoise,
 };
-pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
+pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::AutoencoderKl;
@@ -21,8 +22,8 @@ pub const DEFAULT_GUIDANCE: f64 = 3.5;
 
 /// A FLUX generation request: an image, no model-specific settings.
 pub type FluxRequest<B> = Request<B, 4, ()>;
-/// A FLUX generation's output: `latents` unpacked `[1, 16, height/8, width/8]`, the image
-/// `[1, 3, height, width]`.
+/// A FLUX generation's output: `latents` unpacked `[samples, 16, height/8, width/8]`, the
+/// images `[samples, 3, height, width]`.
 pub type FluxOutput<B> = Output<B, 4>;
 
 /// The FLUX.1 pipeline: tokenizers, CLIP and T5 encoders, transformer, VAE and scheduler.
@@ -48,20 +49,25 @@ impl<B: Backend> FluxPipeline<B> {
         self.vae.scale_factor()
     }
 
-    /// CLIP's pooled embedding `[1, 768]` and T5's hidden states `[1, max_len, 4096]`.
-    fn encode_prompt(
+    /// CLIP's pooled embeddings `[samples, 768]` and T5's hidden states
+    /// `[samples, max_len, 4096]`, each prompt encoded on its own.
+    fn encode_prompts(
         &self,
-        prompt: &str,
+        prompts: &[Prompt],
         max_sequence_length: usize,
     ) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
-        let pooled = self.clip.encode(prompt, &self.device)?;
         let t5_tokenizer = PromptTokenizer::t5(&self.t5_tokenizer, max_sequence_length)?;
-        let t5_ids = t5_tokenizer
-            .encode(&[prompt])?
-            .ids_tensor::<B>(&self.device);
-        let text = self.t5.forward(t5_ids, None)?;
-        check_finite(&text, || "the T5 text encoder's output".into())?;
-        Ok((pooled, text))
+        let (mut pooled, mut text) = (Vec::new(), Vec::new());
+        for prompt in prompts {
+            pooled.push(self.clip.encode(&prompt.text, &self.device)?);
+            let t5_ids = t5_tokenizer
+                .encode(&[&prompt.text])?
+                .ids_tensor::<B>(&self.device);
+            let hidden = self.t5.forward(t5_ids, None)?;
+            check_finite(&hidden, || "the T5 text encoder's output".into())?;
+            text.push(hidden);
+        }
+        Ok((Tensor::cat(pooled, 0), Tensor::cat(text, 0)))
     }
 
     /// The flow-match Euler schedule of `steps` steps for `image_tokens` packed tokens.
@@ -153,22 +159,24 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     fn run(
         &self,
         request: &FluxRequest<B>,
-        cache: (CachePolicy, CallTiming),
+        cache: &CacheSettings,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<FluxOutput<B>, PipelineError> {
         let s = &request.settings;
         let guidance = resolve_guidance(self.transformer.config().guidance_embeds, s.guidance)?;
-        let (pooled, text) = self.encode_prompt(&request.prompt, s.max_sequence_length)?;
-        let [_, _, h, w] = request.noise.dims();
+        let (pooled, text) = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
+        let [samples, _, h, w] = request.noise.dims();
         let noise = latents::pack(request.noise.clone());
         let mut sampler = self.sampler(s.steps, noise.dims()[1])?;
         let input = self.transformer.check_input(FluxInput {
             latents: noise.clone(),
             encoder_hidden_states: text.clone(),
             pooled_projections: pooled,
-            timestep: Tensor::zeros([1], &self.device),
-            guidance: guidance
-                .map(|g| Tensor::from_data(TensorData::new(vec![g as f32], [1]), &self.device)),
+            timestep: Tensor::zeros([samples], &self.device),
+            guidance: guidance.map(|g| {
+                let values = TensorData::new(vec![g as f32; samples], [samples]);
+                Tensor::from_data(values, &self.device)
+            }),
             img_ids: latents::image_ids::<B>(h, w, &self.device),
             txt_ids: Tensor::zeros([text.dims()[1], 3], &self.device),
         })?;
@@ -182,12 +190,14 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
             on_step,
         )?;
         let latents = latents::unpack(denoised.latents, h, w);
-        let image = self.vae.decode(self.vae.unscale_latents(latents.clone()))?;
+        let images = decode_each(latents.clone(), |l| {
+            Ok(self.vae.decode(self.vae.unscale_latents(l))?)
+        })?;
         Ok(Output {
             latents,
-            decoded: image,
+            decoded: images,
             denoise_time: denoised.time,
-            trace: denoised.trace,
+            traces: denoised.traces,
         })
     }
 }

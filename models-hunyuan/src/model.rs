@@ -8,7 +8,7 @@ use burn::{
     module::Module,
     tensor::{Tensor, backend::Backend},
 };
-use dicache_core::CacheableModel;
+use dicache_core::{BatchRows, CacheableModel};
 use dit_layers::{
     ConfigCheck, DiffusionTransformer, FromParams, InputError, JointLayout, LoadError,
     MmditContext, MmditDims, MmditState, MmditTrunk, ModelParams, MultiAxisRope, ParamSource,
@@ -47,6 +47,15 @@ pub struct HunyuanVideoContext<B: Backend> {
     pub trunk: MmditContext<B>,
     /// Token grid after patching.
     pub grid: [usize; 3],
+}
+
+impl<B: Backend> BatchRows for HunyuanVideoContext<B> {
+    fn rows(&self, rows: &[usize]) -> Self {
+        Self {
+            trunk: self.trunk.rows(rows),
+            grid: self.grid,
+        }
+    }
 }
 
 impl<B: Backend> FromParams<B> for HunyuanVideoTransformer<B> {

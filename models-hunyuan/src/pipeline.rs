@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use dicache_core::{CachePolicy, CallTiming};
+use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise,
+    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, decode_each,
+    denoise,
 };
-pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
+pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{LlamaModel, LlamaPromptEncoder};
 use vae::{HunyuanVideoVae, TileConfig};
@@ -28,8 +29,9 @@ use crate::{HunyuanVideoInput, HunyuanVideoTransformer};
 ///
 /// [`TemporalTiles::default()`]: vae::TemporalTiles
 pub type HunyuanVideoRequest<B> = Request<B, 5, TileConfig>;
-/// A HunyuanVideo generation's output: `latents` `[1, 16, (frames-1)/4+1, height/8, width/8]`
-/// before the VAE's scaling factor is undone, the video `[1, 3, frames, height, width]`.
+/// A HunyuanVideo generation's output: `latents`
+/// `[samples, 16, (frames-1)/4+1, height/8, width/8]` before the VAE's scaling factor is
+/// undone, the videos `[samples, 3, frames, height, width]`.
 pub type HunyuanVideoOutput<B> = Output<B, 5>;
 
 /// The HunyuanVideo text-to-video pipeline: LLaMA and CLIP text encoders with their
@@ -52,20 +54,27 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
         &self.transformer
     }
 
-    /// Both text encoders' embeddings of `prompt` (the pipeline's `encode_prompt`).
-    fn encode_prompt(
+    /// Both text encoders' embeddings of each prompt, encoded on its own (the pipeline's
+    /// `encode_prompt`), a row per sample.
+    fn encode_prompts(
         &self,
-        prompt: &str,
+        prompts: &[Prompt],
         max_sequence_length: usize,
     ) -> Result<PromptEmbeds<B>, PipelineError> {
         let encoder =
             LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
-        let llama = encoder.encode(&self.llama, &[prompt], &self.device)?;
-        check_finite(&llama.embeds, || "the LLaMA text encoder's output".into())?;
+        let (mut text, mut mask, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
+        for prompt in prompts {
+            let llama = encoder.encode(&self.llama, &[&prompt.text], &self.device)?;
+            check_finite(&llama.embeds, || "the LLaMA text encoder's output".into())?;
+            text.push(llama.embeds);
+            mask.push(llama.mask);
+            pooled.push(self.clip.encode(&prompt.text, &self.device)?);
+        }
         Ok(PromptEmbeds {
-            text: llama.embeds,
-            mask: llama.mask,
-            pooled: self.clip.encode(prompt, &self.device)?,
+            text: Tensor::cat(text, 0),
+            mask: Tensor::cat(mask, 0),
+            pooled: Tensor::cat(pooled, 0),
         })
     }
 }
@@ -156,23 +165,24 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     fn run(
         &self,
         request: &HunyuanVideoRequest<B>,
-        cache: (CachePolicy, CallTiming),
+        cache: &CacheSettings,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<HunyuanVideoOutput<B>, PipelineError> {
         let s = &request.settings;
-        let prompt = self.encode_prompt(&request.prompt, s.max_sequence_length)?;
+        let samples = request.prompts.len();
+        let prompt = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
         // `torch.tensor([guidance_scale]) * 1000.0` in the transformer's dtype; a model without
         // a guidance embedding ignores it, so it gets none.
         let guidance = s.guidance.or(Self::DEFAULTS.guidance).unwrap_or_default();
         let guidance = self.transformer.config().guidance_embeds.then(|| {
             Tensor::<B, 1>::from_data(
-                TensorData::new(vec![guidance as f32 * 1000.0], [1]),
+                TensorData::new(vec![guidance as f32 * 1000.0; samples], [samples]),
                 &self.device,
             )
         });
         let input = self.transformer.check_input(HunyuanVideoInput {
             latents: request.noise.clone(),
-            timestep: Tensor::zeros([1], &self.device),
+            timestep: Tensor::zeros([samples], &self.device),
             encoder_hidden_states: prompt.text,
             encoder_attention_mask: prompt.mask,
             pooled_projections: prompt.pooled,
@@ -189,26 +199,27 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
             |t| t,
             on_step,
         )?;
-        let video = self.vae.decode_tiled(
-            self.vae.unscale_latents(denoised.latents.clone())?,
-            &request.extra,
-        )?;
+        let videos = decode_each(denoised.latents.clone(), |l| {
+            Ok(self
+                .vae
+                .decode_tiled(self.vae.unscale_latents(l)?, &request.extra)?)
+        })?;
         Ok(Output {
             latents: denoised.latents,
-            decoded: video,
+            decoded: videos,
             denoise_time: denoised.time,
-            trace: denoised.trace,
+            traces: denoised.traces,
         })
     }
 }
 
-/// A prompt as the transformer takes it.
+/// The prompts as the transformer takes them, a row per sample.
 struct PromptEmbeds<B: Backend> {
-    /// LLaMA's templated hidden states `[1, max_len, text_embed_dim]` (`prompt_embeds`).
+    /// LLaMA's templated hidden states `[samples, max_len, text_embed_dim]` (`prompt_embeds`).
     text: Tensor<B, 3>,
-    /// `[1, max_len]`, 1 for the prompt's tokens, 0 for padding (`prompt_attention_mask`).
+    /// `[samples, max_len]`, 1 for a prompt's tokens, 0 for padding (`prompt_attention_mask`).
     mask: Tensor<B, 2, Int>,
-    /// CLIP's pooled embedding `[1, pooled_projection_dim]` (`pooled_prompt_embeds`).
+    /// CLIP's pooled embeddings `[samples, pooled_projection_dim]` (`pooled_prompt_embeds`).
     pooled: Tensor<B, 2>,
 }
 

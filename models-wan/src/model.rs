@@ -9,7 +9,7 @@ use burn::{
     nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
-use dicache_core::CacheableModel;
+use dicache_core::{BatchRows, CacheableModel};
 use dit_layers::{
     ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, LoadError, ModelParams,
     MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TransformerConfig,
@@ -56,6 +56,19 @@ pub struct WanContext<B: Backend> {
     pub rope: RopeTable<B>,
     /// Token grid `[frames, height, width]` after patching.
     pub grid: [usize; 3],
+}
+
+impl<B: Backend> BatchRows for WanContext<B> {
+    /// The rows' conditioning and text; the rotary table and grid are every row's.
+    fn rows(&self, rows: &[usize]) -> Self {
+        Self {
+            temb: self.temb.rows(rows),
+            timestep_proj: self.timestep_proj.rows(rows),
+            text: self.text.rows(rows),
+            rope: self.rope.clone(),
+            grid: self.grid,
+        }
+    }
 }
 
 impl<B: Backend> FromParams<B> for WanTransformer<B> {

@@ -5,21 +5,23 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, backend::Backend};
-use dicache_core::{CachePolicy, CallTiming};
+use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
-use dit_pipeline::{LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, denoise};
-pub use dit_pipeline::{Output, Pipeline, PipelineError, Request, Settings};
+pub use dit_pipeline::{GuidanceCalls, Output, Pipeline, PipelineError, Prompt, Request, Settings};
+use dit_pipeline::{
+    LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, decode_each, denoise,
+};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
 use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::WanVae;
 
 use crate::{WanInput, WanTransformer};
 
-/// A WAN generation request: a video, no model-specific settings.
-pub type WanRequest<B> = Request<B, 5, ()>;
-/// A WAN generation's output: `latents` `[1, 16, (frames-1)/4+1, height/8, width/8]` before
-/// the VAE's per-channel mean and deviation are applied, the video `[1, 3, frames, height,
-/// width]`; the trace has the cond and uncond passes' calls.
+/// A WAN generation request: videos; its extra setting is how the two guidance passes run.
+pub type WanRequest<B> = Request<B, 5, GuidanceCalls>;
+/// A WAN generation's output: `latents` `[samples, 16, (frames-1)/4+1, height/8, width/8]`
+/// before the VAE's per-channel mean and deviation are applied, the videos
+/// `[samples, 3, frames, height, width]`; the traces have the cond and uncond passes' calls.
 pub type WanOutput<B> = Output<B, 5>;
 
 /// The WAN 2.1 text-to-video pipeline: tokenizer, umT5 encoder, transformer, VAE, scheduler.
@@ -40,21 +42,32 @@ impl<B: Backend> WanPipeline<B> {
         &self.transformer
     }
 
-    /// umT5 hidden states `[1, max_len, 4096]` of the cleaned prompt, zero past its tokens
-    /// (WanPipeline cuts each embedding at the prompt's length and pads it with zeros);
-    /// `tokenizer` pads to the request's prompt length.
-    fn encode_prompt(
+    /// The classifier-free guidance scale of `settings`: WanPipeline's default when none is
+    /// given (no scale at all would be no guidance: the conditional pass alone).
+    fn guidance_scale(settings: &Settings) -> f64 {
+        let default = <Self as Pipeline<B, 5>>::DEFAULTS.guidance;
+        settings.guidance.or(default).unwrap_or(1.0)
+    }
+
+    /// umT5 hidden states `[samples, max_len, 4096]` of the cleaned prompts, each encoded on
+    /// its own and zero past its tokens (WanPipeline cuts each embedding at the prompt's length
+    /// and pads it with zeros); `tokenizer` pads to the request's prompt length.
+    fn encode_prompts<'a>(
         &self,
         tokenizer: &PromptTokenizer,
-        prompt: &str,
+        prompts: impl Iterator<Item = &'a str>,
     ) -> Result<Tensor<B, 3>, PipelineError> {
-        let tokens = tokenizer.encode(&[clean_prompt(prompt).as_str()])?;
-        let mask = tokens.mask_tensor::<B>(&self.device);
-        let hidden = self
-            .text_encoder
-            .forward(tokens.ids_tensor::<B>(&self.device), Some(mask.clone()))?;
-        check_finite(&hidden, || "the umT5 text encoder's output".into())?;
-        Ok(hidden * mask.float().unsqueeze_dim::<3>(2))
+        let mut embeddings = Vec::new();
+        for prompt in prompts {
+            let tokens = tokenizer.encode(&[clean_prompt(prompt).as_str()])?;
+            let mask = tokens.mask_tensor::<B>(&self.device);
+            let hidden = self
+                .text_encoder
+                .forward(tokens.ids_tensor::<B>(&self.device), Some(mask.clone()))?;
+            check_finite(&hidden, || "the umT5 text encoder's output".into())?;
+            embeddings.push(hidden * mask.float().unsqueeze_dim::<3>(2));
+        }
+        Ok(Tensor::cat(embeddings, 0))
     }
 }
 
@@ -75,7 +88,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         max_sequence_length: 512,
     };
     const NEGATIVE_PROMPT: bool = true;
-    type Extra = ();
+    type Extra = GuidanceCalls;
 
     /// Loads a diffusers-layout WAN 2.1 pipeline folder; `transformer_file` replaces its
     /// `transformer/` with a single-file checkpoint in Wan's original layout.
@@ -123,37 +136,54 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     }
 
     /// One latent frame at a time: the frames it expands to.
-    fn decoded_at_once(&self, settings: &Settings, _: &()) -> usize {
+    fn decoded_at_once(&self, settings: &Settings, _: &GuidanceCalls) -> usize {
         self.vae.temporal_scale_factor() * settings.width * settings.height
     }
 
-    /// Classifier-free guidance with a scale above 1 (one cache state per pass); at most 1 runs
-    /// the conditional pass alone.
+    /// Both guidance passes' rows in one call when guided and joined.
+    fn rows_per_sample(&self, settings: &Settings, calls: &GuidanceCalls) -> usize {
+        match (Self::guidance_scale(settings) > 1.0, calls) {
+            (true, GuidanceCalls::Joined) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Classifier-free guidance with a scale above 1 (one cache state per sample and pass),
+    /// the passes joined in one call or apart as `request.extra` says; at most 1 runs the
+    /// conditional pass alone.
     fn run(
         &self,
         request: &WanRequest<B>,
-        cache: (CachePolicy, CallTiming),
+        cache: &CacheSettings,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<WanOutput<B>, PipelineError> {
         let s = &request.settings;
-        // No scale at all is no guidance: the conditional pass alone.
-        let scale = s.guidance.or(Self::DEFAULTS.guidance).unwrap_or(1.0);
+        let scale = Self::guidance_scale(s);
         let tokenizer = PromptTokenizer::t5(&self.tokenizer, s.max_sequence_length)?;
-        let input = |prompt: &str| -> Result<_, PipelineError> {
+        let prompts = &request.prompts;
+        let cond = || self.encode_prompts(&tokenizer, prompts.iter().map(|p| p.text.as_str()));
+        let uncond =
+            || self.encode_prompts(&tokenizer, prompts.iter().map(|p| p.negative.as_str()));
+        let input = |text: Tensor<B, 3>| -> Result<_, PipelineError> {
+            let rows = text.dims()[0];
+            let copies = rows / prompts.len();
             Ok(self.transformer.check_input(WanInput {
-                latents: request.noise.clone(),
-                timestep: Tensor::zeros([1], &self.device),
-                encoder_hidden_states: self.encode_prompt(&tokenizer, prompt)?,
+                latents: Tensor::cat(vec![request.noise.clone(); copies], 0),
+                timestep: Tensor::zeros([rows], &self.device),
+                encoder_hidden_states: text,
             })?)
         };
-        let passes = if scale > 1.0 {
-            Passes::Guided {
-                cond: input(&request.prompt)?,
-                uncond: input(&request.negative_prompt)?,
+        let passes = match (scale > 1.0, request.extra) {
+            (false, _) => Passes::Single(input(cond()?)?),
+            (true, GuidanceCalls::Apart) => Passes::Guided {
+                cond: input(cond()?)?,
+                uncond: input(uncond()?)?,
                 scale,
-            }
-        } else {
-            Passes::Single(input(&request.prompt)?)
+            },
+            (true, GuidanceCalls::Joined) => Passes::GuidedRows {
+                input: input(Tensor::cat(vec![cond()?, uncond()?], 0))?,
+                scale,
+            },
         };
         let mut sampler = UniPcMultistepScheduler::<B, 5>::new(self.scheduler.clone())?;
         sampler.set_timesteps(s.steps)?;
@@ -166,14 +196,14 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
             |t| t,
             on_step,
         )?;
-        let video = self
-            .vae
-            .decode(self.vae.unscale_latents(denoised.latents.clone())?)?;
+        let videos = decode_each(denoised.latents.clone(), |l| {
+            Ok(self.vae.decode(self.vae.unscale_latents(l)?)?)
+        })?;
         Ok(Output {
             latents: denoised.latents,
-            decoded: video,
+            decoded: videos,
             denoise_time: denoised.time,
-            trace: denoised.trace,
+            traces: denoised.traces,
         })
     }
 }

@@ -15,7 +15,7 @@ use dicache_bench::{
     quality::{video_psnr, video_ssim},
 };
 use dicache_core::CachePolicy;
-use dit_pipeline::{Output, Pipeline, Request, Settings};
+use dit_pipeline::{Output, Pipeline, Prompt, Request, Settings};
 use models_flux::FluxPipeline;
 use models_hunyuan::HunyuanVideoPipeline;
 use models_wan::WanPipeline;
@@ -109,11 +109,10 @@ pub fn flux_mini<B: Backend>(device: &B::Device) -> Fidelity {
     let s = run_settings("flux");
     let reference = load_fixture("mini_models/flux.safetensors");
     let request = Request {
-        prompt: s["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: String::new(),
+        prompts: vec![Prompt::new(s["prompt"].as_str().unwrap().to_string())],
         settings: settings(&s, 1),
         noise: tensor::<B, 4>(&reference, "noise", device),
-        extra: (),
+        extra: Default::default(),
     };
     let pipe = FluxPipeline::<B>::load(&mini::FLUX.dir(), None, device).unwrap();
     let image = to_rgb8(generate(&pipe, &request).decoded).unwrap();
@@ -126,11 +125,13 @@ pub fn wan_mini<B: Backend>(device: &B::Device) -> Fidelity {
     let s = run_settings("wan");
     let reference = load_fixture("mini_models/wan.safetensors");
     let request = Request {
-        prompt: s["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: s["negative_prompt"].as_str().unwrap().to_string(),
+        prompts: vec![Prompt {
+            text: s["prompt"].as_str().unwrap().to_string(),
+            negative: s["negative_prompt"].as_str().unwrap().to_string(),
+        }],
         settings: settings(&s, s["frames"].as_u64().unwrap() as usize),
         noise: tensor::<B, 5>(&reference, "noise", device),
-        extra: (),
+        extra: Default::default(),
     };
     let pipe = WanPipeline::<B>::load(&mini::WAN.dir(), None, device).unwrap();
     let clip = video_to_rgb8(generate(&pipe, &request).decoded).unwrap();
@@ -144,8 +145,7 @@ pub fn hunyuan_fixture<B: Backend>(device: &B::Device) -> Fidelity {
     let s: serde_json::Value = serde_json::from_str(&text).unwrap();
     let noise = load_fixture("hunyuan_pipeline/noise.safetensors");
     let request = Request {
-        prompt: s["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: String::new(),
+        prompts: vec![Prompt::new(s["prompt"].as_str().unwrap().to_string())],
         settings: settings(&s, s["frames"].as_u64().unwrap() as usize),
         noise: tensor::<B, 5>(&noise, "latents", device),
         extra: TileConfig::default(),

@@ -10,6 +10,7 @@ use burn_wgpu::{Wgpu, WgpuDevice};
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_tests::{Cpu, fixture, load_fixture};
 use dit_layers::{LayerNorm, RmsNorm, attention};
+use dit_pipeline::Prompt;
 use models_flux::{
     FluxPipeline, FluxRequest,
     pipeline::{Pipeline, Settings},
@@ -84,8 +85,7 @@ fn flux_pipeline<B: Backend>(device: &B::Device) -> (Vec<Vec<f32>>, Vec<bool>) {
     let noise = load_fixture("flux_pipeline/noise.safetensors")["latents"].clone();
     let pipe = FluxPipeline::<B>::load(&fixture("flux_pipeline/model"), None, device).unwrap();
     let request = FluxRequest {
-        prompt: run["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: String::new(),
+        prompts: vec![Prompt::new(run["prompt"].as_str().unwrap().to_string())],
         settings: Settings {
             width: num("width") as usize,
             height: num("height") as usize,
@@ -102,7 +102,7 @@ fn flux_pipeline<B: Backend>(device: &B::Device) -> (Vec<Vec<f32>>, Vec<bool>) {
         ..DiCacheConfig::flux()
     });
     let out = pipe.generate(&request, policy, &mut |_, _| {}).unwrap();
-    let computed = out.trace.steps.iter().map(|e| e.computed).collect();
+    let computed = out.traces[0].steps.iter().map(|e| e.computed).collect();
     let tensors = [out.latents.into_data(), out.decoded.into_data()]
         .into_iter()
         .map(|d| d.to_vec::<f32>().unwrap())

@@ -6,6 +6,7 @@ use std::{fs, path::Path};
 use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, tensor};
+use dit_pipeline::Prompt;
 use models_flux::{
     FluxPipeline, FluxRequest,
     pipeline::{self, Pipeline, PipelineError},
@@ -40,8 +41,7 @@ fn settings() -> Settings {
 fn request(s: &Settings) -> FluxRequest<Cpu> {
     let noise = load_fixture("flux_pipeline/noise.safetensors");
     FluxRequest {
-        prompt: s.prompt.clone(),
-        negative_prompt: String::new(),
+        prompts: vec![Prompt::new(s.prompt.clone())],
         settings: pipeline::Settings {
             width: s.width,
             height: s.height,
@@ -85,7 +85,7 @@ fn uncached_run_equals_diffusers() {
         1e-4,
         "decoded image",
     );
-    assert!(out.trace.steps.iter().all(|e| e.computed));
+    assert!(out.traces[0].steps.iter().all(|e| e.computed));
 }
 
 #[test]
@@ -107,14 +107,14 @@ fn dicache_run_equals_the_python_reference() {
         .iter::<f64>()
         .map(|c| c == 1.0)
         .collect();
-    let ours: Vec<bool> = out.trace.steps.iter().map(|e| e.computed).collect();
+    let ours: Vec<bool> = out.traces[0].steps.iter().map(|e| e.computed).collect();
     assert_eq!(ours, computed, "computed/skipped schedule");
     assert!(
         computed.contains(&false),
         "the fixture must skip some steps"
     );
     let column = |k: &str| -> Vec<f64> { reference[k].iter::<f64>().collect() };
-    for (e, (acc, gamma)) in out.trace.steps.iter().zip(
+    for (e, (acc, gamma)) in out.traces[0].steps.iter().zip(
         column("trace.accumulated")
             .into_iter()
             .zip(column("trace.gamma")),

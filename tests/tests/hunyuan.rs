@@ -239,7 +239,7 @@ fn dicache_run_matches_reference() {
         let v = session.forward(&model, &input, i, Pass::Single).unwrap();
         x = x + v.mul_scalar(pair[1] - pair[0]);
     }
-    let trace = session.into_trace();
+    let trace = session.into_traces().remove(0);
     assert_trace_matches(&trace, &run);
     let computed: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
     assert!(computed.contains(&false) && computed.contains(&true));

@@ -9,6 +9,7 @@ use dicache_core::{CachePolicy, DiCacheConfig, Pass};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_trace_matches, changed, fixture, load_fixture, tensor,
 };
+use dit_pipeline::Prompt;
 use models_hunyuan::{
     HunyuanVideoPipeline, HunyuanVideoRequest,
     pipeline::{self, Pipeline},
@@ -34,8 +35,9 @@ impl Settings {
     fn request(&self) -> HunyuanVideoRequest<Cpu> {
         let noise = load_fixture("hunyuan_pipeline/noise.safetensors");
         HunyuanVideoRequest {
-            prompt: self.run["prompt"].as_str().unwrap().to_string(),
-            negative_prompt: String::new(),
+            prompts: vec![Prompt::new(
+                self.run["prompt"].as_str().unwrap().to_string(),
+            )],
             settings: pipeline::Settings {
                 width: self.num("width") as usize,
                 height: self.num("height") as usize,
@@ -95,8 +97,8 @@ fn uncached_run_equals_diffusers() {
         1e-4,
         "video",
     );
-    assert_eq!(out.trace.steps.len(), s.num("steps") as usize);
-    assert!(out.trace.steps.iter().all(|e| e.pass == Pass::Single));
+    assert_eq!(out.traces[0].steps.len(), s.num("steps") as usize);
+    assert!(out.traces[0].steps.iter().all(|e| e.pass == Pass::Single));
 }
 
 #[test]
@@ -110,9 +112,9 @@ fn dicache_run_equals_the_python_reference() {
         .generate(&s.request(), policy, &mut |_, _| {})
         .unwrap();
     let reference = load_fixture("hunyuan_pipeline/dicache.safetensors");
-    assert_trace_matches(&out.trace, &reference);
+    assert_trace_matches(&out.traces[0], &reference);
     assert!(
-        out.trace.steps.iter().any(|e| !e.computed),
+        out.traces[0].steps.iter().any(|e| !e.computed),
         "the fixture must skip some steps"
     );
     assert_close(

@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 use dicache_bench::mini;
 use dicache_core::CachePolicy;
 use dicache_tests::{Cpu, assert_close, fixture, load_fixture, tensor};
+use dit_pipeline::Prompt;
 use models_flux::{
     FluxPipeline, FluxRequest,
     pipeline::{Pipeline, Settings},
@@ -68,8 +69,7 @@ const CHAINED_ATOL: f32 = 2e-4;
 fn flux_request(noise: Tensor<Cpu, 4>) -> FluxRequest<Cpu> {
     let s = settings("flux");
     FluxRequest {
-        prompt: s["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: String::new(),
+        prompts: vec![Prompt::new(s["prompt"].as_str().unwrap().to_string())],
         settings: Settings {
             width: num(&s, "width"),
             height: num(&s, "height"),
@@ -79,7 +79,7 @@ fn flux_request(noise: Tensor<Cpu, 4>) -> FluxRequest<Cpu> {
             max_sequence_length: num(&s, "max_sequence_length"),
         },
         noise,
-        extra: (),
+        extra: Default::default(),
     }
 }
 
@@ -127,8 +127,10 @@ fn wan_mini_equals_diffusers_and_follows_the_prompt() {
     let s = settings("wan");
     let reference = load_fixture("mini_models/wan.safetensors");
     let request = WanRequest {
-        prompt: s["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: s["negative_prompt"].as_str().unwrap().to_string(),
+        prompts: vec![Prompt {
+            text: s["prompt"].as_str().unwrap().to_string(),
+            negative: s["negative_prompt"].as_str().unwrap().to_string(),
+        }],
         settings: Settings {
             width: num(&s, "width"),
             height: num(&s, "height"),
@@ -138,7 +140,7 @@ fn wan_mini_equals_diffusers_and_follows_the_prompt() {
             max_sequence_length: num(&s, "max_sequence_length"),
         },
         noise: tensor(&reference, "noise", &Default::default()),
-        extra: (),
+        extra: Default::default(),
     };
     let pipe = WanPipeline::<Cpu>::load(&mini::WAN.dir(), None, &Default::default()).unwrap();
     let out = pipe

@@ -288,7 +288,7 @@ fn dicache_cfg_run_matches_reference() {
         let v = v_u.clone() + (v_c - v_u).mul_scalar(guidance);
         x = x + v.mul_scalar(pair[1] - pair[0]);
     }
-    let trace = session.into_trace();
+    let trace = session.into_traces().remove(0);
     let steps_got: Vec<f32> = trace.steps.iter().map(|s| s.step as f32).collect();
     assert_eq!(steps_got, values("trace.step"), "step of each call");
     let passes: Vec<Pass> = values("trace.pass")

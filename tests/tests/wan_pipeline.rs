@@ -6,6 +6,7 @@ use std::fs;
 use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig, Pass};
 use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, tensor};
+use dit_pipeline::Prompt;
 use models_wan::{
     WanPipeline, WanRequest,
     pipeline::{self, Pipeline},
@@ -30,8 +31,10 @@ impl Settings {
     fn request(&self) -> WanRequest<Cpu> {
         let noise = load_fixture("wan_pipeline/noise.safetensors");
         WanRequest {
-            prompt: self.run["prompt"].as_str().unwrap().to_string(),
-            negative_prompt: self.run["negative_prompt"].as_str().unwrap().to_string(),
+            prompts: vec![Prompt {
+                text: self.run["prompt"].as_str().unwrap().to_string(),
+                negative: self.run["negative_prompt"].as_str().unwrap().to_string(),
+            }],
             settings: pipeline::Settings {
                 width: self.num("width") as usize,
                 height: self.num("height") as usize,
@@ -41,7 +44,7 @@ impl Settings {
                 max_sequence_length: self.num("max_sequence_length") as usize,
             },
             noise: tensor::<Cpu, 5>(&noise, "latents", &Default::default()),
-            extra: (),
+            extra: Default::default(),
         }
     }
 }
@@ -84,7 +87,7 @@ fn uncached_run_equals_diffusers() {
         1e-4,
         "video",
     );
-    let passes: Vec<Pass> = out.trace.steps.iter().map(|e| e.pass).collect();
+    let passes: Vec<Pass> = out.traces[0].steps.iter().map(|e| e.pass).collect();
     assert_eq!(&passes[..2], &[Pass::Cond, Pass::Uncond]);
     assert_eq!(passes.len(), 2 * s.num("steps") as usize);
 }
@@ -102,8 +105,8 @@ fn dicache_run_equals_the_python_reference() {
     let reference = load_fixture("wan_pipeline/dicache.safetensors");
     let column = |k: &str| -> Vec<f64> { reference[k].iter::<f64>().collect() };
     let (computed, passes) = (column("trace.computed"), column("trace.pass"));
-    assert_eq!(out.trace.steps.len(), computed.len());
-    for (i, e) in out.trace.steps.iter().enumerate() {
+    assert_eq!(out.traces[0].steps.len(), computed.len());
+    for (i, e) in out.traces[0].steps.iter().enumerate() {
         let pass = if passes[i] == 0.0 {
             Pass::Cond
         } else {
@@ -112,7 +115,7 @@ fn dicache_run_equals_the_python_reference() {
         assert_eq!((e.pass, e.computed), (pass, computed[i] == 1.0), "call {i}");
     }
     assert!(computed.contains(&0.0), "the fixture must skip some calls");
-    for (e, acc) in out.trace.steps.iter().zip(column("trace.accumulated")) {
+    for (e, acc) in out.traces[0].steps.iter().zip(column("trace.accumulated")) {
         match e.accumulated {
             Some(a) => assert!(
                 (a - acc).abs() <= 1e-4 * acc.abs().max(1.0),
@@ -121,7 +124,7 @@ fn dicache_run_equals_the_python_reference() {
             None => assert!(acc.is_nan()),
         }
     }
-    for (e, gamma) in out.trace.steps.iter().zip(column("trace.gamma")) {
+    for (e, gamma) in out.traces[0].steps.iter().zip(column("trace.gamma")) {
         match e.gamma {
             Some(g) => assert!((g - gamma).abs() <= 1e-4, "gamma {g} vs {gamma}"),
             None => assert!(gamma.is_nan()),

@@ -1,5 +1,6 @@
-//! One generation of the benchmark, timed: prompt to 8-bit RGB frames (one for an image) with a
-//! cache policy, through a pipeline loaded once — any [`Pipeline`], image or video.
+//! One generation of the benchmark, timed: prompts to 8-bit RGB frames (one for an image) with
+//! a cache policy, one sample or a batch, through a pipeline loaded once — any [`Pipeline`],
+//! image or video.
 
 use std::{
     path::Path,
@@ -8,8 +9,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use dicache_core::{CachePolicy, Trace};
-use dit_pipeline::{Pipeline, Request, Settings};
+use dicache_core::{CachePolicy, CacheScope, CacheSettings, CallTiming, Trace};
+use dit_pipeline::{Pipeline, Prompt, Request, Settings};
 use models_flux::FluxPipeline;
 use models_wan::WanPipeline;
 use vae::Rgb8Image;
@@ -30,20 +31,29 @@ pub struct Generation {
     pub total_time: Duration,
 }
 
+/// One sample of a batch generation: its frames and its trace.
+pub struct Sample {
+    /// The decoded output as 8-bit RGB: one frame for an image.
+    pub frames: Vec<Rgb8Image>,
+    /// The sample's cache trace; the calls' wall times are those of the batched calls.
+    pub trace: Trace,
+}
+
 /// A pipeline as the benchmark drives it, whatever the dimensions of its output.
 trait Generates<B: Backend> {
-    /// The initial noise's shape at `settings`.
+    /// The initial noise's shape of one sample at `settings`.
     fn noise_shape(&self, settings: &Settings) -> Result<Vec<usize>>;
 
-    /// Generates `prompt` from `noise` (put on `device`) at `settings` with `policy`: the
-    /// frames, the trace and the loop's time.
+    /// Generates `prompts` as one batch from `noise` (a row per prompt, put on `device`) at
+    /// `settings`, caching as `cache` says: each sample's frames and trace, and the loop's
+    /// time.
     fn frames(
         &self,
-        prompt: &str,
+        prompts: &[&str],
         noise: (&TensorData, &B::Device),
         settings: Settings,
-        policy: CachePolicy,
-    ) -> Result<(Vec<Rgb8Image>, Trace, Duration)>;
+        cache: CacheSettings,
+    ) -> Result<(Vec<Sample>, Duration)>;
 }
 
 /// A pipeline `P` whose noise and output have `N` dimensions.
@@ -56,21 +66,19 @@ impl<B: Backend, P: Pipeline<B, N>, const N: usize> Generates<B> for Driven<P, N
 
     fn frames(
         &self,
-        prompt: &str,
+        prompts: &[&str],
         (noise, device): (&TensorData, &B::Device),
         settings: Settings,
-        policy: CachePolicy,
-    ) -> Result<(Vec<Rgb8Image>, Trace, Duration)> {
+        cache: CacheSettings,
+    ) -> Result<(Vec<Sample>, Duration)> {
         let request = Request {
-            prompt: prompt.to_string(),
-            negative_prompt: String::new(),
+            prompts: prompts.iter().map(|p| Prompt::new(*p)).collect(),
             settings,
             noise: Tensor::from_data(noise.clone(), device),
             extra: P::Extra::default(),
         };
-        // The computed and skipped calls are timed apart: each call waits for the backend.
-        let out = self.0.generate_timed(&request, policy, &mut |_, _| {})?;
-        // An image `[1, 3, h, w]` is a video of one frame.
+        let out = self.0.generate(&request, cache, &mut |_, _| {})?;
+        // Images `[n, 3, h, w]` are videos of one frame.
         let mut dims = out.decoded.dims().to_vec();
         if N == 4 {
             dims.insert(2, 1);
@@ -78,8 +86,12 @@ impl<B: Backend, P: Pipeline<B, N>, const N: usize> Generates<B> for Driven<P, N
         let video = out.decoded.reshape::<5, _>(
             <[usize; 5]>::try_from(dims).expect("decoded outputs are images or videos"),
         );
-        let mut videos = vae::video_to_rgb8(video)?;
-        Ok((videos.remove(0), out.trace, out.denoise_time))
+        let samples = vae::video_to_rgb8(video)?
+            .into_iter()
+            .zip(out.traces)
+            .map(|(frames, trace)| Sample { frames, trace })
+            .collect();
+        Ok((samples, out.denoise_time))
     }
 }
 
@@ -109,12 +121,13 @@ impl<B: Backend> Generator<B> {
         })
     }
 
-    /// The shape of the initial noise at the preset's size.
+    /// The shape of one sample's initial noise at the preset's size.
     pub fn noise_shape(&self) -> Result<Vec<usize>> {
         self.pipeline.noise_shape(&self.preset.settings())
     }
 
-    /// Generates `prompt` from the initial `noise` with `policy`, timed.
+    /// Generates `prompt` from the initial `noise` with `policy`, each transformer call
+    /// waiting for the backend so the computed and skipped calls are timed apart.
     pub fn generate(
         &self,
         prompt: &str,
@@ -122,17 +135,44 @@ impl<B: Backend> Generator<B> {
         policy: CachePolicy,
     ) -> Result<Generation> {
         let start = Instant::now();
-        let (frames, trace, loop_time) = self.pipeline.frames(
-            prompt,
+        let cache = CacheSettings {
+            timing: CallTiming::Synced,
+            ..policy.into()
+        };
+        let (mut samples, loop_time) = self.pipeline.frames(
+            &[prompt],
             (noise, &self.device),
             self.preset.settings(),
-            policy,
+            cache,
         )?;
+        let Sample { frames, trace } = samples.remove(0);
         Ok(Generation {
             frames,
             trace,
             loop_time,
             total_time: start.elapsed(),
         })
+    }
+
+    /// Generates `prompts` as one batch from `noise` (a row per prompt) with `policy` deciding
+    /// as `scope` says: each sample's frames and trace, and the whole generation's wall time.
+    pub fn generate_batch(
+        &self,
+        prompts: &[&str],
+        noise: &TensorData,
+        (policy, scope): (CachePolicy, CacheScope),
+    ) -> Result<(Vec<Sample>, Duration)> {
+        let start = Instant::now();
+        let cache = CacheSettings {
+            scope,
+            ..policy.into()
+        };
+        let (samples, _) = self.pipeline.frames(
+            prompts,
+            (noise, &self.device),
+            self.preset.settings(),
+            cache,
+        )?;
+        Ok((samples, start.elapsed()))
     }
 }

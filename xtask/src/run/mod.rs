@@ -22,10 +22,13 @@ use dicache_bench::{
     mini::MiniModel,
 };
 use dicache_core::{
-    CachePolicy, CallTiming, DiCacheConfig, FirstBlockConfig, Trace, UniformConfig,
+    CachePolicy, CacheScope, CacheSettings, CallTiming, DiCacheConfig, FirstBlockConfig, Trace,
+    TraceSummary, UniformConfig,
 };
 use dit_layers::gaussian_noise;
-use dit_pipeline::{Pipeline, PipelineError, PipelineFolder, Request, Settings, available_memory};
+use dit_pipeline::{
+    MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings, available_memory,
+};
 use output::{ImageFile, OutputFile, check_distinct};
 use samples::SampleFiles;
 
@@ -65,8 +68,8 @@ pub enum CacheKind {
 /// Options every run command shares.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// The prompt; repeat the flag for several samples (made one after another, the outputs
-    /// numbered: out/flux-000.png, ... with a JSON sidecar each).
+    /// The prompt; repeat the flag for several samples (the outputs numbered:
+    /// out/flux-000.png, ... with a JSON sidecar each).
     #[arg(long, required_unless_present = "prompts")]
     pub prompt: Vec<String>,
     /// A file of prompts, one per line (blank lines skipped), after any --prompt.
@@ -75,6 +78,14 @@ pub struct CommonArgs {
     /// Samples of each prompt, each with the next seed.
     #[arg(long, default_value_t = 1)]
     pub num_images_per_prompt: usize,
+    /// Samples per transformer call: the samples run in batches of this many, each sample
+    /// still getting the output and cache schedule it gets alone.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// How far a cache decision reaches in a batch: each sample its own (sample), or one for
+    /// the whole batch on indicators over the batch tensor, as the reference does (batch).
+    #[arg(long, value_enum, default_value_t = CacheScope::Sample)]
+    pub cache_scope: CacheScope,
     /// A pipeline folder in diffusers layout (model_index.json, scheduler/, the text encoders
     /// and tokenizers, transformer/, vae/). Without it: the model's mini model under
     /// mini-models/, whose own settings then become the defaults.
@@ -220,6 +231,17 @@ impl CommonArgs {
                 .max_sequence_length
                 .unwrap_or(defaults.max_sequence_length),
         }
+    }
+
+    /// `--batch-size`, checked (1 to [`MAX_BATCH`]), for a run of `samples` samples.
+    fn batch_size(&self, samples: usize) -> Result<usize> {
+        if !(1..=MAX_BATCH).contains(&self.batch_size) {
+            bail!(
+                "--batch-size {} must be between 1 and {MAX_BATCH}",
+                self.batch_size
+            );
+        }
+        Ok(self.batch_size.min(samples))
     }
 
     /// The optional files the options ask for, checked: `--save-latents` and `--trace`.
@@ -373,6 +395,7 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
             .defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
         let settings = common.settings(defaults, self.frames);
         M::Pipeline::<B>::check_settings(&settings, &common.negative_prompt)?;
+        let batch_size = common.batch_size(samples.len())?;
         let files = SampleFiles::for_samples(self.target, common.extra_outputs()?, samples.len())?;
         check_distinct(&files.iter().flat_map(SampleFiles::all).collect::<Vec<_>>())?;
         output::check_noise_file(common.init_noise.as_deref())?;
@@ -384,69 +407,103 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         if common.backend == BackendKind::Cpu
             && let Some(available) = available_memory()
         {
-            pipe.check_memory(&settings, &self.extra, common.dtype.bytes(), available)?;
+            let bytes = common.dtype.bytes();
+            pipe.check_memory(&settings, &self.extra, batch_size, bytes, available)?;
         }
         let noise_file =
             output::noise_file(common.init_noise.as_deref(), samples.len(), shape, &device)?;
-        for (sample, files) in samples.iter().zip(&files) {
+        // Each call's own time is measured where it is free (the CPU computes synchronously) or
+        // asked for (a trace); on a GPU it would drain the queue at every call.
+        let timed = common.trace.is_some() || common.backend == BackendKind::Cpu;
+        let cache = CacheSettings {
+            policy,
+            scope: common.cache_scope,
+            timing: if timed {
+                CallTiming::Synced
+            } else {
+                CallTiming::Queued
+            },
+        };
+        let batches = samples.chunks(batch_size).zip(files.chunks(batch_size));
+        for (batch, files) in batches {
             let start = Instant::now();
             if samples.len() > 1 {
-                eprintln!(
-                    "sample {} of {}: {}",
-                    sample.index + 1,
-                    samples.len(),
-                    sample.prompt
-                );
+                let last = batch.last().expect("a batch has samples").index;
+                let prompt = &batch[0].prompt;
+                match batch.len() {
+                    1 => eprintln!("sample {} of {}: {prompt}", last + 1, samples.len()),
+                    n => eprintln!(
+                        "samples {}-{} of {} ({n} per call)",
+                        batch[0].index + 1,
+                        last + 1,
+                        samples.len()
+                    ),
+                }
             }
             let noise = match &noise_file {
-                Some(batch) => batch.clone().narrow(0, sample.index, 1),
-                None => Tensor::from_data(gaussian_noise(&shape, sample.seed), &device),
+                Some(all) => all.clone().narrow(0, batch[0].index, batch.len()),
+                None => Tensor::cat(
+                    batch
+                        .iter()
+                        .map(|s| Tensor::from_data(gaussian_noise(&shape, s.seed), &device))
+                        .collect(),
+                    0,
+                ),
             };
             let request = Request {
-                prompt: sample.prompt.clone(),
-                negative_prompt: common.negative_prompt.clone(),
+                prompts: batch
+                    .iter()
+                    .map(|s| Prompt {
+                        text: s.prompt.clone(),
+                        negative: common.negative_prompt.clone(),
+                    })
+                    .collect(),
                 settings,
                 noise,
                 extra: self.extra.clone(),
             };
             let bar = output::step_bar(settings.steps);
             let mut on_step = |done: usize, _| bar.set_position(done as u64);
-            // Each call's own time is measured where it is free (the CPU computes
-            // synchronously) or asked for (a trace); on a GPU it would drain the queue at
-            // every call.
-            let result = if files.trace.is_some() || common.backend == BackendKind::Cpu {
-                pipe.generate_timed(&request, policy.clone(), &mut on_step)
-            } else {
-                pipe.generate(&request, policy.clone(), &mut on_step)
-            };
+            let result = pipe.generate(&request, cache.clone(), &mut on_step);
             bar.finish_and_clear();
             let result = result?;
-            if let Some(file) = &files.latents {
-                output::save_latents(result.latents.clone(), file)?;
+            for (i, (sample, files)) in batch.iter().zip(files).enumerate() {
+                let trace = &result.traces[i];
+                if let Some(file) = &files.latents {
+                    output::save_latents(result.latents.clone().narrow(0, i, 1), file)?;
+                }
+                if let Some(file) = &files.trace {
+                    let json = trace.to_json();
+                    file.write(|path| Ok(std::fs::write(path, &json)?))?;
+                }
+                files.target.save(result.decoded.clone().narrow(0, i, 1))?;
+                if let Some(file) = &files.sidecar {
+                    let run = (folder.as_path(), &settings, batch.len());
+                    samples::write_sidecar(file, sample, common, run, trace)?;
+                }
             }
-            if let Some(file) = &files.trace {
-                let json = result.trace.to_json();
-                file.write(|path| Ok(std::fs::write(path, &json)?))?;
+            print_summary(&result.traces, result.denoise_time.as_secs_f64(), start);
+            for files in files {
+                eprintln!("wrote {}", files.target.file().path().display());
             }
-            files.target.save(result.decoded)?;
-            if let Some(file) = &files.sidecar {
-                samples::write_sidecar(file, sample, common, (&folder, &settings), &result.trace)?;
-            }
-            print_summary(&result.trace, result.denoise_time.as_secs_f64(), start);
-            eprintln!("wrote {}", files.target.file().path().display());
         }
         Ok(())
     }
 }
 
-/// Prints the one-screen summary of a generation that began at `start` and whose denoising
-/// loop took `denoise_seconds`.
-fn print_summary(trace: &Trace, denoise_seconds: f64, start: Instant) {
+/// Prints the one-screen summary of a generation (of one sample or a batch, with a trace per
+/// sample) that began at `start` and whose denoising loop took `denoise_seconds`.
+fn print_summary(traces: &[Trace], denoise_seconds: f64, start: Instant) {
     let total_seconds = start.elapsed().as_secs_f64();
-    let s = trace.summary();
+    let s = TraceSummary::of(traces);
+    let trace = &traces[0];
     eprintln!("cache      {}", trace.policy.name());
+    let of_samples = match traces.len() {
+        1 => String::new(),
+        n => format!(" ({n} samples, a row each)"),
+    };
     eprintln!(
-        "steps      {} computed, {} skipped of {} transformer calls",
+        "steps      {} computed, {} skipped of {} transformer calls{of_samples}",
         s.computed, s.skipped, s.calls
     );
     eprintln!("blocks     {} of {} run", s.blocks_run, s.blocks_uncached);

@@ -69,7 +69,7 @@ pub fn write_sidecar(
     out: &OutputFile,
     sample: &Sample,
     common: &CommonArgs,
-    (folder, settings): (&Path, &Settings),
+    (folder, settings, batch_size): (&Path, &Settings, usize),
     trace: &Trace,
 ) -> Result<()> {
     let summary = trace.summary();
@@ -88,6 +88,8 @@ pub fn write_sidecar(
         "max_sequence_length": settings.max_sequence_length,
         "dtype": format!("{:?}", common.dtype).to_lowercase(),
         "cache": trace.policy.name(),
+        "cache_scope": trace.scope,
+        "batch_size": batch_size,
         "computed": summary.computed,
         "skipped": summary.skipped,
     });

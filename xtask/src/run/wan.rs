@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use dicache_bench::mini::{self, MiniModel};
 use dicache_core::DiCacheConfig;
+use dit_pipeline::GuidanceCalls;
 use models_wan::WanPipeline;
 
 use super::{CommonArgs, Generate, RunModel, video};
@@ -19,6 +20,10 @@ pub struct WanArgs {
     /// Frames (4k+1) [default: 81; mini model: 9].
     #[arg(long)]
     frames: Option<usize>,
+    /// How the two classifier-free guidance passes run: as the rows of one transformer call
+    /// (joined) or a call each (apart); each keeps its own cache state either way.
+    #[arg(long, value_enum, default_value_t = GuidanceCalls::Joined)]
+    cfg_calls: GuidanceCalls,
     /// Frames per second of the written video.
     #[arg(long, default_value_t = 16)]
     fps: u32,
@@ -36,7 +41,7 @@ pub(super) struct Wan;
 
 impl RunModel<5> for Wan {
     type Pipeline<B: Backend> = WanPipeline<B>;
-    type Extra = ();
+    type Extra = GuidanceCalls;
     type Target = video::Target;
     const MINI: Option<MiniModel> = Some(mini::WAN);
 
@@ -51,7 +56,7 @@ pub fn run(args: WanArgs) -> Result<()> {
     Generate::<Wan, 5> {
         common: &args.common,
         frames: args.frames,
-        extra: (),
+        extra: args.cfg_calls,
         target: video::Target::new(&args.out, args.fps, args.frames_dir.as_deref())?,
     }
     .run()
