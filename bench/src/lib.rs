@@ -16,8 +16,11 @@
 
 mod attention;
 pub mod backend;
+pub mod batch;
 pub mod cache;
+mod chart;
 mod flux_forward;
+mod font;
 mod hunyuan_forward;
 pub mod mini;
 mod profile;
@@ -73,12 +76,16 @@ pub enum BenchCommand {
     /// The cache policies (uniform, First-Block Cache, DiCache) against no cache on the mini
     /// models: speedup and fidelity (PSNR, SSIM) per setting; writes `bench/cache/`.
     Cache(cache::CacheArgs),
+    /// Many samples at once on the mini models: samples per second in batches against one by
+    /// one, and a cache decision per sample against one per batch; writes `bench/batch/`.
+    Batch(batch::BatchArgs),
 }
 
 /// Runs the benchmark `command` asks for and writes its results.
 pub fn run(command: BenchCommand) -> Result<()> {
     let (name, args) = match command {
         BenchCommand::Cache(args) => return cache::run(&args),
+        BenchCommand::Batch(args) => return batch::run(&args),
         BenchCommand::Attention(args) => (BenchName::Attention, args),
         BenchCommand::FluxForward(args) => (BenchName::FluxForward, args),
         BenchCommand::WanForward(args) => (BenchName::WanForward, args),

@@ -351,17 +351,17 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
         (state, image)
     }
 
-    /// Runs the deep blocks (from `from`) of the rows of the computing groups, calls `record`
-    /// with each such row's index, input and output, and returns the image stream of the call:
+    /// Runs the deep blocks of the computing groups' rows, from block `from` (0, or the depth of
+    /// the probe whose output is `probe`), records each such row's residual (and with a probe,
+    /// its probe residual, probe output and input), and returns the image stream of the call:
     /// computed rows and the skipped groups' `approximations` (`row -> image`), in row order.
     fn finish(
         &mut self,
         state: M::State,
-        from: usize,
+        (from, probe): (usize, Option<&Tensor<B, 3>>),
         groups: &[Group],
         decisions: &[Decision],
         mut approximations: HashMap<usize, Tensor<B, 3>>,
-        mut record: impl FnMut(&mut RowState<B>, usize, Tensor<B, 3>, Tensor<B, 3>),
     ) -> Tensor<B, 3> {
         let mut computing: Vec<usize> = groups
             .iter()
@@ -375,7 +375,11 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
         };
         for (k, &r) in computing.iter().enumerate() {
             let (x_r, y_r) = (row(&self.x, r), row(&y, k));
-            record(&mut self.states[r], r, x_r, y_r);
+            let st = &mut self.states[r];
+            match probe {
+                Some(p) => st.record(x_r, y_r, row(p, r)),
+                None => st.residuals.push(y_r - x_r),
+            }
         }
         if computing.len() == self.states.len() {
             return y;
@@ -452,14 +456,7 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
                 }
             })
             .collect();
-        let image = self.finish(
-            state,
-            0,
-            groups,
-            &decisions,
-            approximations,
-            |st, _, x, y| st.residuals.push(y - x),
-        );
+        let image = self.finish(state, (0, None), groups, &decisions, approximations);
         (image, decisions)
     }
 
@@ -502,14 +499,7 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
                 decision
             })
             .collect();
-        let image = self.finish(
-            state,
-            depth,
-            groups,
-            &decisions,
-            approximations,
-            |st, r, x, y| st.record(x, y, row(&p, r)),
-        );
+        let image = self.finish(state, (depth, Some(&p)), groups, &decisions, approximations);
         (image, decisions)
     }
 
@@ -563,14 +553,7 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
             decisions.push(decision);
         }
         let approximations = self.align(cfg, groups, &mut decisions, &p);
-        let image = self.finish(
-            state,
-            depth,
-            groups,
-            &decisions,
-            approximations,
-            |st, r, x, y| st.record(x, y, row(&p, r)),
-        );
+        let image = self.finish(state, (depth, Some(&p)), groups, &decisions, approximations);
         (image, decisions)
     }
 

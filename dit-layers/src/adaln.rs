@@ -3,7 +3,7 @@
 //! `normalization.py`), applied after a parameter-free layer norm. WAN's blocks apply the same
 //! [`Modulation`], read from a learned table plus the timestep projection.
 
-use crate::{LayerNorm, LoadError, ParamSource};
+use crate::{LayerNorm, LoadError, ParamSource, per_sample};
 use burn::{
     module::Module,
     nn::Linear,
@@ -32,7 +32,8 @@ impl<B: Backend> Modulation<B> {
 
     /// `gate * x` for `x` `[batch, tokens, hidden]`.
     pub fn gate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.gate.clone().unsqueeze_dim(1) * x
+        let tokens = x.dims()[1];
+        x * over_tokens(self.gate.clone(), tokens)
     }
 
     /// Splits `emb` `[batch, 3N * hidden]` into `N` triples, each stored (shift, scale, gate):
@@ -51,13 +52,28 @@ impl<B: Backend> Modulation<B> {
     }
 }
 
-/// `x * (1 + scale) + shift` with `scale`, `shift` `[batch, hidden]` broadcast over tokens.
-fn scale_shift<B: Backend>(
+/// `x * (1 + scale) + shift` with `scale`, `shift` `[batch, hidden]` laid over the tokens.
+pub fn scale_shift<B: Backend>(
     x: Tensor<B, 3>,
     scale: Tensor<B, 2>,
     shift: Tensor<B, 2>,
 ) -> Tensor<B, 3> {
-    x * (scale.unsqueeze_dim(1) + 1.0) + shift.unsqueeze_dim(1)
+    let tokens = x.dims()[1];
+    x * over_tokens(scale + 1.0, tokens) + over_tokens(shift, tokens)
+}
+
+/// A per-sample vector `v` `[batch, hidden]` laid over `tokens` tokens, as the right-hand
+/// operand of an element-wise op with a `[batch, tokens, hidden]` tensor: a broadcast row for a
+/// batch of one, repeated for more. Flex's fast broadcasts cover a right-hand row shared by
+/// every token of the whole tensor, not a row per batch entry, which falls to its strided loop:
+/// measured on `[4, 1024, 768]`, 52 ms against 4.5 ms repeated (and 13 ms for a broadcast
+/// left-hand operand even at batch 1, against 0.46 ms on the right).
+pub fn over_tokens<B: Backend>(v: Tensor<B, 2>, tokens: usize) -> Tensor<B, 3> {
+    let v = v.unsqueeze_dim(1);
+    match v.dims()[0] {
+        1 => v,
+        _ => v.repeat_dim(1, tokens),
+    }
 }
 
 /// diffusers `AdaLayerNormZero`: `linear` (`hidden -> 6 hidden`) gives the modulations of the
@@ -86,7 +102,7 @@ impl<B: Backend> AdaLayerNormZero<B> {
         x: Tensor<B, 3>,
         temb: Tensor<B, 2>,
     ) -> (Tensor<B, 3>, Modulation<B>, Modulation<B>) {
-        let [msa, mlp] = Modulation::split(self.linear.forward(silu(temb)));
+        let [msa, mlp] = Modulation::split(per_sample(silu(temb), |t| self.linear.forward(t)));
         (msa.scale_shift(self.norm.forward(x)), msa, mlp)
     }
 }
@@ -112,7 +128,7 @@ impl<B: Backend> AdaLayerNormZeroSingle<B> {
 
     /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`, and the modulation.
     pub fn forward(&self, x: Tensor<B, 3>, temb: Tensor<B, 2>) -> (Tensor<B, 3>, Modulation<B>) {
-        let [m] = Modulation::split(self.linear.forward(silu(temb)));
+        let [m] = Modulation::split(per_sample(silu(temb), |t| self.linear.forward(t)));
         (m.scale_shift(self.norm.forward(x)), m)
     }
 }
@@ -138,7 +154,9 @@ impl<B: Backend> AdaLayerNormContinuous<B> {
 
     /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>, temb: Tensor<B, 2>) -> Tensor<B, 3> {
-        let mut halves = self.linear.forward(silu(temb)).chunk(2, 1).into_iter();
+        let mut halves = per_sample(silu(temb), |t| self.linear.forward(t))
+            .chunk(2, 1)
+            .into_iter();
         let scale = halves.next().expect("two halves");
         let shift = halves.next().expect("two halves");
         scale_shift(self.norm.forward(x), scale, shift)

@@ -8,7 +8,7 @@ use burn::{
     tensor::{FloatDType, Tensor, TensorData, activation, backend::Backend},
 };
 
-use crate::{LoadError, ParamSource};
+use crate::{LoadError, ParamSource, per_sample};
 
 /// Sinusoidal projection of (fractional) timesteps, diffusers' `Timesteps` /
 /// `get_timestep_embedding`: `[sin(t w_j), cos(t w_j)]` with `w_j = max_period^(-j / (half - shift))`.
@@ -157,10 +157,12 @@ impl<B: Backend> EmbeddingMlp<B> {
         })
     }
 
-    /// `[..., d_in]` to `[..., d_out]`.
+    /// `[batch, ..., d_in]` to `[batch, ..., d_out]`, each sample on its own ([`per_sample`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.linear_2
-            .forward(self.act.forward(self.linear_1.forward(x)))
+        per_sample(x, |x| {
+            self.linear_2
+                .forward(self.act.forward(self.linear_1.forward(x)))
+        })
     }
 }
 

@@ -28,6 +28,7 @@ mod noise;
 mod norm;
 mod params;
 mod patch_embed;
+mod per_sample;
 mod qkv;
 mod rope;
 mod transformer;
@@ -35,6 +36,7 @@ mod weights;
 
 pub use adaln::{
     ADALN_NORM_EPS, AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, Modulation,
+    over_tokens, scale_shift,
 };
 pub use attention::{attention, attention_with_bias};
 pub use config::{Component, FromParams, MAX_CONFIG_INTEGER, model_folder, read_config, read_json};
@@ -60,6 +62,7 @@ pub use noise::gaussian_noise;
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{ModelParams, ParamSource, Stored, TensorMap};
 pub use patch_embed::{PatchEmbed3d, PatchError};
+pub use per_sample::per_sample;
 pub use qkv::{Heads, QK_NORM_EPS, QkNormScope, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};
 pub use transformer::{ConfigCheck, DiffusionTransformer, Layout, TransformerConfig};

@@ -9,7 +9,7 @@ use burn::{
 };
 use dit_layers::{
     FeedForward, LayerNorm, LoadError, MlpActivation, ModelParams, ParamSource, QkvNames,
-    QkvProjection, TimeTextEmbedding, attention, merge_heads,
+    QkvProjection, TimeTextEmbedding, attention, merge_heads, over_tokens, per_sample,
 };
 
 use crate::{HunyuanVideoConfig, text_mask::TextMask};
@@ -87,9 +87,11 @@ impl<B: Backend> RefinerBlock<B> {
         temb: Tensor<B, 2>,
         mask: Tensor<B, 4, Bool>,
     ) -> Tensor<B, 3> {
-        let mut gates = self.norm_out.forward(silu(temb)).chunk(2, 1).into_iter();
-        let gate_msa = gates.next().expect("two gates").unsqueeze_dim::<3>(1);
-        let gate_mlp = gates.next().expect("two gates").unsqueeze_dim::<3>(1);
+        let tokens = x.dims()[1];
+        let gates = per_sample(silu(temb), |t| self.norm_out.forward(t));
+        let mut gates = gates.chunk(2, 1).into_iter();
+        let mut gate = || over_tokens(gates.next().expect("two gates"), tokens);
+        let (gate_msa, gate_mlp) = (gate(), gate());
         let attn = self.attn.forward(self.norm1.forward(x.clone()), mask);
         let x = x + attn * gate_msa;
         let ff = self.ff.forward(self.norm2.forward(x.clone()));

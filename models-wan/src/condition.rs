@@ -6,7 +6,9 @@ use burn::{
     nn::Linear,
     tensor::{DType, Tensor, activation::silu, backend::Backend},
 };
-use dit_layers::{EmbeddingMlp, LoadError, MlpActivation, ParamSource, SinusoidalTimesteps};
+use dit_layers::{
+    EmbeddingMlp, LoadError, MlpActivation, ParamSource, SinusoidalTimesteps, per_sample,
+};
 
 /// Number of modulation vectors each block reads (shift, scale, gate of attention and FFN).
 pub const BLOCK_MODULATIONS: usize = 6;
@@ -66,10 +68,8 @@ impl<B: Backend> ConditionEmbedder<B> {
             .time_embedder
             .forward(self.timesteps_proj.forward(timestep).cast(dtype));
         let dim = temb.dims()[1];
-        let timestep_proj =
-            self.time_proj
-                .forward(silu(temb.clone()))
-                .reshape([batch, BLOCK_MODULATIONS, dim]);
+        let timestep_proj = per_sample(silu(temb.clone()), |t| self.time_proj.forward(t))
+            .reshape([batch, BLOCK_MODULATIONS, dim]);
         (temb, timestep_proj)
     }
 

@@ -12,7 +12,7 @@ use burn::{
 use dicache_core::{BatchRows, CacheableModel};
 use dit_layers::{
     ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, LoadError, ModelParams,
-    MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TransformerConfig,
+    MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TransformerConfig, scale_shift,
 };
 
 use crate::{
@@ -146,10 +146,10 @@ impl<B: Backend> WanTransformer<B> {
         let mut halves = (self.scale_shift_table.val() + temb.unsqueeze_dim(1))
             .chunk(2, 1)
             .into_iter();
-        let shift = halves.next().expect("two halves");
-        let scale = halves.next().expect("two halves");
-        let x = self.norm_out.forward(x) * (scale + 1.0) + shift;
-        self.proj_out.forward(x)
+        let mut half = || halves.next().expect("two halves").squeeze_dim::<2>(1);
+        let (shift, scale) = (half(), half());
+        self.proj_out
+            .forward(scale_shift(self.norm_out.forward(x), scale, shift))
     }
 
     /// Folds patch tokens `[batch, f * h * w, pt * ph * pw * out_channels]` (patch-major, as

@@ -1,11 +1,15 @@
 //! FLUX.1 transformer against diffusers (fixtures from `fixtures/gen_flux.py`): RoPE table,
-//! embeddings, every block and the whole forward from both checkpoint layouts, a DiCache run,
+//! embeddings, every block and the whole forward from both checkpoint layouts, DiCache runs (one
+//! sample; a batch deciding per sample and, as the reference, per batch),
 //! and the errors of damaged or mismatched checkpoints and inputs.
 
 use std::{collections::HashMap, fs, path::Path};
 
 use burn::tensor::{Tensor, TensorData};
-use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
+use dicache_core::{
+    CachePolicy, CacheScope, CacheSession, CacheSettings, CacheableModel, DiCacheConfig, Pass,
+    Trace,
+};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
     assert_trace_matches, assert_truncated_file_named, assert_truncated_shard_named, fixture,
@@ -225,38 +229,94 @@ fn random_model_runs_any_block_split() {
     assert_close(split, &whole.into_data(), 1e-6, 1e-6, "split vs whole");
 }
 
-#[test]
-fn dicache_run_matches_reference() {
-    let fx = load_fixture("flux/forward.safetensors");
-    let run = load_fixture("flux/dicache.safetensors");
+/// The reference's Euler run (`sigmas`, `threshold` of `run`) with DiCache at the FLUX preset
+/// from `noise` on `base`'s conditioning, deciding as `scope` says: the final latents and each
+/// sample's trace.
+fn dicache_run(
+    run: &Fixtures,
+    base: FluxInput<Cpu>,
+    noise: Tensor<Cpu, 3>,
+    scope: CacheScope,
+) -> (Tensor<Cpu, 3>, Vec<Trace>) {
     let model = dev_diffusers();
     let d = device();
     let values = |name: &str| -> Vec<f32> { run[name].iter::<f32>().collect() };
     let sigmas = values("sigmas");
     let steps = sigmas.len() - 1;
-    let threshold = values("threshold")[0] as f64;
-    let policy = CachePolicy::DiCache(DiCacheConfig {
-        threshold,
-        ..DiCacheConfig::flux()
-    });
-    let mut session = CacheSession::new(policy, steps, model.num_blocks()).unwrap();
-    let base = inputs(&fx, true, 1);
-    let mut x: Tensor<Cpu, 3> = tensor(&run, "noise", &d);
+    let settings = CacheSettings {
+        scope,
+        ..CachePolicy::DiCache(DiCacheConfig {
+            threshold: values("threshold")[0] as f64,
+            ..DiCacheConfig::flux()
+        })
+        .into()
+    };
+    let mut session = CacheSession::new(settings, steps, model.num_blocks()).unwrap();
+    let samples = noise.dims()[0];
+    let mut x = noise;
     for (i, pair) in sigmas.windows(2).enumerate() {
+        let timestep = TensorData::new(vec![pair[0]; samples], [samples]);
         let input = FluxInput {
             latents: x.clone(),
-            timestep: Tensor::from_data(TensorData::new(vec![pair[0]], [1]), &d),
+            timestep: Tensor::from_data(timestep, &d),
             ..base.clone()
         };
         let input = model.check_input(input).unwrap();
         let v = session.forward(&model, &input, i, Pass::Single).unwrap();
         x = x + v.mul_scalar(pair[1] - pair[0]);
     }
-    let trace = session.into_traces().remove(0);
-    assert_trace_matches(&trace, &run);
-    let computed: Vec<bool> = trace.steps.iter().map(|s| s.computed).collect();
+    (x, session.into_traces())
+}
+
+#[test]
+fn dicache_run_matches_reference() {
+    let fx = load_fixture("flux/forward.safetensors");
+    let run = load_fixture("flux/dicache.safetensors");
+    let noise = tensor(&run, "noise", &device());
+    let (x, traces) = dicache_run(&run, inputs(&fx, true, 1), noise, CacheScope::Sample);
+    assert_trace_matches(&traces[0], &run);
+    let computed: Vec<bool> = traces[0].steps.iter().map(|s| s.computed).collect();
     assert!(computed.contains(&false) && computed.contains(&true));
     assert_close(x, &run["latents"], ATOL, RTOL, "dicache latents");
+}
+
+/// The entries of `run` under `prefix` (`"batch."`), without it.
+fn under(run: &Fixtures, prefix: &str) -> Fixtures {
+    run.iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+        .collect()
+}
+
+#[test]
+fn dicache_on_a_batch_decides_per_sample_or_as_the_reference_per_batch() {
+    let fx = load_fixture("flux/forward.safetensors");
+    let runs = load_fixture("flux/dicache_batch.safetensors");
+    let d = device();
+    let batch = under(&runs, "batch.");
+    // The second sample's guidance is 1 (gen_flux.py's batch_fixture).
+    let base = FluxInput {
+        guidance: Some(Tensor::from_floats([3.5, 1.0], &d)),
+        ..inputs(&fx, true, 2)
+    };
+    let noise: Tensor<Cpu, 3> = tensor(&batch, "noise", &d);
+
+    // One decision per call, on the batch tensor: the reference's batch run, for both samples.
+    let (x, traces) = dicache_run(&batch, base.clone(), noise.clone(), CacheScope::Batch);
+    for trace in &traces {
+        assert_trace_matches(trace, &batch);
+    }
+    assert_close(x, &batch["latents"], ATOL, RTOL, "batch-scope latents");
+
+    // A decision per sample: each sample's own run, though the schedules differ.
+    let (x, traces) = dicache_run(&batch, base, noise, CacheScope::Sample);
+    for (i, trace) in traces.iter().enumerate() {
+        let alone = under(&runs, &format!("alone{i}."));
+        assert_trace_matches(trace, &alone);
+        let row = x.clone().narrow(0, i, 1);
+        assert_close(row, &alone["latents"], ATOL, RTOL, "sample-scope latents");
+    }
+    let schedule = |t: &Trace| t.steps.iter().map(|s| s.computed).collect::<Vec<_>>();
+    assert_ne!(schedule(&traces[0]), schedule(&traces[1]));
 }
 
 #[test]

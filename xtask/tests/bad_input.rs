@@ -292,6 +292,16 @@ fn flux_bad_inputs_are_named_errors_that_touch_no_output() {
             flux(&["--cache", "none", "--threshold", "0.1"]),
             &["--threshold"],
         ),
+        (
+            "zero batch size",
+            flux(&["--batch-size", "0"]),
+            &["--batch-size"],
+        ),
+        (
+            "batch size past the bound",
+            flux(&["--batch-size", "1000"]),
+            &["--batch-size", "64"],
+        ),
     ];
     for (label, args, named) in cases {
         row().fails(label, args, named);
@@ -688,7 +698,7 @@ fn damaged_weights_and_files(
 }
 
 #[test]
-fn several_prompts_write_numbered_outputs_each_as_if_alone() {
+fn several_prompts_in_batches_write_numbered_outputs_each_as_if_alone() {
     let mini = workspace().join("mini-models/flux-mini");
     let row = Row::new(&mini, "png");
     let (ok, stderr) = row.run(&with(
@@ -702,6 +712,8 @@ fn several_prompts_write_numbered_outputs_each_as_if_alone() {
             "2",
             "--seed",
             "5",
+            "--batch-size",
+            "3",
             "--out",
             "$D/out/x.png",
             "--trace",
@@ -730,22 +742,37 @@ fn several_prompts_write_numbered_outputs_each_as_if_alone() {
         };
         assert!(sidecar["prompt"].as_str().unwrap().starts_with(prompt));
         assert_eq!(sidecar["width"], 64);
+        // Batches of three: samples 0-2, then 3 alone.
+        assert_eq!(sidecar["batch_size"], if i < 3 { 3 } else { 1 });
     }
-    // Sample 3 (the second of "a yellow square", seed 8) equals that prompt and seed alone.
+    // Sample 1 (the second of "a red circle", seed 6, in the middle of a batch) equals that
+    // prompt and seed alone, to the byte.
     let (ok, stderr) = row.run(&with(
         FLUX,
         &[
             "--prompt",
-            "a yellow square on a black background",
+            "a red circle on a blue background",
             "--seed",
-            "8",
+            "6",
             "--out",
             "$D/alone.png",
+            "--trace",
+            "$D/alone.json",
         ],
     ));
     assert!(ok, "{stderr}");
     let pixels = |rel: &str| image::open(row.path(rel)).unwrap().to_rgb8().into_raw();
-    assert_eq!(pixels("out/x-003.png"), pixels("alone.png"));
+    assert_eq!(pixels("out/x-001.png"), pixels("alone.png"));
+    let computed = |rel: &str| -> Vec<bool> {
+        let trace: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(row.path(rel)).unwrap()).unwrap();
+        let steps = trace["steps"].as_array().unwrap();
+        steps
+            .iter()
+            .map(|s| s["computed"].as_bool().unwrap())
+            .collect()
+    };
+    assert_eq!(computed("out/t-001.json"), computed("alone.json"));
 
     let r = Row::new(&mini, "png");
     r.fails(

@@ -9,7 +9,7 @@ use dit_layers::gaussian_noise;
 use super::{
     CacheArgs, Model,
     generate::Generator,
-    results::{ModelResult, SampleResult, SettingResult},
+    results::{ModelResult, SampleResult, SettingResult, Setup},
     settings::{self, Knob},
     sheet::{SHEET_SAMPLES, Shown},
 };
@@ -88,7 +88,8 @@ impl BackendJob for Job<'_> {
             })
             .collect();
         let dtype = format!("{:?}", args.dtype).to_lowercase();
-        let result = ModelResult::new(model, &folder, B::name(&device), dtype, preset, settings)?;
+        let setup = Setup::new(model, &folder, (B::name(&device), dtype), preset)?;
+        let result = ModelResult::new(setup, settings)?;
         Ok((result, shown))
     }
 }

@@ -8,8 +8,7 @@
 //! `<out-dir>/<model>-frontier.png` (speedup against PSNR and SSIM) and
 //! `<out-dir>/<model>-samples.png` (the first samples side by side).
 
-mod font;
-mod generate;
+pub(crate) mod generate;
 mod measure;
 mod plot;
 pub mod prompts;
@@ -123,6 +122,17 @@ impl Model {
         })
     }
 
+    /// The thresholds of its table's DiCache settings (the preset's indicator).
+    pub fn dicache_thresholds(self) -> Vec<f64> {
+        self.settings()
+            .iter()
+            .filter_map(|s| match s.knob {
+                settings::Knob::DiCache(t) => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The DiCache preset its DiCache settings start from.
     pub fn dicache_preset(self) -> DiCacheConfig {
         match self {
@@ -133,7 +143,8 @@ impl Model {
 }
 
 impl Which {
-    fn models(self) -> Vec<Model> {
+    /// The models it names, FLUX first.
+    pub fn models(self) -> Vec<Model> {
         match self {
             Which::Flux => vec![Model::Flux],
             Which::Wan => vec![Model::Wan],

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result};
 use dicache_core::{CachePolicy, Trace};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{Model, generate::Generation, settings::Knob};
 use crate::{
@@ -183,9 +183,10 @@ impl ProbeOverhead {
     }
 }
 
-/// Everything the benchmark measured for one model.
+/// What a mini-model benchmark ran on: the model, its folder and settings, the machine, the
+/// backend and dtype.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelResult {
+pub struct Setup {
     /// The model.
     pub model: Model,
     /// The pipeline folder.
@@ -198,6 +199,74 @@ pub struct ModelResult {
     pub dtype: String,
     /// Size, steps, guidance and prompt length of every generation.
     pub preset: Preset,
+}
+
+impl Setup {
+    /// `model` from `folder` at `preset` on `backend` in `dtype`, on this machine now.
+    pub fn new(
+        model: Model,
+        folder: &Path,
+        (backend, dtype): (String, String),
+        preset: Preset,
+    ) -> Result<Self> {
+        Ok(Self {
+            model,
+            model_dir: folder.display().to_string(),
+            machine: Machine::current()?,
+            backend,
+            dtype,
+            preset,
+        })
+    }
+
+    /// `FLUX-mini (128x128, 28 steps, guidance 3.5)`: a section heading's start.
+    pub fn title(&self) -> String {
+        let p = &self.preset;
+        let size = match p.frames {
+            Some(f) => format!("{}x{}, {f} frames", p.width, p.height),
+            None => format!("{}x{}", p.width, p.height),
+        };
+        let guidance = p
+            .guidance
+            .map_or(String::new(), |g| format!(", guidance {g}"));
+        format!(
+            "{} ({size}, {} steps{guidance})",
+            self.model.title(),
+            p.steps
+        )
+    }
+
+    /// The machine paragraph closing a section, then the plot `<model>-<plot>.png`.
+    pub fn footer(&self, plot: &str) -> String {
+        let m = &self.machine;
+        format!(
+            "\nMachine: {} ({} threads, {}), Burn backend `{}`, {}; {}, commit {}, load average \
+             {}; model `{}`.\n\n![{plot}]({}-{plot}.png)\n",
+            m.cpu,
+            m.cores,
+            m.os,
+            self.backend,
+            self.dtype,
+            m.date,
+            m.commit,
+            m.load,
+            self.model_dir,
+            self.model.name()
+        )
+    }
+
+    /// Writes `value` as `<out>/<model>.json`.
+    pub fn write<T: Serialize>(&self, value: &T, out: &Path) -> Result<()> {
+        report::write_json(value, &out.join(format!("{}.json", self.model.name())))
+    }
+}
+
+/// Everything the benchmark measured for one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelResult {
+    /// What it ran on.
+    #[serde(flatten)]
+    pub setup: Setup,
     /// Samples per setting.
     pub samples: usize,
     /// No cache first, then every cached setting.
@@ -207,23 +276,11 @@ pub struct ModelResult {
 }
 
 impl ModelResult {
-    /// The result of `model` from its `settings` (no cache first).
-    pub fn new(
-        model: Model,
-        model_dir: &Path,
-        backend: String,
-        dtype: String,
-        preset: Preset,
-        settings: Vec<SettingResult>,
-    ) -> Result<Self> {
+    /// The result of `settings` (no cache first) on `setup`.
+    pub fn new(setup: Setup, settings: Vec<SettingResult>) -> Result<Self> {
         let none = settings.first().context("no cache ran")?;
         Ok(Self {
-            model,
-            model_dir: model_dir.display().to_string(),
-            machine: Machine::current()?,
-            backend,
-            dtype,
-            preset,
+            setup,
             samples: none.samples.len(),
             probe_overhead: ProbeOverhead::of(none, &settings),
             settings,
@@ -232,25 +289,12 @@ impl ModelResult {
 
     /// Writes `<out>/<model>.json`.
     pub fn write(&self, out: &Path) -> Result<()> {
-        report::write_json(self, &out.join(format!("{}.json", self.model.name())))
+        self.setup.write(self, out)
     }
 
     /// The model's section of `CACHE.md`: heading, table, probe overhead, machine.
     pub fn markdown(&self) -> String {
-        let p = &self.preset;
-        let size = match p.frames {
-            Some(f) => format!("{}x{}, {f} frames", p.width, p.height),
-            None => format!("{}x{}", p.width, p.height),
-        };
-        let guidance = p
-            .guidance
-            .map_or(String::new(), |g| format!(", guidance {g}"));
-        let mut s = format!(
-            "## {} ({size}, {} steps{guidance}), {} samples\n\n",
-            self.model.title(),
-            p.steps,
-            self.samples
-        );
+        let mut s = format!("## {}, {} samples\n\n", self.setup.title(), self.samples);
         s.push_str(
             "| Method | Speedup (loop) | Speedup (run) | Computed | PSNR | SSIM |\n\
              |---|---:|---:|---:|---:|---:|\n",
@@ -281,22 +325,7 @@ impl ModelResult {
                 (o.computed_call_ms / o.uncached_call_ms - 1.0) * 100.0
             );
         }
-        let m = &self.machine;
-        let _ = writeln!(
-            s,
-            "\nMachine: {} ({} threads, {}), Burn backend `{}`, {}; {}, commit {}, load average \
-             {}; model `{}`.\n\n![speed and fidelity]({model}-frontier.png)\n",
-            m.cpu,
-            m.cores,
-            m.os,
-            self.backend,
-            self.dtype,
-            m.date,
-            m.commit,
-            m.load,
-            self.model_dir,
-            model = self.model.name()
-        );
+        s.push_str(&self.setup.footer("frontier"));
         s
     }
 
@@ -307,7 +336,7 @@ impl ModelResult {
 }
 
 /// The mean of the finite `values`; infinite when there are none (identical outputs only).
-fn mean_finite(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn mean_finite(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values
         .filter(|v| v.is_finite())
         .fold((0.0, 0usize), |(sum, n), v| (sum + v, n + 1));
@@ -319,7 +348,7 @@ fn mean_finite(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// A PSNR for the tables: `inf` when infinite.
-fn db(psnr: f64) -> String {
+pub(crate) fn db(psnr: f64) -> String {
     if psnr.is_finite() {
         format!("{psnr:.2}")
     } else {
@@ -329,7 +358,7 @@ fn db(psnr: f64) -> String {
 
 /// Regenerates `<out>/CACHE.md` from the model results in `<out>` (`flux.json`, `wan.json`).
 pub fn write_summary(out: &Path) -> Result<()> {
-    let mut md = String::from(
+    let intro = String::from(
         "# Cache policies on the mini models\n\n\
          Generated by `cargo xtask bench cache` from the `<model>.json` files beside this one (every \
          sample is there). Each sample (prompt `i % 16`, seed `i`) runs without cache, then under \
@@ -340,23 +369,39 @@ pub fn write_summary(out: &Path) -> Result<()> {
          frames) against the uncached output of the same sample, averaged over samples (PSNR over \
          those that differ from it; inf when none does).\n\n",
     );
+    write_sections(
+        out,
+        ("CACHE.md", &intro),
+        "a cache benchmark result",
+        ModelResult::markdown,
+    )
+}
+
+/// Regenerates `<out>/<file>`: `intro`, then the section `markdown` makes of each model's
+/// result in `<out>` (`flux.json`, `wan.json`, read as `what`).
+pub fn write_sections<T: DeserializeOwned>(
+    out: &Path,
+    (file, intro): (&str, &str),
+    what: &str,
+    markdown: fn(&T) -> String,
+) -> Result<()> {
+    let mut md = intro.to_string();
     for model in [Model::Flux, Model::Wan] {
         let path = out.join(format!("{}.json", model.name()));
         if !path.exists() {
             continue;
         }
-        let result: ModelResult = report::read_json(&path, "a cache benchmark result")?;
-        md.push_str(&result.markdown());
+        md.push_str(&markdown(&report::read_json(&path, what)?));
         md.push('\n');
     }
-    let path = out.join("CACHE.md");
+    let path = out.join(file);
     std::fs::write(&path, md).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
 }
 
 /// JSON has no infinity: an infinite PSNR (identical outputs) is written as `null`.
-mod infinite_as_null {
+pub(crate) mod infinite_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {

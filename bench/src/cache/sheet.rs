@@ -12,7 +12,8 @@ use image::{RgbImage, imageops};
 use plotters::prelude::*;
 use vae::Rgb8Image;
 
-use super::{Model, font};
+use super::Model;
+use crate::font;
 
 /// Samples the sheet shows.
 pub const SHEET_SAMPLES: usize = 8;

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use anyhow::{Result, ensure};
 use plotters::style::{FontStyle, register_font};
 
-const DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+const DEJAVU_SANS: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// Registers the font once per process.
 pub fn register() -> Result<()> {
