@@ -41,7 +41,7 @@ impl Samples {
 }
 
 /// The median (mean of the middle two for an even count); NaN when empty.
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {

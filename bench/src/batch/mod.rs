@@ -2,8 +2,8 @@
 //!
 //! For each model, the benchmark generates the same samples (prompt `i % 16`, seed `i`) one by
 //! one and in batches of each `--batch-sizes`, without cache and with the model's DiCache
-//! preset, and records the samples per second of the whole generation (text encoding, loop,
-//! VAE decoding) and, against the uncached samples made one by one, the share of transformer
+//! preset, `--rounds` times, and records the samples per second of the whole generation (text
+//! encoding, loop, VAE decoding; the median round) and, against the uncached samples made one by one, the share of transformer
 //! calls computed and the PSNR. Then it compares the two cache scopes at one batch size over
 //! several DiCache thresholds: a decision per sample against the reference's one decision per
 //! batch, as computed fraction against PSNR and SSIM. It writes `<out-dir>/<model>.json`,
@@ -40,6 +40,10 @@ pub struct BatchArgs {
     /// Batch sizes timed against one by one (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = vec![2, 4, 8])]
     pub batch_sizes: Vec<usize>,
+    /// Rounds of the throughput runs, each running every policy and batch size once (the
+    /// median round counts): on a shared machine all then see the same load.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Batch size of the cache-scope comparison.
     #[arg(long, default_value_t = 8)]
     pub scope_batch: usize,
@@ -64,6 +68,7 @@ pub struct BatchArgs {
 /// Runs the benchmark and writes its results and plots.
 pub fn run(args: &BatchArgs) -> Result<()> {
     ensure!(args.samples >= 1, "--samples must be at least 1");
+    ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let sizes = args.batch_sizes.iter().chain([&args.scope_batch]);
     for &size in sizes {
         ensure!(
@@ -95,7 +100,7 @@ struct Job<'a> {
 }
 
 /// What one run of all the samples gave: each sample's frames and computed fraction, and the
-/// run's wall time.
+/// run's wall time in seconds.
 struct Run {
     frames: Vec<Vec<Rgb8Image>>,
     computed: Vec<f64>,
@@ -134,7 +139,7 @@ impl BackendJob for Job<'_> {
             given => given.to_vec(),
         };
         let preset_policy = model.dicache_preset();
-        let runs = 2 * (1 + args.batch_sizes.len()) + 2 * thresholds.len();
+        let runs = 2 * (1 + args.batch_sizes.len()) * args.rounds + 2 * thresholds.len();
         let bar = progress_bar(runs * args.samples, "samples");
         // All the samples in batches of `size`.
         let run = |size: usize, cache: (CachePolicy, CacheScope)| -> Result<Run> {
@@ -167,21 +172,40 @@ impl BackendJob for Job<'_> {
             (CachePolicy::None, CacheScope::Sample),
         )?;
 
-        let mut throughput = Vec::new();
-        let mut reference = Vec::new();
-        for policy in [
+        // Every policy and batch size once a round, so all see the same load; the first
+        // round's outputs are kept (the later ones are the same).
+        let configs: Vec<(CachePolicy, usize)> = [
             CachePolicy::None,
             CachePolicy::DiCache(preset_policy.clone()),
-        ] {
-            for &size in [1].iter().chain(&args.batch_sizes) {
-                bar.set_message(format!("{} {} batch {size}", model.name(), policy.name()));
-                let r = run(size, (policy.clone(), CacheScope::Sample))?;
-                if reference.is_empty() {
-                    reference = r.frames.clone();
+        ]
+        .into_iter()
+        .flat_map(|policy| {
+            let sizes = [1].into_iter().chain(args.batch_sizes.iter().copied());
+            sizes.map(move |size| (policy.clone(), size))
+        })
+        .collect();
+        let mut first: Vec<Run> = Vec::new();
+        let mut seconds = vec![Vec::new(); configs.len()];
+        for round in 0..args.rounds {
+            for ((policy, size), times) in configs.iter().zip(&mut seconds) {
+                let what = format!("{} {} batch {size}", model.name(), policy.name());
+                bar.set_message(format!("{what}, round {}", round + 1));
+                let r = run(*size, (policy.clone(), CacheScope::Sample))?;
+                times.push(r.seconds);
+                if round == 0 {
+                    first.push(r);
                 }
-                throughput.push(ThroughputRow::new(&policy, size, &r, &reference)?);
             }
         }
+        let reference = first[0].frames.clone();
+        let throughput = configs
+            .iter()
+            .zip(&first)
+            .zip(seconds)
+            .map(|(((policy, size), r), times)| {
+                ThroughputRow::new(policy, *size, (r, times), &reference)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut scopes = Vec::new();
         for &threshold in &thresholds {
             let policy = CachePolicy::DiCache(DiCacheConfig {

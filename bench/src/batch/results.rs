@@ -14,6 +14,7 @@ use crate::{
     cache::results::{Setup, db, infinite_as_null, mean_finite, write_sections},
     chart::{self, Panel, Series},
     quality,
+    timing::median,
 };
 
 /// All the samples at one batch size with one policy.
@@ -23,9 +24,9 @@ pub struct ThroughputRow {
     pub policy: String,
     /// Samples per transformer call (1: one by one).
     pub batch_size: usize,
-    /// Wall time of all the samples' generations, seconds.
-    pub seconds: f64,
-    /// Samples per second.
+    /// Wall time of all the samples' generations in each round, seconds.
+    pub seconds: Vec<f64>,
+    /// Samples per second in the median round.
     pub samples_per_second: f64,
     /// Mean fraction of the transformer calls computed.
     pub computed_fraction: f64,
@@ -35,18 +36,19 @@ pub struct ThroughputRow {
 }
 
 impl ThroughputRow {
-    /// The numbers of run `r` of `policy` at `batch_size`, against the uncached `reference`.
+    /// The numbers of `policy` at `batch_size`: the outputs of its first run `r` against the
+    /// uncached `reference`, and the wall time `seconds` of every round.
     pub(super) fn new(
         policy: &CachePolicy,
         batch_size: usize,
-        r: &Run,
+        (r, seconds): (&Run, Vec<f64>),
         reference: &[Vec<Rgb8Image>],
     ) -> Result<Self> {
         Ok(Self {
             policy: policy.name().to_string(),
             batch_size,
-            seconds: r.seconds,
-            samples_per_second: r.frames.len() as f64 / r.seconds,
+            samples_per_second: r.frames.len() as f64 / median(&seconds),
+            seconds,
             computed_fraction: mean(&r.computed),
             psnr: mean_finite(psnrs(r, reference)?.into_iter()),
         })
