@@ -393,15 +393,29 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
         }))
     }
 
+    /// Whether every row of `g` has a residual to reuse.
+    fn has_residuals(&self, g: &Group) -> bool {
+        g.members
+            .iter()
+            .all(|&r| self.states[r].residuals.newer.is_some())
+    }
+
+    /// Row `r`'s input plus the residual of its last computed call.
+    fn reuse_last(&self, r: usize) -> Tensor<B, 3> {
+        let residual = self.states[r].residuals.newer.clone();
+        row(&self.x, r) + residual.expect("a computed call precedes every skip")
+    }
+
     /// Sums over each group's rows of `mean|num|` and `mean|den|`, for the groups where
-    /// `pair` gives both tensors of every member, read back at once.
-    fn group_sums(
+    /// `pair` gives both tensors of every member, read back at once (no read-back when none
+    /// does).
+    fn group_sums<'g>(
         &self,
-        groups: &[Group],
+        groups: impl IntoIterator<Item = &'g Group>,
         pair: impl Fn(usize, &RowState<B>) -> Option<(Tensor<B, 3>, Tensor<B, 3>)>,
     ) -> Vec<Option<(f64, f64)>> {
         let pairs: Vec<Option<Vec<_>>> = groups
-            .iter()
+            .into_iter()
             .map(|g| {
                 g.members
                     .iter()
@@ -411,7 +425,7 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
             .collect();
         let (nums, dens): (Vec<_>, Vec<_>) = pairs.iter().flatten().flatten().cloned().unzip();
         if nums.is_empty() {
-            return vec![None; groups.len()];
+            return vec![None; pairs.len()];
         }
         let means = row_mean_abs(vec![Tensor::cat(nums, 0), Tensor::cat(dens, 0)]);
         let mut measured = means[0].iter().zip(&means[1]);
@@ -440,19 +454,13 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
         let decisions: Vec<Decision> = groups
             .iter()
             .map(|g| {
-                let reuse: Option<Vec<_>> = g
-                    .members
-                    .iter()
-                    .map(|&r| self.states[r].residuals.newer.clone())
-                    .collect();
-                match reuse {
-                    Some(residuals) if !step.is_multiple_of(cfg.interval) => {
-                        for (&r, res) in g.members.iter().zip(residuals) {
-                            approximations.insert(r, row(&self.x, r) + res);
-                        }
-                        Decision::skipped(0)
+                if !step.is_multiple_of(cfg.interval) && self.has_residuals(g) {
+                    for &r in &g.members {
+                        approximations.insert(r, self.reuse_last(r));
                     }
-                    _ => Decision::computed(self.num_blocks),
+                    Decision::skipped(0)
+                } else {
+                    Decision::computed(self.num_blocks)
                 }
             })
             .collect();
@@ -481,15 +489,10 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
             .zip(changes)
             .map(|(g, sums)| {
                 let change = sums.map(|(n, d)| ratio(n, d));
-                let reuse: Option<Vec<_>> = g
-                    .members
-                    .iter()
-                    .map(|&r| self.states[r].residuals.newer.clone())
-                    .collect();
-                let mut decision = match (reuse, change) {
-                    (Some(residuals), Some(c)) if c < cfg.threshold => {
-                        for (&r, res) in g.members.iter().zip(residuals) {
-                            approximations.insert(r, row(&self.x, r) + res);
+                let mut decision = match change {
+                    Some(c) if c < cfg.threshold && self.has_residuals(g) => {
+                        for &r in &g.members {
+                            approximations.insert(r, self.reuse_last(r));
                         }
                         Decision::skipped(depth)
                     }
@@ -560,7 +563,7 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
     /// Dynamic cache trajectory alignment of the skipped groups: each row's image stream after
     /// all blocks extrapolated from its cached residuals, with the group's step size gamma
     /// (recorded in its decision) when two residuals exist. Updates the skipped rows' previous
-    /// input and probe.
+    /// input and probe. Only the skipped groups are measured (no read-back when none skips).
     fn align(
         &mut self,
         cfg: &DiCacheConfig,
@@ -568,31 +571,32 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
         decisions: &mut [Decision],
         p: &Tensor<B, 3>,
     ) -> HashMap<usize, Tensor<B, 3>> {
+        let mut approximations = HashMap::new();
+        let skipped: Vec<usize> = (0..groups.len())
+            .filter(|&i| !decisions[i].computed)
+            .collect();
+        if skipped.is_empty() {
+            return approximations;
+        }
         let q = p.clone() - self.x.clone();
-        let steps = self.group_sums(groups, |r, st| {
+        let steps = self.group_sums(skipped.iter().map(|&i| &groups[i]), |r, st| {
             let (q_a, q_b) = st.probe_residuals.pair()?;
             st.residuals.pair()?;
             Some((row(&q, r) - q_a.clone(), q_b.clone() - q_a.clone()))
         });
-        let mut approximations = HashMap::new();
-        for (g, (d, sums)) in groups.iter().zip(decisions.iter_mut().zip(steps)) {
-            if d.computed {
-                continue;
-            }
-            d.gamma = sums.map(|(n, den)| clip_gamma(n, den, cfg.gamma_max));
-            for &r in &g.members {
-                let st = &mut self.states[r];
+        for (&i, sums) in skipped.iter().zip(steps) {
+            let gamma = sums.map(|(n, den)| clip_gamma(n, den, cfg.gamma_max));
+            decisions[i].gamma = gamma;
+            for &r in &groups[i].members {
                 let x_r = row(&self.x, r);
-                let image = match (d.gamma, st.residuals.pair()) {
+                let image = match (gamma, self.states[r].residuals.pair()) {
                     (Some(gamma), Some((r_a, r_b))) => {
                         x_r.clone() + r_a.clone() + (r_b.clone() - r_a.clone()).mul_scalar(gamma)
                     }
-                    _ => {
-                        let residual = st.residuals.newer.clone();
-                        x_r.clone() + residual.expect("a computed call precedes every skip")
-                    }
+                    _ => self.reuse_last(r),
                 };
                 approximations.insert(r, image);
+                let st = &mut self.states[r];
                 st.prev_probe = Some(row(p, r));
                 st.prev_input = Some(x_r);
             }

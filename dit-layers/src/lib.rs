@@ -58,7 +58,7 @@ pub use mmdit::{
     DualStreamBlock, JointAttention, JointLayout, MmditBlocks, SingleAttention, SingleStreamBlock,
 };
 pub use mmdit_trunk::{MmditContext, MmditDims, MmditState, MmditTrunk};
-pub use noise::gaussian_noise;
+pub use noise::{gaussian_noise, gaussian_noise_rows};
 pub use norm::{LayerNorm, RmsNorm};
 pub use params::{ModelParams, ParamSource, Stored, TensorMap};
 pub use patch_embed::{PatchEmbed3d, PatchError};

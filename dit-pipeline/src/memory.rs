@@ -61,12 +61,12 @@ impl WorkingSet {
             (
                 self.denoise,
                 "the transformer's activations",
-                "--width/--height (and --frames, --max-sequence-length)",
+                "--width/--height (and --frames, --max-sequence-length, --batch-size)",
             ),
             (
                 self.decode,
                 "the VAE decoder",
-                "--width/--height (and --frames)",
+                "--width/--height (and --frames, --batch-size)",
             ),
         ];
         for (need, phase, flags) in phases {

@@ -218,13 +218,8 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         dtype_bytes: usize,
         available: u64,
     ) -> Result<(), PipelineError> {
-        let size = describe([settings.width, settings.height, settings.frames]);
-        let target = match samples {
-            1 => size,
-            n => format!("a batch of {n} x {size}"),
-        };
         self.working_set(settings, extra, samples, dtype_bytes)?
-            .check(available, &target)
+            .check(available, &describe_samples(samples, settings))
     }
 
     /// The checks every request gets before anything is encoded: its number of samples, its
@@ -238,10 +233,7 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         }
         let mut latent = self.latent_shape(s.width, s.height, s.frames)?;
         latent[0] = request.prompts.len();
-        let target = match request.prompts.len() {
-            1 => describe([s.width, s.height, s.frames]),
-            n => format!("{n} samples of {}", describe([s.width, s.height, s.frames])),
-        };
+        let target = describe_samples(request.prompts.len(), s);
         check_noise_shape(&request.noise.dims(), &latent, &target)?;
         check_noise_values(&request.noise)
     }
@@ -271,4 +263,14 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         cache: &CacheSettings,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Output<B, N>, PipelineError>;
+}
+
+/// What `samples` samples at `settings` ask for, as messages name it: `"a 64x64 image"`,
+/// `"3 samples of a 64x64 image"`.
+fn describe_samples(samples: usize, settings: &Settings) -> String {
+    let one = describe([settings.width, settings.height, settings.frames]);
+    match samples {
+        1 => one,
+        n => format!("{n} samples of {one}"),
+    }
 }

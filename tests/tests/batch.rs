@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use dicache_bench::mini;
 use dicache_core::{CachePolicy, DiCacheConfig, Trace};
 use dicache_tests::{Cpu, assert_close, fixture};
-use dit_layers::gaussian_noise;
+use dit_layers::gaussian_noise_rows;
 use dit_pipeline::{GuidanceCalls, Output, Pipeline, Prompt, Request, Settings};
 use models_flux::FluxPipeline;
 use models_hunyuan::HunyuanVideoPipeline;
@@ -25,13 +25,11 @@ fn generate<P: Pipeline<Cpu, N>, const N: usize>(
     let shape = pipe
         .latent_shape(settings.width, settings.height, settings.frames)
         .unwrap();
-    let noise = (0..prompts.len() as u64)
-        .map(|i| Tensor::from_data(gaussian_noise(&shape, first_seed + i), &Default::default()))
-        .collect();
+    let seeds = (0..prompts.len() as u64).map(|i| first_seed + i);
     let request = Request {
         prompts: prompts.iter().map(|p| Prompt::new(*p)).collect(),
         settings,
-        noise: Tensor::cat(noise, 0),
+        noise: Tensor::from_data(gaussian_noise_rows(&shape, seeds), &Default::default()),
         extra,
     };
     pipe.generate(&request, policy.clone(), &mut |_, _| {})

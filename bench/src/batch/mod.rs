@@ -14,9 +14,9 @@ mod results;
 use std::{ops::Range, path::PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use burn::tensor::{TensorData, backend::Backend};
+use burn::tensor::backend::Backend;
 use dicache_core::{CachePolicy, CacheScope, DiCacheConfig};
-use dit_layers::gaussian_noise;
+use dit_layers::gaussian_noise_rows;
 use vae::Rgb8Image;
 
 use crate::{
@@ -122,18 +122,7 @@ impl BackendJob for Job<'_> {
         let generator = Generator::<B>::load(model, &folder, preset, &device)?;
         let shape = generator.noise_shape()?;
         let prompts = model.prompts();
-        let noise = |samples: Range<usize>| {
-            let mut dims = shape.clone();
-            dims[0] = samples.len();
-            let values: Vec<f32> = samples
-                .flat_map(|i| {
-                    gaussian_noise(&shape, i as u64)
-                        .to_vec::<f32>()
-                        .unwrap_or_default()
-                })
-                .collect();
-            TensorData::new(values, dims)
-        };
+        let noise = |samples: Range<usize>| gaussian_noise_rows(&shape, samples.map(|i| i as u64));
         let thresholds = match args.thresholds.as_slice() {
             [] => model.dicache_thresholds(),
             given => given.to_vec(),

@@ -25,7 +25,7 @@ use dicache_core::{
     CachePolicy, CacheScope, CacheSettings, CallTiming, DiCacheConfig, FirstBlockConfig, Trace,
     TraceSummary, UniformConfig,
 };
-use dit_layers::gaussian_noise;
+use dit_layers::gaussian_noise_rows;
 use dit_pipeline::{
     MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings, available_memory,
 };
@@ -442,13 +442,10 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
             }
             let noise = match &noise_file {
                 Some(all) => all.clone().narrow(0, batch[0].index, batch.len()),
-                None => Tensor::cat(
-                    batch
-                        .iter()
-                        .map(|s| Tensor::from_data(gaussian_noise(&shape, s.seed), &device))
-                        .collect(),
-                    0,
-                ),
+                None => {
+                    let seeds = batch.iter().map(|s| s.seed);
+                    Tensor::from_data(gaussian_noise_rows(&shape, seeds), &device)
+                }
             };
             let request = Request {
                 prompts: batch
