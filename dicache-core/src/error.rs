@@ -49,6 +49,28 @@ pub enum CacheError {
         /// Batch rows of the call.
         batch: usize,
     },
+    /// One batch-wide decision would cover rows at different denoising steps.
+    #[error(
+        "a batch-wide cache decision covers rows at steps {first} and {other}: rows at \
+         different steps need per-sample decisions (cache scope sample)"
+    )]
+    MixedSteps {
+        /// The step of the decision's first row.
+        first: usize,
+        /// A step of another of its rows.
+        other: usize,
+    },
+    /// A sample key admitted while it is in use.
+    #[error("sample {0} is already in the session; release it before admitting it again")]
+    SampleInUse(usize),
+    /// A setting given to a policy that does not take it.
+    #[error("{knob} does not apply to cache policy {policy}")]
+    Knob {
+        /// The setting (`threshold`, `probe_depth`, `warmup_ratio`, `interval`).
+        knob: &'static str,
+        /// The policy's name.
+        policy: &'static str,
+    },
     /// A policy name that does not exist.
     #[error("unknown cache policy {0:?} (expected none, uniform, fbcache or dicache)")]
     UnknownPolicy(String),

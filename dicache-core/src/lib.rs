@@ -27,8 +27,9 @@ pub use error::CacheError;
 pub use metrics::{mean_abs, relative_l1, row_mean_abs};
 pub use model::CacheableModel;
 pub use policy::{
-    CachePolicy, Comparison, DiCacheConfig, FirstBlockConfig, Indicator, UniformConfig, Warmup,
+    CachePolicy, Comparison, DiCacheConfig, FirstBlockConfig, Indicator, PolicyKnobs,
+    UniformConfig, Warmup,
 };
-pub use rows::{BatchRows, CacheScope, Row};
+pub use rows::{BatchRows, CacheScope, JoinRows, Row};
 pub use session::{CacheSession, CacheSettings};
 pub use trace::{CallTiming, Pass, Trace, TraceEntry, TraceSummary};

@@ -170,6 +170,20 @@ impl Default for FirstBlockConfig {
     }
 }
 
+/// The settings a user may give a policy chosen by name ([`CachePolicy::with_knobs`]), each
+/// optional: the policy's default (DiCache: the model's preset) where absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PolicyKnobs {
+    /// Skip threshold (DiCache's delta, First-Block Cache's relative L1).
+    pub threshold: Option<f64>,
+    /// Blocks in the probe (DiCache, First-Block Cache).
+    pub probe_depth: Option<usize>,
+    /// Fraction of the steps always computed first (DiCache).
+    pub warmup_ratio: Option<f64>,
+    /// Compute every N-th step (uniform).
+    pub interval: Option<usize>,
+}
+
 /// A caching policy, chosen at run time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
@@ -207,6 +221,55 @@ impl CachePolicy {
             "dicache" => Ok(CachePolicy::DiCache(dicache_preset)),
             other => Err(CacheError::UnknownPolicy(other.to_string())),
         }
+    }
+
+    /// The policy called `name` (as [`Self::from_name`]) with the settings `knobs` gives in
+    /// place of its defaults; a knob the policy does not take is an error naming it.
+    pub fn with_knobs(
+        name: &str,
+        knobs: &PolicyKnobs,
+        dicache_preset: DiCacheConfig,
+    ) -> Result<Self, CacheError> {
+        let mut policy = Self::from_name(name, dicache_preset)?;
+        let PolicyKnobs {
+            threshold,
+            probe_depth,
+            warmup_ratio,
+            interval,
+        } = *knobs;
+        let misplaced = |knob: &'static str| CacheError::Knob {
+            knob,
+            policy: policy.name(),
+        };
+        let takes = match &policy {
+            CachePolicy::None => [false; 4],
+            CachePolicy::Uniform(_) => [false, false, false, true],
+            CachePolicy::FirstBlock(_) => [true, true, false, false],
+            CachePolicy::DiCache(_) => [true, true, true, false],
+        };
+        let given = [
+            ("threshold", threshold.is_some()),
+            ("probe_depth", probe_depth.is_some()),
+            ("warmup_ratio", warmup_ratio.is_some()),
+            ("interval", interval.is_some()),
+        ];
+        if let Some(((knob, _), _)) = given.iter().zip(takes).find(|((_, g), t)| *g && !t) {
+            return Err(misplaced(knob));
+        }
+        match &mut policy {
+            CachePolicy::None => {}
+            CachePolicy::Uniform(c) => c.interval = interval.unwrap_or(c.interval),
+            CachePolicy::FirstBlock(c) => {
+                c.threshold = threshold.unwrap_or(c.threshold);
+                c.probe_depth = probe_depth.unwrap_or(c.probe_depth);
+            }
+            CachePolicy::DiCache(c) => {
+                c.threshold = threshold.unwrap_or(c.threshold);
+                c.probe_depth = probe_depth.unwrap_or(c.probe_depth);
+                c.warmup_ratio = warmup_ratio.unwrap_or(c.warmup_ratio);
+            }
+        }
+        Ok(policy)
     }
 
     /// Number of leading blocks run as a probe, for the policies that probe.

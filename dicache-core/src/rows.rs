@@ -69,3 +69,49 @@ impl<T: Clone> BatchRows for Vec<T> {
 impl BatchRows for () {
     fn rows(&self, _: &[usize]) -> Self {}
 }
+
+/// A value with a leading batch dimension (or shared by every row) that joins with others of
+/// its kind into one batch: the inputs of requests that share a transformer call.
+pub trait JoinRows: Sized {
+    /// `parts` (at least one) as one batch, their rows in order.
+    fn join(parts: Vec<Self>) -> Self;
+}
+
+impl<B: Backend, const D: usize, K> JoinRows for Tensor<B, D, K>
+where
+    K: burn::tensor::TensorKind<B> + burn::tensor::BasicOps<B>,
+{
+    fn join(parts: Vec<Self>) -> Self {
+        Tensor::cat(parts, 0)
+    }
+}
+
+impl<T: JoinRows> JoinRows for Option<T> {
+    /// Joined when every part has a value, else `None`.
+    fn join(parts: Vec<Self>) -> Self {
+        parts.into_iter().collect::<Option<Vec<T>>>().map(T::join)
+    }
+}
+
+impl<T> JoinRows for Vec<T> {
+    /// The elements of every part, in order: per-row values kept in a vector.
+    fn join(parts: Vec<Self>) -> Self {
+        parts.into_iter().flatten().collect()
+    }
+}
+
+/// Implements [`JoinRows`] for a struct `$name<B>` whose fields `$row` have a row per batch
+/// row (joined) and whose fields `$shared` are the same for every row (taken from the first
+/// part).
+#[macro_export]
+macro_rules! join_rows {
+    ($name:ident { rows: [$($row:ident),* $(,)?], shared: [$($shared:ident),* $(,)?] $(,)? }) => {
+        impl<B: ::burn::tensor::backend::Backend> $crate::JoinRows for $name<B> {
+            fn join(parts: Vec<Self>) -> Self {
+                let first = parts[0].clone();
+                $(let $row = $crate::JoinRows::join(parts.iter().map(|p| p.$row.clone()).collect());)*
+                Self { $($row,)* $($shared: first.$shared,)* }
+            }
+        }
+    };
+}

@@ -21,16 +21,27 @@ use crate::{
 /// sample also decides for itself, so a sample gets the schedule it would get alone. The probe
 /// runs on the whole batch, the deep blocks on the rows that compute. Nothing is shared
 /// between sessions, so generations may run side by side.
+///
+/// Samples may also come and go: [`CacheSession::admit`] gives a sample its own step count,
+/// [`CacheSession::forward_steps`] runs a call whose rows are at different steps, and
+/// [`CacheSession::release`] ends a sample, returning its trace (what a server batching
+/// requests step by step does).
 pub struct CacheSession<B: Backend> {
     policy: CachePolicy,
     scope: CacheScope,
+    /// The step count of a sample not admitted with its own.
     num_steps: usize,
+    /// The step counts of the samples admitted with their own.
+    sample_steps: HashMap<usize, usize>,
     num_blocks: usize,
     timing: CallTiming,
     rows: HashMap<Row, RowState<B>>,
     /// Accumulated error of each decision group since its last computed call.
     accumulated: HashMap<GroupKey, f64>,
+    /// One trace per sample, in order of the sample's first call.
     traces: Vec<Trace>,
+    /// Each sample's place in `traces`.
+    trace_index: HashMap<usize, usize>,
 }
 
 /// What one decision covers: a pass and a sample, or a pass of the whole batch.
@@ -67,9 +78,11 @@ impl<B: Backend> RowState<B> {
     }
 }
 
-/// The rows of one call that one decision covers.
+/// The rows of one call that one decision covers, all at one step.
 struct Group {
     key: GroupKey,
+    /// The denoising step of its rows.
+    step: usize,
     /// Row indices in the call.
     members: Vec<usize>,
 }
@@ -147,12 +160,50 @@ impl<B: Backend> CacheSession<B> {
             policy,
             scope,
             num_steps,
+            sample_steps: HashMap::new(),
             num_blocks,
             timing,
             rows: HashMap::new(),
             accumulated: HashMap::new(),
             traces: Vec::new(),
+            trace_index: HashMap::new(),
         })
+    }
+
+    /// Gives `sample` (a key no call has used yet) a generation of its own `num_steps` steps
+    /// instead of the session's.
+    pub fn admit(&mut self, sample: usize, num_steps: usize) -> Result<(), CacheError> {
+        if num_steps == 0 {
+            return Err(CacheError::NoSteps);
+        }
+        if self.sample_steps.contains_key(&sample) || self.trace_index.contains_key(&sample) {
+            return Err(CacheError::SampleInUse(sample));
+        }
+        self.sample_steps.insert(sample, num_steps);
+        Ok(())
+    }
+
+    /// Ends `sample`: drops its cache state and returns its trace (`None` when no call ran
+    /// it). Its key may then be admitted again.
+    pub fn release(&mut self, sample: usize) -> Option<Trace> {
+        self.rows.retain(|row, _| row.sample != sample);
+        self.accumulated.retain(|(_, s), _| *s != Some(sample));
+        self.sample_steps.remove(&sample);
+        let i = self.trace_index.remove(&sample)?;
+        for place in self.trace_index.values_mut() {
+            if *place > i {
+                *place -= 1;
+            }
+        }
+        Some(self.traces.remove(i))
+    }
+
+    /// The step count of `sample`.
+    fn steps_of(&self, sample: usize) -> usize {
+        self.sample_steps
+            .get(&sample)
+            .copied()
+            .unwrap_or(self.num_steps)
     }
 
     /// The policy this session runs.
@@ -165,12 +216,18 @@ impl<B: Backend> CacheSession<B> {
         self.scope
     }
 
-    /// The calls recorded so far, one trace per sample.
+    /// The calls recorded so far, one trace per sample in order of each sample's first call
+    /// (samples `0, 1, ...` when a call's rows are the samples in order).
     pub fn traces(&self) -> &[Trace] {
         &self.traces
     }
 
-    /// Ends the session, returning one trace per sample.
+    /// The calls of `sample` recorded so far.
+    pub fn trace(&self, sample: usize) -> Option<&Trace> {
+        self.trace_index.get(&sample).map(|&i| &self.traces[i])
+    }
+
+    /// Ends the session, returning [`Self::traces`].
     pub fn into_traces(self) -> Vec<Trace> {
         self.traces
     }
@@ -184,7 +241,9 @@ impl<B: Backend> CacheSession<B> {
         step: usize,
         pass: Pass,
     ) -> Result<M::Output, CacheError> {
-        self.call(model, input, step, |batch| Ok(Row::samples(pass, batch)))
+        self.call(model, input, |batch| {
+            Ok((Row::samples(pass, batch), vec![step; batch]))
+        })
     }
 
     /// One transformer call of denoising step `step` whose batch row `i` is `rows[i]`.
@@ -196,15 +255,29 @@ impl<B: Backend> CacheSession<B> {
         step: usize,
         rows: &[Row],
     ) -> Result<M::Output, CacheError> {
-        self.call(model, input, step, |batch| {
+        self.forward_steps(model, input, rows, &vec![step; rows.len()])
+    }
+
+    /// One transformer call whose batch row `i` is `rows[i]` at denoising step `steps[i]`:
+    /// samples at different steps of their generations sharing a call. Fails when the rows
+    /// do not match the batch, name one row twice, or (with [`CacheScope::Batch`]) put rows
+    /// of one decision at different steps.
+    pub fn forward_steps<M: CacheableModel<B>>(
+        &mut self,
+        model: &M,
+        input: &M::Input,
+        rows: &[Row],
+        steps: &[usize],
+    ) -> Result<M::Output, CacheError> {
+        self.call(model, input, |batch| {
             let distinct = rows.iter().enumerate().all(|(i, r)| !rows[..i].contains(r));
-            if rows.len() != batch || !distinct {
+            if rows.len() != batch || steps.len() != batch || !distinct {
                 return Err(CacheError::Rows {
-                    rows: rows.len(),
+                    rows: rows.len().min(steps.len()),
                     batch,
                 });
             }
-            Ok(rows.to_vec())
+            Ok((rows.to_vec(), steps.to_vec()))
         })
     }
 
@@ -212,21 +285,20 @@ impl<B: Backend> CacheSession<B> {
         &mut self,
         model: &M,
         input: &M::Input,
-        step: usize,
-        rows_of: impl FnOnce(usize) -> Result<Vec<Row>, CacheError>,
+        rows_of: impl FnOnce(usize) -> Result<(Vec<Row>, Vec<usize>), CacheError>,
     ) -> Result<M::Output, CacheError> {
-        if step >= self.num_steps {
-            return Err(CacheError::StepOutOfRange {
-                step,
-                num_steps: self.num_steps,
-            });
-        }
         let start = Instant::now();
         let (ctx, state) = model.embed(input);
         let x = model.image_stream(&state);
         let device = x.device();
-        let rows = rows_of(x.dims()[0])?;
-        let groups = self.groups(&rows);
+        let (rows, steps) = rows_of(x.dims()[0])?;
+        for (row, &step) in rows.iter().zip(&steps) {
+            let num_steps = self.steps_of(row.sample);
+            if step >= num_steps {
+                return Err(CacheError::StepOutOfRange { step, num_steps });
+            }
+        }
+        let groups = self.groups(&rows, &steps)?;
         let mut call = Call {
             model,
             ctx: &ctx,
@@ -243,15 +315,18 @@ impl<B: Backend> CacheSession<B> {
                 let all = Decision::computed(self.num_blocks);
                 (image.expect("a batch has rows"), vec![all; groups.len()])
             }
-            CachePolicy::Uniform(cfg) => call.uniform(cfg, state, step, &groups),
+            CachePolicy::Uniform(cfg) => call.uniform(cfg, state, &groups),
             CachePolicy::FirstBlock(cfg) => call.first_block(cfg, state, &groups),
             CachePolicy::DiCache(cfg) => {
                 let mut accumulated: Vec<f64> = groups
                     .iter()
                     .map(|g| self.accumulated.get(&g.key).copied().unwrap_or(0.0))
                     .collect();
-                let steps = (step, self.num_steps);
-                let out = call.dicache(cfg, state, steps, &groups, &mut accumulated);
+                let num_steps: Vec<usize> = groups
+                    .iter()
+                    .map(|g| self.steps_of(rows[g.members[0]].sample))
+                    .collect();
+                let out = call.dicache(cfg, state, &num_steps, &groups, &mut accumulated);
                 for (g, acc) in groups.iter().zip(accumulated) {
                     self.accumulated.insert(g.key, acc);
                 }
@@ -269,7 +344,7 @@ impl<B: Backend> CacheSession<B> {
             for &r in &group.members {
                 let row = rows[r];
                 self.trace_of(row.sample).steps.push(TraceEntry {
-                    step,
+                    step: group.step,
                     pass: row.pass,
                     computed: d.computed,
                     indicator: d.indicator,
@@ -283,38 +358,51 @@ impl<B: Backend> CacheSession<B> {
         Ok(output)
     }
 
-    /// The call's rows grouped by decision, in order of first appearance.
-    fn groups(&self, rows: &[Row]) -> Vec<Group> {
+    /// The call's rows (at `steps`) grouped by decision, in order of first appearance; an
+    /// error when one decision would cover rows at different steps.
+    fn groups(&self, rows: &[Row], steps: &[usize]) -> Result<Vec<Group>, CacheError> {
         let mut groups: Vec<Group> = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
+        for (i, (row, &step)) in rows.iter().zip(steps).enumerate() {
             let key = match self.scope {
                 CacheScope::Sample => (row.pass, Some(row.sample)),
                 CacheScope::Batch => (row.pass, None),
             };
             match groups.iter_mut().find(|g| g.key == key) {
+                Some(g) if g.step != step => {
+                    return Err(CacheError::MixedSteps {
+                        first: g.step,
+                        other: step,
+                    });
+                }
                 Some(g) => g.members.push(i),
                 None => groups.push(Group {
                     key,
+                    step,
                     members: vec![i],
                 }),
             }
         }
-        groups
+        Ok(groups)
     }
 
-    /// Sample `sample`'s trace, created (with any before it) on first use.
+    /// Sample `sample`'s trace, created on first use.
     fn trace_of(&mut self, sample: usize) -> &mut Trace {
-        while self.traces.len() <= sample {
-            self.traces.push(Trace {
-                policy: self.policy.clone(),
-                scope: self.scope,
-                num_steps: self.num_steps,
-                num_blocks: self.num_blocks,
-                timing: self.timing,
-                steps: Vec::new(),
-            });
-        }
-        &mut self.traces[sample]
+        let i = match self.trace_index.get(&sample) {
+            Some(&i) => i,
+            None => {
+                self.traces.push(Trace {
+                    policy: self.policy.clone(),
+                    scope: self.scope,
+                    num_steps: self.steps_of(sample),
+                    num_blocks: self.num_blocks,
+                    timing: self.timing,
+                    steps: Vec::new(),
+                });
+                self.trace_index.insert(sample, self.traces.len() - 1);
+                self.traces.len() - 1
+            }
+        };
+        &mut self.traces[i]
     }
 }
 
@@ -407,19 +495,20 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
     }
 
     /// Sums over each group's rows of `mean|num|` and `mean|den|`, for the groups where
-    /// `pair` gives both tensors of every member, read back at once (no read-back when none
+    /// `pair(group index, row, row state)` gives both tensors of every member, read back at once (no read-back when none
     /// does).
     fn group_sums<'g>(
         &self,
         groups: impl IntoIterator<Item = &'g Group>,
-        pair: impl Fn(usize, &RowState<B>) -> Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+        pair: impl Fn(usize, usize, &RowState<B>) -> Option<(Tensor<B, 3>, Tensor<B, 3>)>,
     ) -> Vec<Option<(f64, f64)>> {
         let pairs: Vec<Option<Vec<_>>> = groups
             .into_iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(i, g)| {
                 g.members
                     .iter()
-                    .map(|&r| pair(r, &self.states[r]))
+                    .map(|&r| pair(i, r, &self.states[r]))
                     .collect()
             })
             .collect();
@@ -447,14 +536,13 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
         &mut self,
         cfg: &UniformConfig,
         state: M::State,
-        step: usize,
         groups: &[Group],
     ) -> (Tensor<B, 3>, Vec<Decision>) {
         let mut approximations = HashMap::new();
         let decisions: Vec<Decision> = groups
             .iter()
             .map(|g| {
-                if !step.is_multiple_of(cfg.interval) && self.has_residuals(g) {
+                if !g.step.is_multiple_of(cfg.interval) && self.has_residuals(g) {
                     for &r in &g.members {
                         approximations.insert(r, self.reuse_last(r));
                     }
@@ -479,7 +567,7 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
         let depth = cfg.probe_depth;
         let (state, p) = self.probe(state, depth);
         let q = p.clone() - self.x.clone();
-        let changes = self.group_sums(groups, |r, st| {
+        let changes = self.group_sums(groups, |_, r, st| {
             let q_prev = st.probe_residuals.newer.clone()?;
             Some((row(&q, r) - q_prev.clone(), q_prev))
         });
@@ -507,27 +595,33 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
     }
 
     /// DiCache: online probe profiling decides, dynamic cache trajectory alignment
-    /// approximates; `accumulated` holds each group's accumulated error.
+    /// approximates; `num_steps` holds each group's step count, `accumulated` its accumulated
+    /// error.
     fn dicache(
         &mut self,
         cfg: &DiCacheConfig,
         state: M::State,
-        (step, num_steps): (usize, usize),
+        num_steps: &[usize],
         groups: &[Group],
         accumulated: &mut [f64],
     ) -> (Tensor<B, 3>, Vec<Decision>) {
         let depth = cfg.probe_depth;
         let (state, p) = self.probe(state, depth);
         // Warm-up (or nothing to compare with yet) computes every block.
-        let warmup = cfg.is_warmup(step, num_steps);
-        let delta_y = self.group_sums(groups, |r, st| {
-            let prev = st.prev_probe.clone().filter(|_| !warmup)?;
+        let warmup: Vec<bool> = groups
+            .iter()
+            .zip(num_steps)
+            .map(|(g, &n)| cfg.is_warmup(g.step, n))
+            .collect();
+        let measured = |i: usize| !warmup[i];
+        let delta_y = self.group_sums(groups, |g, r, st| {
+            let prev = st.prev_probe.clone().filter(|_| measured(g))?;
             Some((row(&p, r) - prev.clone(), prev))
         });
         let delta_x = match cfg.indicator {
             Indicator::DeltaY => vec![None; groups.len()],
-            Indicator::DeltaMinus => self.group_sums(groups, |r, st| {
-                let prev = st.prev_input.clone().filter(|_| !warmup)?;
+            Indicator::DeltaMinus => self.group_sums(groups, |g, r, st| {
+                let prev = st.prev_input.clone().filter(|_| measured(g))?;
                 Some((row(&self.x, r) - prev.clone(), prev))
             }),
         };
@@ -579,7 +673,7 @@ impl<B: Backend, M: CacheableModel<B>> Call<'_, B, M> {
             return approximations;
         }
         let q = p.clone() - self.x.clone();
-        let steps = self.group_sums(skipped.iter().map(|&i| &groups[i]), |r, st| {
+        let steps = self.group_sums(skipped.iter().map(|&i| &groups[i]), |_, r, st| {
             let (q_a, q_b) = st.probe_residuals.pair()?;
             st.residuals.pair()?;
             Some((row(&q, r) - q_a.clone(), q_b.clone() - q_a.clone()))

@@ -144,6 +144,20 @@ pub fn check_guidance(
     }
 }
 
+impl<I: dicache_core::JoinRows, P: dicache_core::JoinRows> dicache_core::JoinRows
+    for Checked<I, P>
+{
+    /// The inputs and what was prepared from them, joined row by row: the inputs of calls
+    /// checked apart that share the batch-independent shapes.
+    fn join(parts: Vec<Self>) -> Self {
+        let (input, prepared) = parts.into_iter().map(|c| (c.input, c.prepared)).unzip();
+        Self {
+            input: I::join(input),
+            prepared: P::join(prepared),
+        }
+    }
+}
+
 /// The tensors of a transformer call that change from step to step: the latents (of `N`
 /// dimensions) and the timestep `[batch]`.
 pub trait StepTensors<B: Backend, const N: usize> {

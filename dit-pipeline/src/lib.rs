@@ -1,6 +1,6 @@
 //! What the diffusion pipelines (FLUX, WAN, HunyuanVideo) share: one request and output shape
-//! and the [`Pipeline`] trait, the denoising loop ([`denoise`]: timesteps, guidance passes,
-//! one cache state per sample and pass, progress, timing), finding the components of a diffusers-layout
+//! and the [`Pipeline`] trait, the denoising loop ([`Denoising`]: jobs joining and leaving at step
+//! boundaries, timesteps, guidance passes, one cache state per sample and pass, progress), finding the components of a diffusers-layout
 //! pipeline folder (its `model_index.json` and the defaults it may carry), CLIP's pooled prompt
 //! embedding, one error type naming the component or setting at fault, the checks of a request
 //! (sizes, steps, guidance, prompt length, the noise, NaN and infinity at every stage, the
@@ -17,7 +17,9 @@ mod request;
 mod timing;
 
 pub use clip::ClipPooled;
-pub use denoise::{Denoised, GuidanceCalls, Passes, decode_each, denoise};
+pub use denoise::{
+    Denoise, Denoising, Ended, Finished, GuidanceCalls, Job, JobId, Passes, Progress, decode_each,
+};
 pub use error::PipelineError;
 pub use finite::{check_finite, check_noise_values};
 pub use folder::{DEFAULTS_FILE, PipelineFolder};

@@ -2,15 +2,15 @@
 //! trait the pipelines implement, so a caller (the command line, a benchmark, a server) is
 //! written once for all of them.
 
-use std::{fmt::Debug, path::Path, time::Duration};
+use std::{fmt::Debug, path::Path, time::Duration, time::Instant};
 
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CacheSettings, Trace};
 
 use crate::{
-    LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_batch, check_finite,
+    Denoise, LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_batch, check_finite,
     check_guidance_scale, check_max_sequence_length, check_noise_shape, check_noise_values,
-    check_steps, describe,
+    check_steps, decode_each, describe, elapsed_synced,
 };
 
 /// The settings of a generation besides the prompt and the noise.
@@ -29,6 +29,17 @@ pub struct Settings {
     pub guidance: Option<f64>,
     /// The text encoder's prompt length in tokens.
     pub max_sequence_length: usize,
+}
+
+impl Settings {
+    /// Whether a job at `other` settings may share transformer calls with one at these: the
+    /// same size, frames, guidance and prompt length (the step counts may differ).
+    pub fn joins(&self, other: &Settings) -> bool {
+        Settings {
+            steps: other.steps,
+            ..*self
+        } == *other
+    }
 }
 
 /// The text of one sample.
@@ -104,6 +115,10 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     const NEGATIVE_PROMPT: bool;
     /// The settings of this model alone.
     type Extra: Clone + Debug + Default;
+    /// Its denoising loop ([`crate::Denoising`] of its transformer, inputs and sampler).
+    type Denoiser<'a>: Denoise<B, N>
+    where
+        Self: 'a;
 
     /// Loads the pipeline folder; `transformer_file` replaces its `transformer/` with a
     /// single-file checkpoint in the original authors' layout.
@@ -255,14 +270,55 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         Ok(output)
     }
 
+    /// An empty denoising loop of this pipeline's transformer, caching as `cache` says.
+    fn denoiser(&self, cache: &CacheSettings) -> Result<Self::Denoiser<'_>, PipelineError>;
+
+    /// Encodes the prompts of a request [`Self::check_request`] accepted and adds it to
+    /// `denoiser` as one job, which joins the others at the next step.
+    fn admit(
+        &self,
+        denoiser: &mut Self::Denoiser<'_>,
+        request: &Request<B, N, Self::Extra>,
+    ) -> Result<crate::JobId, PipelineError>;
+
+    /// Decodes one sample's final latents (`[1, ...]`, as [`Output::latents`] holds them)
+    /// into its image or video.
+    fn decode(
+        &self,
+        latents: Tensor<B, N>,
+        extra: &Self::Extra,
+    ) -> Result<Tensor<B, N>, PipelineError>;
+
     /// Runs the pipeline on a request [`Self::check_request`] accepted, caching as `cache`
-    /// says; callers use [`Self::generate`].
+    /// says, as one job of a denoising loop of its own; callers use [`Self::generate`].
     fn run(
         &self,
         request: &Request<B, N, Self::Extra>,
         cache: &CacheSettings,
         on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<Output<B, N>, PipelineError>;
+    ) -> Result<Output<B, N>, PipelineError> {
+        let mut denoiser = self.denoiser(cache)?;
+        let id = self.admit(&mut denoiser, request)?;
+        let device = request.noise.device();
+        let start = Instant::now();
+        let finished = loop {
+            let ended = denoiser.step()?;
+            if let Some((_, result)) = ended.into_iter().next() {
+                break result?;
+            }
+            let progress = denoiser.progress(id).expect("a running job has progress");
+            on_step(progress.step, progress.steps);
+        };
+        let denoise_time = elapsed_synced::<B>(start, &device)?;
+        on_step(request.settings.steps, request.settings.steps);
+        let decoded = decode_each(finished.latents.clone(), |l| self.decode(l, &request.extra))?;
+        Ok(Output {
+            latents: finished.latents,
+            decoded,
+            denoise_time,
+            traces: finished.traces,
+        })
+    }
 }
 
 /// What `samples` samples at `settings` ask for, as messages name it: `"a 64x64 image"`,

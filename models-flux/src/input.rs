@@ -41,6 +41,20 @@ pub struct FluxPrepared<B: Backend> {
 pub type CheckedInput<B> = Checked<FluxInput<B>, FluxPrepared<B>>;
 
 dit_layers::step_tensors!(FluxInput, 3);
+dicache_core::join_rows!(FluxInput {
+    rows: [
+        latents,
+        encoder_hidden_states,
+        pooled_projections,
+        timestep,
+        guidance
+    ],
+    shared: [img_ids, txt_ids],
+});
+dicache_core::join_rows!(FluxPrepared {
+    rows: [txt],
+    shared: [rope]
+});
 
 impl<B: Backend> FluxInput<B> {
     /// Checks every shape against `config` and each other.

@@ -7,15 +7,15 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, decode_each,
-    denoise,
+    ClipPooled, Denoising, Job, JobId, LatentGeometry, ModelSizes, Passes, PipelineFolder,
+    check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::AutoencoderKl;
 
-use crate::{FluxInput, FluxTransformer, latents};
+use crate::{FluxInput, FluxPrepared, FluxTransformer, latents};
 
 /// The guidance scale FluxPipeline uses when none is given (on guidance-distilled models).
 pub const DEFAULT_GUIDANCE: f64 = 3.5;
@@ -25,6 +25,19 @@ pub type FluxRequest<B> = Request<B, 4, ()>;
 /// A FLUX generation's output: `latents` unpacked `[samples, 16, height/8, width/8]`, the
 /// images `[samples, 3, height, width]`.
 pub type FluxOutput<B> = Output<B, 4>;
+
+/// The FLUX.1 denoising loop: packed latents `[samples, tokens, 64]`, flow-match Euler
+/// sampling, images `[samples, 16, h, w]` out.
+pub type FluxDenoiser<'a, B> = Denoising<
+    'a,
+    B,
+    FluxTransformer<B>,
+    FluxInput<B>,
+    FluxPrepared<B>,
+    FlowMatchEulerDiscreteScheduler,
+    3,
+    4,
+>;
 
 /// The FLUX.1 pipeline: tokenizers, CLIP and T5 encoders, transformer, VAE and scheduler.
 pub struct FluxPipeline<B: Backend> {
@@ -101,6 +114,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     };
     const NEGATIVE_PROMPT: bool = false;
     type Extra = ();
+    type Denoiser<'a> = FluxDenoiser<'a, B>;
 
     /// Loads a diffusers-layout FLUX pipeline folder; `transformer_file` replaces its
     /// `transformer/` with a single-file checkpoint (BFL's `flux1-dev.safetensors`).
@@ -156,18 +170,21 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
         settings.width * settings.height
     }
 
-    fn run(
+    fn denoiser(&self, cache: &CacheSettings) -> Result<FluxDenoiser<'_, B>, PipelineError> {
+        Denoising::new(&self.transformer, cache, |t| t / 1000.0)
+    }
+
+    fn admit(
         &self,
+        denoiser: &mut FluxDenoiser<'_, B>,
         request: &FluxRequest<B>,
-        cache: &CacheSettings,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<FluxOutput<B>, PipelineError> {
+    ) -> Result<JobId, PipelineError> {
         let s = &request.settings;
         let guidance = resolve_guidance(self.transformer.config().guidance_embeds, s.guidance)?;
         let (pooled, text) = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
         let [samples, _, h, w] = request.noise.dims();
         let noise = latents::pack(request.noise.clone());
-        let mut sampler = self.sampler(s.steps, noise.dims()[1])?;
+        let sampler = self.sampler(s.steps, noise.dims()[1])?;
         let input = self.transformer.check_input(FluxInput {
             latents: noise.clone(),
             encoder_hidden_states: text.clone(),
@@ -180,25 +197,12 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
             img_ids: latents::image_ids::<B>(h, w, &self.device),
             txt_ids: Tensor::zeros([text.dims()[1], 3], &self.device),
         })?;
-        let denoised = denoise(
-            &self.transformer,
-            &mut sampler,
-            cache,
-            noise,
-            Passes::Single(input),
-            |t| t / 1000.0,
-            on_step,
-        )?;
-        let latents = latents::unpack(denoised.latents, h, w);
-        let images = decode_each(latents.clone(), |l| {
-            Ok(self.vae.decode(self.vae.unscale_latents(l))?)
-        })?;
-        Ok(Output {
-            latents,
-            decoded: images,
-            denoise_time: denoised.time,
-            traces: denoised.traces,
-        })
+        let unpack = move |packed| latents::unpack(packed, h, w);
+        denoiser.admit(Job::new(*s, noise, Passes::Single(input), sampler, unpack))
+    }
+
+    fn decode(&self, latents: Tensor<B, 4>, _: &()) -> Result<Tensor<B, 4>, PipelineError> {
+        Ok(self.vae.decode(self.vae.unscale_latents(latents))?)
     }
 }
 

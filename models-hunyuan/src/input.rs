@@ -42,6 +42,21 @@ pub struct HunyuanVideoPrepared<B: Backend> {
 pub type CheckedInput<B> = Checked<HunyuanVideoInput<B>, HunyuanVideoPrepared<B>>;
 
 dit_layers::step_tensors!(HunyuanVideoInput, 5);
+dicache_core::join_rows!(HunyuanVideoInput {
+    rows: [
+        latents,
+        timestep,
+        encoder_hidden_states,
+        encoder_attention_mask,
+        pooled_projections,
+        guidance,
+    ],
+    shared: [],
+});
+dicache_core::join_rows!(HunyuanVideoPrepared {
+    rows: [mask],
+    shared: [grid, rope]
+});
 
 impl<B: Backend> HunyuanVideoInput<B> {
     /// Checks every shape against `config` and each other; the token grid and the text mask.

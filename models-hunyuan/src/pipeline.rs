@@ -9,15 +9,15 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, decode_each,
-    denoise,
+    ClipPooled, Denoising, Job, JobId, LatentGeometry, ModelSizes, Passes, PipelineFolder,
+    check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
 use text_encoders::{LlamaModel, LlamaPromptEncoder};
 use vae::{HunyuanVideoVae, TileConfig};
 
-use crate::{HunyuanVideoInput, HunyuanVideoTransformer};
+use crate::{HunyuanVideoInput, HunyuanVideoPrepared, HunyuanVideoTransformer};
 
 /// A HunyuanVideo generation request; its extra setting is how the VAE decodes: an axis is
 /// tiled only when the clip is longer than one tile along it, so small videos decode in one
@@ -33,6 +33,17 @@ pub type HunyuanVideoRequest<B> = Request<B, 5, TileConfig>;
 /// `[samples, 16, (frames-1)/4+1, height/8, width/8]` before the VAE's scaling factor is
 /// undone, the videos `[samples, 3, frames, height, width]`.
 pub type HunyuanVideoOutput<B> = Output<B, 5>;
+/// The HunyuanVideo denoising loop: flow-match Euler sampling of latent videos.
+pub type HunyuanVideoDenoiser<'a, B> = Denoising<
+    'a,
+    B,
+    HunyuanVideoTransformer<B>,
+    HunyuanVideoInput<B>,
+    HunyuanVideoPrepared<B>,
+    FlowMatchEulerDiscreteScheduler,
+    5,
+    5,
+>;
 
 /// The HunyuanVideo text-to-video pipeline: LLaMA and CLIP text encoders with their
 /// tokenizers, transformer, VAE, scheduler.
@@ -98,6 +109,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     };
     const NEGATIVE_PROMPT: bool = false;
     type Extra = TileConfig;
+    type Denoiser<'a> = HunyuanVideoDenoiser<'a, B>;
 
     /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
     /// `tokenizer/` and `text_encoder/` (LLaMA), `tokenizer_2/` and `text_encoder_2/` (CLIP),
@@ -162,12 +174,18 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     }
 
     /// One transformer call a step, the guidance embedded.
-    fn run(
+    fn denoiser(
         &self,
-        request: &HunyuanVideoRequest<B>,
         cache: &CacheSettings,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<HunyuanVideoOutput<B>, PipelineError> {
+    ) -> Result<HunyuanVideoDenoiser<'_, B>, PipelineError> {
+        Denoising::new(&self.transformer, cache, |t| t)
+    }
+
+    fn admit(
+        &self,
+        denoiser: &mut HunyuanVideoDenoiser<'_, B>,
+        request: &HunyuanVideoRequest<B>,
+    ) -> Result<JobId, PipelineError> {
         let s = &request.settings;
         let samples = request.prompts.len();
         let prompt = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
@@ -190,26 +208,24 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         })?;
         let mut sampler = self.scheduler.clone();
         sampler.set_timesteps(s.steps, Some(unshifted_sigmas(s.steps)), None)?;
-        let denoised = denoise(
-            &self.transformer,
-            &mut sampler,
-            cache,
+        let job = Job::new(
+            *s,
             request.noise.clone(),
             Passes::Single(input),
-            |t| t,
-            on_step,
-        )?;
-        let videos = decode_each(denoised.latents.clone(), |l| {
-            Ok(self
-                .vae
-                .decode_tiled(self.vae.unscale_latents(l)?, &request.extra)?)
-        })?;
-        Ok(Output {
-            latents: denoised.latents,
-            decoded: videos,
-            denoise_time: denoised.time,
-            traces: denoised.traces,
-        })
+            sampler,
+            |l| l,
+        );
+        denoiser.admit(job)
+    }
+
+    fn decode(
+        &self,
+        latents: Tensor<B, 5>,
+        tiles: &TileConfig,
+    ) -> Result<Tensor<B, 5>, PipelineError> {
+        Ok(self
+            .vae
+            .decode_tiled(self.vae.unscale_latents(latents)?, tiles)?)
     }
 }
 

@@ -11,6 +11,15 @@ pub struct TextMask {
     tokens: usize,
 }
 
+impl dicache_core::JoinRows for TextMask {
+    /// The rows of every part, of one text length.
+    fn join(parts: Vec<Self>) -> Self {
+        let tokens = parts[0].tokens;
+        let lengths = parts.into_iter().flat_map(|m| m.lengths).collect();
+        Self { lengths, tokens }
+    }
+}
+
 impl TextMask {
     /// The mask of `tokens` text tokens per row whose first `lengths[b]` tokens are valid.
     pub(crate) fn new(lengths: Vec<usize>, tokens: usize) -> Self {

@@ -34,6 +34,14 @@ pub struct WanPrepared<B: Backend> {
 pub type CheckedInput<B> = Checked<WanInput<B>, WanPrepared<B>>;
 
 dit_layers::step_tensors!(WanInput, 5);
+dicache_core::join_rows!(WanInput {
+    rows: [latents, timestep, encoder_hidden_states],
+    shared: [],
+});
+dicache_core::join_rows!(WanPrepared {
+    rows: [text],
+    shared: [grid, rope]
+});
 
 impl<B: Backend> WanInput<B> {
     /// Checks every shape against `config` and each other; the token grid after patching.

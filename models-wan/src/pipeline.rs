@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
-pub use dit_pipeline::{GuidanceCalls, Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use dit_pipeline::{
-    LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite, decode_each, denoise,
+    Denoising, Job, JobId, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
 };
+pub use dit_pipeline::{GuidanceCalls, Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
 use text_encoders::{PromptTokenizer, T5EncoderModel};
 use vae::WanVae;
 
-use crate::{WanInput, WanTransformer};
+use crate::{WanInput, WanPrepared, WanTransformer};
 
 /// A WAN generation request: videos; its extra setting is how the two guidance passes run.
 pub type WanRequest<B> = Request<B, 5, GuidanceCalls>;
@@ -23,6 +23,17 @@ pub type WanRequest<B> = Request<B, 5, GuidanceCalls>;
 /// before the VAE's per-channel mean and deviation are applied, the videos
 /// `[samples, 3, frames, height, width]`; the traces have the cond and uncond passes' calls.
 pub type WanOutput<B> = Output<B, 5>;
+/// The WAN 2.1 denoising loop: UniPC multistep sampling of latent videos.
+pub type WanDenoiser<'a, B> = Denoising<
+    'a,
+    B,
+    WanTransformer<B>,
+    WanInput<B>,
+    WanPrepared<B>,
+    UniPcMultistepScheduler<B, 5>,
+    5,
+    5,
+>;
 
 /// The WAN 2.1 text-to-video pipeline: tokenizer, umT5 encoder, transformer, VAE, scheduler.
 pub struct WanPipeline<B: Backend> {
@@ -89,6 +100,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     };
     const NEGATIVE_PROMPT: bool = true;
     type Extra = GuidanceCalls;
+    type Denoiser<'a> = WanDenoiser<'a, B>;
 
     /// Loads a diffusers-layout WAN 2.1 pipeline folder; `transformer_file` replaces its
     /// `transformer/` with a single-file checkpoint in Wan's original layout.
@@ -151,12 +163,15 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     /// Classifier-free guidance with a scale above 1 (one cache state per sample and pass),
     /// the passes joined in one call or apart as `request.extra` says; at most 1 runs the
     /// conditional pass alone.
-    fn run(
+    fn denoiser(&self, cache: &CacheSettings) -> Result<WanDenoiser<'_, B>, PipelineError> {
+        Denoising::new(&self.transformer, cache, |t| t)
+    }
+
+    fn admit(
         &self,
+        denoiser: &mut WanDenoiser<'_, B>,
         request: &WanRequest<B>,
-        cache: &CacheSettings,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<WanOutput<B>, PipelineError> {
+    ) -> Result<JobId, PipelineError> {
         let s = &request.settings;
         let scale = Self::guidance_scale(s);
         let tokenizer = PromptTokenizer::t5(&self.tokenizer, s.max_sequence_length)?;
@@ -187,24 +202,16 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         };
         let mut sampler = UniPcMultistepScheduler::<B, 5>::new(self.scheduler.clone())?;
         sampler.set_timesteps(s.steps)?;
-        let denoised = denoise(
-            &self.transformer,
-            &mut sampler,
-            cache,
-            request.noise.clone(),
-            passes,
-            |t| t,
-            on_step,
-        )?;
-        let videos = decode_each(denoised.latents.clone(), |l| {
-            Ok(self.vae.decode(self.vae.unscale_latents(l)?)?)
-        })?;
-        Ok(Output {
-            latents: denoised.latents,
-            decoded: videos,
-            denoise_time: denoised.time,
-            traces: denoised.traces,
-        })
+        let job = Job::new(*s, request.noise.clone(), passes, sampler, |l| l);
+        denoiser.admit(job)
+    }
+
+    fn decode(
+        &self,
+        latents: Tensor<B, 5>,
+        _: &GuidanceCalls,
+    ) -> Result<Tensor<B, 5>, PipelineError> {
+        Ok(self.vae.decode(self.vae.unscale_latents(latents)?)?)
     }
 }
 

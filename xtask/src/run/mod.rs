@@ -2,12 +2,12 @@
 //! pipeline ([`RunModel`] says what differs: the pipeline, its DiCache preset, its mini model,
 //! how its output is written).
 
-mod flux;
-mod hunyuan;
+pub(crate) mod flux;
+pub(crate) mod hunyuan;
 pub(crate) mod output;
 mod samples;
 mod video;
-mod wan;
+pub(crate) mod wan;
 
 use std::{
     path::{Path, PathBuf},
@@ -22,8 +22,8 @@ use dicache_bench::{
     mini::MiniModel,
 };
 use dicache_core::{
-    CachePolicy, CacheScope, CacheSettings, CallTiming, DiCacheConfig, FirstBlockConfig, Trace,
-    TraceSummary, UniformConfig,
+    CacheError, CachePolicy, CacheScope, CacheSettings, CallTiming, DiCacheConfig, PolicyKnobs,
+    Trace, TraceSummary,
 };
 use dit_layers::gaussian_noise_rows;
 use dit_pipeline::{
@@ -158,52 +158,20 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The cache policy the options ask for, starting from the model's DiCache `preset`.
     pub fn policy(&self, preset: DiCacheConfig) -> Result<CachePolicy> {
-        let misplaced = |flag: &str, cache: &str| -> Result<CachePolicy> {
-            bail!("{flag} does not apply to --cache {cache}")
+        let name = self.cache.to_possible_value().expect("no skipped variants");
+        let knobs = PolicyKnobs {
+            threshold: self.threshold,
+            probe_depth: self.probe_depth,
+            warmup_ratio: self.warmup_ratio,
+            interval: self.interval,
         };
-        let policy = match self.cache {
-            CacheKind::None => {
-                for (flag, given) in self.knobs() {
-                    if given {
-                        return misplaced(flag, "none");
-                    }
-                }
-                CachePolicy::None
-            }
-            CacheKind::Uniform => {
-                if self.threshold.is_some()
-                    || self.probe_depth.is_some()
-                    || self.warmup_ratio.is_some()
-                {
-                    return misplaced("--threshold/--probe-depth/--warmup-ratio", "uniform");
-                }
-                CachePolicy::Uniform(UniformConfig {
-                    interval: self.interval.unwrap_or(2),
-                })
-            }
-            CacheKind::Fbcache => {
-                if self.warmup_ratio.is_some() || self.interval.is_some() {
-                    return misplaced("--warmup-ratio/--interval", "fbcache");
-                }
-                let d = FirstBlockConfig::default();
-                CachePolicy::FirstBlock(FirstBlockConfig {
-                    threshold: self.threshold.unwrap_or(d.threshold),
-                    probe_depth: self.probe_depth.unwrap_or(d.probe_depth),
-                })
-            }
-            CacheKind::Dicache => {
-                if self.interval.is_some() {
-                    return misplaced("--interval", "dicache");
-                }
-                CachePolicy::DiCache(DiCacheConfig {
-                    threshold: self.threshold.unwrap_or(preset.threshold),
-                    probe_depth: self.probe_depth.unwrap_or(preset.probe_depth),
-                    warmup_ratio: self.warmup_ratio.unwrap_or(preset.warmup_ratio),
-                    ..preset
-                })
-            }
-        };
-        Ok(policy)
+        CachePolicy::with_knobs(name.get_name(), &knobs, preset).map_err(|e| match e {
+            CacheError::Knob { knob, policy } => anyhow::anyhow!(
+                "--{} does not apply to --cache {policy}",
+                knob.replace('_', "-")
+            ),
+            e => e.into(),
+        })
     }
 
     /// The pipeline folder to load: `--model`, else the `mini` model (the model `name` has
@@ -255,15 +223,6 @@ impl CommonArgs {
             file("--save-latents", &self.save_latents)?,
             file("--trace", &self.trace)?,
         ])
-    }
-
-    fn knobs(&self) -> [(&'static str, bool); 4] {
-        [
-            ("--threshold", self.threshold.is_some()),
-            ("--probe-depth", self.probe_depth.is_some()),
-            ("--warmup-ratio", self.warmup_ratio.is_some()),
-            ("--interval", self.interval.is_some()),
-        ]
     }
 }
 
