@@ -27,6 +27,7 @@ mod profile;
 pub mod progress;
 pub mod quality;
 mod report;
+pub mod serve;
 mod timing;
 mod torch;
 mod wan_forward;
@@ -79,6 +80,9 @@ pub enum BenchCommand {
     /// Many samples at once on the mini models: samples per second in batches against one by
     /// one, and a cache decision per sample against one per batch; writes `bench/batch/`.
     Batch(batch::BatchArgs),
+    /// The server under load on FLUX-mini (concurrent clients over loopback) against the same
+    /// requests one by one: latency p50/p95 and samples per second; writes `bench/serve/`.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the benchmark `command` asks for and writes its results.
@@ -86,6 +90,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let (name, args) = match command {
         BenchCommand::Cache(args) => return cache::run(&args),
         BenchCommand::Batch(args) => return batch::run(&args),
+        BenchCommand::Serve(args) => return serve::run(&args),
         BenchCommand::Attention(args) => (BenchName::Attention, args),
         BenchCommand::FluxForward(args) => (BenchName::FluxForward, args),
         BenchCommand::WanForward(args) => (BenchName::WanForward, args),

@@ -4,12 +4,14 @@
 //! - `bench …`: benchmarks against PyTorch on the same machine, and of the cache policies on
 //!   the mini models (the crate `dicache-bench`); results under `bench/`;
 //! - `fixtures`: regenerates the reference fixtures with the pinned Python environment;
+//! - `serve`: an HTTP API and a web page over one pipeline, requests batched step by step;
 //! - `gpu-check`: on a machine with a GPU, the backends against the CPU and the forwards at
 //!   real widths.
 
 mod fixtures;
 mod gpu_check;
 mod run;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,6 +36,9 @@ enum Command {
     /// Benchmark against PyTorch on this machine, or the cache policies; results under `bench/`.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve a pipeline: an HTTP API (OpenAI-style image generations, jobs with progress
+    /// events) and a web page, concurrent requests batched step by step.
+    Serve(serve::ServeArgs),
     /// On a machine with a GPU: each GPU backend against the CPU on the mini models in every
     /// dtype, and the forward benchmarks at real widths; writes a report.
     GpuCheck(gpu_check::GpuCheckArgs),
@@ -45,5 +50,6 @@ fn main() -> Result<()> {
         Command::Fixtures(args) => fixtures::run(&args),
         Command::Bench(command) => dicache_bench::run(command),
         Command::GpuCheck(args) => gpu_check::run(&args),
+        Command::Serve(args) => serve::run(args),
     }
 }

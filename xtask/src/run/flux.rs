@@ -22,7 +22,7 @@ pub struct FluxArgs {
 }
 
 /// FLUX.1 text-to-image.
-pub(super) struct Flux;
+pub(crate) struct Flux;
 
 impl RunModel<4> for Flux {
     type Pipeline<B: Backend> = FluxPipeline<B>;

@@ -64,7 +64,7 @@ impl VaeTiling {
 }
 
 /// HunyuanVideo text-to-video.
-pub(super) struct HunyuanVideo;
+pub(crate) struct HunyuanVideo;
 
 impl RunModel<5> for HunyuanVideo {
     type Pipeline<B: Backend> = HunyuanVideoPipeline<B>;

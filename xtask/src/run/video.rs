@@ -9,7 +9,6 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Tensor, backend::Backend};
-use image::{Delay, Frame, RgbImage, RgbaImage, buffer::ConvertBuffer, codecs::gif::GifEncoder};
 use vae::Rgb8Image;
 
 use super::output::{ImageFile, OutputFile};
@@ -176,27 +175,11 @@ fn write(frames: &[Rgb8Image], format: Format, fps: u32, path: &Path) -> Result<
     }
 }
 
-/// `frame` as an `image` buffer.
-fn rgb(frame: &Rgb8Image) -> Result<RgbImage> {
-    RgbImage::from_raw(
-        frame.width as u32,
-        frame.height as u32,
-        frame.pixels.clone(),
-    )
-    .context("frame buffer size")
-}
-
+/// Writes `frames` as a looping animated GIF.
 fn write_gif(frames: &[Rgb8Image], fps: u32, path: &Path) -> Result<()> {
     let file =
         fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut encoder = GifEncoder::new_with_speed(file, 10);
-    encoder.set_repeat(image::codecs::gif::Repeat::Infinite)?;
-    let delay = Delay::from_numer_denom_ms(1000, fps);
-    for frame in frames {
-        let rgba: RgbaImage = rgb(frame)?.convert();
-        encoder.encode_frame(Frame::from_parts(rgba, 0, 0, delay))?;
-    }
-    Ok(())
+    Ok(dicache_serve::media::write_gif(frames, fps, file)?)
 }
 
 /// Pipes raw RGB frames into `ffmpeg`, writing container `format` with the encoder arguments

@@ -37,7 +37,7 @@ pub struct WanArgs {
 }
 
 /// WAN 2.1 text-to-video.
-pub(super) struct Wan;
+pub(crate) struct Wan;
 
 impl RunModel<5> for Wan {
     type Pipeline<B: Backend> = WanPipeline<B>;

@@ -1,0 +1,142 @@
+//! `cargo xtask serve`: loads one pipeline (FLUX-mini by default) and serves the HTTP API and
+//! the web page of `dicache-serve` until Ctrl-C or SIGTERM.
+
+use std::{
+    marker::PhantomData,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    path::PathBuf,
+};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use dicache_bench::{
+    backend::{BackendJob, BackendKind, Dtype, dispatch},
+    mini,
+};
+use dicache_serve::{Encode, Encoder, Limits, Model};
+use dit_pipeline::{MAX_BATCH, Pipeline, PipelineFolder, available_memory};
+
+use crate::run::{RunModel, flux::Flux, hunyuan::HunyuanVideo, wan::Wan};
+
+/// Arguments of `cargo xtask serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A FLUX, WAN or HunyuanVideo pipeline folder in diffusers layout [default: FLUX-mini].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The address to listen on; only this machine by default.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+    /// The port to listen on (0: any free port, printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The most samples in the denoising loop at once: requests join it at step boundaries
+    /// while the samples fit.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// The most samples waiting for room; more is answered 429.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Frames per second of the videos (video models).
+    #[arg(long, default_value_t = 16)]
+    pub fps: u32,
+    /// Backend to run on (each needs its cargo feature).
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Float dtype of weights and compute.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+}
+
+/// Runs `cargo xtask serve`.
+pub fn run(args: ServeArgs) -> Result<()> {
+    if !(1..=MAX_BATCH).contains(&args.max_batch) {
+        bail!(
+            "--max-batch {} must be between 1 and {MAX_BATCH}",
+            args.max_batch
+        );
+    }
+    if args.max_queue == 0 {
+        bail!("--max-queue must be at least 1");
+    }
+    dispatch(args.backend, args.dtype, args)
+}
+
+impl BackendJob for ServeArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let folder = match &self.model {
+            Some(folder) => folder.clone(),
+            None => mini::FLUX.folder_or(None)?,
+        };
+        let class = PipelineFolder::open(&folder)
+            .with_context(|| format!("{} is not a pipeline folder", folder.display()))?
+            .class_name()
+            .to_string();
+        let is = |p: &str| p == class;
+        if is(<<Flux as RunModel<4>>::Pipeline<B> as Pipeline<B, 4>>::CLASS_NAME) {
+            serve::<B, Flux, 4>(&self, folder, device)
+        } else if is(<<Wan as RunModel<5>>::Pipeline<B> as Pipeline<B, 5>>::CLASS_NAME) {
+            serve::<B, Wan, 5>(&self, folder, device)
+        } else if is(<<HunyuanVideo as RunModel<5>>::Pipeline<B> as Pipeline<B, 5>>::CLASS_NAME) {
+            serve::<B, HunyuanVideo, 5>(&self, folder, device)
+        } else {
+            bail!(
+                "{} holds a {class}; this server runs FluxPipeline, WanPipeline and \
+                 HunyuanVideoPipeline folders",
+                folder.display()
+            )
+        }
+    }
+}
+
+/// Loads model `M`'s pipeline from `folder` and serves it until a signal.
+fn serve<B: Backend, M: RunModel<N>, const N: usize>(
+    args: &ServeArgs,
+    folder: PathBuf,
+    device: B::Device,
+) -> Result<()>
+where
+    M::Pipeline<B>: Send + Sync + 'static,
+    M::Extra: Default + Send + Sync,
+    Encoder: Encode<N>,
+{
+    let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
+    let defaults =
+        PipelineFolder::open(&folder)?.defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
+    let address = SocketAddr::new(args.host, args.port);
+    let listener =
+        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+    eprintln!("loading {}", folder.display());
+    let pipeline = M::Pipeline::<B>::load(&folder, None, &device)
+        .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
+    let model = Model {
+        pipeline,
+        name: folder.display().to_string(),
+        defaults,
+        extra: M::Extra::default(),
+        preset: M::preset(),
+        video: N == 5,
+        fps: args.fps,
+        // On the CPU the working memory is this machine's; a GPU's is its own.
+        memory: (args.backend == BackendKind::Cpu)
+            .then(available_memory)
+            .flatten(),
+        max_batch: args.max_batch,
+        device,
+        backend: PhantomData,
+    };
+    let limits = Limits {
+        max_queue: args.max_queue,
+        ..Limits::default()
+    };
+    eprintln!(
+        "serving {name} on http://{} (Ctrl-C to stop)",
+        listener.local_addr()?
+    );
+    dicache_serve::serve(model, listener, limits, dicache_serve::shutdown_signal())?;
+    eprintln!("stopped");
+    Ok(())
+}
