@@ -4,7 +4,8 @@
 //! preset) sent by `--clients` concurrent clients over loopback to `POST
 //! /v1/images/generations`, the server batching them step by step (up to `--max-batch`
 //! samples); then the same requests run one by one through the pipeline, as the command line
-//! runs them (without its process start and model loading). It records each request's latency
+//! runs them (without its process start and model loading), and (run from `xtask`) with the
+//! command line itself, a process per request. It records each request's latency
 //! (p50, p95) and the samples per second of both, and writes `<out-dir>/serve.json` and
 //! `<out-dir>/SERVE.md`.
 
@@ -103,8 +104,11 @@ pub struct ServeResult {
     pub size: String,
     /// The server under load.
     pub served: Load,
-    /// The same requests one by one.
+    /// The same requests one by one through the loaded pipeline.
     pub one_by_one: Load,
+    /// The same requests one by one with the command line, a process each (`cargo xtask run
+    /// flux`, loading the model every time); measured when the benchmark runs from `xtask`.
+    pub cli: Option<Load>,
 }
 
 /// Runs the benchmark and writes its results.
@@ -152,6 +156,7 @@ impl BackendJob for ServeArgs {
             latencies.push(begun.elapsed());
         }
         let one_by_one = Load::of(&latencies, start.elapsed());
+        let cli = cli_load(self.requests, settings, &prompt)?;
         Ok(ServeResult {
             machine: Machine::current()?,
             requests: self.requests,
@@ -161,6 +166,7 @@ impl BackendJob for ServeArgs {
             size: format!("{}x{}", settings.width, settings.height),
             served,
             one_by_one,
+            cli,
         })
     }
 }
@@ -250,6 +256,44 @@ pub fn load<B: Backend>(
     Ok(Load::of(&latencies.into_inner().unwrap(), wall))
 }
 
+/// The requests run one by one with the command line (this executable's `run flux`, a process
+/// each, CPU): their latencies and wall time; `None` when this is not the `xtask` binary.
+fn cli_load(
+    requests: usize,
+    settings: Settings,
+    prompt: &dyn Fn(usize) -> &'static str,
+) -> Result<Option<Load>> {
+    let exe = std::env::current_exe()?;
+    if exe.file_stem().and_then(|s| s.to_str()) != Some("xtask") {
+        return Ok(None);
+    }
+    let out = tempfile::tempdir()?;
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    for i in 0..requests {
+        let begun = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .args([
+                "run",
+                "flux",
+                "--prompt",
+                prompt(i),
+                "--seed",
+                &i.to_string(),
+            ])
+            .args(["--steps", &settings.steps.to_string()])
+            .args(["--width", &settings.width.to_string()])
+            .args(["--height", &settings.height.to_string()])
+            .arg("--out")
+            .arg(out.path().join(format!("{i}.png")))
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        ensure!(status.success(), "`xtask run flux` failed on request {i}");
+        latencies.push(begun.elapsed());
+    }
+    Ok(Some(Load::of(&latencies, start.elapsed())))
+}
+
 /// The results as a Markdown section.
 fn report(r: &ServeResult) -> String {
     let row = |name: &str, l: &Load| {
@@ -261,11 +305,11 @@ fn report(r: &ServeResult) -> String {
     format!(
         "# Serving under load\n\n`cargo xtask bench serve` on {}: FLUX-mini, {} requests of one sample \
          ({}, {} steps, DiCache preset) from {} concurrent clients over loopback, the server \
-         batching up to {} samples step by step; against the same requests one by one through \
-         the pipeline (no process start or model loading).\n\n\
+         batching up to {} samples step by step; against the same requests one by one, through \
+         the loaded pipeline and with the command line (a process each, loading the model).\n\n\
          | | requests | seconds | samples/s | p50 latency (s) | p95 latency (s) |\n\
-         |---|---|---|---|---|---|\n{}{}\n\
-         Served throughput: **{:.2}x** one by one.\n",
+         |---|---|---|---|---|---|\n{}{}{}\n\
+         Served throughput: **{:.2}x** one by one through the loaded pipeline{}.\n",
         r.machine.cpu,
         r.requests,
         r.size,
@@ -273,7 +317,15 @@ fn report(r: &ServeResult) -> String {
         r.clients,
         r.max_batch,
         row("served", &r.served),
-        row("one by one", &r.one_by_one),
+        row("one by one (loaded pipeline)", &r.one_by_one),
+        r.cli.as_ref().map_or(String::new(), |l| row(
+            "one by one (`xtask run`, a process each)",
+            l
+        )),
         r.served.samples_per_second / r.one_by_one.samples_per_second,
+        r.cli.as_ref().map_or(String::new(), |l| format!(
+            ", **{:.2}x** one by one with the command line",
+            r.served.samples_per_second / l.samples_per_second
+        )),
     )
 }
