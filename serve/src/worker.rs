@@ -1,18 +1,22 @@
-//! The model's thread: it takes checked jobs from the queue while the batch has room, runs one
-//! denoising step of every job in flight per transformer call, and decodes and encodes each job
-//! that finishes. A job joins at a step boundary and leaves after its last step; a failure
+//! The model's thread: it takes checked jobs from the queue while the batch has room and runs
+//! one denoising step of every job in flight per transformer call; a thread beside it decodes
+//! and encodes each job that finishes, so the loop goes on meanwhile. A job joins at a step boundary and leaves after its last step; a failure
 //! (even a panic) fails only the jobs it touched.
 
 use std::{
     collections::{HashMap, VecDeque},
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, atomic::Ordering, mpsc::Receiver},
+    sync::{
+        Arc,
+        atomic::Ordering,
+        mpsc::{self, Receiver, Sender},
+    },
 };
 
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CachePolicy, CacheSettings, Trace};
 use dit_layers::gaussian_noise_rows;
-use dit_pipeline::{Denoise, JobId, Pipeline, PipelineError, Request, check_finite};
+use dit_pipeline::{Denoise, Finished, JobId, Pipeline, PipelineError, Request, check_finite};
 
 use crate::{
     Model,
@@ -40,52 +44,42 @@ struct Loop<'p, B: Backend, P: Pipeline<B, N> + 'p, const N: usize> {
     jobs: HashMap<JobId, (u64, JobSpec)>,
 }
 
-/// Runs the worker until [`Command::Shutdown`] or until every sender is gone.
+/// A finished job on its way to its files.
+struct Decode<B: Backend, const N: usize> {
+    id: u64,
+    steps: usize,
+    finished: Finished<B, N>,
+}
+
+/// Runs the worker until [`Command::Shutdown`] or until every sender is gone. Finished jobs
+/// are decoded and encoded on a thread of their own, beside the denoising loop.
 pub fn run<B, P, const N: usize>(
     model: Arc<Model<B, P, N>>,
     jobs: Arc<Jobs>,
     commands: Receiver<Command>,
 ) where
     B: Backend,
-    P: Pipeline<B, N>,
+    P: Pipeline<B, N> + Send + Sync,
+    P::Extra: Send + Sync,
     Encoder: Encode<N>,
 {
-    let mut worker = Worker {
-        model: &model,
-        jobs: &jobs,
-        queue: VecDeque::new(),
-        loops: Vec::new(),
-    };
-    loop {
-        let idle = worker.loops.is_empty() && worker.queue.is_empty();
-        // Wait for work when there is none; else take what came in since the last step.
-        let first = if idle {
-            match commands.recv() {
-                Ok(command) => Some(command),
-                Err(_) => break,
+    let (model, jobs) = (&*model, &*jobs);
+    std::thread::scope(|scope| {
+        let (decode, decodes) = mpsc::channel::<Decode<B, N>>();
+        scope.spawn(move || {
+            for job in decodes {
+                finish(model, jobs, job);
             }
-        } else {
-            None
+        });
+        let mut worker = Worker {
+            model,
+            jobs,
+            queue: VecDeque::new(),
+            loops: Vec::new(),
+            decode,
         };
-        let incoming: Vec<Command> = first
-            .into_iter()
-            .chain(std::iter::from_fn(|| commands.try_recv().ok()))
-            .collect();
-        let mut shutdown = false;
-        for command in incoming {
-            match command {
-                Command::Submit(id, spec) => worker.queue.push_back((id, spec)),
-                Command::Cancel(id) => worker.cancel(id),
-                Command::Shutdown => shutdown = true,
-            }
-        }
-        if shutdown {
-            worker.cancel_all();
-            break;
-        }
-        worker.admit();
-        worker.step();
-    }
+        worker.serve(&commands);
+    });
 }
 
 struct Worker<'p, B: Backend, P: Pipeline<B, N> + 'p, const N: usize> {
@@ -93,6 +87,8 @@ struct Worker<'p, B: Backend, P: Pipeline<B, N> + 'p, const N: usize> {
     jobs: &'p Jobs,
     queue: VecDeque<(u64, JobSpec)>,
     loops: Vec<Loop<'p, B, P, N>>,
+    /// The decoding thread's queue.
+    decode: Sender<Decode<B, N>>,
 }
 
 impl<'p, B, P, const N: usize> Worker<'p, B, P, N>
@@ -101,21 +97,42 @@ where
     P: Pipeline<B, N>,
     Encoder: Encode<N>,
 {
+    /// Takes commands and steps the loops until a shutdown or until every sender is gone.
+    fn serve(&mut self, commands: &Receiver<Command>) {
+        loop {
+            let idle = self.loops.is_empty() && self.queue.is_empty();
+            // Wait for work when there is none; else take what came in since the last step.
+            let first = if idle {
+                match commands.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => return,
+                }
+            } else {
+                None
+            };
+            let incoming: Vec<Command> = first
+                .into_iter()
+                .chain(std::iter::from_fn(|| commands.try_recv().ok()))
+                .collect();
+            for command in incoming {
+                match command {
+                    Command::Submit(id, spec) => self.queue.push_back((id, spec)),
+                    Command::Cancel(id) => self.cancel(id),
+                    Command::Shutdown => return self.cancel_all(),
+                }
+            }
+            self.admit();
+            self.step();
+        }
+    }
+
     /// Samples in the denoising loops.
     fn running(&self) -> usize {
         self.loops.iter().map(|l| l.denoiser.samples()).sum()
     }
 
     fn fail(&self, id: u64, status: u16, error: &dyn std::fmt::Display) {
-        let error = ApiError::status(status, error.to_string());
-        self.jobs.update(
-            id,
-            |s| {
-                s.state = JobState::Failed;
-                s.error = Some(error);
-            },
-            None,
-        );
+        fail(self.jobs, id, status, error);
     }
 
     /// Moves queued jobs, first come first served, into a loop while the batch has room.
@@ -211,7 +228,17 @@ where
                     continue;
                 };
                 match result {
-                    Ok(finished) => self.finish(id, &spec, finished),
+                    Ok(finished) => {
+                        let steps = spec.settings.steps;
+                        let job = Decode {
+                            id,
+                            steps,
+                            finished,
+                        };
+                        if self.decode.send(job).is_err() {
+                            self.fail(id, 500, &"the decoding thread stopped");
+                        }
+                    }
                     Err(e) => self.fail(id, 500, &e),
                 }
             }
@@ -232,54 +259,6 @@ where
         });
         self.loops = loops;
         self.publish_load();
-    }
-
-    /// Decodes and encodes a finished job's samples; the job is done (or failed).
-    fn finish(&self, id: u64, spec: &JobSpec, finished: dit_pipeline::Finished<B, N>) {
-        let encoded = catch_unwind(AssertUnwindSafe(|| self.encode(&finished.latents)));
-        let files = match encoded {
-            Ok(Ok(files)) => files,
-            Ok(Err(e)) => return self.fail(id, 500, &e),
-            Err(panic) => return self.fail(id, 500, &panic_message(&*panic)),
-        };
-        let metrics = &self.jobs.metrics;
-        let (computed, skipped) = counts(&finished.traces);
-        metrics
-            .computed
-            .fetch_add(computed as u64, Ordering::Relaxed);
-        metrics.skipped.fetch_add(skipped as u64, Ordering::Relaxed);
-        let results = files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| ResultLink {
-                url: format!("/v1/jobs/{id}/result/{i}"),
-                mime: f.mime,
-            })
-            .collect();
-        let steps = spec.settings.steps;
-        self.jobs.update(
-            id,
-            |s| {
-                s.state = JobState::Done;
-                s.step = steps;
-                (s.computed, s.skipped) = (computed, skipped);
-                s.results = results;
-                s.traces = finished.traces;
-            },
-            Some(files),
-        );
-    }
-
-    /// Each sample of `latents` decoded, checked and encoded.
-    fn encode(&self, latents: &Tensor<B, N>) -> Result<Vec<Media>, Box<dyn std::error::Error>> {
-        let pipe = &self.model.pipeline;
-        (0..latents.dims()[0])
-            .map(|i| {
-                let decoded = pipe.decode(latents.clone().narrow(0, i, 1), &self.model.extra)?;
-                check_finite(&decoded, || "the VAE's decoded output".into())?;
-                Ok(Encoder::encode(decoded, self.model.fps)?)
-            })
-            .collect()
     }
 
     /// Cancels job `id` wherever it is.
@@ -327,6 +306,84 @@ where
             .running
             .store(self.running(), Ordering::Relaxed);
     }
+}
+
+/// Marks job `id` failed with `error`, answered with HTTP `status`.
+fn fail(jobs: &Jobs, id: u64, status: u16, error: &dyn std::fmt::Display) {
+    let error = ApiError::status(status, error.to_string());
+    jobs.update(
+        id,
+        |s| {
+            s.state = JobState::Failed;
+            s.error = Some(error);
+        },
+        None,
+    );
+}
+
+/// Decodes and encodes a finished job's samples; the job is done (or failed).
+fn finish<B, P, const N: usize>(model: &Model<B, P, N>, jobs: &Jobs, job: Decode<B, N>)
+where
+    B: Backend,
+    P: Pipeline<B, N>,
+    Encoder: Encode<N>,
+{
+    let Decode {
+        id,
+        steps,
+        finished,
+    } = job;
+    let encoded = catch_unwind(AssertUnwindSafe(|| encode(model, &finished.latents)));
+    let files = match encoded {
+        Ok(Ok(files)) => files,
+        Ok(Err(e)) => return fail(jobs, id, 500, &e),
+        Err(panic) => return fail(jobs, id, 500, &panic_message(&*panic)),
+    };
+    let metrics = &jobs.metrics;
+    let (computed, skipped) = counts(&finished.traces);
+    metrics
+        .computed
+        .fetch_add(computed as u64, Ordering::Relaxed);
+    metrics.skipped.fetch_add(skipped as u64, Ordering::Relaxed);
+    let results = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ResultLink {
+            url: format!("/v1/jobs/{id}/result/{i}"),
+            mime: f.mime,
+        })
+        .collect();
+    jobs.update(
+        id,
+        |s| {
+            s.state = JobState::Done;
+            s.step = steps;
+            (s.computed, s.skipped) = (computed, skipped);
+            s.results = results;
+            s.traces = finished.traces;
+        },
+        Some(files),
+    );
+}
+
+/// Each sample of `latents` decoded, checked and encoded.
+fn encode<B, P, const N: usize>(
+    model: &Model<B, P, N>,
+    latents: &Tensor<B, N>,
+) -> Result<Vec<Media>, Box<dyn std::error::Error>>
+where
+    B: Backend,
+    P: Pipeline<B, N>,
+    Encoder: Encode<N>,
+{
+    (0..latents.dims()[0])
+        .map(|i| {
+            let sample = latents.clone().narrow(0, i, 1);
+            let decoded = model.pipeline.decode(sample, &model.extra)?;
+            check_finite(&decoded, || "the VAE's decoded output".into())?;
+            Ok(Encoder::encode(decoded, model.fps)?)
+        })
+        .collect()
 }
 
 /// Computed and skipped calls over `traces`.
