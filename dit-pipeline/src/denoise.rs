@@ -99,6 +99,13 @@ pub type Ended<B, const N: usize> = Vec<(JobId, Result<Finished<B, N>, PipelineE
 /// of any pipeline's [`Denoising`] (the pipelines' [`crate::Pipeline::Denoiser`]), whatever
 /// its model, inputs and sampler.
 pub trait Denoise<B: Backend, const N: usize> {
+    /// A request made ready to join ([`crate::Pipeline::prepare`]).
+    type Job;
+
+    /// Adds `job` to the loop at the next step: its key. An error when its settings or passes
+    /// do not join those of the jobs in the loop.
+    fn admit(&mut self, job: Self::Job) -> Result<JobId, PipelineError>;
+
     /// Runs one step of every job in one transformer call per pass (each row at its job's own
     /// step and timestep) and returns the jobs that ended. An error is one of the call itself:
     /// every job in it has failed and is gone.
@@ -127,7 +134,7 @@ pub struct Job<B: Backend, I, P, S, const D: usize, const N: usize> {
     timesteps: Vec<f32>,
     sample: Tensor<B, D>,
     step: usize,
-    unpack: Box<dyn Fn(Tensor<B, D>) -> Tensor<B, N>>,
+    unpack: Box<dyn Fn(Tensor<B, D>) -> Tensor<B, N> + Send>,
 }
 
 impl<B: Backend, I, P, S: Sampler<B, D>, const D: usize, const N: usize> Job<B, I, P, S, D, N> {
@@ -140,7 +147,7 @@ impl<B: Backend, I, P, S: Sampler<B, D>, const D: usize, const N: usize> Job<B, 
         noise: Tensor<B, D>,
         inputs: Passes<Checked<I, P>>,
         sampler: S,
-        unpack: impl Fn(Tensor<B, D>) -> Tensor<B, N> + 'static,
+        unpack: impl Fn(Tensor<B, D>) -> Tensor<B, N> + Send + 'static,
     ) -> Self {
         Self {
             settings,
@@ -197,36 +204,6 @@ where
             joined: None,
             next_sample: 0,
         })
-    }
-
-    /// Adds `job` to the loop at the next step; an error when its settings or passes do not
-    /// join those of the jobs in the loop.
-    pub fn admit(&mut self, job: Job<B, I, P, S, D, N>) -> Result<JobId, PipelineError> {
-        if let Some((_, first)) = self.jobs.first() {
-            let same_passes = std::mem::discriminant(&first.inputs)
-                == std::mem::discriminant(&job.inputs)
-                && first.inputs.scale() == job.inputs.scale();
-            if !first.settings.joins(&job.settings) || !same_passes {
-                return Err(PipelineError::Request(format!(
-                    "a job at {:?} cannot join a denoising loop at {:?}: size, frames, prompt \
-                     length, guidance and guidance passes must match",
-                    job.settings, first.settings
-                )));
-            }
-        }
-        if job.timesteps.is_empty() {
-            return Err(PipelineError::Request(
-                "a job needs at least one step".into(),
-            ));
-        }
-        let id = self.next_sample;
-        for sample in id..id + job.samples() {
-            self.session.admit(sample, job.timesteps.len())?;
-        }
-        self.next_sample += job.samples();
-        self.jobs.push((id, job));
-        self.joined = None;
-        Ok(id)
     }
 
     /// The rows of each call of this step: `(pass rows, per-row steps)` for the first (or
@@ -330,6 +307,36 @@ where
     P: JoinRows + Clone,
     S: Sampler<B, D>,
 {
+    type Job = Job<B, I, P, S, D, N>;
+
+    fn admit(&mut self, job: Job<B, I, P, S, D, N>) -> Result<JobId, PipelineError> {
+        if let Some((_, first)) = self.jobs.first() {
+            let same_passes = std::mem::discriminant(&first.inputs)
+                == std::mem::discriminant(&job.inputs)
+                && first.inputs.scale() == job.inputs.scale();
+            if !first.settings.joins(&job.settings) || !same_passes {
+                return Err(PipelineError::Request(format!(
+                    "a job at {:?} cannot join a denoising loop at {:?}: size, frames, prompt \
+                     length, guidance and guidance passes must match",
+                    job.settings, first.settings
+                )));
+            }
+        }
+        if job.timesteps.is_empty() {
+            return Err(PipelineError::Request(
+                "a job needs at least one step".into(),
+            ));
+        }
+        let id = self.next_sample;
+        for sample in id..id + job.samples() {
+            self.session.admit(sample, job.timesteps.len())?;
+        }
+        self.next_sample += job.samples();
+        self.jobs.push((id, job));
+        self.joined = None;
+        Ok(id)
+    }
+
     fn step(&mut self) -> Result<Ended<B, N>, PipelineError> {
         if self.jobs.is_empty() {
             return Ok(Vec::new());

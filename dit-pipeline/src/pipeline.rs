@@ -115,8 +115,10 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     const NEGATIVE_PROMPT: bool;
     /// The settings of this model alone.
     type Extra: Clone + Debug + Default;
+    /// A request encoded and ready to join its denoising loop ([`crate::Job`]).
+    type Job;
     /// Its denoising loop ([`crate::Denoising`] of its transformer, inputs and sampler).
-    type Denoiser<'a>: Denoise<B, N>
+    type Denoiser<'a>: Denoise<B, N, Job = Self::Job>
     where
         Self: 'a;
 
@@ -273,13 +275,10 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     /// An empty denoising loop of this pipeline's transformer, caching as `cache` says.
     fn denoiser(&self, cache: &CacheSettings) -> Result<Self::Denoiser<'_>, PipelineError>;
 
-    /// Encodes the prompts of a request [`Self::check_request`] accepted and adds it to
-    /// `denoiser` as one job, which joins the others at the next step.
-    fn admit(
-        &self,
-        denoiser: &mut Self::Denoiser<'_>,
-        request: &Request<B, N, Self::Extra>,
-    ) -> Result<crate::JobId, PipelineError>;
+    /// Encodes the prompts of a request [`Self::check_request`] accepted and makes it one job,
+    /// which joins a denoising loop ([`Denoise::admit`]) at its next step. It needs no loop, so
+    /// a server can prepare a request while its loop runs.
+    fn prepare(&self, request: &Request<B, N, Self::Extra>) -> Result<Self::Job, PipelineError>;
 
     /// Decodes one sample's final latents (`[1, ...]`, as [`Output::latents`] holds them)
     /// into its image or video.
@@ -298,7 +297,7 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Output<B, N>, PipelineError> {
         let mut denoiser = self.denoiser(cache)?;
-        let id = self.admit(&mut denoiser, request)?;
+        let id = denoiser.admit(self.prepare(request)?)?;
         let device = request.noise.device();
         let start = Instant::now();
         let finished = loop {

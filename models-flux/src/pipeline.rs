@@ -7,8 +7,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, Denoising, Job, JobId, LatentGeometry, ModelSizes, Passes, PipelineFolder,
-    check_finite,
+    ClipPooled, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
@@ -38,6 +37,8 @@ pub type FluxDenoiser<'a, B> = Denoising<
     3,
     4,
 >;
+/// A request ready to join a [FluxDenoiser]: its encoded prompts, noise and sampler.
+pub type FluxJob<B> = Job<B, FluxInput<B>, FluxPrepared<B>, FlowMatchEulerDiscreteScheduler, 3, 4>;
 
 /// The FLUX.1 pipeline: tokenizers, CLIP and T5 encoders, transformer, VAE and scheduler.
 pub struct FluxPipeline<B: Backend> {
@@ -114,6 +115,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     };
     const NEGATIVE_PROMPT: bool = false;
     type Extra = ();
+    type Job = FluxJob<B>;
     type Denoiser<'a> = FluxDenoiser<'a, B>;
 
     /// Loads a diffusers-layout FLUX pipeline folder; `transformer_file` replaces its
@@ -174,11 +176,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
         Denoising::new(&self.transformer, cache, |t| t / 1000.0)
     }
 
-    fn admit(
-        &self,
-        denoiser: &mut FluxDenoiser<'_, B>,
-        request: &FluxRequest<B>,
-    ) -> Result<JobId, PipelineError> {
+    fn prepare(&self, request: &FluxRequest<B>) -> Result<FluxJob<B>, PipelineError> {
         let s = &request.settings;
         let guidance = resolve_guidance(self.transformer.config().guidance_embeds, s.guidance)?;
         let (pooled, text) = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
@@ -198,7 +196,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
             txt_ids: Tensor::zeros([text.dims()[1], 3], &self.device),
         })?;
         let unpack = move |packed| latents::unpack(packed, h, w);
-        denoiser.admit(Job::new(*s, noise, Passes::Single(input), sampler, unpack))
+        Ok(Job::new(*s, noise, Passes::Single(input), sampler, unpack))
     }
 
     fn decode(&self, latents: Tensor<B, 4>, _: &()) -> Result<Tensor<B, 4>, PipelineError> {

@@ -9,8 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, Denoising, Job, JobId, LatentGeometry, ModelSizes, Passes, PipelineFolder,
-    check_finite,
+    ClipPooled, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
@@ -44,6 +43,9 @@ pub type HunyuanVideoDenoiser<'a, B> = Denoising<
     5,
     5,
 >;
+/// A request ready to join a [HunyuanVideoDenoiser]: its encoded prompts, noise and sampler.
+pub type HunyuanVideoJob<B> =
+    Job<B, HunyuanVideoInput<B>, HunyuanVideoPrepared<B>, FlowMatchEulerDiscreteScheduler, 5, 5>;
 
 /// The HunyuanVideo text-to-video pipeline: LLaMA and CLIP text encoders with their
 /// tokenizers, transformer, VAE, scheduler.
@@ -109,6 +111,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     };
     const NEGATIVE_PROMPT: bool = false;
     type Extra = TileConfig;
+    type Job = HunyuanVideoJob<B>;
     type Denoiser<'a> = HunyuanVideoDenoiser<'a, B>;
 
     /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
@@ -181,11 +184,10 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         Denoising::new(&self.transformer, cache, |t| t)
     }
 
-    fn admit(
+    fn prepare(
         &self,
-        denoiser: &mut HunyuanVideoDenoiser<'_, B>,
         request: &HunyuanVideoRequest<B>,
-    ) -> Result<JobId, PipelineError> {
+    ) -> Result<HunyuanVideoJob<B>, PipelineError> {
         let s = &request.settings;
         let samples = request.prompts.len();
         let prompt = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
@@ -208,14 +210,13 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         })?;
         let mut sampler = self.scheduler.clone();
         sampler.set_timesteps(s.steps, Some(unshifted_sigmas(s.steps)), None)?;
-        let job = Job::new(
+        Ok(Job::new(
             *s,
             request.noise.clone(),
             Passes::Single(input),
             sampler,
             |l| l,
-        );
-        denoiser.admit(job)
+        ))
     }
 
     fn decode(

@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    Denoising, Job, JobId, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
+    Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
 };
 pub use dit_pipeline::{GuidanceCalls, Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
@@ -34,6 +34,8 @@ pub type WanDenoiser<'a, B> = Denoising<
     5,
     5,
 >;
+/// A request ready to join a [WanDenoiser]: its encoded prompts, noise and sampler.
+pub type WanJob<B> = Job<B, WanInput<B>, WanPrepared<B>, UniPcMultistepScheduler<B, 5>, 5, 5>;
 
 /// The WAN 2.1 text-to-video pipeline: tokenizer, umT5 encoder, transformer, VAE, scheduler.
 pub struct WanPipeline<B: Backend> {
@@ -100,6 +102,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     };
     const NEGATIVE_PROMPT: bool = true;
     type Extra = GuidanceCalls;
+    type Job = WanJob<B>;
     type Denoiser<'a> = WanDenoiser<'a, B>;
 
     /// Loads a diffusers-layout WAN 2.1 pipeline folder; `transformer_file` replaces its
@@ -167,11 +170,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         Denoising::new(&self.transformer, cache, |t| t)
     }
 
-    fn admit(
-        &self,
-        denoiser: &mut WanDenoiser<'_, B>,
-        request: &WanRequest<B>,
-    ) -> Result<JobId, PipelineError> {
+    fn prepare(&self, request: &WanRequest<B>) -> Result<WanJob<B>, PipelineError> {
         let s = &request.settings;
         let scale = Self::guidance_scale(s);
         let tokenizer = PromptTokenizer::t5(&self.tokenizer, s.max_sequence_length)?;
@@ -202,8 +201,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         };
         let mut sampler = UniPcMultistepScheduler::<B, 5>::new(self.scheduler.clone())?;
         sampler.set_timesteps(s.steps)?;
-        let job = Job::new(*s, request.noise.clone(), passes, sampler, |l| l);
-        denoiser.admit(job)
+        Ok(Job::new(*s, request.noise.clone(), passes, sampler, |l| l))
     }
 
     fn decode(

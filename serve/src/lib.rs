@@ -104,6 +104,7 @@ where
     B: Backend,
     P: Pipeline<B, N> + Send + Sync + 'static,
     P::Extra: Send + Sync,
+    P::Job: Send,
     Encoder: Encode<N>,
 {
     let model = Arc::new(model);

@@ -1,6 +1,7 @@
 //! The model's thread: it takes checked jobs from the queue while the batch has room and runs
-//! one denoising step of every job in flight per transformer call; a thread beside it decodes
-//! and encodes each job that finishes, so the loop goes on meanwhile. A job joins at a step boundary and leaves after its last step; a failure
+//! one denoising step of every job in flight per transformer call. Two threads beside it keep
+//! the loop going: one encodes the prompts of the jobs about to join, one decodes and encodes
+//! the files of each job that finishes. A job joins at a step boundary and leaves after its last step; a failure
 //! (even a panic) fails only the jobs it touched.
 
 use std::{
@@ -61,6 +62,7 @@ pub fn run<B, P, const N: usize>(
     B: Backend,
     P: Pipeline<B, N> + Send + Sync,
     P::Extra: Send + Sync,
+    P::Job: Send,
     Encoder: Encode<N>,
 {
     let (model, jobs) = (&*model, &*jobs);
@@ -71,10 +73,24 @@ pub fn run<B, P, const N: usize>(
                 finish(model, jobs, job);
             }
         });
+        let (prepare, requests) = mpsc::channel::<(u64, JobSpec)>();
+        let (ready, prepared) = mpsc::channel();
+        scope.spawn(move || {
+            for (id, spec) in requests {
+                let job = catch_unwind(AssertUnwindSafe(|| prepare_job(model, &spec)))
+                    .unwrap_or_else(|panic| Err((500, panic_message(&*panic))));
+                if ready.send(Prepared { id, spec, job }).is_err() {
+                    return;
+                }
+            }
+        });
         let mut worker = Worker {
             model,
             jobs,
             queue: VecDeque::new(),
+            preparing: 0,
+            prepare,
+            prepared,
             loops: Vec::new(),
             decode,
         };
@@ -82,10 +98,52 @@ pub fn run<B, P, const N: usize>(
     });
 }
 
+/// A request whose prompts were encoded beside the loop: its job, or why it could not be made
+/// (an HTTP status and a message).
+struct Prepared<J> {
+    id: u64,
+    spec: JobSpec,
+    job: Result<J, (u16, String)>,
+}
+
+/// The noise of `spec`'s samples, its request checked and its prompts encoded.
+fn prepare_job<B, P, const N: usize>(
+    model: &Model<B, P, N>,
+    spec: &JobSpec,
+) -> Result<P::Job, (u16, String)>
+where
+    B: Backend,
+    P: Pipeline<B, N>,
+{
+    let pipe = &model.pipeline;
+    let s = spec.settings;
+    let rejected = |e: PipelineError| (400, e.to_string());
+    let shape = pipe
+        .latent_shape(s.width, s.height, s.frames)
+        .map_err(rejected)?;
+    let noise = Tensor::from_data(
+        gaussian_noise_rows(&shape, spec.seeds.iter().copied()),
+        &model.device,
+    );
+    let request = Request {
+        prompts: spec.prompts.clone(),
+        settings: s,
+        noise,
+        extra: model.extra.clone(),
+    };
+    pipe.check_request(&request).map_err(rejected)?;
+    pipe.prepare(&request).map_err(rejected)
+}
+
 struct Worker<'p, B: Backend, P: Pipeline<B, N> + 'p, const N: usize> {
     model: &'p Model<B, P, N>,
     jobs: &'p Jobs,
     queue: VecDeque<(u64, JobSpec)>,
+    /// Samples whose prompts are being encoded.
+    preparing: usize,
+    /// The preparing thread's queue, and what it made.
+    prepare: Sender<(u64, JobSpec)>,
+    prepared: Receiver<Prepared<P::Job>>,
     loops: Vec<Loop<'p, B, P, N>>,
     /// The decoding thread's queue.
     decode: Sender<Decode<B, N>>,
@@ -100,26 +158,30 @@ where
     /// Takes commands and steps the loops until a shutdown or until every sender is gone.
     fn serve(&mut self, commands: &Receiver<Command>) {
         loop {
-            let idle = self.loops.is_empty() && self.queue.is_empty();
-            // Wait for work when there is none; else take what came in since the last step.
-            let first = if idle {
+            // Wait for work when there is none, or for a prepared job when only those are
+            // coming; else take what came in since the last step.
+            let mut incoming = Vec::new();
+            if self.loops.is_empty() && self.preparing == 0 && self.queue.is_empty() {
                 match commands.recv() {
-                    Ok(command) => Some(command),
+                    Ok(command) => incoming.push(command),
                     Err(_) => return,
                 }
-            } else {
-                None
-            };
-            let incoming: Vec<Command> = first
-                .into_iter()
-                .chain(std::iter::from_fn(|| commands.try_recv().ok()))
-                .collect();
+            } else if self.loops.is_empty() && self.preparing > 0 {
+                match self.prepared.recv() {
+                    Ok(prepared) => self.join(prepared),
+                    Err(_) => return,
+                }
+            }
+            incoming.extend(std::iter::from_fn(|| commands.try_recv().ok()));
             for command in incoming {
                 match command {
                     Command::Submit(id, spec) => self.queue.push_back((id, spec)),
                     Command::Cancel(id) => self.cancel(id),
                     Command::Shutdown => return self.cancel_all(),
                 }
+            }
+            while let Ok(prepared) = self.prepared.try_recv() {
+                self.join(prepared);
             }
             self.admit();
             self.step();
@@ -135,62 +197,65 @@ where
         fail(self.jobs, id, status, error);
     }
 
-    /// Moves queued jobs, first come first served, into a loop while the batch has room.
+    /// Sends queued jobs, first come first served, to have their prompts encoded while the
+    /// batch has room for them.
     fn admit(&mut self) {
         while let Some((_, spec)) = self.queue.front() {
-            if self.running() + spec.prompts.len() > self.model.max_batch {
+            let samples = spec.prompts.len();
+            if self.running() + self.preparing + samples > self.model.max_batch {
                 break;
             }
             let (id, spec) = self.queue.pop_front().expect("a queued job");
             self.jobs
                 .metrics
                 .queued
-                .fetch_sub(spec.prompts.len(), Ordering::Relaxed);
-            let admitted = catch_unwind(AssertUnwindSafe(|| self.start(id, spec)));
-            match admitted {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => self.fail(id, 400, &e),
-                Err(panic) => self.fail(id, 500, &panic_message(&*panic)),
+                .fetch_sub(samples, Ordering::Relaxed);
+            if self.prepare.send((id, spec)).is_err() {
+                self.fail(id, 500, &"the preparing thread stopped");
+                continue;
             }
+            self.preparing += samples;
         }
         self.publish_load();
     }
 
-    /// Encodes job `id`'s prompts and adds it to the loop of its cache settings that its
-    /// settings join (a new loop if none does).
-    fn start(&mut self, id: u64, spec: JobSpec) -> Result<(), PipelineError> {
-        let pipe = &self.model.pipeline;
-        let s = spec.settings;
-        let shape = pipe.latent_shape(s.width, s.height, s.frames)?;
-        let noise = Tensor::from_data(
-            gaussian_noise_rows(&shape, spec.seeds.iter().copied()),
-            &self.model.device,
-        );
-        let request = Request {
-            prompts: spec.prompts.clone(),
-            settings: s,
-            noise,
-            extra: self.model.extra.clone(),
+    /// Adds a prepared job to the loop of its cache settings that its settings join (a new
+    /// loop if none does), unless it was cancelled meanwhile.
+    fn join(&mut self, prepared: Prepared<P::Job>) {
+        let Prepared { id, spec, job } = prepared;
+        self.preparing -= spec.prompts.len();
+        if self.jobs.status(id).is_none_or(|s| s.state.ended()) {
+            return;
+        }
+        let job = match job {
+            Ok(job) => job,
+            Err((status, message)) => return self.fail(id, status, &message),
         };
-        pipe.check_request(&request)?;
+        let s = spec.settings;
         let joins = |l: &Loop<'p, B, P, N>| {
             l.cache == spec.cache && l.denoiser.settings().is_none_or(|t| t.joins(&s))
         };
         let index = match self.loops.iter().position(joins) {
             Some(i) => i,
-            None => {
-                self.loops.push(Loop {
-                    cache: spec.cache.clone(),
-                    denoiser: pipe.denoiser(&spec.cache)?,
-                    jobs: HashMap::new(),
-                });
-                self.loops.len() - 1
-            }
+            None => match self.model.pipeline.denoiser(&spec.cache) {
+                Ok(denoiser) => {
+                    self.loops.push(Loop {
+                        cache: spec.cache.clone(),
+                        denoiser,
+                        jobs: HashMap::new(),
+                    });
+                    self.loops.len() - 1
+                }
+                Err(e) => return self.fail(id, 400, &e),
+            },
         };
         let l = &mut self.loops[index];
-        let job = pipe.admit(&mut l.denoiser, &request)?;
+        let key = match l.denoiser.admit(job) {
+            Ok(key) => key,
+            Err(e) => return self.fail(id, 400, &e),
+        };
         let batch = l.denoiser.samples();
-        l.jobs.insert(job, (id, spec));
+        l.jobs.insert(key, (id, spec));
         self.jobs.update(
             id,
             |st| {
@@ -199,7 +264,7 @@ where
             },
             None,
         );
-        Ok(())
+        self.publish_load();
     }
 
     /// One step of every loop; finished jobs decoded, progress published.

@@ -218,7 +218,8 @@ fn staggered_equals_alone<P: Pipeline<Cpu, N>, const N: usize>(
         for (i, prompt) in prompts.iter().enumerate() {
             if joins[i] == step {
                 ids[i] = Some(
-                    pipe.admit(&mut denoiser, &request(i, prompt, i as u64))
+                    denoiser
+                        .admit(pipe.prepare(&request(i, prompt, i as u64)).unwrap())
                         .unwrap(),
                 );
             }
@@ -226,7 +227,8 @@ fn staggered_equals_alone<P: Pipeline<Cpu, N>, const N: usize>(
         match step {
             1 => {
                 decoy = Some(
-                    pipe.admit(&mut denoiser, &request(0, "a decoy", 99))
+                    denoiser
+                        .admit(pipe.prepare(&request(0, "a decoy", 99)).unwrap())
                         .unwrap(),
                 )
             }

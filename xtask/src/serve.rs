@@ -101,6 +101,7 @@ fn serve<B: Backend, M: RunModel<N>, const N: usize>(
 where
     M::Pipeline<B>: Send + Sync + 'static,
     M::Extra: Default + Send + Sync,
+    <M::Pipeline<B> as Pipeline<B, N>>::Job: Send,
     Encoder: Encode<N>,
 {
     let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
