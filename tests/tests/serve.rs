@@ -196,7 +196,8 @@ fn generations_give_the_pipelines_image_and_the_jobs_api_its_progress() {
 #[test]
 fn overlapping_requests_share_the_batch_and_each_get_its_image_alone() {
     let server = Server::start(4, Limits::default());
-    let (_, first) = server.post("/v1/jobs", &body("a large red circle", 0, 14));
+    // Long enough that the second joins while it runs, however slow the machine.
+    let (_, first) = server.post("/v1/jobs", &body("a large red circle", 0, 40));
     let first = first["id"].as_u64().unwrap();
     server.wait(first, |s| s["step"].as_u64().unwrap() >= 3);
     // Joins the running batch at a step boundary, at a different step and step count.
@@ -210,7 +211,7 @@ fn overlapping_requests_share_the_batch_and_each_get_its_image_alone() {
     let a = server.wait(first, |s| s["state"] == "done");
     let b = server.wait(second, |s| s["state"] == "done");
     for (status, prompt, seed, steps) in [
-        (a, "a large red circle", 0, 14),
+        (a, "a large red circle", 0, 40),
         (b, "a small yellow square", 1, 8),
     ] {
         let url = status["results"][0]["url"].as_str().unwrap();

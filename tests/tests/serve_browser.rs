@@ -118,29 +118,23 @@ async fn the_page_generates_a_picture_and_draws_its_trace() {
         .await
         .unwrap();
     assert_eq!(columns, json!(steps));
-    let status = browser
-        .find(Locator::Id("status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = text_of(&browser, "status").await;
     assert!(
         status.contains(&format!("step {steps} of {steps}")),
         "{status}"
     );
-    let error = browser
-        .find(Locator::Id("error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let error = text_of(&browser, "error").await;
     assert!(error.is_empty(), "{error}");
     browser.close().await.unwrap();
 
     stop.send(()).unwrap();
     server.join().unwrap().unwrap();
+}
+
+/// The text of the element with id `id`.
+async fn text_of(browser: &fantoccini::Client, id: &str) -> String {
+    let element = browser.find(Locator::Id(id)).await.unwrap();
+    element.text().await.unwrap()
 }
 
 /// Waits (60 s at most) until the script returns true in the page.
