@@ -1,0 +1,78 @@
+//! `cargo xtask serve` as a user runs it: the real binary on FLUX-mini answers on the port it
+//! prints, refuses a bad `--max-batch` before loading anything, and on SIGTERM or SIGINT
+//! cancels its running job and exits 0.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+/// Starts `xtask serve --port 0`, waits for the address it prints, runs `check` on it, sends
+/// `signal`, and returns the exit status and everything it printed.
+fn serve_then(signal: &str, check: impl FnOnce(&str)) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["serve", "--port", "0", "--max-batch", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut printed = String::new();
+    let address = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited early:\n{printed}"
+        );
+        printed.push_str(&line);
+        if let Some(rest) = line.split("on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    check(&address);
+    let killed = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    printed.push_str(&rest);
+    (status.success(), printed)
+}
+
+#[test]
+fn serve_answers_and_exits_cleanly_on_sigterm_and_sigint() {
+    for signal in ["-TERM", "-INT"] {
+        let (ok, printed) = serve_then(signal, |address| {
+            let health = reqwest::blocking::get(format!("http://{address}/health")).unwrap();
+            assert_eq!(health.status().as_u16(), 200);
+            // A job still running when the signal comes is cancelled.
+            let job: serde_json::Value = reqwest::blocking::Client::new()
+                .post(format!("http://{address}/v1/jobs"))
+                .json(&serde_json::json!({ "prompt": "a red circle", "steps": 1000 }))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(job["state"], "queued", "{job}");
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        assert!(ok, "{signal}: exit status not 0:\n{printed}");
+        assert!(printed.contains("stopped"), "{signal}:\n{printed}");
+    }
+}
+
+#[test]
+fn a_bad_max_batch_is_refused_before_loading() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["serve", "--max-batch", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--max-batch 0"), "{stderr}");
+    assert!(!stderr.contains("loading"), "{stderr}");
+}
