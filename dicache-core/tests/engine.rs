@@ -753,3 +753,100 @@ fn rows_must_name_each_batch_row_once() {
         );
     }
 }
+
+#[test]
+fn samples_at_different_steps_share_calls_and_each_get_its_run_alone() {
+    let samples = three_samples();
+    // Sample s joins at tick `start[s]` under key `key[s]`; all run ten steps.
+    let (start, key) = ([0, 3, 5], [7, 8, 9]);
+    for policy in batch_policies() {
+        let model = Synthetic::nonlinear(&SCALES);
+        let alone: Vec<Run> = samples
+            .iter()
+            .map(|c| drive(&model, policy.clone(), c))
+            .collect();
+        let mut session = CacheSession::new(policy.clone(), 1, 4).unwrap();
+        let mut ended = 0;
+        for tick in 0..15 {
+            for s in 0..3 {
+                if start[s] == tick {
+                    session.admit(key[s], 10).unwrap();
+                }
+            }
+            let active: Vec<usize> = (0..3)
+                .filter(|&s| (start[s]..start[s] + 10).contains(&tick))
+                .collect();
+            let rows: Vec<Row> = active
+                .iter()
+                .map(|&s| Row {
+                    pass: Pass::Single,
+                    sample: key[s],
+                })
+                .collect();
+            let steps: Vec<usize> = active.iter().map(|&s| tick - start[s]).collect();
+            let input = Tensor::cat(
+                active
+                    .iter()
+                    .zip(&steps)
+                    .map(|(&s, &i)| scaled(samples[s][i]))
+                    .collect(),
+                0,
+            );
+            let out = session
+                .forward_steps(&model, &input, &rows, &steps)
+                .unwrap();
+            for (r, (&s, &i)) in active.iter().zip(&steps).enumerate() {
+                let what = format!("{} sample {s} step {i}", policy.name());
+                let row = out.clone().narrow(0, r, 1);
+                assert_close(&row, &values(&alone[s].outputs[i]), &what);
+                if i == 9 {
+                    let trace = session.release(key[s]).expect("a trace");
+                    let want = &alone[s].session.traces()[0];
+                    assert_same_decisions(&trace, want, &what);
+                    ended += 1;
+                }
+            }
+        }
+        assert_eq!(ended, 3);
+        assert!(
+            session.traces().is_empty(),
+            "released samples leave no trace behind"
+        );
+    }
+}
+
+#[test]
+fn admitting_a_key_in_use_mixing_steps_in_one_decision_and_overrunning_are_errors() {
+    let policy = batch_policies().remove(0);
+    let model = Synthetic::nonlinear(&SCALES);
+    let mut session = CacheSession::new(policy.clone(), 1, 4).unwrap();
+    session.admit(0, 2).unwrap();
+    assert_eq!(session.admit(0, 2), Err(CacheError::SampleInUse(0)));
+    assert_eq!(session.admit(1, 0), Err(CacheError::NoSteps));
+    let one = [Row {
+        pass: Pass::Single,
+        sample: 0,
+    }];
+    let err = session
+        .forward_steps(&model, &scaled(1.0), &one, &[2])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CacheError::StepOutOfRange {
+            step: 2,
+            num_steps: 2
+        }
+    );
+    let settings = CacheSettings {
+        scope: CacheScope::Batch,
+        ..policy.into()
+    };
+    let mut batch = CacheSession::new(settings, 10, 4).unwrap();
+    let rows = Row::samples(Pass::Single, 2);
+    let input = Tensor::cat(vec![scaled(1.0), scaled(1.1)], 0);
+    let err = batch
+        .forward_steps(&model, &input, &rows, &[0, 1])
+        .unwrap_err();
+    assert_eq!(err, CacheError::MixedSteps { first: 0, other: 1 });
+    assert!(err.to_string().contains("cache scope sample"), "{err}");
+}
