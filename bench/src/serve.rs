@@ -190,7 +190,6 @@ pub fn flux_mini<B: Backend>(
         defaults,
         extra: (),
         preset: DiCacheConfig::flux(),
-        video: false,
         fps: 8,
         memory: None,
         max_batch,

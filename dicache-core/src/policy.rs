@@ -272,6 +272,15 @@ impl CachePolicy {
         Ok(policy)
     }
 
+    /// The threshold the policy compares its indicator with, for the policies that have one.
+    pub fn threshold(&self) -> Option<f64> {
+        match self {
+            CachePolicy::FirstBlock(c) => Some(c.threshold),
+            CachePolicy::DiCache(c) => Some(c.threshold),
+            CachePolicy::None | CachePolicy::Uniform(_) => None,
+        }
+    }
+
     /// Number of leading blocks run as a probe, for the policies that probe.
     pub fn probe_depth(&self) -> Option<usize> {
         match self {

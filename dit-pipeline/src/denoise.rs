@@ -322,11 +322,7 @@ where
                 )));
             }
         }
-        if job.timesteps.is_empty() {
-            return Err(PipelineError::Request(
-                "a job needs at least one step".into(),
-            ));
-        }
+        // The session refuses a sample without steps.
         let id = self.next_sample;
         for sample in id..id + job.samples() {
             self.session.admit(sample, job.timesteps.len())?;
@@ -436,14 +432,10 @@ where
     fn progress(&self, id: JobId) -> Option<Progress> {
         let (_, job) = self.jobs.iter().find(|(j, _)| *j == id)?;
         let (mut computed, mut skipped) = (0, 0);
-        for sample in id..id + job.samples() {
-            for entry in self.session.trace(sample).map_or(&[][..], |t| &t.steps) {
-                if entry.computed {
-                    computed += 1;
-                } else {
-                    skipped += 1;
-                }
-            }
+        for trace in (id..id + job.samples()).filter_map(|s| self.session.trace(s)) {
+            let summary = trace.summary();
+            computed += summary.computed;
+            skipped += summary.skipped;
         }
         Some(Progress {
             step: job.step,

@@ -127,13 +127,11 @@ impl GenerationRequest {
             return Err(ApiError::field("prompt", "the prompt is empty"));
         }
         let n = self.n.unwrap_or(1);
-        if !(1..=model.max_batch.min(MAX_BATCH)).contains(&n) {
+        let most = model.max_batch.min(MAX_BATCH);
+        if !(1..=most).contains(&n) {
             return Err(ApiError::field(
                 "n",
-                format!(
-                    "{n} samples: this server runs 1 to {} per request",
-                    model.max_batch.min(MAX_BATCH)
-                ),
+                format!("{n} samples: this server runs 1 to {most} per request"),
             ));
         }
         let (width, height) = match &self.size {
@@ -145,8 +143,7 @@ impl GenerationRequest {
                 )
             })?,
         };
-        let is_video = defaults.frames > 1 || model.video;
-        if self.frames.is_some() && !is_video {
+        if self.frames.is_some() && !model.video() {
             return Err(ApiError::field("frames", "this model makes images"));
         }
         let settings = Settings {
@@ -168,18 +165,15 @@ impl GenerationRequest {
         if let Err(e) = P::check_settings(&settings, &self.negative_prompt) {
             return Err(ApiError::field("negative_prompt", e.to_string()));
         }
-        let size_field = if self.frames.is_some() && self.size.is_none() {
-            "frames"
-        } else {
-            "size"
-        };
         if let Err(e) = model.pipeline.latent_shape(width, height, settings.frames) {
-            let field = if e.to_string().contains("frames") && self.frames.is_some() {
-                "frames"
-            } else {
-                size_field
-            };
-            return Err(ApiError::field(field, e.to_string()));
+            let message = e.to_string();
+            // The frames when they were given and are at fault (or the size was not given).
+            let frames =
+                self.frames.is_some() && (self.size.is_none() || message.contains("frames"));
+            return Err(ApiError::field(
+                if frames { "frames" } else { "size" },
+                message,
+            ));
         }
         if let Some(available) = model.memory {
             let extra = &model.extra;

@@ -48,8 +48,6 @@ pub struct Model<B: Backend, P: Pipeline<B, N>, const N: usize> {
     pub extra: P::Extra,
     /// Its DiCache preset, the default cache policy.
     pub preset: DiCacheConfig,
-    /// Whether it makes videos.
-    pub video: bool,
     /// Frames per second of its videos.
     pub fps: u32,
     /// The memory a request may use (checked as the command line checks it); `None` where
@@ -61,6 +59,13 @@ pub struct Model<B: Backend, P: Pipeline<B, N>, const N: usize> {
     pub device: B::Device,
     /// The backend.
     pub backend: PhantomData<B>,
+}
+
+impl<B: Backend, P: Pipeline<B, N>, const N: usize> Model<B, P, N> {
+    /// Whether it makes videos (its VAE has frames).
+    pub fn video(&self) -> bool {
+        self.pipeline.geometry().temporal.is_some()
+    }
 }
 
 /// How the server takes requests.
@@ -190,7 +195,7 @@ where
         serde_json::json!({
             "model": P::NAME,
             "name": self.name,
-            "video": self.video,
+            "video": self.video(),
             "negative_prompt": P::NEGATIVE_PROMPT,
             "max_batch": self.max_batch,
             "defaults": {

@@ -28,7 +28,7 @@ use crate::{
         JobStatus, ResponseFormat,
     },
     jobs::Jobs,
-    worker::{Command, threshold},
+    worker::Command,
 };
 
 /// The page at `/`: no build step, nothing fetched from elsewhere.
@@ -119,7 +119,7 @@ fn enqueue(state: &AppState, spec: JobSpec) -> Result<u64, ApiError> {
     }
     let id = state
         .jobs
-        .create(samples, spec.settings.steps, threshold(&spec.cache.policy));
+        .create(samples, spec.settings.steps, spec.cache.policy.threshold());
     if state.commands.send(Command::Submit(id, spec)).is_err() {
         metrics.queued.fetch_sub(samples, Ordering::Relaxed);
         return Err(ApiError::status(503, "the server is stopping"));

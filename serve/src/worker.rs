@@ -1,8 +1,8 @@
 //! The model's thread: it takes checked jobs from the queue while the batch has room and runs
 //! one denoising step of every job in flight per transformer call. Two threads beside it keep
 //! the loop going: one encodes the prompts of the jobs about to join, one decodes and encodes
-//! the files of each job that finishes. A job joins at a step boundary and leaves after its last step; a failure
-//! (even a panic) fails only the jobs it touched.
+//! the files of each job that finishes. A job joins at a step boundary and leaves after its
+//! last step; a failure (even a panic) fails only the jobs it touched.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -15,7 +15,7 @@ use std::{
 };
 
 use burn::tensor::{Tensor, backend::Backend};
-use dicache_core::{CachePolicy, CacheSettings, Trace};
+use dicache_core::{CacheSettings, TraceSummary};
 use dit_layers::gaussian_noise_rows;
 use dit_pipeline::{Denoise, Finished, JobId, Pipeline, PipelineError, Request, check_finite};
 
@@ -271,19 +271,16 @@ where
     fn step(&mut self) {
         let mut loops = std::mem::take(&mut self.loops);
         loops.retain_mut(|l| {
-            let stepped = catch_unwind(AssertUnwindSafe(|| l.denoiser.step()));
+            let stepped = match catch_unwind(AssertUnwindSafe(|| l.denoiser.step())) {
+                Ok(stepped) => stepped.map_err(|e| e.to_string()),
+                Err(panic) => Err(panic_message(&*panic)),
+            };
             let ended = match stepped {
-                Ok(Ok(ended)) => ended,
-                Ok(Err(e)) => {
+                Ok(ended) => ended,
+                Err(e) => {
+                    // The call failed (or panicked) for every job in it.
                     for (id, _) in l.jobs.values() {
                         self.fail(*id, 500, &e);
-                    }
-                    return false;
-                }
-                Err(panic) => {
-                    let message = panic_message(&*panic);
-                    for (id, _) in l.jobs.values() {
-                        self.fail(*id, 500, &message);
                     }
                     return false;
                 }
@@ -405,7 +402,9 @@ where
         Err(panic) => return fail(jobs, id, 500, &panic_message(&*panic)),
     };
     let metrics = &jobs.metrics;
-    let (computed, skipped) = counts(&finished.traces);
+    let TraceSummary {
+        computed, skipped, ..
+    } = TraceSummary::of(&finished.traces);
     metrics
         .computed
         .fetch_add(computed as u64, Ordering::Relaxed);
@@ -449,22 +448,6 @@ where
             Ok(Encoder::encode(decoded, model.fps)?)
         })
         .collect()
-}
-
-/// Computed and skipped calls over `traces`.
-fn counts(traces: &[Trace]) -> (usize, usize) {
-    let calls = traces.iter().flat_map(|t| &t.steps);
-    let computed = calls.clone().filter(|e| e.computed).count();
-    (computed, calls.count() - computed)
-}
-
-/// The threshold a policy compares its indicator with, if it has one.
-pub fn threshold(policy: &CachePolicy) -> Option<f64> {
-    match policy {
-        CachePolicy::DiCache(c) => Some(c.threshold),
-        CachePolicy::FirstBlock(c) => Some(c.threshold),
-        CachePolicy::None | CachePolicy::Uniform(_) => None,
-    }
 }
 
 /// What a caught panic said.

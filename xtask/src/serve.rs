@@ -17,7 +17,7 @@ use dicache_bench::{
 use dicache_serve::{Encode, Encoder, Limits, Model};
 use dit_pipeline::{MAX_BATCH, Pipeline, PipelineFolder, available_memory};
 
-use crate::run::{RunModel, flux::Flux, hunyuan::HunyuanVideo, wan::Wan};
+use crate::run::{RunModel, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan};
 
 /// Arguments of `cargo xtask serve`.
 #[derive(Debug, Args)]
@@ -71,31 +71,26 @@ impl BackendJob for ServeArgs {
             Some(folder) => folder.clone(),
             None => mini::FLUX.folder_or(None)?,
         };
-        let class = PipelineFolder::open(&folder)
-            .with_context(|| format!("{} is not a pipeline folder", folder.display()))?
-            .class_name()
-            .to_string();
-        let is = |p: &str| p == class;
-        if is(<<Flux as RunModel<4>>::Pipeline<B> as Pipeline<B, 4>>::CLASS_NAME) {
-            serve::<B, Flux, 4>(&self, folder, device)
-        } else if is(<<Wan as RunModel<5>>::Pipeline<B> as Pipeline<B, 5>>::CLASS_NAME) {
-            serve::<B, Wan, 5>(&self, folder, device)
-        } else if is(<<HunyuanVideo as RunModel<5>>::Pipeline<B> as Pipeline<B, 5>>::CLASS_NAME) {
-            serve::<B, HunyuanVideo, 5>(&self, folder, device)
-        } else {
-            bail!(
-                "{} holds a {class}; this server runs FluxPipeline, WanPipeline and \
+        let opened = PipelineFolder::open(&folder)
+            .with_context(|| format!("{} is not a pipeline folder", folder.display()))?;
+        match subcommand_of::<B>(opened.class_name()) {
+            Some("flux") => serve::<B, Flux, 4>(&self, &opened, device),
+            Some("wan") => serve::<B, Wan, 5>(&self, &opened, device),
+            Some("hunyuan") => serve::<B, HunyuanVideo, 5>(&self, &opened, device),
+            _ => bail!(
+                "{} holds a {}; this server runs FluxPipeline, WanPipeline and \
                  HunyuanVideoPipeline folders",
-                folder.display()
-            )
+                folder.display(),
+                opened.class_name()
+            ),
         }
     }
 }
 
-/// Loads model `M`'s pipeline from `folder` and serves it until a signal.
+/// Loads model `M`'s pipeline from `opened` and serves it until a signal.
 fn serve<B: Backend, M: RunModel<N>, const N: usize>(
     args: &ServeArgs,
-    folder: PathBuf,
+    opened: &PipelineFolder,
     device: B::Device,
 ) -> Result<()>
 where
@@ -105,13 +100,13 @@ where
     Encoder: Encode<N>,
 {
     let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
-    let defaults =
-        PipelineFolder::open(&folder)?.defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
+    let folder = opened.root();
+    let defaults = opened.defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
     let address = SocketAddr::new(args.host, args.port);
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     eprintln!("loading {}", folder.display());
-    let pipeline = M::Pipeline::<B>::load(&folder, None, &device)
+    let pipeline = M::Pipeline::<B>::load(folder, None, &device)
         .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
     let model = Model {
         pipeline,
@@ -119,7 +114,6 @@ where
         defaults,
         extra: M::Extra::default(),
         preset: M::preset(),
-        video: N == 5,
         fps: args.fps,
         // On the CPU the working memory is this machine's; a GPU's is its own.
         memory: (args.backend == BackendKind::Cpu)

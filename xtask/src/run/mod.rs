@@ -309,7 +309,7 @@ fn class_of<B: Backend, M: RunModel<N>, const N: usize>() -> &'static str {
 }
 
 /// The run subcommand whose pipeline class is `class` (`"WanPipeline"` -> `"wan"`).
-fn subcommand_of<B: Backend>(class: &str) -> Option<&'static str> {
+pub(crate) fn subcommand_of<B: Backend>(class: &str) -> Option<&'static str> {
     [
         (class_of::<B, flux::Flux, 4>(), "flux"),
         (class_of::<B, wan::Wan, 5>(), "wan"),
