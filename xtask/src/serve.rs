@@ -60,6 +60,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.max_queue == 0 {
         bail!("--max-queue must be at least 1");
     }
+    if args.fps == 0 {
+        bail!("--fps must be at least 1");
+    }
     dispatch(args.backend, args.dtype, args)
 }
 

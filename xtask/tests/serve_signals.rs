@@ -1,5 +1,5 @@
 //! `cargo xtask serve` as a user runs it: the real binary on FLUX-mini answers on the port it
-//! prints, refuses a bad `--max-batch` before loading anything, and on SIGTERM or SIGINT
+//! prints, refuses bad options before loading anything, and on SIGTERM or SIGINT
 //! cancels its running job and exits 0.
 
 use std::{
@@ -66,13 +66,19 @@ fn serve_answers_and_exits_cleanly_on_sigterm_and_sigint() {
 }
 
 #[test]
-fn a_bad_max_batch_is_refused_before_loading() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["serve", "--max-batch", "0"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("--max-batch 0"), "{stderr}");
-    assert!(!stderr.contains("loading"), "{stderr}");
+fn bad_options_are_refused_before_loading() {
+    for (flag, value, says) in [
+        ("--max-batch", "0", "--max-batch 0"),
+        ("--max-queue", "0", "--max-queue"),
+        ("--fps", "0", "--fps"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["serve", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("loading"), "{stderr}");
+    }
 }
