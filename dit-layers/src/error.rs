@@ -18,13 +18,38 @@ pub enum LoadError {
     /// A folder holds no `.safetensors` file.
     #[error("no .safetensors file in {0}")]
     NoWeights(PathBuf),
-    /// A safetensors file is truncated or its header is damaged.
-    #[error("{path} is not a valid safetensors file (truncated or corrupt): {message}")]
+    /// A safetensors or GGUF file is truncated or its header is damaged.
+    #[error("{path} is not a valid {format} file (truncated or corrupt): {message}")]
     Corrupt {
         /// The file.
         path: PathBuf,
+        /// Its format: `"safetensors"` or `"GGUF"`.
+        format: &'static str,
         /// What the parser found.
         message: String,
+    },
+    /// A GGUF tensor is stored in a ggml type this loader does not decode.
+    #[error(
+        "tensor {key:?} in {path} is stored as {kind}, which cannot be read (GGUF types read: {})",
+        crate::weights::GGUF_TYPES
+    )]
+    Quantization {
+        /// The tensor name.
+        key: String,
+        /// The file holding it.
+        path: PathBuf,
+        /// ggml's name of the type.
+        kind: String,
+    },
+    /// A GGUF file holds a model of another architecture than the one being loaded.
+    #[error("{path} is a GGUF file of a {found:?} model, not {expected:?}")]
+    Architecture {
+        /// The file.
+        path: PathBuf,
+        /// Its `general.architecture`.
+        found: String,
+        /// The architecture of the model being loaded.
+        expected: &'static str,
     },
     /// A shard index (`*.safetensors.index.json`) is malformed or names a missing shard.
     #[error("shard index {path}: {message}")]

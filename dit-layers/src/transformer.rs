@@ -39,6 +39,9 @@ pub trait TransformerConfig: Clone + DeserializeOwned {
     /// The prefix an original single file may carry on every name (ComfyUI-style exports,
     /// DeepSpeed's `module.`).
     const ORIGINAL_PREFIX: &'static str;
+    /// The `general.architecture` a GGUF file of this model declares (city96's conversions:
+    /// `flux`, `wan`, `hyvid`).
+    const GGUF_ARCHITECTURE: &'static str;
     /// What an original single file does not store and a caller may give (FLUX.1's rotary
     /// split, WAN's head count); `Default` asks for the released models' value.
     type OriginalHint: Default;
@@ -58,6 +61,10 @@ pub trait TransformerConfig: Clone + DeserializeOwned {
     /// Where an original single file of a model of this configuration stores each diffusers
     /// parameter.
     fn original_layout(&self) -> Box<dyn TensorMap>;
+
+    /// What an original single file of a model of this configuration does not store: the hint
+    /// with which [`TransformerConfig::infer_original`] rebuilds this configuration.
+    fn original_hint(&self) -> Self::OriginalHint;
 
     /// Reads and checks a diffusers `config.json`.
     fn from_file(path: &Path) -> Result<Self, LoadError> {
@@ -100,16 +107,37 @@ pub trait DiffusionTransformer<B: Backend>: FromParams<B, Config: TransformerCon
     }
 
     /// Loads a single file in the original layout (with or without
-    /// [`TransformerConfig::ORIGINAL_PREFIX`]), inferring the configuration from its shapes and
-    /// `hint`.
+    /// [`TransformerConfig::ORIGINAL_PREFIX`]): safetensors, or GGUF (quantized blocks decoded
+    /// as they load; a GGUF file of another architecture is an error), inferring the
+    /// configuration from its shapes and `hint`.
     fn load_original(
         file: &Path,
         hint: <Self::Config as TransformerConfig>::OriginalHint,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
         let weights = Weights::open(file)?.strip_prefix(Self::Config::ORIGINAL_PREFIX);
+        weights.check_architecture(Self::Config::GGUF_ARCHITECTURE)?;
         let config = Self::Config::infer_original(&weights, file, hint)?;
         Self::from_weights(config, &weights, Layout::Original, device)
+    }
+
+    /// Loads a single file in the original layout for a pipeline folder whose
+    /// `transformer/config.json` (read by `folder_config` when needed; `None` without one)
+    /// describes the model: the file's shapes decide, with the released models' values for what
+    /// the file does not store; where those do not fit (a model of another head size, such as a
+    /// mini model), the folder's configuration supplies them.
+    fn load_original_for(
+        file: &Path,
+        folder_config: impl FnOnce() -> Result<Option<Self::Config>, LoadError>,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let loaded = Self::load_original(file, Default::default(), device);
+        if let Err(LoadError::Config { .. }) = &loaded
+            && let Some(config) = folder_config()?
+        {
+            return Self::load_original(file, config.original_hint(), device);
+        }
+        loaded
     }
 
     /// Loads a checkpoint in either layout: a folder as diffusers, a file as the original

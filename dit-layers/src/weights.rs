@@ -1,25 +1,53 @@
-//! Memory-mapped safetensors checkpoints: one file, or a folder of shards.
+//! Checkpoints, memory-mapped: a safetensors file, a folder of safetensors shards, or a GGUF
+//! file (see [`gguf`]).
+
+mod gguf;
+
+pub(crate) use gguf::SUPPORTED as GGUF_TYPES;
 
 use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
+    ops::Range,
     path::{Path, PathBuf},
     sync::Mutex,
 };
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use candle_core::quantized::GgmlDType;
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors, tensor::TensorInfo};
+use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::LoadError;
 
-/// One memory-mapped safetensors file and its header.
+/// How a file stores one tensor's values.
+#[derive(Debug, Clone)]
+enum Encoding {
+    /// Little-endian floats of this dtype.
+    Float(DType),
+    /// ggml's quantized blocks (GGUF).
+    Blocks(GgmlDType),
+    /// A dtype that is not floating point, named for the error.
+    Other(String),
+}
+
+/// Where a file stores one tensor.
+#[derive(Debug, Clone)]
+struct Entry {
+    shape: Vec<usize>,
+    encoding: Encoding,
+    /// The tensor's bytes within the file.
+    bytes: Range<usize>,
+}
+
+/// One memory-mapped checkpoint file and the tensors its header lists.
 struct WeightFile {
     path: PathBuf,
     mmap: Mmap,
-    data_start: usize,
-    tensors: HashMap<String, TensorInfo>,
+    tensors: HashMap<String, Entry>,
+    /// A GGUF file's `general.architecture` (safetensors files have none).
+    architecture: Option<String>,
 }
 
 impl WeightFile {
@@ -32,21 +60,52 @@ impl WeightFile {
         // SAFETY: the map is read-only; a checkpoint changed on disk while loading is the
         // user's race, as with every memory-mapped loader.
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let (header, metadata) =
-            SafeTensors::read_metadata(&mmap).map_err(|e| LoadError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.to_string(),
+        let corrupt = |format, message| LoadError::Corrupt {
+            path: path.to_path_buf(),
+            format,
+            message,
+        };
+        let (tensors, architecture) = if mmap.starts_with(gguf::MAGIC) {
+            let header = gguf::read_header(&mmap).map_err(|e| match e {
+                gguf::HeaderError::Corrupt(message) => corrupt("GGUF", message),
+                gguf::HeaderError::Unsupported { key, kind } => LoadError::Quantization {
+                    key,
+                    path: path.to_path_buf(),
+                    kind,
+                },
             })?;
-        let tensors = metadata
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| (name, info.clone()))
-            .collect();
+            (header.tensors, header.architecture)
+        } else {
+            let (header, metadata) = SafeTensors::read_metadata(&mmap)
+                .map_err(|e| corrupt("safetensors", e.to_string()))?;
+            let data_start = 8 + header;
+            let tensors = metadata
+                .tensors()
+                .into_iter()
+                .map(|(name, info)| {
+                    let encoding = match info.dtype {
+                        Dtype::F32 => Encoding::Float(DType::F32),
+                        Dtype::F16 => Encoding::Float(DType::F16),
+                        Dtype::BF16 => Encoding::Float(DType::BF16),
+                        Dtype::F64 => Encoding::Float(DType::F64),
+                        other => Encoding::Other(format!("{other:?}")),
+                    };
+                    let (start, end) = info.data_offsets;
+                    let entry = Entry {
+                        shape: info.shape.clone(),
+                        encoding,
+                        bytes: data_start + start..data_start + end,
+                    };
+                    (name, entry)
+                })
+                .collect();
+            (tensors, None)
+        };
         Ok(Self {
             path: path.to_path_buf(),
             mmap,
-            data_start: 8 + header,
             tensors,
+            architecture,
         })
     }
 }
@@ -71,8 +130,9 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Opens a `.safetensors` file, or a folder: with a `*.safetensors.index.json` the shards
-    /// it names (each must exist), else every `.safetensors` file in it.
+    /// Opens a `.safetensors` or GGUF file (told apart by its first bytes), or a folder: with a
+    /// `*.safetensors.index.json` the shards it names (each must exist), else every
+    /// `.safetensors` file in it.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
         if !path.exists() {
             return Err(LoadError::Io {
@@ -191,7 +251,7 @@ impl Weights {
         keys
     }
 
-    /// The stored shape of `key`.
+    /// The shape of `key` (outermost dimension first, in GGUF files too).
     pub fn shape(&self, key: &str) -> Result<Vec<usize>, LoadError> {
         Ok(self.info(key)?.1.shape.clone())
     }
@@ -207,46 +267,78 @@ impl Weights {
         Ok(Tensor::from_data(data, device))
     }
 
-    /// The tensor `key` as host data in its stored float dtype, checked to have `shape` and to
-    /// hold only finite values.
+    /// The tensor `key` as host data, checked to have `shape` and to hold only finite values:
+    /// floats in their stored dtype, ggml blocks decoded to f32.
     pub fn data(&self, key: &str, shape: &[usize]) -> Result<TensorData, LoadError> {
-        let (file, info) = self.info(key)?;
-        if info.shape != shape {
+        let (file, entry) = self.info(key)?;
+        if entry.shape != shape {
             return Err(LoadError::Shape {
                 key: key.to_string(),
                 path: file.path.clone(),
                 expected: shape.to_vec(),
-                found: info.shape.clone(),
+                found: entry.shape.clone(),
             });
         }
-        let dtype = match info.dtype {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            Dtype::F64 => DType::F64,
-            other => {
+        let bytes = &file.mmap[entry.bytes.clone()];
+        let (data, non_finite) = match &entry.encoding {
+            Encoding::Float(dtype) => (
+                TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), *dtype),
+                non_finite(bytes, *dtype),
+            ),
+            Encoding::Blocks(dtype) => {
+                let values =
+                    gguf::dequantize(*dtype, bytes).map_err(|message| LoadError::Corrupt {
+                        path: file.path.clone(),
+                        format: "GGUF",
+                        message: format!("tensor {key:?}: {message}"),
+                    })?;
+                let count = values.iter().filter(|v| !v.is_finite()).count();
+                (TensorData::new(values, shape.to_vec()), count)
+            }
+            Encoding::Other(dtype) => {
                 return Err(LoadError::Dtype {
                     key: key.to_string(),
                     path: file.path.clone(),
-                    dtype: format!("{other:?}"),
+                    dtype: dtype.clone(),
                 });
             }
         };
-        let (start, end) = info.data_offsets;
-        let bytes = file.mmap[file.data_start + start..file.data_start + end].to_vec();
-        let count = non_finite(&bytes, info.dtype);
-        if count > 0 {
+        if non_finite > 0 {
             return Err(LoadError::NonFinite {
                 key: key.to_string(),
                 path: file.path.clone(),
-                count,
+                count: non_finite,
             });
         }
         self.used
             .lock()
             .expect("no panics while holding the lock")
             .insert(key.to_string());
-        Ok(TensorData::from_bytes_vec(bytes, info.shape.clone(), dtype))
+        Ok(data)
+    }
+
+    /// How the tensor `key` is stored: `"F32"`, `"BF16"`, a ggml type (`"Q8_0"`, `"Q4_K"`).
+    pub fn stored_type(&self, key: &str) -> Result<String, LoadError> {
+        Ok(match &self.info(key)?.1.encoding {
+            Encoding::Float(dtype) => format!("{dtype:?}").to_uppercase(),
+            Encoding::Blocks(dtype) => gguf::block_name(*dtype),
+            Encoding::Other(dtype) => dtype.clone(),
+        })
+    }
+
+    /// Fails when a GGUF file of the checkpoint declares a `general.architecture` other than
+    /// `expected` (`"flux"`, `"wan"`, `"hyvid"`); files that declare none pass.
+    pub fn check_architecture(&self, expected: &'static str) -> Result<(), LoadError> {
+        for file in &self.files {
+            if let Some(found) = file.architecture.as_deref().filter(|a| *a != expected) {
+                return Err(LoadError::Architecture {
+                    path: file.path.clone(),
+                    found: found.to_string(),
+                    expected,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Names never read so far (sorted).
@@ -285,7 +377,7 @@ impl Weights {
         }
     }
 
-    fn info(&self, key: &str) -> Result<(&WeightFile, &TensorInfo), LoadError> {
+    fn info(&self, key: &str) -> Result<(&WeightFile, &Entry), LoadError> {
         let (i, name) = self.index.get(key).ok_or_else(|| LoadError::MissingKey {
             key: key.to_string(),
             source_desc: self.describe(),
@@ -313,7 +405,7 @@ impl Weights {
 /// How many of the little-endian floats in `bytes` (of dtype `dtype`) are NaN or infinite: those
 /// whose exponent bits are all ones. A bit test, so checking a checkpoint costs little next to
 /// copying it.
-fn non_finite(bytes: &[u8], dtype: Dtype) -> usize {
+fn non_finite(bytes: &[u8], dtype: DType) -> usize {
     fn count<const N: usize>(bytes: &[u8], exponent: u64) -> usize {
         bytes
             .chunks_exact(N)
@@ -325,10 +417,10 @@ fn non_finite(bytes: &[u8], dtype: Dtype) -> usize {
             .count()
     }
     match dtype {
-        Dtype::F16 => count::<2>(bytes, 0x7c00),
-        Dtype::BF16 => count::<2>(bytes, 0x7f80),
-        Dtype::F32 => count::<4>(bytes, 0x7f80_0000),
-        Dtype::F64 => count::<8>(bytes, 0x7ff0_0000_0000_0000),
+        DType::F16 => count::<2>(bytes, 0x7c00),
+        DType::BF16 => count::<2>(bytes, 0x7f80),
+        DType::F32 => count::<4>(bytes, 0x7f80_0000),
+        DType::F64 => count::<8>(bytes, 0x7ff0_0000_0000_0000),
         _ => 0,
     }
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use dit_layers::{DiffusionTransformer, LoadError, read_json};
+use dit_layers::{DiffusionTransformer, LoadError, TransformerConfig, read_json};
 use serde::Deserialize;
 
 use crate::{PipelineError, Settings};
@@ -130,7 +130,9 @@ impl PipelineFolder {
         )
     }
 
-    /// The transformer `T`: the original-layout single file `file` when one is given, else the
+    /// The transformer `T`: the original-layout single file `file` (safetensors or GGUF) when
+    /// one is given — what it does not store taken from the folder's
+    /// `transformer/config.json` where the released models' values do not fit — else the
     /// `transformer/` component in diffusers layout (`what` names it, for the error).
     pub fn load_transformer<B: Backend, T: DiffusionTransformer<B>>(
         &self,
@@ -141,9 +143,19 @@ impl PipelineFolder {
         self.transformer(
             file,
             what,
-            |file| T::load(file, device),
+            |file| T::load_original_for(file, || self.transformer_config(), device),
             |dir| T::load_diffusers(dir, device),
         )
+    }
+
+    /// The folder's `transformer/config.json`, checked, if it has one.
+    fn transformer_config<C: TransformerConfig>(&self) -> Result<Option<C>, LoadError> {
+        let path = self.root.join("transformer").join("config.json");
+        if path.is_file() {
+            C::from_file(&path).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The transformer: the single-file checkpoint `file` read with `load_file` when one is

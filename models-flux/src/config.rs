@@ -106,6 +106,7 @@ impl TransformerConfig for FluxConfig {
     const NAME: &'static str = "FluxConfig";
     /// ComfyUI-style exports store every name under this prefix.
     const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
+    const GGUF_ARCHITECTURE: &'static str = "flux";
     /// FLUX.1's rotary split `axes_dims_rope`.
     type OriginalHint = Option<Vec<usize>>;
 
@@ -193,5 +194,9 @@ impl TransformerConfig for FluxConfig {
     /// Black Forest Labs' single file (`flux1-dev.safetensors`).
     fn original_layout(&self) -> Box<dyn TensorMap> {
         Box::new(BflLayout::of(self))
+    }
+
+    fn original_hint(&self) -> Self::OriginalHint {
+        Some(self.axes_dims_rope.clone())
     }
 }

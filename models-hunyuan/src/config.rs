@@ -149,6 +149,7 @@ impl TransformerConfig for HunyuanVideoConfig {
     const NAME: &'static str = "HunyuanVideoConfig";
     /// The `module` entry of DeepSpeed's `mp_rank_00_model_states.pt`, flattened.
     const ORIGINAL_PREFIX: &'static str = "module.";
+    const GGUF_ARCHITECTURE: &'static str = "hyvid";
     /// The rotary split `rope_axes_dim`.
     type OriginalHint = Option<Vec<usize>>;
 
@@ -313,5 +314,9 @@ impl TransformerConfig for HunyuanVideoConfig {
     /// Tencent's original `HYVideoDiffusionTransformer` names.
     fn original_layout(&self) -> Box<dyn TensorMap> {
         Box::new(OriginalLayout::of(self))
+    }
+
+    fn original_hint(&self) -> Self::OriginalHint {
+        Some(self.rope_axes_dim.clone())
     }
 }

@@ -136,6 +136,7 @@ impl TransformerConfig for WanConfig {
     const NAME: &'static str = "WanConfig";
     /// ComfyUI-style exports store every name under this prefix.
     const ORIGINAL_PREFIX: &'static str = "model.diffusion_model.";
+    const GGUF_ARCHITECTURE: &'static str = "wan";
     /// The head count.
     type OriginalHint = Option<usize>;
 
@@ -267,5 +268,9 @@ impl TransformerConfig for WanConfig {
     /// Wan's original `WanModel` names (`blocks.N.self_attn.q`).
     fn original_layout(&self) -> Box<dyn TensorMap> {
         Box::new(WanOriginalLayout)
+    }
+
+    fn original_hint(&self) -> Self::OriginalHint {
+        Some(self.num_attention_heads)
     }
 }

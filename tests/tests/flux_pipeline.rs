@@ -88,6 +88,42 @@ fn uncached_run_equals_diffusers() {
     assert!(out.traces[0].steps.iter().all(|e| e.computed));
 }
 
+/// The pipeline with `--transformer` a GGUF file (its transformer as Q8_0; the tiny head size
+/// cannot give the rotary split, so the folder's transformer/config.json does) against diffusers'
+/// `FluxPipeline` running the weights the `gguf` package decodes from it (`fixtures/gen_gguf.py`).
+#[test]
+fn gguf_transformer_run_equals_diffusers_on_its_decoded_weights() {
+    let s = settings();
+    let file = fixture("gguf/flux-pipeline-Q8_0.gguf");
+    let pipe = FluxPipeline::<Cpu>::load(
+        &fixture("flux_pipeline/model"),
+        Some(&file),
+        &Default::default(),
+    )
+    .unwrap();
+    let out = pipe
+        .generate(&request(&s), CachePolicy::None, &mut |_, _| {})
+        .unwrap();
+    let reference = load_fixture("gguf/flux-pipeline-Q8_0.safetensors");
+    // A later torch run: the pinned environment reproduces this pipeline's f32
+    // `none.safetensors` only to 3.4e-5 (latents) and 4.5e-5 (image), the reference's own noise.
+    let (atol, rtol) = (5e-5, 1e-4);
+    assert_close(
+        out.latents,
+        &reference["latents"],
+        atol,
+        rtol,
+        "GGUF latents",
+    );
+    assert_close(
+        unit(out.decoded),
+        &reference["image"],
+        atol,
+        rtol,
+        "GGUF image",
+    );
+}
+
 #[test]
 fn dicache_run_equals_the_python_reference() {
     let s = settings();

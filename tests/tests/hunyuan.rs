@@ -465,6 +465,28 @@ fn original_file_matches_diffusers() {
     assert_forward_matches(&model, "original forward");
 }
 
+/// city96-style GGUF files of the original checkpoint (Q8_0, BF16; `fixtures/gen_gguf.py`)
+/// against diffusers running the weights the `gguf` package decodes from them.
+#[test]
+fn gguf_files_match_diffusers_on_their_decoded_weights() {
+    let fx = load_fixture("hunyuan/forward.safetensors");
+    for kind in ["Q8_0", "BF16"] {
+        let file = fixture(&format!("gguf/hunyuan-{kind}.gguf"));
+        let model = HunyuanVideoTransformer::<Cpu>::load_original(&file, tiny_rope(), &device())
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let input = model.check_input(inputs(&fx, 2)).unwrap();
+        let want = load_fixture(&format!("gguf/hunyuan-{kind}.safetensors"));
+        let what = format!("GGUF {kind} forward");
+        assert_close(
+            model.forward(&input),
+            &want["output"],
+            CHAINED_ATOL,
+            RTOL,
+            &what,
+        );
+    }
+}
+
 #[test]
 fn original_file_with_module_prefix_matches_diffusers() {
     let scratch = Scratch::new("hunyuan-module-prefix");

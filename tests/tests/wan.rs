@@ -113,6 +113,22 @@ fn original_file_matches_reference() {
     check_against_reference(&t2v_original(), "original");
 }
 
+/// city96-style GGUF files of the original checkpoint (Q8_0, Q5_0, `.modulation` kept F32;
+/// `fixtures/gen_gguf.py`) against diffusers running the weights the `gguf` package decodes.
+#[test]
+fn gguf_files_match_diffusers_on_their_decoded_weights() {
+    let fx = load_fixture("wan/forward.safetensors");
+    for kind in ["Q8_0", "Q5_0"] {
+        let file = fixture(&format!("gguf/wan-{kind}.gguf"));
+        let model = WanTransformer::<Cpu>::load_original(&file, TINY_HEADS, &device())
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let input = model.check_input(inputs(&fx)).unwrap();
+        let want = load_fixture(&format!("gguf/wan-{kind}.safetensors"));
+        let what = format!("GGUF {kind} forward");
+        assert_close(model.forward(&input), &want["output"], ATOL, RTOL, &what);
+    }
+}
+
 #[test]
 fn original_file_with_comfy_prefix_matches_reference() {
     let scratch = Scratch::copy_of("wan", "prefix");

@@ -268,12 +268,15 @@ fn clip_from_vocab(folder: &Path) -> Result<Tokenizer, TokenizerError> {
     let mut tokenizer = Tokenizer::new(bpe);
     tokenizer
         .with_normalizer(Some(normalizer))
+        .map_err(|e| load_error(e.to_string()))?
         .with_pre_tokenizer(Some(pre_tokenizer));
     let specials: Vec<AddedToken> = [&bos, &eos, &unk, &pad]
         .into_iter()
         .map(|t| AddedToken::from(t.clone(), true))
         .collect();
-    tokenizer.add_special_tokens(&specials);
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| load_error(e.to_string()))?;
     let id = |role: &'static str, token: &str| {
         tokenizer
             .token_to_id(token)

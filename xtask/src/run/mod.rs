@@ -92,7 +92,8 @@ pub struct CommonArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Use this single-file transformer in the original authors' layout (Black Forest Labs',
-    /// Wan's, Tencent's) instead of transformer/.
+    /// Wan's, Tencent's), as safetensors or GGUF (city96's conversions, quantized blocks
+    /// decoded as they load), instead of transformer/.
     #[arg(long)]
     pub transformer: Option<PathBuf>,
     /// Width in pixels, a multiple of 16 [default: the pipeline's; mini model: its own].
