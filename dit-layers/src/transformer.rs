@@ -122,22 +122,22 @@ pub trait DiffusionTransformer<B: Backend>: FromParams<B, Config: TransformerCon
     }
 
     /// Loads a single file in the original layout for a pipeline folder whose
-    /// `transformer/config.json` (read by `folder_config` when needed; `None` without one)
-    /// describes the model: the file's shapes decide, with the released models' values for what
-    /// the file does not store; where those do not fit (a model of another head size, such as a
-    /// mini model), the folder's configuration supplies them.
+    /// `transformer/config.json` (`folder_config`; `None` without one) describes the model: the
+    /// file's shapes decide, with what the file does not store (head count, rotary split) taken
+    /// from the folder's configuration, or from the released models where that does not fit
+    /// the file (a folder of another size of the model).
     fn load_original_for(
         file: &Path,
-        folder_config: impl FnOnce() -> Result<Option<Self::Config>, LoadError>,
+        folder_config: Option<&Self::Config>,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let loaded = Self::load_original(file, Default::default(), device);
-        if let Err(LoadError::Config { .. }) = &loaded
-            && let Some(config) = folder_config()?
-        {
-            return Self::load_original(file, config.original_hint(), device);
+        if let Some(config) = folder_config {
+            match Self::load_original(file, config.original_hint(), device) {
+                Err(LoadError::Config { .. }) => {}
+                loaded => return loaded,
+            }
         }
-        loaded
+        Self::load_original(file, Default::default(), device)
     }
 
     /// Loads a checkpoint in either layout: a folder as diffusers, a file as the original

@@ -131,9 +131,9 @@ impl PipelineFolder {
     }
 
     /// The transformer `T`: the original-layout single file `file` (safetensors or GGUF) when
-    /// one is given — what it does not store taken from the folder's
-    /// `transformer/config.json` where the released models' values do not fit — else the
-    /// `transformer/` component in diffusers layout (`what` names it, for the error).
+    /// one is given — what it does not store taken from the folder's `transformer/config.json`
+    /// where that fits the file, else from the released models — else the `transformer/`
+    /// component in diffusers layout (`what` names it, for the error).
     pub fn load_transformer<B: Backend, T: DiffusionTransformer<B>>(
         &self,
         file: Option<&Path>,
@@ -143,7 +143,7 @@ impl PipelineFolder {
         self.transformer(
             file,
             what,
-            |file| T::load_original_for(file, || self.transformer_config(), device),
+            |file| T::load_original_for(file, self.transformer_config()?.as_ref(), device),
             |dir| T::load_diffusers(dir, device),
         )
     }

@@ -130,6 +130,20 @@ fn gguf_files_match_diffusers_on_their_decoded_weights() {
 }
 
 #[test]
+fn a_pipeline_folders_config_gives_what_the_original_file_does_not_store() {
+    let file = fixture("wan/t2v-original.safetensors");
+    let folder_config = WanConfig::from_file(&fixture("wan/t2v/config.json")).unwrap();
+    let model =
+        WanTransformer::<Cpu>::load_original_for(&file, Some(&folder_config), &device()).unwrap();
+    check_against_reference(&model, "original with the folder's config");
+    // The tiny hidden size (32) gives no head count by itself.
+    let err = WanTransformer::<Cpu>::load_original_for(&file, None, &device())
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::Config { .. }), "{err}");
+}
+
+#[test]
 fn original_file_with_comfy_prefix_matches_reference() {
     let scratch = Scratch::copy_of("wan", "prefix");
     let path = scratch.path().join("t2v-original.safetensors");
