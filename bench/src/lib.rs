@@ -21,6 +21,7 @@ pub mod cache;
 mod chart;
 mod flux_forward;
 mod font;
+pub mod gguf;
 mod hunyuan_forward;
 pub mod mini;
 mod profile;
@@ -83,6 +84,9 @@ pub enum BenchCommand {
     /// The server under load on FLUX-mini (concurrent clients over loopback) against the same
     /// requests one by one: latency p50/p95 and samples per second; writes `bench/serve/`.
     Serve(serve::ServeArgs),
+    /// The mini models with their transformers as GGUF at every type the `gguf` package
+    /// writes: PSNR and SSIM against f32, file sizes; writes `bench/gguf/`.
+    Gguf(gguf::GgufArgs),
 }
 
 /// Runs the benchmark `command` asks for and writes its results.
@@ -91,6 +95,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Cache(args) => return cache::run(&args),
         BenchCommand::Batch(args) => return batch::run(&args),
         BenchCommand::Serve(args) => return serve::run(&args),
+        BenchCommand::Gguf(args) => return gguf::run(&args),
         BenchCommand::Attention(args) => (BenchName::Attention, args),
         BenchCommand::FluxForward(args) => (BenchName::FluxForward, args),
         BenchCommand::WanForward(args) => (BenchName::WanForward, args),

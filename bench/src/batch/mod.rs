@@ -119,7 +119,7 @@ impl BackendJob for Job<'_> {
             ..Given::default()
         });
         eprintln!("bench: {} from {}", model.title(), folder.display());
-        let generator = Generator::<B>::load(model, &folder, preset, &device)?;
+        let generator = Generator::<B>::load(model, (&folder, None), preset, &device)?;
         let shape = generator.noise_shape()?;
         let prompts = model.prompts();
         let noise = |samples: Range<usize>| gaussian_noise_rows(&shape, samples.map(|i| i as u64));

@@ -103,15 +103,21 @@ pub struct Generator<B: Backend> {
 }
 
 impl<B: Backend> Generator<B> {
-    /// Loads `model`'s pipeline from `folder`, to generate at `preset`'s settings.
-    pub fn load(model: Model, folder: &Path, preset: Preset, device: &B::Device) -> Result<Self> {
+    /// Loads `model`'s pipeline from `folder` (its transformer from the single file
+    /// `transformer` when given), to generate at `preset`'s settings.
+    pub fn load(
+        model: Model,
+        (folder, transformer): (&Path, Option<&Path>),
+        preset: Preset,
+        device: &B::Device,
+    ) -> Result<Self> {
         let context = || format!("loading the {model:?} pipeline from {}", folder.display());
         let pipeline: Box<dyn Generates<B>> = match model {
             Model::Flux => Box::new(Driven::<_, 4>(
-                FluxPipeline::load(folder, None, device).with_context(context)?,
+                FluxPipeline::load(folder, transformer, device).with_context(context)?,
             )),
             Model::Wan => Box::new(Driven::<_, 5>(
-                WanPipeline::load(folder, None, device).with_context(context)?,
+                WanPipeline::load(folder, transformer, device).with_context(context)?,
             )),
         };
         Ok(Self {

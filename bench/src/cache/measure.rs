@@ -42,7 +42,7 @@ impl BackendJob for Job<'_> {
         let rows = settings::select(&model.settings(), &args.only)?;
         let dicache = model.dicache_preset();
         eprintln!("bench: {} from {}", model.title(), folder.display());
-        let generator = Generator::<B>::load(model, &folder, preset, &device)?;
+        let generator = Generator::<B>::load(model, (&folder, None), preset, &device)?;
         let shape = generator.noise_shape()?;
         let prompts = model.prompts();
         let sample = |i: usize| (prompts[i % prompts.len()], gaussian_noise(&shape, i as u64));

@@ -238,10 +238,19 @@ impl Setup {
 
     /// The machine paragraph closing a section, then the plot `<model>-<plot>.png`.
     pub fn footer(&self, plot: &str) -> String {
+        format!(
+            "{}\n![{plot}]({}-{plot}.png)\n",
+            self.machine_paragraph(),
+            self.model.name()
+        )
+    }
+
+    /// The paragraph naming the machine, backend, dtype, date, commit, load and model folder.
+    pub fn machine_paragraph(&self) -> String {
         let m = &self.machine;
         format!(
             "\nMachine: {} ({} threads, {}), Burn backend `{}`, {}; {}, commit {}, load average \
-             {}; model `{}`.\n\n![{plot}]({}-{plot}.png)\n",
+             {}; model `{}`.\n",
             m.cpu,
             m.cores,
             m.os,
@@ -251,7 +260,6 @@ impl Setup {
             m.commit,
             m.load,
             self.model_dir,
-            self.model.name()
         )
     }
 

@@ -1,0 +1,288 @@
+//! `cargo xtask bench gguf`: what GGUF quantization costs on the mini models.
+//!
+//! Their transformers are written as GGUF in the original layout at every type the `gguf`
+//! package quantizes, with ComfyUI-GGUF's rules (`fixtures/bench_gguf_mini.py`, run in `.venv`
+//! when the files are missing). Each sample (prompt `i % 16`, seed `i`) is generated uncached
+//! with the f32 transformer, then with each GGUF file loaded through `--transformer` from the
+//! same noise: PSNR and SSIM against the f32 output, and the file's size. Writes
+//! `<out-dir>/<model>.json` (every sample) and `<out-dir>/GGUF.md`.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::tensor::backend::Backend;
+use dicache_core::CachePolicy;
+use dit_layers::gaussian_noise;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    backend::{BackendJob, BackendKind, Dtype, dispatch},
+    cache::{
+        Model, Which,
+        generate::Generator,
+        results::{Setup, db, infinite_as_null, mean_finite, write_sections},
+    },
+    mini::Preset,
+    progress::progress_bar,
+    quality, workspace_root,
+};
+
+/// The types `fixtures/bench_gguf_mini.py` writes, as ggml names them.
+const TYPES: [&str; 7] = ["F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"];
+
+/// Arguments of `cargo xtask bench gguf`.
+#[derive(clap::Args, Debug)]
+pub struct GgufArgs {
+    /// The mini model to measure, or both.
+    #[arg(long, value_enum, default_value_t = Which::All)]
+    pub model: Which,
+    /// Samples per model and type: prompt `i % 16`, seed `i`.
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    /// Folder of the results (relative to the workspace root); the GGUF files go to its
+    /// `models/` (git-ignored).
+    #[arg(long, default_value = "bench/gguf")]
+    pub out_dir: PathBuf,
+    /// Backend to run on (each needs its cargo feature).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Float dtype of compute.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+}
+
+/// One GGUF type on one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TypeResult {
+    /// ggml's name of the type the file quantizes to (small and 1-D tensors stay F32).
+    pub kind: String,
+    /// The file's size in bytes.
+    pub file_bytes: u64,
+    /// Mean PSNR against the f32 transformer's outputs, dB (over the samples that differ;
+    /// null: all identical).
+    #[serde(with = "infinite_as_null")]
+    pub psnr: f64,
+    /// Mean SSIM against them.
+    pub ssim: f64,
+    /// Each sample's (PSNR, SSIM); an infinite PSNR is written as a large number.
+    pub samples: Vec<(f64, f64)>,
+}
+
+/// The benchmark's results on one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GgufResult {
+    /// The model, machine and settings.
+    pub setup: Setup,
+    /// The size of the f32 diffusers transformer's weights, bytes.
+    pub f32_bytes: u64,
+    /// One row per type.
+    pub types: Vec<TypeResult>,
+}
+
+impl GgufResult {
+    /// The model's section of `GGUF.md`.
+    fn markdown(&self) -> String {
+        let mut s = format!("## {}\n\n", self.setup.title());
+        s.push_str("| transformer | size | of f32 | PSNR (dB) | SSIM |\n|---|---|---|---|---|\n");
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let _ = writeln!(
+            s,
+            "| f32 safetensors | {:.2} MiB | 1.00 | reference | 1 |",
+            mib(self.f32_bytes)
+        );
+        for t in &self.types {
+            let _ = writeln!(
+                s,
+                "| GGUF {} | {:.2} MiB | {:.2} | {} | {:.4} |",
+                t.kind,
+                mib(t.file_bytes),
+                t.file_bytes as f64 / self.f32_bytes as f64,
+                db(t.psnr),
+                t.ssim
+            );
+        }
+        s.push_str(&self.setup.machine_paragraph());
+        s
+    }
+
+    fn print(&self) {
+        eprintln!("{}", self.setup.title());
+        for t in &self.types {
+            eprintln!(
+                "  {:5} PSNR {:>6} dB  SSIM {:.4}",
+                t.kind,
+                db(t.psnr),
+                t.ssim
+            );
+        }
+    }
+}
+
+/// Runs the benchmark and writes its results.
+pub fn run(args: &GgufArgs) -> Result<()> {
+    ensure!(args.samples >= 1, "--samples must be at least 1");
+    let out = workspace_root().join(&args.out_dir);
+    let files = out.join("models");
+    write_files(&files)?;
+    let mut results = Vec::new();
+    for model in args.model.models() {
+        let job = Job {
+            model,
+            args,
+            files: &files,
+        };
+        let result = dispatch(args.backend, args.dtype, job)?;
+        result.setup.write(&result, &out)?;
+        results.push(result);
+    }
+    let intro = "# GGUF transformers on the mini models\n\n\
+         Generated by `cargo xtask bench gguf` from the `<model>.json` files beside this one. \
+         The mini models' transformers written as GGUF (original layout, ComfyUI-GGUF's type \
+         rules: 1-D and small tensors and WAN's modulation stay F32, rows a type cannot split \
+         F16) by `fixtures/bench_gguf_mini.py`; each sample (prompt `i % 16`, seed `i`) \
+         generated uncached with the f32 transformer and with each file from the same noise. \
+         PSNR and SSIM (scikit-image's, on 8-bit RGB; videos: PSNR over the clip, SSIM averaged \
+         over frames) against the f32 output, averaged over samples. The K-quants are not here: \
+         the `gguf` package cannot write them.\n\n";
+    write_sections(
+        &out,
+        ("GGUF.md", intro),
+        "a GGUF benchmark result",
+        GgufResult::markdown,
+    )?;
+    for result in &results {
+        result.print();
+    }
+    Ok(())
+}
+
+/// The GGUF file of `model` at `kind` in `files`.
+fn file(files: &Path, model: Model, kind: &str) -> PathBuf {
+    files.join(format!("{}-mini-{kind}.gguf", model.name()))
+}
+
+/// Writes the mini models' GGUF files into `files` unless they are all there.
+fn write_files(files: &Path) -> Result<()> {
+    let all_there = [Model::Flux, Model::Wan]
+        .iter()
+        .all(|&m| TYPES.iter().all(|kind| file(files, m, kind).is_file()));
+    if all_there {
+        return Ok(());
+    }
+    let root = workspace_root();
+    let python = root.join(".venv/bin/python");
+    if !python.is_file() {
+        bail!(
+            "the GGUF files are written by fixtures/bench_gguf_mini.py, which needs the Python \
+             environment: run `cargo xtask fixtures --setup` first"
+        );
+    }
+    eprintln!(
+        "bench: writing the mini models as GGUF into {}",
+        files.display()
+    );
+    let script = root.join("fixtures/bench_gguf_mini.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg("--out")
+        .arg(files)
+        .output()
+        .with_context(|| format!("cannot start {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed with {}:\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The benchmark of one model on the backend the user picked.
+struct Job<'a> {
+    model: Model,
+    args: &'a GgufArgs,
+    files: &'a Path,
+}
+
+impl BackendJob for Job<'_> {
+    type Output = GgufResult;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<GgufResult> {
+        let (model, args) = (self.model, self.args);
+        let mini = model.mini();
+        let folder = mini.folder_or(None)?;
+        let preset = Preset::for_folder(&folder, &mini)?;
+        let reference = Generator::<B>::load(model, (&folder, None), preset, &device)?;
+        let shape = reference.noise_shape()?;
+        let prompts = model.prompts();
+        let samples: Vec<_> = (0..args.samples)
+            .map(|i| (prompts[i % prompts.len()], gaussian_noise(&shape, i as u64)))
+            .collect();
+        let bar = progress_bar(args.samples * (TYPES.len() + 1), "generations");
+        bar.set_message(format!("{} f32", model.name()));
+        let mut wanted = Vec::new();
+        for (prompt, noise) in &samples {
+            wanted.push(reference.generate(prompt, noise, CachePolicy::None)?.frames);
+            bar.inc(1);
+        }
+        drop(reference);
+
+        let mut types = Vec::new();
+        for kind in TYPES {
+            bar.set_message(format!("{} {kind}", model.name()));
+            let path = file(self.files, model, kind);
+            let generator = Generator::<B>::load(model, (&folder, Some(&path)), preset, &device)?;
+            let mut scores = Vec::new();
+            for ((prompt, noise), want) in samples.iter().zip(&wanted) {
+                let got = generator.generate(prompt, noise, CachePolicy::None)?.frames;
+                scores.push((
+                    quality::video_psnr(want, &got)?,
+                    quality::video_ssim(want, &got)?,
+                ));
+                bar.inc(1);
+            }
+            types.push(TypeResult {
+                kind: kind.to_string(),
+                file_bytes: file_size(&path)?,
+                psnr: mean_finite(scores.iter().map(|s| s.0)),
+                ssim: scores.iter().map(|s| s.1).sum::<f64>() / scores.len() as f64,
+                samples: scores
+                    .into_iter()
+                    .map(|(p, s)| (p.min(f64::MAX), s))
+                    .collect(),
+            });
+        }
+        bar.finish_and_clear();
+        let dtype = format!("{:?}", args.dtype).to_lowercase();
+        Ok(GgufResult {
+            setup: Setup::new(model, &folder, (B::name(&device), dtype), preset)?,
+            f32_bytes: safetensors_bytes(&folder.join("transformer"))?,
+            types,
+        })
+    }
+}
+
+/// The size of the file at `path`.
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len())
+}
+
+/// The summed size of the `.safetensors` files in `dir`.
+fn safetensors_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            total += file_size(&path)?;
+        }
+    }
+    Ok(total)
+}
