@@ -8,9 +8,9 @@
 //! `<out-dir>/<model>.json` (every sample) and `<out-dir>/GGUF.md`.
 
 use std::{
+    ffi::OsStr,
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use anyhow::{Context, Result, bail, ensure};
@@ -28,7 +28,7 @@ use crate::{
     },
     mini::Preset,
     progress::progress_bar,
-    quality, workspace_root,
+    quality, torch, workspace_root,
 };
 
 /// The types `fixtures/bench_gguf_mini.py` writes, as ggml names them.
@@ -186,20 +186,7 @@ fn write_files(files: &Path) -> Result<()> {
         files.display()
     );
     let script = root.join("fixtures/bench_gguf_mini.py");
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg("--out")
-        .arg(files)
-        .output()
-        .with_context(|| format!("cannot start {}", python.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed with {}:\n{}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    torch::run_script(&python, &script, [OsStr::new("--out"), files.as_os_str()])?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! --dtype f32|f16|bf16 --device cpu|cuda` and prints
 //! `{"torch": version, "threads": n, "device": d, "cases": {name: {"wall_ms": [..], "cpu_ms": [..]}}}`.
 
-use std::{collections::HashMap, path::Path, process::Command};
+use std::{collections::HashMap, ffi::OsStr, path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -74,24 +74,21 @@ pub fn run(
         Dtype::F16 => "f16",
         Dtype::Bf16 => "bf16",
     };
-    let output = Command::new(python)
-        .arg(script)
-        .arg("--cases")
-        .arg(serde_json::to_string(cases)?)
-        .args(["--warmup", &settings.warmup.to_string()])
-        .args(["--repeat", &settings.repeat.to_string()])
-        .args(["--dtype", dtype, "--device", settings.device])
-        .output()
-        .with_context(|| format!("cannot start {}", python.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed with {}:\n{}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let cases_json = serde_json::to_string(cases)?;
+    let (warmup, repeat) = (settings.warmup.to_string(), settings.repeat.to_string());
+    let args = [
+        "--cases",
+        &cases_json,
+        "--warmup",
+        &warmup,
+        "--repeat",
+        &repeat,
+        "--dtype",
+        dtype,
+        "--device",
+        settings.device,
+    ];
+    let stdout = run_script(python, script, args.map(OsStr::new))?;
     let timings: TorchTimings = serde_json::from_str(stdout.trim())
         .with_context(|| format!("{} printed no timing JSON: {stdout}", script.display()))?;
     for case in cases {
@@ -104,4 +101,27 @@ pub fn run(
         }
     }
     Ok(timings)
+}
+
+/// Runs the Python `script` with `python` and `args`: what it printed on stdout; a failure is an
+/// error carrying its stderr.
+pub fn run_script<'a>(
+    python: &Path,
+    script: &Path,
+    args: impl IntoIterator<Item = &'a OsStr>,
+) -> Result<String> {
+    let output = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot start {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed with {}:\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
