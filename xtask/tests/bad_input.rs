@@ -438,6 +438,43 @@ fn flux_writes_jpeg_webp_and_half_precision_in_place() {
     assert_eq!(fs::read_dir(row.path("out")).unwrap().count(), 4);
 }
 
+#[test]
+fn flux_runs_a_gguf_transformer_and_refuses_one_of_another_model() {
+    let fixtures = workspace().join("tests/fixtures");
+    let row = Row::new(&fixtures.join("flux_pipeline/model"), "png");
+    fn tiny<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "--width",
+            "48",
+            "--height",
+            "64",
+            "--max-sequence-length",
+            "24",
+        ];
+        args.extend_from_slice(extra);
+        with(FLUX, &args)
+    }
+    let q8 = fixtures.join("gguf/flux-pipeline-Q8_0.gguf");
+    let q8 = q8.to_str().unwrap();
+    let (ok, stderr) = row.run(&tiny(&["--transformer", q8, "--out", "$D/out/q8.png"]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("84 tensors (F32 57, Q8_0 27)"), "{stderr}");
+    let image = image::open(row.path("out/q8.png")).unwrap();
+    assert_eq!((image.width(), image.height()), (48, 64));
+    // WAN's transformer as FLUX.1's: refused by name, nothing written.
+    let wan = fixtures.join("gguf/wan-Q8_0.gguf");
+    let wan = wan.to_str().unwrap();
+    let (ok, stderr) = row.run(&tiny(&["--transformer", wan, "--out", "$D/out/wan.png"]));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("wan-Q8_0.gguf")
+            && stderr.contains("\"wan\"")
+            && stderr.contains("\"flux\""),
+        "{stderr}"
+    );
+    assert!(!row.path("out/wan.png").exists());
+}
+
 /// WAN-mini at 64x64, 5 frames, two steps, writing `$D/out/existing.gif`.
 const WAN: &[&str] = &[
     "wan",

@@ -10,6 +10,7 @@ mod video;
 pub(crate) mod wan;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -25,7 +26,7 @@ use dicache_core::{
     CacheError, CachePolicy, CacheScope, CacheSettings, CallTiming, DiCacheConfig, PolicyKnobs,
     Trace, TraceSummary,
 };
-use dit_layers::gaussian_noise_rows;
+use dit_layers::{Weights, gaussian_noise_rows};
 use dit_pipeline::{
     MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings, available_memory,
 };
@@ -342,6 +343,26 @@ fn open_folder<B: Backend, P: Pipeline<B, N>, const N: usize>(
     })
 }
 
+/// What the single-file transformer `file` stores, read from its header: `<file>: 780 tensors
+/// (F32 470, Q4_K 304, F16 6)`.
+fn stored_types(file: &Path) -> Result<String> {
+    let context = || format!("--transformer {}", file.display());
+    let weights = Weights::open(file).with_context(context)?;
+    let mut counts = BTreeMap::<String, usize>::new();
+    for key in weights.keys() {
+        *counts
+            .entry(weights.stored_type(key).with_context(context)?)
+            .or_default() += 1;
+    }
+    let types: Vec<String> = counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    Ok(format!(
+        "{}: {} tensors ({})",
+        file.display(),
+        weights.keys().len(),
+        types.join(", ")
+    ))
+}
+
 impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
     type Output = ();
 
@@ -360,6 +381,9 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         check_distinct(&files.iter().flat_map(SampleFiles::all).collect::<Vec<_>>())?;
         output::check_noise_file(common.init_noise.as_deref())?;
         eprintln!("loading {}", folder.display());
+        if let Some(file) = common.transformer.as_deref() {
+            eprintln!("transformer {}", stored_types(file)?);
+        }
         let pipe = M::Pipeline::<B>::load(&folder, common.transformer.as_deref(), &device)
             .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
         let shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
