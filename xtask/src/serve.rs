@@ -17,7 +17,9 @@ use dicache_bench::{
 use dicache_serve::{Encode, Encoder, Limits, Model};
 use dit_pipeline::{MAX_BATCH, Pipeline, PipelineFolder, available_memory};
 
-use crate::run::{RunModel, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan};
+use crate::run::{
+    RunModel, flux::Flux, hunyuan::HunyuanVideo, stored_types, subcommand_of, wan::Wan,
+};
 
 /// Arguments of `cargo xtask serve`.
 #[derive(Debug, Args)]
@@ -25,6 +27,10 @@ pub struct ServeArgs {
     /// A FLUX, WAN or HunyuanVideo pipeline folder in diffusers layout [default: FLUX-mini].
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Use this single-file transformer in the original authors' layout, as safetensors or
+    /// GGUF, instead of the folder's transformer/ (as `run --transformer`).
+    #[arg(long)]
+    pub transformer: Option<PathBuf>,
     /// The address to listen on; only this machine by default.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub host: IpAddr,
@@ -109,7 +115,10 @@ where
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     eprintln!("loading {}", folder.display());
-    let pipeline = M::Pipeline::<B>::load(folder, None, &device)
+    if let Some(file) = args.transformer.as_deref() {
+        eprintln!("transformer {}", stored_types(file)?);
+    }
+    let pipeline = M::Pipeline::<B>::load(folder, args.transformer.as_deref(), &device)
         .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
     let model = Model {
         pipeline,

@@ -1,6 +1,6 @@
-//! `cargo xtask serve` as a user runs it: the real binary on FLUX-mini answers on the port it
-//! prints, refuses bad options before loading anything, and on SIGTERM or SIGINT
-//! cancels its running job and exits 0.
+//! `cargo xtask serve` as a user runs it: the real binary on FLUX-mini (and on the tiny FLUX.1
+//! pipeline with a GGUF `--transformer`) answers on the port it prints, refuses bad options
+//! before loading anything, and on SIGTERM or SIGINT cancels its running job and exits 0.
 
 use std::{
     io::{BufRead, BufReader},
@@ -8,11 +8,12 @@ use std::{
     time::Duration,
 };
 
-/// Starts `xtask serve --port 0`, waits for the address it prints, runs `check` on it, sends
-/// `signal`, and returns the exit status and everything it printed.
-fn serve_then(signal: &str, check: impl FnOnce(&str)) -> (bool, String) {
+/// Starts `xtask serve --port 0 <extra>`, waits for the address it prints, runs `check` on it,
+/// sends `signal`, and returns the exit status and everything it printed.
+fn serve_then(extra: &[&str], signal: &str, check: impl FnOnce(&str)) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["serve", "--port", "0", "--max-batch", "2"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -46,7 +47,7 @@ fn serve_then(signal: &str, check: impl FnOnce(&str)) -> (bool, String) {
 #[test]
 fn serve_answers_and_exits_cleanly_on_sigterm_and_sigint() {
     for signal in ["-TERM", "-INT"] {
-        let (ok, printed) = serve_then(signal, |address| {
+        let (ok, printed) = serve_then(&[], signal, |address| {
             let health = reqwest::blocking::get(format!("http://{address}/health")).unwrap();
             assert_eq!(health.status().as_u16(), 200);
             // A job still running when the signal comes is cancelled.
@@ -63,6 +64,36 @@ fn serve_answers_and_exits_cleanly_on_sigterm_and_sigint() {
         assert!(ok, "{signal}: exit status not 0:\n{printed}");
         assert!(printed.contains("stopped"), "{signal}:\n{printed}");
     }
+}
+
+#[test]
+fn serve_runs_a_gguf_transformer() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let model = fixtures.join("flux_pipeline/model");
+    let gguf = fixtures.join("gguf/flux-pipeline-Q8_0.gguf");
+    let extra = [
+        "--model",
+        model.to_str().unwrap(),
+        "--transformer",
+        gguf.to_str().unwrap(),
+    ];
+    let (ok, printed) = serve_then(&extra, "-TERM", |address| {
+        let image: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("http://{address}/v1/images/generations"))
+            .json(&serde_json::json!({
+                "prompt": "a red circle", "size": "48x64", "steps": 2
+            }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert!(image["data"][0]["b64_json"].is_string(), "{image}");
+    });
+    assert!(ok, "exit status not 0:\n{printed}");
+    assert!(
+        printed.contains("84 tensors (F32 57, Q8_0 27)"),
+        "{printed}"
+    );
 }
 
 #[test]

@@ -345,7 +345,7 @@ fn open_folder<B: Backend, P: Pipeline<B, N>, const N: usize>(
 
 /// What the single-file transformer `file` stores, read from its header: `<file>: 84 tensors
 /// (F32 57, Q8_0 27)`.
-fn stored_types(file: &Path) -> Result<String> {
+pub(crate) fn stored_types(file: &Path) -> Result<String> {
     let context = || format!("--transformer {}", file.display());
     let weights = Weights::open(file).with_context(context)?;
     let mut counts = BTreeMap::<String, usize>::new();
