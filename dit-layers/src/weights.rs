@@ -251,6 +251,18 @@ impl Weights {
         keys
     }
 
+    /// The number of values of all tensors (what they take loaded, in values, whatever the
+    /// files store them as).
+    pub fn values(&self) -> u64 {
+        self.index
+            .values()
+            .map(|(file, name)| {
+                let shape = &self.files[*file].tensors[name].shape;
+                shape.iter().map(|&d| d as u64).product::<u64>()
+            })
+            .sum()
+    }
+
     /// The shape of `key` (outermost dimension first, in GGUF files too).
     pub fn shape(&self, key: &str) -> Result<Vec<usize>, LoadError> {
         Ok(self.info(key)?.1.shape.clone())

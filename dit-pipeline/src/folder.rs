@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use dit_layers::{DiffusionTransformer, LoadError, TransformerConfig, read_json};
+use dit_layers::{DiffusionTransformer, LoadError, TransformerConfig, Weights, read_json};
 use serde::Deserialize;
 
 use crate::{PipelineError, Settings};
@@ -148,6 +148,29 @@ impl PipelineFolder {
         )
     }
 
+    /// The number of weight values the pipeline loads: every tensor of the safetensors
+    /// components (sub-folders holding `.safetensors` files), with the single file
+    /// `transformer` (safetensors or GGUF) counted instead of `transformer/` when given. Read
+    /// from the files' headers, before anything is loaded.
+    pub fn weight_values(&self, transformer: Option<&Path>) -> Result<u64, PipelineError> {
+        let io = |source| LoadError::Io {
+            path: self.root.clone(),
+            source,
+        };
+        let mut total = match transformer {
+            Some(file) => Weights::open(file)?.values(),
+            None => 0,
+        };
+        for entry in std::fs::read_dir(&self.root).map_err(io)? {
+            let dir = entry.map_err(io)?.path();
+            let replaced = transformer.is_some() && dir.file_name() == Some("transformer".as_ref());
+            if dir.is_dir() && !replaced && holds_safetensors(&dir) {
+                total += Weights::open(&dir)?.values();
+            }
+        }
+        Ok(total)
+    }
+
     /// The folder's `transformer/config.json`, checked, if it has one.
     fn transformer_config<C: TransformerConfig>(&self) -> Result<Option<C>, LoadError> {
         let path = self.root.join("transformer").join("config.json");
@@ -173,6 +196,15 @@ impl PipelineFolder {
             None => load_folder(&self.component("transformer", what)?)?,
         })
     }
+}
+
+/// Whether the folder `dir` holds a `.safetensors` file.
+fn holds_safetensors(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+    })
 }
 
 #[cfg(test)]

@@ -94,6 +94,29 @@ pub struct ModelSizes {
     pub decoder_channels: usize,
 }
 
+/// Fails when `values` weight values of `dtype_bytes` bytes each (a pipeline's, loaded in the
+/// compute dtype) need more than `available` bytes, with a message naming the `folder`, the
+/// amounts and what lowers them.
+pub fn check_weights(
+    values: u64,
+    dtype_bytes: usize,
+    available: u64,
+    folder: &str,
+) -> Result<(), PipelineError> {
+    let need = values.saturating_mul(dtype_bytes as u64);
+    if need <= available {
+        return Ok(());
+    }
+    Err(PipelineError::Request(format!(
+        "loading {folder} needs about {:.1} GiB for its {values} weights at {dtype_bytes} bytes \
+         each (quantized and half-precision files are decoded into the compute dtype), and {:.1} \
+         GiB of memory are available: lower --dtype (bf16 or f16 halve f32's) or use a machine \
+         with more memory",
+        need as f64 / GIB,
+        available as f64 / GIB
+    )))
+}
+
 /// The memory this machine has free now (RAM the OS can hand out without swapping), or `None`
 /// where it cannot tell.
 pub fn available_memory() -> Option<u64> {
@@ -114,6 +137,20 @@ pub fn describe([width, height, frames]: [usize; 3]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_that_do_not_fit_are_refused_naming_the_folder_and_the_flag() {
+        // FLUX.1-dev's transformer alone in f32: 11.9 billion values.
+        let values = 11_901_408_320;
+        assert!(check_weights(values, 2, 24 << 30, "flux-dev").is_ok());
+        let msg = check_weights(values, 4, 24 << 30, "flux-dev")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("flux-dev") && msg.contains("44.3 GiB") && msg.contains("--dtype"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn the_estimate_scales_with_tokens_and_pixels_and_names_the_flag() {

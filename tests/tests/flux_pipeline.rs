@@ -3,10 +3,11 @@
 
 use std::{fs, path::Path};
 
-use burn::tensor::Tensor;
+use burn::{module::Module, tensor::Tensor};
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, tensor};
-use dit_pipeline::Prompt;
+use dit_layers::Weights;
+use dit_pipeline::{PipelineFolder, Prompt, check_weights};
 use models_flux::{
     FluxPipeline, FluxRequest,
     pipeline::{self, Pipeline, PipelineError},
@@ -121,6 +122,28 @@ fn gguf_transformer_run_equals_diffusers_on_its_decoded_weights() {
         atol,
         rtol,
         "GGUF image",
+    );
+}
+
+/// `run` and `serve` refuse a pipeline whose weights cannot fit before loading it: the count
+/// comes from the files' headers, a GGUF transformer counting as the model it holds.
+#[test]
+fn the_weights_are_counted_from_the_headers_before_loading() {
+    let folder = PipelineFolder::open(&fixture("flux_pipeline/model")).unwrap();
+    let gguf = fixture("gguf/flux-pipeline-Q8_0.gguf");
+    let all = folder.weight_values(None).unwrap();
+    assert_eq!(folder.weight_values(Some(&gguf)).unwrap(), all);
+    let in_gguf = Weights::open(&gguf).unwrap().values();
+    assert_eq!(in_gguf, pipeline().transformer().num_params() as u64);
+    assert!(all > in_gguf);
+    let bytes = all * 4;
+    assert!(check_weights(all, 4, bytes, "tiny").is_ok());
+    let msg = check_weights(all, 4, bytes - 1, "tiny")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("tiny") && msg.contains(&all.to_string()),
+        "{msg}"
     );
 }
 

@@ -18,7 +18,7 @@ use dicache_serve::{Encode, Encoder, Limits, Model};
 use dit_pipeline::{MAX_BATCH, Pipeline, PipelineFolder, available_memory};
 
 use crate::run::{
-    RunModel, flux::Flux, hunyuan::HunyuanVideo, stored_types, subcommand_of, wan::Wan,
+    RunModel, before_loading, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan,
 };
 
 /// Arguments of `cargo xtask serve`.
@@ -114,10 +114,13 @@ where
     let address = SocketAddr::new(args.host, args.port);
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+    before_loading(
+        opened,
+        args.transformer.as_deref(),
+        args.backend,
+        args.dtype,
+    )?;
     eprintln!("loading {}", folder.display());
-    if let Some(file) = args.transformer.as_deref() {
-        eprintln!("transformer {}", stored_types(file)?);
-    }
     let pipeline = M::Pipeline::<B>::load(folder, args.transformer.as_deref(), &device)
         .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
     let model = Model {

@@ -28,7 +28,8 @@ use dicache_core::{
 };
 use dit_layers::{Weights, gaussian_noise_rows};
 use dit_pipeline::{
-    MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings, available_memory,
+    MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings,
+    available_memory, check_weights,
 };
 use output::{ImageFile, OutputFile, check_distinct};
 use samples::SampleFiles;
@@ -343,9 +344,31 @@ fn open_folder<B: Backend, P: Pipeline<B, N>, const N: usize>(
     })
 }
 
+/// What `run` and `serve` do before loading the pipeline in `opened`: name what the
+/// single-file `transformer` stores, and on the CPU check that the weights fit this machine's
+/// free memory in `dtype` (a GPU's memory is its own).
+pub(crate) fn before_loading(
+    opened: &PipelineFolder,
+    transformer: Option<&Path>,
+    backend: BackendKind,
+    dtype: Dtype,
+) -> Result<()> {
+    if let Some(file) = transformer {
+        eprintln!("transformer {}", stored_types(file)?);
+    }
+    if backend == BackendKind::Cpu
+        && let Some(available) = available_memory()
+    {
+        let values = opened.weight_values(transformer)?;
+        let name = opened.root().display().to_string();
+        check_weights(values, dtype.bytes(), available, &name)?;
+    }
+    Ok(())
+}
+
 /// What the single-file transformer `file` stores, read from its header: `<file>: 84 tensors
 /// (F32 57, Q8_0 27)`.
-pub(crate) fn stored_types(file: &Path) -> Result<String> {
+fn stored_types(file: &Path) -> Result<String> {
     let context = || format!("--transformer {}", file.display());
     let weights = Weights::open(file).with_context(context)?;
     let mut counts = BTreeMap::<String, usize>::new();
@@ -372,18 +395,21 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let policy = common.policy(M::preset())?;
         let samples = common.samples()?;
         let folder = common.folder(M::MINI.as_ref(), name)?;
-        let defaults = open_folder::<B, M::Pipeline<B>, N>(&folder)?
-            .defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
+        let opened = open_folder::<B, M::Pipeline<B>, N>(&folder)?;
+        let defaults = opened.defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
         let settings = common.settings(defaults, self.frames);
         M::Pipeline::<B>::check_settings(&settings, &common.negative_prompt)?;
         let batch_size = common.batch_size(samples.len())?;
         let files = SampleFiles::for_samples(self.target, common.extra_outputs()?, samples.len())?;
         check_distinct(&files.iter().flat_map(SampleFiles::all).collect::<Vec<_>>())?;
         output::check_noise_file(common.init_noise.as_deref())?;
+        before_loading(
+            &opened,
+            common.transformer.as_deref(),
+            common.backend,
+            common.dtype,
+        )?;
         eprintln!("loading {}", folder.display());
-        if let Some(file) = common.transformer.as_deref() {
-            eprintln!("transformer {}", stored_types(file)?);
-        }
         let pipe = M::Pipeline::<B>::load(&folder, common.transformer.as_deref(), &device)
             .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
         let shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
