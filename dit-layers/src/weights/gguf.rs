@@ -12,6 +12,7 @@ use candle_core::{
     Device,
     quantized::{GgmlDType, ggml_file::qtensor_from_ggml},
 };
+use rayon::prelude::*;
 
 use super::{Encoding, Entry};
 
@@ -365,15 +366,31 @@ fn original_shape(name: &str, stored: &[usize], value: &Value) -> Result<Vec<usi
     }
 }
 
-/// The values of the quantized blocks `bytes` of type `dtype`, in order.
+/// Blocks decoded per task when a tensor is decoded in parallel.
+const CHUNK_BLOCKS: usize = 1 << 14;
+
+/// The values of the quantized blocks `bytes` of type `dtype`, in order, decoded in parallel
+/// chunks of whole blocks.
 pub(super) fn dequantize(dtype: GgmlDType, bytes: &[u8]) -> Result<Vec<f32>, String> {
-    let values = bytes.len() / dtype.type_size() * dtype.block_size();
+    let (per_block, block_bytes) = (dtype.block_size(), dtype.type_size());
+    let mut values = vec![0f32; bytes.len() / block_bytes * per_block];
+    values
+        .par_chunks_mut(CHUNK_BLOCKS * per_block)
+        .zip(bytes.par_chunks(CHUNK_BLOCKS * block_bytes))
+        .try_for_each(|(out, chunk)| decode_chunk(dtype, chunk, out))?;
+    Ok(values)
+}
+
+/// Decodes the whole blocks `bytes` of type `dtype` into `out`.
+fn decode_chunk(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
     // candle reads the bytes as its block structs: hand it an 8-byte aligned copy.
     let mut words = vec![0u64; bytes.len().div_ceil(8)];
     let aligned = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()];
     aligned.copy_from_slice(bytes);
-    qtensor_from_ggml(dtype, aligned, vec![values], &Device::Cpu)
+    let decoded = qtensor_from_ggml(dtype, aligned, vec![out.len()], &Device::Cpu)
         .and_then(|q| q.dequantize(&Device::Cpu))
         .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    out.copy_from_slice(&decoded);
+    Ok(())
 }
