@@ -148,24 +148,26 @@ impl PipelineFolder {
         )
     }
 
-    /// The number of weight values the pipeline loads: every tensor of the safetensors
-    /// components (sub-folders holding `.safetensors` files), with the single file
-    /// `transformer` (safetensors or GGUF) counted instead of `transformer/` when given. Read
-    /// from the files' headers, before anything is loaded.
-    pub fn weight_values(&self, transformer: Option<&Path>) -> Result<u64, PipelineError> {
+    /// The number of weight values the pipeline loads: every tensor of the components in
+    /// safetensors (sub-folders [`Weights::open`] finds weights in), with `transformer` (a
+    /// single file, safetensors or GGUF, already opened) counted instead of `transformer/` when
+    /// given. Read from the files' headers, before anything is loaded.
+    pub fn weight_values(&self, transformer: Option<&Weights>) -> Result<u64, PipelineError> {
         let io = |source| LoadError::Io {
             path: self.root.clone(),
             source,
         };
-        let mut total = match transformer {
-            Some(file) => Weights::open(file)?.values(),
-            None => 0,
-        };
+        let mut total = transformer.map_or(0, Weights::values);
         for entry in std::fs::read_dir(&self.root).map_err(io)? {
             let dir = entry.map_err(io)?.path();
             let replaced = transformer.is_some() && dir.file_name() == Some("transformer".as_ref());
-            if dir.is_dir() && !replaced && holds_safetensors(&dir) {
-                total += Weights::open(&dir)?.values();
+            if !dir.is_dir() || replaced {
+                continue;
+            }
+            match Weights::open(&dir) {
+                Ok(weights) => total += weights.values(),
+                Err(LoadError::NoWeights(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(total)
@@ -196,15 +198,6 @@ impl PipelineFolder {
             None => load_folder(&self.component("transformer", what)?)?,
         })
     }
-}
-
-/// Whether the folder `dir` holds a `.safetensors` file.
-fn holds_safetensors(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .filter_map(Result::ok)
-            .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
-    })
 }
 
 #[cfg(test)]

@@ -353,29 +353,31 @@ pub(crate) fn before_loading(
     backend: BackendKind,
     dtype: Dtype,
 ) -> Result<()> {
-    if let Some(file) = transformer {
-        eprintln!("transformer {}", stored_types(file)?);
-    }
+    let file = match transformer {
+        Some(path) => {
+            let weights =
+                Weights::open(path).with_context(|| format!("--transformer {}", path.display()))?;
+            eprintln!("transformer {}", stored_types(path, &weights)?);
+            Some(weights)
+        }
+        None => None,
+    };
     if backend == BackendKind::Cpu
         && let Some(available) = available_memory()
     {
-        let values = opened.weight_values(transformer)?;
+        let values = opened.weight_values(file.as_ref())?;
         let name = opened.root().display().to_string();
         check_weights(values, dtype.bytes(), available, &name)?;
     }
     Ok(())
 }
 
-/// What the single-file transformer `file` stores, read from its header: `<file>: 84 tensors
-/// (F32 57, Q8_0 27)`.
-fn stored_types(file: &Path) -> Result<String> {
-    let context = || format!("--transformer {}", file.display());
-    let weights = Weights::open(file).with_context(context)?;
+/// What the single-file transformer `file`, opened as `weights`, stores, read from its header:
+/// `<file>: 84 tensors (F32 57, Q8_0 27)`.
+fn stored_types(file: &Path, weights: &Weights) -> Result<String> {
     let mut counts = BTreeMap::<String, usize>::new();
     for key in weights.keys() {
-        *counts
-            .entry(weights.stored_type(key).with_context(context)?)
-            .or_default() += 1;
+        *counts.entry(weights.stored_type(key)?).or_default() += 1;
     }
     let types: Vec<String> = counts.iter().map(|(t, n)| format!("{t} {n}")).collect();
     Ok(format!(
