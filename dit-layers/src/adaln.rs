@@ -3,10 +3,9 @@
 //! `normalization.py`), applied after a parameter-free layer norm. WAN's blocks apply the same
 //! [`Modulation`], read from a learned table plus the timestep projection.
 
-use crate::{LayerNorm, LoadError, ParamSource, per_sample};
+use crate::{LayerNorm, Linear, LoadError, ParamSource, per_sample};
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Tensor, activation::silu, backend::Backend},
 };
 

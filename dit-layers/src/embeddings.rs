@@ -4,11 +4,10 @@
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{FloatDType, Tensor, TensorData, activation, backend::Backend},
 };
 
-use crate::{LoadError, ParamSource, per_sample};
+use crate::{Linear, LoadError, ParamSource, per_sample};
 
 /// Sinusoidal projection of (fractional) timesteps, diffusers' `Timesteps` /
 /// `get_timestep_embedding`: `[sin(t w_j), cos(t w_j)]` with `w_j = max_period^(-j / (half - shift))`.

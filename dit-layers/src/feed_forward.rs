@@ -2,11 +2,10 @@
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
 
-use crate::{LoadError, MlpActivation, ParamSource};
+use crate::{Linear, LoadError, MlpActivation, ParamSource};
 
 /// diffusers `FeedForward(dim, inner_dim, activation_fn)` with `activation_fn`
 /// `"gelu-approximate"` ([`MlpActivation::GeluTanh`], the blocks of FLUX.1, HunyuanVideo and

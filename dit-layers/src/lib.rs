@@ -53,7 +53,7 @@ pub use input::{
     Checked, InputError, StepTensors, check_guidance, expect_batch, expect_shape, patch_grid,
     same_shape,
 };
-pub use linear::{linear, linear_from_rows, linear_swapped_halves};
+pub use linear::{Linear, QuantizedLinear, linear, linear_from_rows, linear_swapped_halves};
 pub use mmdit::{
     DualStreamBlock, JointAttention, JointLayout, MmditBlocks, SingleAttention, SingleStreamBlock,
 };
@@ -66,4 +66,4 @@ pub use per_sample::per_sample;
 pub use qkv::{Heads, QK_NORM_EPS, QkNormScope, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};
 pub use transformer::{ConfigCheck, DiffusionTransformer, Layout, TransformerConfig};
-pub use weights::{Weights, WeightsView};
+pub use weights::{QuantizedMatrix, Weights, WeightsView};

@@ -12,13 +12,12 @@ use std::ops::Range;
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
 
 use crate::{
     ADALN_NORM_EPS, AdaLayerNormZero, AdaLayerNormZeroSingle, FeedForward, Heads, LayerNorm,
-    LoadError, MlpActivation, ParamSource, QkvNames, QkvProjection, RopeTable, attention,
+    Linear, LoadError, MlpActivation, ParamSource, QkvNames, QkvProjection, RopeTable, attention,
     merge_heads,
 };
 

@@ -8,13 +8,12 @@ use std::ops::Range;
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
 use dicache_core::BatchRows;
 
 use crate::{
-    AdaLayerNormContinuous, JointLayout, LoadError, MmditBlocks, ParamSource, RopeTable,
+    AdaLayerNormContinuous, JointLayout, Linear, LoadError, MmditBlocks, ParamSource, RopeTable,
     TimeTextEmbedding,
 };
 

@@ -11,13 +11,13 @@ use std::ops::Range;
 
 use burn::{
     module::Param,
-    nn::{Linear, LinearConfig},
+    nn::LinearConfig,
     tensor::{Distribution, Tensor, backend::Backend},
 };
 
 use crate::{
-    LayerNorm, LoadError, PatchEmbed3d, RmsNorm, Weights, WeightsView, linear, linear_from_rows,
-    linear_swapped_halves,
+    LayerNorm, Linear, LoadError, PatchEmbed3d, RmsNorm, Weights, WeightsView, linear,
+    linear_from_rows, linear_swapped_halves,
 };
 
 /// A provider of layers by their reference (diffusers) module path.
@@ -367,7 +367,8 @@ impl<B: Backend> ParamSource<B> for ModelParams<'_, B> {
         let Some((weights, stored)) = self.locate(name)? else {
             return Ok(LinearConfig::new(d_in, d_out)
                 .with_bias(bias)
-                .init(self.device));
+                .init(self.device)
+                .into());
         };
         match stored {
             Stored::Renamed(key) => linear(&weights.view(&key), d_in, d_out, bias, self.device),

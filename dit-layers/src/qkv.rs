@@ -5,11 +5,10 @@
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
 
-use crate::{LoadError, ParamSource, RmsNorm, RopeTable};
+use crate::{Linear, LoadError, ParamSource, RmsNorm, RopeTable};
 
 /// Epsilon of the query/key RMS norms (FLUX.1 and HunyuanVideo).
 pub const QK_NORM_EPS: f64 = 1e-6;

@@ -2,15 +2,17 @@
 //! file (see [`gguf`]).
 
 mod gguf;
+mod quantized;
 
 pub(crate) use gguf::SUPPORTED as GGUF_TYPES;
+pub use quantized::QuantizedMatrix;
 
 use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
     ops::Range,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
@@ -41,10 +43,22 @@ struct Entry {
     bytes: Range<usize>,
 }
 
+impl Entry {
+    /// The block type of a matrix of ggml blocks whose rows are whole blocks: a linear weight
+    /// that stays quantized when loaded.
+    fn kept_quantized(&self) -> Option<GgmlDType> {
+        match (&self.encoding, self.shape.as_slice()) {
+            (&Encoding::Blocks(dtype), [_, cols]) if cols % dtype.block_size() == 0 => Some(dtype),
+            _ => None,
+        }
+    }
+}
+
 /// One memory-mapped checkpoint file and the tensors its header lists.
 struct WeightFile {
     path: PathBuf,
-    mmap: Mmap,
+    /// Shared with the [`QuantizedMatrix`]es read from it, which decode from it when used.
+    mmap: Arc<Mmap>,
     tensors: HashMap<String, Entry>,
     /// A GGUF file's `general.architecture` (safetensors files have none).
     architecture: Option<String>,
@@ -103,7 +117,7 @@ impl WeightFile {
         };
         Ok(Self {
             path: path.to_path_buf(),
-            mmap,
+            mmap: Arc::new(mmap),
             tensors,
             architecture,
         })
@@ -251,16 +265,29 @@ impl Weights {
         keys
     }
 
-    /// The number of values of all tensors (what they take loaded, in values, whatever the
-    /// files store them as).
+    /// The number of values of all tensors, whatever the files store them as.
     pub fn values(&self) -> u64 {
-        self.index
-            .values()
-            .map(|(file, name)| {
-                let shape = &self.files[*file].tensors[name].shape;
-                shape.iter().map(|&d| d as u64).product::<u64>()
+        self.entries()
+            .map(|entry| entry.shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum()
+    }
+
+    /// The bytes all tensors take once loaded with floats of `dtype_bytes` bytes: matrices of
+    /// ggml blocks (linear weights, see [`Weights::quantized`]) stay quantized at their stored
+    /// size, every other tensor is decoded into the compute dtype.
+    pub fn loaded_bytes(&self, dtype_bytes: usize) -> u64 {
+        self.entries()
+            .map(|entry| match entry.kept_quantized() {
+                Some(_) => entry.bytes.len() as u64,
+                None => entry.shape.iter().map(|&d| d as u64).product::<u64>() * dtype_bytes as u64,
             })
             .sum()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.index
+            .values()
+            .map(|(file, name)| &self.files[*file].tensors[name])
     }
 
     /// The shape of `key` (outermost dimension first, in GGUF files too).
@@ -282,6 +309,51 @@ impl Weights {
     /// The tensor `key` as host data, checked to have `shape` and to hold only finite values:
     /// floats in their stored dtype, ggml blocks decoded to f32.
     pub fn data(&self, key: &str, shape: &[usize]) -> Result<TensorData, LoadError> {
+        let (file, entry) = self.checked(key, shape)?;
+        let bytes = &file.mmap[entry.bytes.clone()];
+        let data = match &entry.encoding {
+            Encoding::Float(dtype) => {
+                TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), *dtype)
+            }
+            Encoding::Blocks(dtype) => {
+                let values =
+                    gguf::dequantize(*dtype, bytes).map_err(|message| LoadError::Corrupt {
+                        path: file.path.clone(),
+                        format: "GGUF",
+                        message: format!("tensor {key:?}: {message}"),
+                    })?;
+                TensorData::new(values, shape.to_vec())
+            }
+            Encoding::Other(_) => unreachable!("`checked` refuses tensors that are not floats"),
+        };
+        self.mark_used(key);
+        Ok(data)
+    }
+
+    /// The matrix `key`, checked to have `shape` and to decode to finite values, kept
+    /// quantized in the memory map when the file stores it as ggml blocks whose rows are whole
+    /// blocks; `None` when it is stored otherwise (read it with [`Weights::tensor`]).
+    pub fn quantized(
+        &self,
+        key: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<QuantizedMatrix>, LoadError> {
+        let Some(dtype) = self.info(key)?.1.kept_quantized() else {
+            return Ok(None);
+        };
+        let (file, entry) = self.checked(key, &shape)?;
+        self.mark_used(key);
+        Ok(Some(QuantizedMatrix::new(
+            Arc::clone(&file.mmap),
+            dtype,
+            entry.bytes.clone(),
+            shape,
+        )))
+    }
+
+    /// Where `key` is stored, once checked to have `shape`, to be a float or ggml-block tensor
+    /// and to hold only finite values.
+    fn checked(&self, key: &str, shape: &[usize]) -> Result<(&WeightFile, &Entry), LoadError> {
         let (file, entry) = self.info(key)?;
         if entry.shape != shape {
             return Err(LoadError::Shape {
@@ -292,21 +364,9 @@ impl Weights {
             });
         }
         let bytes = &file.mmap[entry.bytes.clone()];
-        let (data, non_finite) = match &entry.encoding {
-            Encoding::Float(dtype) => (
-                TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), *dtype),
-                non_finite(bytes, *dtype),
-            ),
-            Encoding::Blocks(dtype) => {
-                let values =
-                    gguf::dequantize(*dtype, bytes).map_err(|message| LoadError::Corrupt {
-                        path: file.path.clone(),
-                        format: "GGUF",
-                        message: format!("tensor {key:?}: {message}"),
-                    })?;
-                let count = values.iter().filter(|v| !v.is_finite()).count();
-                (TensorData::new(values, shape.to_vec()), count)
-            }
+        let non_finite = match &entry.encoding {
+            Encoding::Float(dtype) => non_finite(bytes, *dtype),
+            Encoding::Blocks(dtype) => gguf::non_finite_values(*dtype, bytes),
             Encoding::Other(dtype) => {
                 return Err(LoadError::Dtype {
                     key: key.to_string(),
@@ -322,11 +382,14 @@ impl Weights {
                 count: non_finite,
             });
         }
+        Ok((file, entry))
+    }
+
+    fn mark_used(&self, key: &str) {
         self.used
             .lock()
             .expect("no panics while holding the lock")
             .insert(key.to_string());
-        Ok(data)
     }
 
     /// How the tensor `key` is stored: `"F32"`, `"BF16"`, a ggml type (`"Q8_0"`, `"Q4_K"`).
@@ -475,6 +538,16 @@ impl<'a> WeightsView<'a> {
         device: &B::Device,
     ) -> Result<Tensor<B, D>, LoadError> {
         self.weights.tensor(&self.key(name), shape, device)
+    }
+
+    /// The matrix `name` kept quantized, when stored as ggml blocks (see
+    /// [`Weights::quantized`]).
+    pub fn quantized(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<QuantizedMatrix>, LoadError> {
+        self.weights.quantized(&self.key(name), shape)
     }
 
     /// The tensor `name` if present, else `None`; present with a wrong shape is an error.

@@ -148,16 +148,21 @@ impl PipelineFolder {
         )
     }
 
-    /// The number of weight values the pipeline loads: every tensor of the components in
-    /// safetensors (sub-folders [`Weights::open`] finds weights in), with `transformer` (a
+    /// The bytes the pipeline's weights take loaded with floats of `dtype_bytes` bytes (see
+    /// [`Weights::loaded_bytes`]: GGUF matrices stay quantized): every tensor of the components
+    /// in safetensors (sub-folders [`Weights::open`] finds weights in), with `transformer` (a
     /// single file, safetensors or GGUF, already opened) counted instead of `transformer/` when
     /// given. Read from the files' headers, before anything is loaded.
-    pub fn weight_values(&self, transformer: Option<&Weights>) -> Result<u64, PipelineError> {
+    pub fn weight_bytes(
+        &self,
+        transformer: Option<&Weights>,
+        dtype_bytes: usize,
+    ) -> Result<u64, PipelineError> {
         let io = |source| LoadError::Io {
             path: self.root.clone(),
             source,
         };
-        let mut total = transformer.map_or(0, Weights::values);
+        let mut total = transformer.map_or(0, |w| w.loaded_bytes(dtype_bytes));
         for entry in std::fs::read_dir(&self.root).map_err(io)? {
             let dir = entry.map_err(io)?.path();
             let replaced = transformer.is_some() && dir.file_name() == Some("transformer".as_ref());
@@ -165,7 +170,7 @@ impl PipelineFolder {
                 continue;
             }
             match Weights::open(&dir) {
-                Ok(weights) => total += weights.values(),
+                Ok(weights) => total += weights.loaded_bytes(dtype_bytes),
                 Err(LoadError::NoWeights(_)) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -94,24 +94,23 @@ pub struct ModelSizes {
     pub decoder_channels: usize,
 }
 
-/// Fails when `values` weight values of `dtype_bytes` bytes each (a pipeline's, loaded in the
-/// compute dtype) need more than `available` bytes, with a message naming the `folder`, the
-/// amounts and what lowers them.
+/// Fails when a pipeline's weights, `need` bytes loaded with floats of `dtype_bytes` bytes
+/// ([`crate::PipelineFolder::weight_bytes`]), do not fit in the `available` bytes, with a
+/// message naming the `folder`, the amounts and what lowers them.
 pub fn check_weights(
-    values: u64,
+    need: u64,
     dtype_bytes: usize,
     available: u64,
     folder: &str,
 ) -> Result<(), PipelineError> {
-    let need = values.saturating_mul(dtype_bytes as u64);
     if need <= available {
         return Ok(());
     }
     Err(PipelineError::Request(format!(
-        "loading {folder} needs about {:.1} GiB for its {values} weights at {dtype_bytes} bytes \
-         each (quantized and half-precision files are decoded into the compute dtype), and {:.1} \
-         GiB of memory are available: lower --dtype (bf16 or f16 halve f32's) or use a machine \
-         with more memory",
+        "loading {folder} needs about {:.1} GiB for its weights with {dtype_bytes}-byte floats \
+         (half-precision files are decoded into the compute dtype; only GGUF matrices stay \
+         quantized), and {:.1} GiB of memory are available: lower --dtype (bf16 or f16 halve \
+         f32's), use a quantized GGUF --transformer, or use a machine with more memory",
         need as f64 / GIB,
         available as f64 / GIB
     )))
@@ -140,10 +139,10 @@ mod tests {
 
     #[test]
     fn weights_that_do_not_fit_are_refused_naming_the_folder_and_the_flag() {
-        // FLUX.1-dev's transformer alone in f32: 11.9 billion values.
-        let values = 11_901_408_320;
-        assert!(check_weights(values, 2, 24 << 30, "flux-dev").is_ok());
-        let msg = check_weights(values, 4, 24 << 30, "flux-dev")
+        // FLUX.1-dev's transformer alone: 11.9 billion values.
+        let values: u64 = 11_901_408_320;
+        assert!(check_weights(values * 2, 2, 24 << 30, "flux-dev").is_ok());
+        let msg = check_weights(values * 4, 4, 24 << 30, "flux-dev")
             .unwrap_err()
             .to_string();
         assert!(

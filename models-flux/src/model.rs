@@ -6,12 +6,11 @@ use std::{ops::Range, path::Path};
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
 use dicache_core::CacheableModel;
 use dit_layers::{
-    ConfigCheck, DiffusionTransformer, FromParams, InputError, JointLayout, LoadError,
+    ConfigCheck, DiffusionTransformer, FromParams, InputError, JointLayout, Linear, LoadError,
     MmditContext, MmditDims, MmditState, MmditTrunk, ModelParams, MultiAxisRope, ParamSource,
     TransformerConfig,
 };

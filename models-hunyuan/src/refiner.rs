@@ -4,11 +4,10 @@
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Bool, Tensor, activation::silu, backend::Backend},
 };
 use dit_layers::{
-    FeedForward, LayerNorm, LoadError, MlpActivation, ModelParams, ParamSource, QkvNames,
+    FeedForward, LayerNorm, Linear, LoadError, MlpActivation, ModelParams, ParamSource, QkvNames,
     QkvProjection, TimeTextEmbedding, attention, merge_heads, over_tokens, per_sample,
 };
 

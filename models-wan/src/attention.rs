@@ -2,9 +2,10 @@
 //! over all heads' channels of the queries and of the keys, rotary embedding in
 //! self-attention, scaled dot-product attention, output projection.
 
-use burn::{module::Module, nn::Linear, tensor::Tensor, tensor::backend::Backend};
+use burn::{module::Module, tensor::Tensor, tensor::backend::Backend};
 use dit_layers::{
-    LoadError, ParamSource, QkNormScope, QkvNames, QkvProjection, RopeTable, attention, merge_heads,
+    Linear, LoadError, ParamSource, QkNormScope, QkvNames, QkvProjection, RopeTable, attention,
+    merge_heads,
 };
 
 /// Self-attention (`attn1`, keys from the video tokens) or cross-attention (`attn2`, keys from

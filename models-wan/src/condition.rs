@@ -3,11 +3,10 @@
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{DType, Tensor, activation::silu, backend::Backend},
 };
 use dit_layers::{
-    EmbeddingMlp, LoadError, MlpActivation, ParamSource, SinusoidalTimesteps, per_sample,
+    EmbeddingMlp, Linear, LoadError, MlpActivation, ParamSource, SinusoidalTimesteps, per_sample,
 };
 
 /// Number of modulation vectors each block reads (shift, scale, gate of attention and FFN).

@@ -6,13 +6,13 @@ use std::{ops::Range, path::Path};
 
 use burn::{
     module::{Module, Param},
-    nn::Linear,
     tensor::{Tensor, backend::Backend},
 };
 use dicache_core::{BatchRows, CacheableModel};
 use dit_layers::{
-    ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, LoadError, ModelParams,
-    MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TransformerConfig, scale_shift,
+    ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, Linear, LoadError,
+    ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TransformerConfig,
+    scale_shift,
 };
 
 use crate::{

@@ -11,7 +11,7 @@ pub mod half;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::Trace;
-use dit_layers::LoadError;
+use dit_layers::{LoadError, Weights};
 use safetensors::SafeTensors;
 
 /// The CPU backend the tests run on.
@@ -308,4 +308,16 @@ pub fn assert_trace_matches(trace: &Trace, run: &HashMap<String, TensorData>) {
         trace.steps.iter().map(|s| s.accumulated).collect(),
     );
     close("trace.gamma", trace.steps.iter().map(|s| s.gamma).collect());
+}
+
+/// How many values the checkpoint `path` stores as ggml blocks (GGUF's quantized types): what
+/// a model loaded from it keeps quantized rather than as parameters.
+pub fn quantized_values(path: &Path) -> usize {
+    let weights = Weights::open(path).expect("open the checkpoint");
+    weights
+        .keys()
+        .into_iter()
+        .filter(|key| weights.stored_type(key).unwrap().starts_with('Q'))
+        .map(|key| weights.shape(key).unwrap().iter().product::<usize>())
+        .sum()
 }

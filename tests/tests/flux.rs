@@ -5,7 +5,10 @@
 
 use std::{collections::HashMap, fs, path::Path};
 
-use burn::tensor::{Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Tensor, TensorData},
+};
 use dicache_core::{
     CachePolicy, CacheScope, CacheSession, CacheSettings, CacheableModel, DiCacheConfig, Pass,
     Trace,
@@ -13,7 +16,7 @@ use dicache_core::{
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
     assert_trace_matches, assert_truncated_file_named, assert_truncated_shard_named, fixture,
-    load_fixture, tensor,
+    load_fixture, quantized_values, tensor,
 };
 use dit_layers::Weights;
 use models_flux::{
@@ -154,10 +157,19 @@ const RERUN_ATOL: f32 = 3e-5;
 #[test]
 fn gguf_files_match_diffusers_on_their_decoded_weights() {
     let fx = load_fixture("flux/forward.safetensors");
+    let dense = dev_bfl().num_params();
     for kind in ["Q8_0", "Q4_1"] {
         let file = fixture(&format!("gguf/flux-{kind}.gguf"));
         let model = FluxTransformer::<Cpu>::load_original(&file, tiny_axes(), &device())
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        // Every quantized tensor (fused qkv rows, swapped modulation halves included) stays
+        // quantized in memory rather than becoming a parameter tensor.
+        assert!(quantized_values(&file) > dense / 2, "{kind}");
+        assert_eq!(
+            model.num_params() + quantized_values(&file),
+            dense,
+            "{kind}"
+        );
         let input = model.check_input(inputs(&fx, true, 2)).unwrap();
         let want = load_fixture(&format!("gguf/flux-{kind}.safetensors"));
         let what = format!("GGUF {kind} forward");

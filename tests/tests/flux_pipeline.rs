@@ -3,9 +3,9 @@
 
 use std::{fs, path::Path};
 
-use burn::{module::Module, tensor::Tensor};
+use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig};
-use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, tensor};
+use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, quantized_values, tensor};
 use dit_layers::Weights;
 use dit_pipeline::{PipelineFolder, Prompt, check_weights};
 use models_flux::{
@@ -125,27 +125,34 @@ fn gguf_transformer_run_equals_diffusers_on_its_decoded_weights() {
     );
 }
 
-/// `run` and `serve` refuse a pipeline whose weights cannot fit before loading it: the count
-/// comes from the files' headers, a GGUF transformer counting as the model it holds.
+/// `run` and `serve` refuse a pipeline whose weights cannot fit before loading it: the bytes
+/// come from the files' headers, a GGUF transformer's matrices counting at their quantized size.
 #[test]
 fn the_weights_are_counted_from_the_headers_before_loading() {
     let folder = PipelineFolder::open(&fixture("flux_pipeline/model")).unwrap();
-    let gguf = fixture("gguf/flux-pipeline-Q8_0.gguf");
-    let gguf = Weights::open(&gguf).unwrap();
-    let all = folder.weight_values(None).unwrap();
-    assert_eq!(folder.weight_values(Some(&gguf)).unwrap(), all);
-    let in_gguf = gguf.values();
-    assert_eq!(in_gguf, pipeline().transformer().num_params() as u64);
-    assert!(all > in_gguf);
-    let bytes = all * 4;
-    assert!(check_weights(all, 4, bytes, "tiny").is_ok());
-    let msg = check_weights(all, 4, bytes - 1, "tiny")
+    let path = fixture("gguf/flux-pipeline-Q8_0.gguf");
+    let gguf = Weights::open(&path).unwrap();
+    let all = folder.weight_bytes(None, 4).unwrap();
+    let transformer = Weights::open(&fixture("flux_pipeline/model/transformer")).unwrap();
+    assert_eq!(transformer.values(), gguf.values());
+    assert_eq!(transformer.loaded_bytes(4), 4 * transformer.values());
+    assert_eq!(folder.weight_bytes(None, 2).unwrap() * 2, all);
+    // Q8_0 keeps 34 bytes per 32 values of its matrices.
+    let quantized = quantized_values(&path) as u64;
+    assert!(quantized > 0);
+    assert_eq!(
+        gguf.loaded_bytes(4),
+        4 * (gguf.values() - quantized) + quantized / 32 * 34
+    );
+    assert_eq!(
+        folder.weight_bytes(Some(&gguf), 4).unwrap(),
+        all - transformer.loaded_bytes(4) + gguf.loaded_bytes(4)
+    );
+    assert!(check_weights(all, 4, all, "tiny").is_ok());
+    let msg = check_weights(all, 4, all - 1, "tiny")
         .unwrap_err()
         .to_string();
-    assert!(
-        msg.contains("tiny") && msg.contains(&all.to_string()),
-        "{msg}"
-    );
+    assert!(msg.contains("tiny") && msg.contains("4-byte"), "{msg}");
 }
 
 #[test]

@@ -6,8 +6,9 @@
 
 use std::fs;
 
+use burn::tensor::{Tensor, TensorData};
 use dicache_tests::{Cpu, Scratch, fixture, load_fixture};
-use dit_layers::{DiffusionTransformer, LoadError, Weights};
+use dit_layers::{DiffusionTransformer, Linear, LoadError, QuantizedLinear, Weights};
 use models_wan::WanTransformer;
 
 /// `types.gguf` copied into `scratch` with `change` applied to its bytes.
@@ -143,6 +144,107 @@ fn unsupported_type_is_an_error_naming_tensor_and_type() {
         msg.contains("t.F32") && msg.contains("IQ4_NL") && msg.contains("Q4_K"),
         "{msg}"
     );
+}
+
+/// The ggml block types of `types.gguf` (its `t.<TYPE>` tensors, 2 x 512).
+const BLOCK_TYPES: [&str; 10] = [
+    "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+];
+
+#[test]
+fn quantized_matrices_decode_and_multiply_as_the_gguf_package_decodes() {
+    let weights = Weights::open(&fixture("gguf/types.gguf")).unwrap();
+    let expected = load_fixture("gguf/types.safetensors");
+    for float in ["t.F32", "t.F16", "t.BF16"] {
+        assert!(
+            weights.quantized(float, [2, 512]).unwrap().is_none(),
+            "{float}"
+        );
+    }
+    let device = Default::default();
+    // x = [e_0; e_511; ones]: the layer's outputs are W's first and last columns and row sums.
+    let mut x = vec![0f32; 3 * 512];
+    x[0] = 1.0;
+    x[512 + 511] = 1.0;
+    x[1024..].fill(1.0);
+    let x = Tensor::<Cpu, 2>::from_data(TensorData::new(x, [3, 512]), &device);
+    for kind in BLOCK_TYPES {
+        let name = format!("t.{kind}");
+        let matrix = weights.quantized(&name, [2, 512]).unwrap().expect(&name);
+        assert_eq!(
+            (matrix.type_name().as_str(), matrix.shape()),
+            (kind, [2, 512])
+        );
+        let want: Vec<f32> = expected[&name].to_vec().unwrap();
+        assert_eq!(matrix.dequantize(), want, "{name} decodes bit for bit");
+
+        let layer = Linear::<Cpu>::Quantized(QuantizedLinear {
+            weight: matrix,
+            bias: None,
+        });
+        let row_sum = |r: usize| want[r * 512..(r + 1) * 512].iter().sum::<f32>();
+        let expect = |rows: [usize; 2]| {
+            let [a, b] = rows.map(|r| [want[r * 512], want[r * 512 + 511], row_sum(r)]);
+            vec![a[0], b[0], a[1], b[1], a[2], b[2]]
+        };
+        // Sums of 512 values in another order: rounding relative to the sum of magnitudes.
+        let magnitude: f32 = want.iter().map(|v| v.abs()).sum();
+        let close = |got: Vec<f32>, want: Vec<f32>, what: &str| {
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-6 * magnitude,
+                    "{name} {what}: {got:?} {want:?}"
+                );
+            }
+        };
+        let got: Vec<f32> = layer.forward(x.clone()).into_data().to_vec().unwrap();
+        close(got, expect([0, 1]), "forward");
+        let swapped = layer.reorder_outputs(&[1, 0]);
+        let got: Vec<f32> = swapped.forward(x.clone()).into_data().to_vec().unwrap();
+        close(got, expect([1, 0]), "outputs reordered");
+    }
+}
+
+#[test]
+fn a_non_finite_scale_of_any_block_type_is_an_error_naming_the_tensor() {
+    let scratch = Scratch::new("gguf-non-finite-types");
+    let names: Vec<String> = load_fixture("gguf/types.safetensors").into_keys().collect();
+    // Where each type's blocks keep their f16 scales (ggml's block layouts), and the size of
+    // a block: the second block's scale is damaged.
+    let scales: [(&str, &[usize], usize); 10] = [
+        ("Q4_0", &[0], 18),
+        ("Q4_1", &[0, 2], 20),
+        ("Q5_0", &[0], 22),
+        ("Q5_1", &[0, 2], 24),
+        ("Q8_0", &[0], 34),
+        ("Q2_K", &[80, 82], 84),
+        ("Q3_K", &[108], 110),
+        ("Q4_K", &[0, 2], 144),
+        ("Q5_K", &[0, 2], 176),
+        ("Q6_K", &[208], 210),
+    ];
+    for (kind, offsets, block) in scales {
+        for &offset in offsets {
+            let name = format!("t.{kind}");
+            let path = damaged(&scratch, |bytes| {
+                let at = data_offset(bytes, &name, &names) + block + offset;
+                bytes[at..at + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
+            });
+            let weights = Weights::open(&path).unwrap();
+            let per_block = if kind.ends_with("_K") { 256 } else { 32 };
+            for err in [
+                weights.quantized(&name, [2, 512]).unwrap_err(),
+                weights.data(&name, &[2, 512]).unwrap_err(),
+            ] {
+                let msg = err.to_string();
+                assert!(
+                    matches!(err, LoadError::NonFinite { count, .. } if count == per_block),
+                    "{kind} scale at {offset}: {msg}"
+                );
+                assert!(msg.contains(&name) && msg.contains("damaged.gguf"), "{msg}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -5,12 +5,15 @@
 
 use std::{collections::HashMap, fs, path::Path};
 
-use burn::tensor::{Tensor, TensorData};
+use burn::{
+    module::Module,
+    tensor::{Tensor, TensorData},
+};
 use dicache_core::{CachePolicy, CacheSession, CacheableModel, DiCacheConfig, Pass};
 use dicache_tests::{
     Cpu, Scratch, assert_close, assert_missing_shard_named, assert_reshaped_tensor_named,
     assert_trace_matches, assert_truncated_file_named, assert_truncated_shard_named, fixture,
-    load_fixture, reshape_stored, tensor,
+    load_fixture, quantized_values, reshape_stored, tensor,
 };
 use dit_layers::{LoadError, Weights};
 use models_wan::{
@@ -118,10 +121,18 @@ fn original_file_matches_reference() {
 #[test]
 fn gguf_files_match_diffusers_on_their_decoded_weights() {
     let fx = load_fixture("wan/forward.safetensors");
+    let dense = t2v_diffusers().num_params();
     for kind in ["Q8_0", "Q5_0"] {
         let file = fixture(&format!("gguf/wan-{kind}.gguf"));
         let model = WanTransformer::<Cpu>::load_original(&file, TINY_HEADS, &device())
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        // The quantized tensors stay quantized in memory rather than becoming parameters.
+        assert!(quantized_values(&file) > 0, "{kind}");
+        assert_eq!(
+            model.num_params() + quantized_values(&file),
+            dense,
+            "{kind}"
+        );
         let input = model.check_input(inputs(&fx)).unwrap();
         let want = load_fixture(&format!("gguf/wan-{kind}.safetensors"));
         let what = format!("GGUF {kind} forward");

@@ -8,11 +8,11 @@ use std::path::Path;
 
 use burn::{
     module::{Module, Param},
-    nn::Linear,
     tensor::{Bool, Int, Tensor, TensorData, backend::Backend, module::embedding},
 };
 use dit_layers::{
-    Component, FromParams, LayerNorm, LoadError, MlpActivation, ModelParams, ParamSource, attention,
+    Component, FromParams, LayerNorm, Linear, LoadError, MlpActivation, ModelParams, ParamSource,
+    attention,
 };
 use serde::Deserialize;
 

@@ -9,12 +9,11 @@ use std::path::Path;
 
 use burn::{
     module::{Module, Param},
-    nn::Linear,
     tensor::{Bool, Int, Tensor, backend::Backend, module::embedding},
 };
 use dit_layers::{
-    Component, FromParams, LoadError, MlpActivation, ModelParams, ParamSource, RmsNorm, RopeTable,
-    attention,
+    Component, FromParams, Linear, LoadError, MlpActivation, ModelParams, ParamSource, RmsNorm,
+    RopeTable, attention,
 };
 use serde::Deserialize;
 
@@ -212,25 +211,11 @@ impl<B: Backend> LlamaAttention<B> {
 /// Reorders each head's output channels of `proj` from halves (`j` with `j + head_dim / 2`) to
 /// adjacent pairs (`2j`, `2j + 1`).
 fn pair_halves<B: Backend>(proj: Linear<B>, heads: usize, head_dim: usize) -> Linear<B> {
-    let [d_in, d_out] = proj.weight.dims();
-    let weight = proj
-        .weight
-        .val()
-        .reshape([d_in, heads, 2, head_dim / 2])
-        .swap_dims(2, 3)
-        .reshape([d_in, d_out]);
-    let bias = proj.bias.map(|b| {
-        let b = b
-            .val()
-            .reshape([heads, 2, head_dim / 2])
-            .swap_dims(1, 2)
-            .reshape([d_out]);
-        Param::from_tensor(b)
-    });
-    Linear {
-        weight: Param::from_tensor(weight),
-        bias,
-    }
+    let half = head_dim / 2;
+    let order: Vec<usize> = (0..heads)
+        .flat_map(|h| (0..half).flat_map(move |j| [h * head_dim + j, h * head_dim + half + j]))
+        .collect();
+    proj.reorder_outputs(&order)
 }
 
 /// Each of the `[batch, kv_heads, seq, head_dim]` heads repeated `groups` times in a row:

@@ -9,11 +9,10 @@ use std::path::Path;
 
 use burn::{
     module::{Module, Param},
-    nn::Linear,
     tensor::{Bool, Int, Tensor, TensorData, backend::Backend, module::embedding},
 };
 use dit_layers::{
-    Component, FromParams, LoadError, MlpActivation, ModelParams, ParamSource, RmsNorm,
+    Component, FromParams, Linear, LoadError, MlpActivation, ModelParams, ParamSource, RmsNorm,
     attention_with_bias,
 };
 use serde::Deserialize;

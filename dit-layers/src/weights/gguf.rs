@@ -372,13 +372,69 @@ const CHUNK_BLOCKS: usize = 1 << 14;
 /// The values of the quantized blocks `bytes` of type `dtype`, in order, decoded in parallel
 /// chunks of whole blocks.
 pub(super) fn dequantize(dtype: GgmlDType, bytes: &[u8]) -> Result<Vec<f32>, String> {
-    let (per_block, block_bytes) = (dtype.block_size(), dtype.type_size());
-    let mut values = vec![0f32; bytes.len() / block_bytes * per_block];
-    values
-        .par_chunks_mut(CHUNK_BLOCKS * per_block)
-        .zip(bytes.par_chunks(CHUNK_BLOCKS * block_bytes))
-        .try_for_each(|(out, chunk)| decode_chunk(dtype, chunk, out))?;
+    let mut values = vec![0f32; bytes.len() / dtype.type_size() * dtype.block_size()];
+    dequantize_into(dtype, bytes, &mut values)?;
     Ok(values)
+}
+
+/// Decodes the quantized blocks `bytes` of type `dtype` into `out` (one value per slot), in
+/// parallel chunks of whole blocks.
+pub(super) fn dequantize_into(
+    dtype: GgmlDType,
+    bytes: &[u8],
+    out: &mut [f32],
+) -> Result<(), String> {
+    let (per_block, block_bytes) = (dtype.block_size(), dtype.type_size());
+    if bytes.len() % block_bytes != 0 || bytes.len() / block_bytes * per_block != out.len() {
+        return Err(format!(
+            "{} bytes of {} blocks do not decode to {} values",
+            bytes.len(),
+            block_name(dtype),
+            out.len()
+        ));
+    }
+    out.par_chunks_mut(CHUNK_BLOCKS * per_block)
+        .zip(bytes.par_chunks(CHUNK_BLOCKS * block_bytes))
+        .try_for_each(|(out, chunk)| decode_chunk(dtype, chunk, out))
+}
+
+/// Where a block of type `dtype` keeps its f16 scales (`d`, and `dmin` or `m` where it has
+/// one), in bytes from the block's start: every value of a block is a finite combination of
+/// small integers and these, so the block decodes to finite values exactly when they are finite.
+fn scale_offsets(dtype: GgmlDType) -> &'static [usize] {
+    match dtype {
+        GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q8_0 => &[0],
+        GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q4K | GgmlDType::Q5K => &[0, 2],
+        // scales[16], qs[64], then d and dmin.
+        GgmlDType::Q2K => &[80, 82],
+        // hmask[32], qs[64], scales[12], then d.
+        GgmlDType::Q3K => &[108],
+        // ql[128], qh[64], scales[16], then d.
+        GgmlDType::Q6K => &[208],
+        // Types the loader does not read as blocks (see `encoding`) have no entry.
+        _ => &[],
+    }
+}
+
+/// How many values of the quantized blocks `bytes` of type `dtype` would decode to NaN or
+/// infinity, found from the blocks' scales without decoding them.
+pub(super) fn non_finite_values(dtype: GgmlDType, bytes: &[u8]) -> usize {
+    let offsets = scale_offsets(dtype);
+    let blocks = bytes
+        .par_chunks(CHUNK_BLOCKS * dtype.type_size())
+        .map(|chunk| {
+            chunk
+                .chunks_exact(dtype.type_size())
+                .filter(|block| {
+                    offsets.iter().any(|&at| {
+                        let bits = u16::from_le_bytes([block[at], block[at + 1]]);
+                        bits & 0x7c00 == 0x7c00
+                    })
+                })
+                .count()
+        })
+        .sum::<usize>();
+    blocks * dtype.block_size()
 }
 
 /// Decodes the whole blocks `bytes` of type `dtype` into `out`.

@@ -3,10 +3,9 @@
 
 use burn::{
     module::Module,
-    nn::Linear,
     tensor::{Bool, Tensor, backend::Backend},
 };
-use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource, attention};
+use dit_layers::{GroupNorm, Linear, LoadError, ModelParams, ParamSource, attention};
 
 /// diffusers' `Attention` with `group_norm`, a residual connection and a single head of
 /// `channels` dimensions: `x + to_out(softmax(q kᵀ / sqrt(channels)) v)` with `q`, `k`, `v`

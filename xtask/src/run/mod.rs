@@ -365,9 +365,9 @@ pub(crate) fn before_loading(
     if backend == BackendKind::Cpu
         && let Some(available) = available_memory()
     {
-        let values = opened.weight_values(file.as_ref())?;
+        let need = opened.weight_bytes(file.as_ref(), dtype.bytes())?;
         let name = opened.root().display().to_string();
-        check_weights(values, dtype.bytes(), available, &name)?;
+        check_weights(need, dtype.bytes(), available, &name)?;
     }
     Ok(())
 }
