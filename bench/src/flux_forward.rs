@@ -78,16 +78,28 @@ pub fn time<B: Backend>(case: &Case, timer: &Timer<B>, profile: bool) -> Result<
     B::seed(device, 0);
     let model = FluxTransformer::<B>::random(&p.config, device)
         .context("building the random FLUX model")?;
-    let c = &p.config;
-    let img_tokens = p.grid * p.grid;
+    let input = random_input(&p.config, p.grid, p.txt_tokens, device);
+    let input = model.check_input(input).context("flux-forward inputs")?;
+    crate::profile::forward(&model, &input, timer, profile)
+}
+
+/// Random inputs of one FLUX forward: a `grid x grid` latent token grid and `txt_tokens` text
+/// tokens (standard normal), timestep 0.5, guidance 3.5 when the model embeds it.
+pub(crate) fn random_input<B: Backend>(
+    c: &FluxConfig,
+    grid: usize,
+    txt_tokens: usize,
+    device: &B::Device,
+) -> FluxInput<B> {
+    let img_tokens = grid * grid;
     let normal = Distribution::Normal(0.0, 1.0);
     let ids: Vec<f32> = (0..img_tokens)
-        .flat_map(|i| [0.0, (i / p.grid) as f32, (i % p.grid) as f32])
+        .flat_map(|i| [0.0, (i / grid) as f32, (i % grid) as f32])
         .collect();
-    let input = FluxInput {
+    FluxInput {
         latents: Tensor::random([1, img_tokens, c.in_channels], normal, device),
         encoder_hidden_states: Tensor::random(
-            [1, p.txt_tokens, c.joint_attention_dim],
+            [1, txt_tokens, c.joint_attention_dim],
             normal,
             device,
         ),
@@ -97,8 +109,6 @@ pub fn time<B: Backend>(case: &Case, timer: &Timer<B>, profile: bool) -> Result<
             .guidance_embeds
             .then(|| Tensor::from_floats([3.5], device)),
         img_ids: Tensor::from_data(TensorData::new(ids, [img_tokens, 3]), device),
-        txt_ids: Tensor::zeros([p.txt_tokens, 3], device),
-    };
-    let input = model.check_input(input).context("flux-forward inputs")?;
-    crate::profile::forward(&model, &input, timer, profile)
+        txt_ids: Tensor::zeros([txt_tokens, 3], device),
+    }
 }

@@ -23,6 +23,7 @@ mod flux_forward;
 mod font;
 pub mod gguf;
 mod hunyuan_forward;
+pub mod memory;
 pub mod mini;
 mod profile;
 pub mod progress;
@@ -87,6 +88,12 @@ pub enum BenchCommand {
     /// The mini models with their transformers as GGUF at every type the `gguf` package
     /// writes: PSNR and SSIM against f32, file sizes; writes `bench/gguf/`.
     Gguf(gguf::GgufArgs),
+    /// FLUX.1-dev and WAN 2.1 14B transformers (random weights) as GGUF files: peak resident
+    /// memory and time of loading and one forward; writes `bench/memory/`.
+    Memory(memory::MemoryArgs),
+    /// One case of `bench memory`, run by it in a process of its own.
+    #[command(hide = true)]
+    MemoryCase(memory::CaseArgs),
 }
 
 /// Runs the benchmark `command` asks for and writes its results.
@@ -96,6 +103,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Batch(args) => return batch::run(&args),
         BenchCommand::Serve(args) => return serve::run(&args),
         BenchCommand::Gguf(args) => return gguf::run(&args),
+        BenchCommand::Memory(args) => return memory::run(&args),
+        BenchCommand::MemoryCase(args) => return memory::run_case_here(&args),
         BenchCommand::Attention(args) => (BenchName::Attention, args),
         BenchCommand::FluxForward(args) => (BenchName::FluxForward, args),
         BenchCommand::WanForward(args) => (BenchName::WanForward, args),

@@ -71,14 +71,23 @@ pub fn time<B: Backend>(case: &Case, timer: &Timer<B>, profile: bool) -> Result<
     B::seed(device, 0);
     let model =
         WanTransformer::<B>::random(&p.config, device).context("building the random WAN model")?;
-    let c = &p.config;
-    let [f, h, w] = p.latent;
-    let normal = Distribution::Normal(0.0, 1.0);
-    let input = WanInput {
-        latents: Tensor::random([1, c.in_channels, f, h, w], normal, device),
-        timestep: Tensor::from_floats([500.0], device),
-        encoder_hidden_states: Tensor::random([1, p.txt_tokens, c.text_dim], normal, device),
-    };
+    let input = random_input(&p.config, p.latent, p.txt_tokens, device);
     let input = model.check_input(input).context("wan-forward inputs")?;
     crate::profile::forward(&model, &input, timer, profile)
+}
+
+/// Random inputs of one WAN forward: latents `[frames, height, width]` and `txt_tokens` text
+/// tokens (standard normal), timestep 500.
+pub(crate) fn random_input<B: Backend>(
+    c: &WanConfig,
+    [f, h, w]: [usize; 3],
+    txt_tokens: usize,
+    device: &B::Device,
+) -> WanInput<B> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    WanInput {
+        latents: Tensor::random([1, c.in_channels, f, h, w], normal, device),
+        timestep: Tensor::from_floats([500.0], device),
+        encoder_hidden_states: Tensor::random([1, txt_tokens, c.text_dim], normal, device),
+    }
 }
