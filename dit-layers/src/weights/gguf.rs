@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 
 use burn::tensor::DType;
-use candle_core::{
-    Device,
-    quantized::{GgmlDType, ggml_file::qtensor_from_ggml},
+use candle_core::quantized::{
+    GgmlDType,
+    k_quants::{
+        BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
+        BlockQ6K, BlockQ8_0, GgmlType,
+    },
 };
 use rayon::prelude::*;
 
@@ -437,16 +440,89 @@ pub(super) fn non_finite_values(dtype: GgmlDType, bytes: &[u8]) -> usize {
     blocks * dtype.block_size()
 }
 
-/// Decodes the whole blocks `bytes` of type `dtype` into `out`.
+/// Decodes the whole blocks `bytes` of type `dtype` into `out` with candle's decoder of that
+/// block type.
 fn decode_chunk(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
-    // candle reads the bytes as its block structs: hand it an 8-byte aligned copy.
-    let mut words = vec![0u64; bytes.len().div_ceil(8)];
-    let aligned = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()];
-    aligned.copy_from_slice(bytes);
-    let decoded = qtensor_from_ggml(dtype, aligned, vec![out.len()], &Device::Cpu)
-        .and_then(|q| q.dequantize(&Device::Cpu))
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| e.to_string())?;
-    out.copy_from_slice(&decoded);
+    match dtype {
+        GgmlDType::Q4_0 => decode::<BlockQ4_0>(bytes, out),
+        GgmlDType::Q4_1 => decode::<BlockQ4_1>(bytes, out),
+        GgmlDType::Q5_0 => decode::<BlockQ5_0>(bytes, out),
+        GgmlDType::Q5_1 => decode::<BlockQ5_1>(bytes, out),
+        GgmlDType::Q8_0 => decode::<BlockQ8_0>(bytes, out),
+        GgmlDType::Q2K => decode::<BlockQ2K>(bytes, out),
+        GgmlDType::Q3K => decode::<BlockQ3K>(bytes, out),
+        GgmlDType::Q4K => decode::<BlockQ4K>(bytes, out),
+        GgmlDType::Q5K => decode::<BlockQ5K>(bytes, out),
+        GgmlDType::Q6K => decode::<BlockQ6K>(bytes, out),
+        other => Err(format!("{} blocks are not decoded here", block_name(other))),
+    }
+}
+
+/// Decodes the blocks of type `T` in `bytes` into `out`, reading them where they lie (in the
+/// memory map) when `bytes` is aligned for `T`, else from an aligned copy.
+fn decode<T: GgmlType>(bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+    let size = std::mem::size_of::<T>();
+    let count = bytes.len() / size;
+    if bytes.len() % size != 0 || count * T::BLCK_SIZE != out.len() {
+        return Err(format!(
+            "{} bytes are not {} whole {} blocks",
+            bytes.len(),
+            out.len() / T::BLCK_SIZE,
+            block_name(T::DTYPE)
+        ));
+    }
+    let copy: Vec<u64>;
+    let bytes = if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0 {
+        bytes
+    } else {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        copy = words;
+        &bytemuck::cast_slice::<u64, u8>(&copy)[..bytes.len()]
+    };
+    // SAFETY: `T` is one of candle's `repr(C)` ggml block structs, made of f16 scales and byte
+    // arrays only, so every bit pattern is a valid value; `bytes` holds exactly `count` of them
+    // and is aligned for `T` (checked above, or an 8-byte aligned copy), and outlives `blocks`.
+    let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), count) };
+    T::to_float(blocks, out);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Q8_0 blocks (scale 0.5 and -2, quants -16..16 and 15..-17).
+    fn q8_0_blocks() -> (Vec<u8>, Vec<f32>) {
+        let (mut bytes, mut values) = (Vec::new(), Vec::new());
+        for (scale, first) in [(0.5f32, -16i8), (-2.0, 15)] {
+            bytes.extend_from_slice(&half::f16::from_f32(scale).to_le_bytes());
+            let step = if first < 0 { 1 } else { -1 };
+            for i in 0..32i8 {
+                let q = first + step * i;
+                bytes.push(q as u8);
+                values.push(scale * q as f32);
+            }
+        }
+        (bytes, values)
+    }
+
+    #[test]
+    fn blocks_decode_in_place_and_from_an_aligned_copy() {
+        let (bytes, want) = q8_0_blocks();
+        let mut out = vec![0f32; 64];
+        dequantize_into(GgmlDType::Q8_0, &bytes, &mut out).unwrap();
+        assert_eq!(out, want);
+        // The same blocks one byte off their alignment.
+        let mut shifted = vec![0u8; bytes.len() + 1];
+        shifted[1..].copy_from_slice(&bytes);
+        let misaligned = &shifted[1..];
+        assert_ne!(misaligned.as_ptr().align_offset(2), 0);
+        out.fill(0.0);
+        decode::<BlockQ8_0>(misaligned, &mut out).unwrap();
+        assert_eq!(out, want);
+        // Not whole blocks, or too few slots: an error, not a panic.
+        assert!(dequantize_into(GgmlDType::Q8_0, &bytes[..40], &mut out).is_err());
+        assert!(decode::<BlockQ8_0>(&bytes, &mut out[..32]).is_err());
+    }
 }
