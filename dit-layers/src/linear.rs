@@ -22,11 +22,22 @@ pub enum Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     /// Applies the layer to the last dimension of `x`.
+    ///
+    /// `x` is applied as a matrix of rows `[.., d_in]`: Burn's linear gives the weight as many
+    /// leading dimensions as `x` has, a reshape that copies the (transposed, so strided) weight
+    /// on Flex at every call; a matrix product of two matrices reads it in place.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match self {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = x.shape().num_elements() / d_in.max(1);
+        let x = x.reshape([rows, d_in]);
+        let y = match self {
             Linear::Dense(layer) => layer.forward(x),
             Linear::Quantized(layer) => layer.forward(x),
-        }
+        };
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        y.reshape(out)
     }
 }
 
