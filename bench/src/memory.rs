@@ -248,10 +248,10 @@ pub struct CaseReport {
     pub loaded_rss: u64,
     /// Peak resident memory of the process, bytes (`VmHWM`).
     pub peak_rss: u64,
-    /// Of the resident memory at the end, the file-backed part (the memory-mapped GGUF, which
-    /// the kernel can drop and read again under pressure), bytes.
+    /// Of the resident memory after the forward, the file-backed part (the memory-mapped GGUF,
+    /// which the kernel can drop and read again under pressure), bytes.
     pub file_rss: u64,
-    /// Of it, the anonymous part (tensors, activations, the allocator's pools), bytes.
+    /// Of it, the anonymous part (parameters, activations, the allocator's pools), bytes.
     pub anon_rss: u64,
 }
 
@@ -431,7 +431,7 @@ impl BackendJob for Case {
                     flux_forward::random_input(model.config(), FLUX_GRID, FLUX_TEXT, &device);
                 let input = model.check_input(input).context("FLUX inputs")?;
                 Box::new(move || model.forward(&input).into_data())
-                    as Box<dyn FnOnce() -> burn::tensor::TensorData>
+                    as Box<dyn Fn() -> burn::tensor::TensorData>
             }
             BigModel::Wan14b => {
                 let model = WanTransformer::<B>::load_original_for(&self.file, None, &device)
@@ -447,6 +447,9 @@ impl BackendJob for Case {
         let started = Instant::now();
         let output = forward();
         let forward_s = started.elapsed().as_secs_f64();
+        // Read while the model (owned by `forward`) is still loaded.
+        let (file_rss, anon_rss) = (status("RssFile")?, status("RssAnon")?);
+        drop(forward);
         let values = output
             .convert::<f32>()
             .into_vec::<f32>()
@@ -460,8 +463,8 @@ impl BackendJob for Case {
             forward_s,
             loaded_rss,
             peak_rss: status("VmHWM")?,
-            file_rss: status("RssFile")?,
-            anon_rss: status("RssAnon")?,
+            file_rss,
+            anon_rss,
         })
     }
 }
@@ -505,7 +508,9 @@ fn markdown(r: &MemoryResult) -> String {
          and 1-D tensors F32); each case loads the transformer as `run --transformer` does \
          (matrices stay quantized in the memory-mapped file, each decoded when its layer runs) \
          and runs one forward, in a process of its own. Peak = the process's peak resident \
-         memory (`VmHWM`), the mapped file's pages included; GB = 10^9 bytes.\n\n",
+         memory (`VmHWM`), the mapped file's pages included; GB = 10^9 bytes. Load times are \
+         with the file just written (in the page cache); from a cold disk, reading the file \
+         adds its size at the disk's speed.\n\n",
     );
     let _ = writeln!(
         s,
@@ -515,7 +520,7 @@ fn markdown(r: &MemoryResult) -> String {
     );
     let _ = writeln!(
         s,
-        "| model | forward | type | file GB | load s | forward s | after load GB | peak GB | of which file / anonymous at the end GB | goal |"
+        "| model | forward | type | file GB | load s | forward s | after load GB | peak GB | after the forward: file / anonymous GB | goal |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for m in &r.models {
@@ -547,9 +552,9 @@ fn markdown(r: &MemoryResult) -> String {
     for m in &r.models {
         let bf16 = m.values * 2;
         let fits = if bf16 < r.mem_available {
-            "fits the memory available"
+            "within the memory available, with little left for the text encoders and activations"
         } else {
-            "more than the machine's memory: `run` refuses it before loading (the weights guard)"
+            "more than the memory available: `run` refuses it before loading (the weights guard)"
         };
         let _ = writeln!(
             s,
