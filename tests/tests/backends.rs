@@ -2,6 +2,8 @@
 //! backend agree. Built only with `--features wgpu`.
 #![cfg(feature = "wgpu")]
 
+use std::path::Path;
+
 use burn::{
     module::Param,
     tensor::{Bool, Tensor, TensorData, backend::Backend},
@@ -75,15 +77,19 @@ fn layers_agree_on_wgpu_and_cpu() {
     assert_all_close(&gpu, &cpu, 1e-5);
 }
 
-/// The tiny FLUX pipeline fixture with DiCache on backend `B`: final latents, decoded image and
-/// the computed/skipped schedule.
-fn flux_pipeline<B: Backend>(device: &B::Device) -> (Vec<Vec<f32>>, Vec<bool>) {
+/// The tiny FLUX pipeline fixture with DiCache on backend `B` (its transformer replaced by
+/// `transformer` when given): final latents, decoded image and the computed/skipped schedule.
+fn flux_pipeline<B: Backend>(
+    device: &B::Device,
+    transformer: Option<&Path>,
+) -> (Vec<Vec<f32>>, Vec<bool>) {
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("flux_pipeline/run.json")).unwrap())
             .unwrap();
     let num = |k: &str| run[k].as_f64().unwrap();
     let noise = load_fixture("flux_pipeline/noise.safetensors")["latents"].clone();
-    let pipe = FluxPipeline::<B>::load(&fixture("flux_pipeline/model"), None, device).unwrap();
+    let pipe =
+        FluxPipeline::<B>::load(&fixture("flux_pipeline/model"), transformer, device).unwrap();
     let request = FluxRequest {
         prompts: vec![Prompt::new(run["prompt"].as_str().unwrap().to_string())],
         settings: Settings {
@@ -112,9 +118,20 @@ fn flux_pipeline<B: Backend>(device: &B::Device) -> (Vec<Vec<f32>>, Vec<bool>) {
 
 #[test]
 fn flux_pipeline_with_dicache_agrees_on_wgpu_and_cpu() {
-    let (cpu, cpu_schedule) = flux_pipeline::<Cpu>(&Default::default());
-    let (gpu, gpu_schedule) = flux_pipeline::<Wgpu>(&WgpuDevice::default());
+    let (cpu, cpu_schedule) = flux_pipeline::<Cpu>(&Default::default(), None);
+    let (gpu, gpu_schedule) = flux_pipeline::<Wgpu>(&WgpuDevice::default(), None);
     assert_eq!(gpu_schedule, cpu_schedule, "DiCache schedule");
     assert!(cpu_schedule.contains(&false));
+    assert_all_close(&gpu, &cpu, 1e-4);
+}
+
+/// A GGUF transformer's matrices stay quantized on the host and are decoded and uploaded to
+/// the device at each forward: the same pipeline on both backends.
+#[test]
+fn flux_pipeline_with_a_gguf_transformer_agrees_on_wgpu_and_cpu() {
+    let gguf = fixture("gguf/flux-pipeline-Q8_0.gguf");
+    let (cpu, cpu_schedule) = flux_pipeline::<Cpu>(&Default::default(), Some(&gguf));
+    let (gpu, gpu_schedule) = flux_pipeline::<Wgpu>(&WgpuDevice::default(), Some(&gguf));
+    assert_eq!(gpu_schedule, cpu_schedule, "DiCache schedule");
     assert_all_close(&gpu, &cpu, 1e-4);
 }
