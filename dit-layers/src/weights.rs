@@ -401,6 +401,14 @@ impl Weights {
         })
     }
 
+    /// The `general.architecture` a GGUF file of the checkpoint declares (`"flux"`,
+    /// `"t5encoder"`); `None` for safetensors.
+    pub fn architecture(&self) -> Option<&str> {
+        self.files
+            .iter()
+            .find_map(|file| file.architecture.as_deref())
+    }
+
     /// Fails when a GGUF file of the checkpoint declares a `general.architecture` other than
     /// `expected` (`"flux"`, `"wan"`, `"hyvid"`); files that declare none pass.
     pub fn check_architecture(&self, expected: &'static str) -> Result<(), LoadError> {

@@ -12,7 +12,7 @@ use burn::{
     module::Module,
     tensor::{Int, Tensor, TensorData},
 };
-use dicache_tests::{Cpu, assert_close, fixture, load_fixture};
+use dicache_tests::{Cpu, assert_close, fixture, load_fixture, quantized_values};
 use dit_layers::{FromParams, LoadError, read_json};
 use safetensors::{SafeTensors, tensor::TensorView};
 use text_encoders::{
@@ -402,4 +402,50 @@ fn random_models_have_the_checkpoint_layers_and_shapes() {
         let out = t5.forward(ids.clone(), None).unwrap();
         assert_eq!(out.dims(), [2, 4, config.d_model], "{name}");
     }
+}
+
+/// llama.cpp `t5encoder` GGUF files (city96's layout; `fixtures/gen_gguf_t5.py`) with the
+/// configuration of a transformers folder: T5 and umT5 equal transformers running the weights
+/// the `gguf` package decodes, with the matrices kept quantized.
+#[test]
+fn t5_encoders_from_llama_cpp_gguf_files_match_transformers() {
+    let device = Default::default();
+    for name in ["t5", "umt5"] {
+        let config = fixture(&format!("gguf/{name}"));
+        let file = fixture(&format!("gguf/{name}-Q8_0.gguf"));
+        let model = T5EncoderModel::<Cpu>::load_file(&config, &file, &device)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c: T5Config = dit_layers::read_config(&config.join("config.json")).unwrap();
+        let dense = T5EncoderModel::<Cpu>::random(&c, &device)
+            .unwrap()
+            .num_params();
+        // The matrices stay quantized; the token embedding (a lookup table, Q8_0 in the file)
+        // is decoded as it loads.
+        assert!(quantized_values(&file) > dense / 2, "{name}");
+        assert_eq!(
+            model.num_params() + quantized_values(&file),
+            dense + c.vocab_size * c.d_model,
+            "{name}"
+        );
+        let e = load_fixture(&format!("gguf/{name}-Q8_0.safetensors"));
+        let out = model
+            .forward(
+                int_tensor(&e, "input_ids"),
+                Some(int_tensor(&e, "attention_mask")),
+            )
+            .unwrap();
+        let what = format!("{name} GGUF last_hidden_state");
+        assert_close(out, &e["last_hidden_state"], T5_ATOL, RTOL, &what);
+    }
+    // A transformer's GGUF file is not a T5 encoder.
+    let err = T5EncoderModel::<Cpu>::load_file(
+        &fixture("gguf/t5"),
+        &fixture("gguf/flux-Q8_0.gguf"),
+        &device,
+    )
+    .err()
+    .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Architecture { .. }), "{msg}");
+    assert!(msg.contains("t5encoder") && msg.contains("flux"), "{msg}");
 }

@@ -22,6 +22,7 @@ mod llama;
 mod llama_prompt;
 mod llama_rope;
 mod t5;
+mod t5_gguf;
 mod tokenizer;
 
 pub use clip::{
@@ -41,4 +42,5 @@ pub use t5::{
     T5Attention, T5Block, T5Config, T5DenseActDense, T5EncoderModel, T5EncoderOutput, T5Variant,
     relative_position_bucket,
 };
+pub use t5_gguf::{LlamaCppT5Layout, T5_GGUF_ARCHITECTURE};
 pub use tokenizer::{PromptTokenizer, Tokens};

@@ -13,12 +13,12 @@ use burn::{
 };
 use dit_layers::{
     Component, FromParams, Linear, LoadError, MlpActivation, ModelParams, ParamSource, RmsNorm,
-    attention_with_bias,
+    Weights, attention_with_bias, read_config,
 };
 use serde::Deserialize;
 
 use crate::{
-    InputError,
+    InputError, LlamaCppT5Layout, T5_GGUF_ARCHITECTURE,
     error::config_error,
     input::{check_mask, host_ids},
 };
@@ -361,6 +361,14 @@ pub struct T5EncoderModel<B: Backend> {
 /// The modules the tied token embedding is stored as; a checkpoint may hold either or both.
 const EMBEDDING_MODULES: [&str; 2] = ["shared", "encoder.embed_tokens"];
 
+/// Whether `key` is the alias of the embedding the model does not read: transformers' tied
+/// copy.
+fn tied_alias(key: &str) -> bool {
+    EMBEDDING_MODULES
+        .iter()
+        .any(|m| key.strip_suffix(".weight") == Some(m))
+}
+
 impl<B: Backend> FromParams<B> for T5EncoderModel<B> {
     type Config = T5Config;
 
@@ -409,13 +417,32 @@ impl<B: Backend> T5EncoderModel<B> {
     /// file and key, on a configuration or checkpoint that does not describe this model,
     /// including tensors the model does not use.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        // The alias of the embedding the model does not read is transformers' tied copy.
-        let tied_alias = |key: &str| {
-            EMBEDDING_MODULES
-                .iter()
-                .any(|m| key.strip_suffix(".weight") == Some(m))
-        };
         Component::open(dir)?.build(device, tied_alias)
+    }
+
+    /// Loads the encoder that `config_dir`'s `config.json` describes (a pipeline's
+    /// `text_encoder_2/` or `text_encoder/`) with its weights from the single file `file`
+    /// instead: transformers' safetensors, or a llama.cpp `t5encoder` GGUF file (city96's
+    /// T5-XXL and umT5-XXL conversions), whose matrices stay quantized in memory. A GGUF file of
+    /// another model is an error naming both architectures.
+    pub fn load_file(
+        config_dir: &Path,
+        file: &Path,
+        device: &B::Device,
+    ) -> Result<Self, LoadError> {
+        let config_path = config_dir.join("config.json");
+        let config: T5Config = read_config(&config_path)?;
+        let weights = Weights::open(file)?;
+        let model = if weights.architecture().is_some() {
+            weights.check_architecture(T5_GGUF_ARCHITECTURE)?;
+            let params = ModelParams::mapped(&weights, &LlamaCppT5Layout, device);
+            Self::from_params(&config, &params, &config_path)?
+        } else {
+            let params = ModelParams::checkpoint(&weights, device);
+            Self::from_params(&config, &params, &config_path)?
+        };
+        weights.check_all_used_except(tied_alias)?;
+        Ok(model)
     }
 
     /// Encodes token ids `[batch, seq]` to `[batch, seq, d_model]`; `mask` `[batch, seq]` is 1
