@@ -5,8 +5,22 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use dit_layers::{DiffusionTransformer, LoadError, TransformerConfig, Weights, read_json};
 use serde::Deserialize;
+use text_encoders::T5EncoderModel;
 
 use crate::{PipelineError, Settings};
+
+/// Single files that replace components of a pipeline folder: what `--transformer` and `--t5`
+/// name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComponentFiles<'a> {
+    /// The transformer in the original authors' layout (safetensors or GGUF), instead of
+    /// `transformer/`.
+    pub transformer: Option<&'a Path>,
+    /// The T5-family text encoder (FLUX.1's T5-XXL, WAN's umT5): transformers' safetensors or a
+    /// llama.cpp `t5encoder` GGUF file, instead of the weights of the folder's T5 component
+    /// ([`crate::Pipeline::T5_COMPONENT`]), whose configuration it keeps.
+    pub t5: Option<&'a Path>,
+}
 
 /// The file of a pipeline folder holding the settings it is meant to run at (a mini model's
 /// size, steps, guidance and prompt length), read by [`PipelineFolder::defaults`]. Not a
@@ -130,6 +144,22 @@ impl PipelineFolder {
         )
     }
 
+    /// The T5-family text encoder of the component `name` (`text_encoder_2`, `text_encoder`):
+    /// its configuration with the weights of the single file `file` when one is given
+    /// (safetensors or a llama.cpp `t5encoder` GGUF), else the component as it is.
+    pub fn load_t5<B: Backend>(
+        &self,
+        name: &str,
+        file: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<T5EncoderModel<B>, PipelineError> {
+        let dir = self.component(name, "the T5 text encoder")?;
+        Ok(match file {
+            Some(file) => T5EncoderModel::load_file(&dir, file, device)?,
+            None => T5EncoderModel::load(&dir, device)?,
+        })
+    }
+
     /// The transformer `T`: the original-layout single file `file` (safetensors or GGUF) when
     /// one is given — what it does not store taken from the folder's `transformer/config.json`
     /// where that fits the file, else from the released models — else the `transformer/`
@@ -150,23 +180,29 @@ impl PipelineFolder {
 
     /// The bytes the pipeline's weights take loaded with floats of `dtype_bytes` bytes (see
     /// [`Weights::loaded_bytes`]: GGUF matrices stay quantized): every tensor of the components
-    /// in safetensors (sub-folders [`Weights::open`] finds weights in), with `transformer` (a
-    /// single file, safetensors or GGUF, already opened) counted instead of `transformer/` when
-    /// given. Read from the files' headers, before anything is loaded.
+    /// in safetensors (sub-folders [`Weights::open`] finds weights in), with each of `replaced`
+    /// (a component's folder name and the single file, already opened, that replaces it)
+    /// counted instead of that component. Read from the files' headers, before anything is
+    /// loaded.
     pub fn weight_bytes(
         &self,
-        transformer: Option<&Weights>,
+        replaced: &[(&str, &Weights)],
         dtype_bytes: usize,
     ) -> Result<u64, PipelineError> {
         let io = |source| LoadError::Io {
             path: self.root.clone(),
             source,
         };
-        let mut total = transformer.map_or(0, |w| w.loaded_bytes(dtype_bytes));
+        let mut total: u64 = replaced
+            .iter()
+            .map(|(_, weights)| weights.loaded_bytes(dtype_bytes))
+            .sum();
         for entry in std::fs::read_dir(&self.root).map_err(io)? {
             let dir = entry.map_err(io)?.path();
-            let replaced = transformer.is_some() && dir.file_name() == Some("transformer".as_ref());
-            if !dir.is_dir() || replaced {
+            let is_replaced = replaced
+                .iter()
+                .any(|(name, _)| dir.file_name() == Some(name.as_ref()));
+            if !dir.is_dir() || is_replaced {
                 continue;
             }
             match Weights::open(&dir) {

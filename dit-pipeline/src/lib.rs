@@ -22,7 +22,7 @@ pub use denoise::{
 };
 pub use error::PipelineError;
 pub use finite::{check_finite, check_noise_values};
-pub use folder::{DEFAULTS_FILE, PipelineFolder};
+pub use folder::{ComponentFiles, DEFAULTS_FILE, PipelineFolder};
 pub use memory::{ModelSizes, WorkingSet, available_memory, check_weights, describe};
 pub use pipeline::{Output, Pipeline, Prompt, Request, Settings};
 pub use request::{

@@ -8,9 +8,9 @@ use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CacheSettings, Trace};
 
 use crate::{
-    Denoise, LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_batch, check_finite,
-    check_guidance_scale, check_max_sequence_length, check_noise_shape, check_noise_values,
-    check_steps, decode_each, describe, elapsed_synced,
+    ComponentFiles, Denoise, LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_batch,
+    check_finite, check_guidance_scale, check_max_sequence_length, check_noise_shape,
+    check_noise_values, check_steps, decode_each, describe, elapsed_synced,
 };
 
 /// The settings of a generation besides the prompt and the noise.
@@ -122,11 +122,30 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     where
         Self: 'a;
 
+    /// The folder component holding the T5-family text encoder that [`ComponentFiles::t5`]
+    /// replaces (`text_encoder_2` for FLUX.1, `text_encoder` for WAN); `None` for a pipeline
+    /// without one.
+    const T5_COMPONENT: Option<&'static str>;
+
     /// Loads the pipeline folder; `transformer_file` replaces its `transformer/` with a
     /// single-file checkpoint in the original authors' layout.
     fn load(
         folder: &Path,
         transformer_file: Option<&Path>,
+        device: &B::Device,
+    ) -> Result<Self, PipelineError> {
+        let files = ComponentFiles {
+            transformer: transformer_file,
+            t5: None,
+        };
+        Self::load_with(folder, files, device)
+    }
+
+    /// Loads the pipeline folder with the components `files` names replaced by single files;
+    /// a T5 file for a pipeline without a T5 encoder is an error.
+    fn load_with(
+        folder: &Path,
+        files: ComponentFiles<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError>;
 

@@ -7,7 +7,8 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
+    ClipPooled, ComponentFiles, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder,
+    check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
@@ -118,11 +119,14 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     type Job = FluxJob<B>;
     type Denoiser<'a> = FluxDenoiser<'a, B>;
 
-    /// Loads a diffusers-layout FLUX pipeline folder; `transformer_file` replaces its
-    /// `transformer/` with a single-file checkpoint (BFL's `flux1-dev.safetensors`).
-    fn load(
+    const T5_COMPONENT: Option<&'static str> = Some("text_encoder_2");
+
+    /// Loads a diffusers-layout FLUX pipeline folder; `files` may replace its `transformer/`
+    /// with a single-file checkpoint (BFL's `flux1-dev.safetensors`, a GGUF conversion) and
+    /// its T5-XXL weights with a single file (`t5-v1_1-xxl-encoder-Q8_0.gguf`).
+    fn load_with(
         folder: &Path,
-        transformer_file: Option<&Path>,
+        files: ComponentFiles<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
@@ -131,12 +135,9 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
             scheduler,
             clip: ClipPooled::load(&folder, "tokenizer", "text_encoder", device)?,
             t5_tokenizer: folder.component("tokenizer_2", "the T5 tokenizer")?,
-            t5: T5EncoderModel::load(
-                &folder.component("text_encoder_2", "the T5 text encoder")?,
-                device,
-            )?,
+            t5: folder.load_t5("text_encoder_2", files.t5, device)?,
             transformer: folder.load_transformer(
-                transformer_file,
+                files.transformer,
                 "the FLUX transformer",
                 device,
             )?,

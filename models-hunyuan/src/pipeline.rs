@@ -9,7 +9,8 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
+    ClipPooled, ComponentFiles, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder,
+    check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
@@ -113,16 +114,24 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     type Extra = TileConfig;
     type Job = HunyuanVideoJob<B>;
     type Denoiser<'a> = HunyuanVideoDenoiser<'a, B>;
+    const T5_COMPONENT: Option<&'static str> = None;
 
     /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
     /// `tokenizer/` and `text_encoder/` (LLaMA), `tokenizer_2/` and `text_encoder_2/` (CLIP),
-    /// `transformer/`, `vae/`); `transformer_file` replaces its `transformer/` with a
-    /// single-file checkpoint in Tencent's original layout.
-    fn load(
+    /// `transformer/`, `vae/`); `files` may replace its `transformer/` with a single-file
+    /// checkpoint in Tencent's original layout (safetensors or a GGUF conversion). It has no
+    /// T5 encoder to replace.
+    fn load_with(
         folder: &Path,
-        transformer_file: Option<&Path>,
+        files: ComponentFiles<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
+        if files.t5.is_some() {
+            return Err(PipelineError::Request(format!(
+                "{} has no T5 text encoder to replace (its text encoders are LLaMA and CLIP)",
+                Self::NAME
+            )));
+        }
         let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
         Ok(Self {
@@ -134,7 +143,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
             )?,
             clip: ClipPooled::load(&folder, "tokenizer_2", "text_encoder_2", device)?,
             transformer: folder.load_transformer(
-                transformer_file,
+                files.transformer,
                 "the HunyuanVideo transformer",
                 device,
             )?,

@@ -8,7 +8,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder, check_finite,
+    ComponentFiles, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder,
+    check_finite,
 };
 pub use dit_pipeline::{GuidanceCalls, Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::{UniPcMultistepConfig, UniPcMultistepScheduler};
@@ -105,11 +106,15 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     type Job = WanJob<B>;
     type Denoiser<'a> = WanDenoiser<'a, B>;
 
-    /// Loads a diffusers-layout WAN 2.1 pipeline folder; `transformer_file` replaces its
-    /// `transformer/` with a single-file checkpoint in Wan's original layout.
-    fn load(
+    const T5_COMPONENT: Option<&'static str> = Some("text_encoder");
+
+    /// Loads a diffusers-layout WAN 2.1 pipeline folder; `files` may replace its
+    /// `transformer/` with a single-file checkpoint in Wan's original layout (safetensors or a
+    /// GGUF conversion) and its umT5-XXL weights with a single file
+    /// (`umt5-xxl-encoder-Q8_0.gguf`).
+    fn load_with(
         folder: &Path,
-        transformer_file: Option<&Path>,
+        files: ComponentFiles<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
@@ -117,12 +122,9 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         Ok(Self {
             scheduler,
             tokenizer: folder.component("tokenizer", "the umT5 tokenizer")?,
-            text_encoder: T5EncoderModel::load(
-                &folder.component("text_encoder", "the umT5 text encoder")?,
-                device,
-            )?,
+            text_encoder: folder.load_t5("text_encoder", files.t5, device)?,
             transformer: folder.load_transformer(
-                transformer_file,
+                files.transformer,
                 "the WAN transformer",
                 device,
             )?,

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, quantized_values, tensor};
 use dit_layers::Weights;
-use dit_pipeline::{PipelineFolder, Prompt, check_weights};
+use dit_pipeline::{ComponentFiles, PipelineFolder, Prompt, check_weights};
 use models_flux::{
     FluxPipeline, FluxRequest,
     pipeline::{self, Pipeline, PipelineError},
@@ -125,6 +125,29 @@ fn gguf_transformer_run_equals_diffusers_on_its_decoded_weights() {
     );
 }
 
+/// The tiny pipeline with its T5 encoder replaced by a llama.cpp `t5encoder` GGUF file of it
+/// (F32, F16 and Q8_0 tensors; `fixtures/gen_gguf_t5.py`), as `--t5` loads it, against
+/// diffusers' `FluxPipeline` running the weights the `gguf` package decodes from it.
+#[test]
+fn gguf_t5_run_equals_diffusers_on_its_decoded_weights() {
+    let s = settings();
+    let files = ComponentFiles {
+        transformer: None,
+        t5: Some(&fixture("gguf/flux-pipeline-t5-Q8_0.gguf")),
+    };
+    let pipe =
+        FluxPipeline::<Cpu>::load_with(&fixture("flux_pipeline/model"), files, &Default::default())
+            .unwrap();
+    let out = pipe
+        .generate(&request(&s), CachePolicy::None, &mut |_, _| {})
+        .unwrap();
+    let reference = load_fixture("gguf/flux-pipeline-t5-Q8_0.safetensors");
+    // As for the GGUF transformer above: the reference's own noise.
+    let (atol, rtol) = (5e-5, 1e-4);
+    assert_close(out.latents, &reference["latents"], atol, rtol, "latents");
+    assert_close(unit(out.decoded), &reference["image"], atol, rtol, "image");
+}
+
 /// `run` and `serve` refuse a pipeline whose weights cannot fit before loading it: the bytes
 /// come from the files' headers, a GGUF transformer's matrices counting at their quantized size.
 #[test]
@@ -132,11 +155,11 @@ fn the_weights_are_counted_from_the_headers_before_loading() {
     let folder = PipelineFolder::open(&fixture("flux_pipeline/model")).unwrap();
     let path = fixture("gguf/flux-pipeline-Q8_0.gguf");
     let gguf = Weights::open(&path).unwrap();
-    let all = folder.weight_bytes(None, 4).unwrap();
+    let all = folder.weight_bytes(&[], 4).unwrap();
     let transformer = Weights::open(&fixture("flux_pipeline/model/transformer")).unwrap();
     assert_eq!(transformer.values(), gguf.values());
     assert_eq!(transformer.loaded_bytes(4), 4 * transformer.values());
-    assert_eq!(folder.weight_bytes(None, 2).unwrap() * 2, all);
+    assert_eq!(folder.weight_bytes(&[], 2).unwrap() * 2, all);
     // Q8_0 keeps 34 bytes per 32 values of its matrices.
     let quantized = quantized_values(&path) as u64;
     assert!(quantized > 0);
@@ -145,7 +168,7 @@ fn the_weights_are_counted_from_the_headers_before_loading() {
         4 * (gguf.values() - quantized) + quantized / 32 * 34
     );
     assert_eq!(
-        folder.weight_bytes(Some(&gguf), 4).unwrap(),
+        folder.weight_bytes(&[("transformer", &gguf)], 4).unwrap(),
         all - transformer.loaded_bytes(4) + gguf.loaded_bytes(4)
     );
     assert!(check_weights(all, 4, all, "tiny").is_ok());

@@ -15,7 +15,7 @@ use dicache_bench::{
     mini,
 };
 use dicache_serve::{Encode, Encoder, Limits, Model};
-use dit_pipeline::{MAX_BATCH, Pipeline, PipelineFolder, available_memory};
+use dit_pipeline::{ComponentFiles, MAX_BATCH, Pipeline, PipelineFolder, available_memory};
 
 use crate::run::{
     RunModel, before_loading, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan,
@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// GGUF, instead of the folder's transformer/ (as `run --transformer`).
     #[arg(long)]
     pub transformer: Option<PathBuf>,
+    /// Use these weights for the T5 text encoder (safetensors or a llama.cpp t5encoder GGUF)
+    /// with the folder's configuration (as `run --t5`).
+    #[arg(long)]
+    pub t5: Option<PathBuf>,
     /// The address to listen on; only this machine by default.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub host: IpAddr,
@@ -114,14 +118,13 @@ where
     let address = SocketAddr::new(args.host, args.port);
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
-    before_loading(
-        opened,
-        args.transformer.as_deref(),
-        args.backend,
-        args.dtype,
-    )?;
+    let files = ComponentFiles {
+        transformer: args.transformer.as_deref(),
+        t5: args.t5.as_deref(),
+    };
+    before_loading::<B, M::Pipeline<B>, N>(opened, files, args.backend, args.dtype)?;
     eprintln!("loading {}", folder.display());
-    let pipeline = M::Pipeline::<B>::load(folder, args.transformer.as_deref(), &device)
+    let pipeline = M::Pipeline::<B>::load_with(folder, files, &device)
         .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
     let model = Model {
         pipeline,

@@ -439,7 +439,7 @@ fn flux_writes_jpeg_webp_and_half_precision_in_place() {
 }
 
 #[test]
-fn flux_runs_a_gguf_transformer_and_refuses_one_of_another_model() {
+fn flux_runs_gguf_transformer_and_t5_files_and_refuses_those_of_another_model() {
     let fixtures = workspace().join("tests/fixtures");
     let row = Row::new(&fixtures.join("flux_pipeline/model"), "png");
     fn tiny<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -473,6 +473,24 @@ fn flux_runs_a_gguf_transformer_and_refuses_one_of_another_model() {
         "{stderr}"
     );
     assert!(!row.path("out/wan.png").exists());
+    // A llama.cpp T5 encoder file for text_encoder_2/'s weights.
+    let t5 = fixtures.join("gguf/flux-pipeline-t5-Q8_0.gguf");
+    let t5 = t5.to_str().unwrap();
+    let (ok, stderr) = row.run(&tiny(&["--t5", t5, "--out", "$D/out/t5.png"]));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("21 tensors (F16 2, F32 14, Q8_0 5)"),
+        "{stderr}"
+    );
+    assert!(image::open(row.path("out/t5.png")).is_ok());
+    // A transformer's file as the T5 encoder: refused by name, nothing written.
+    let (ok, stderr) = row.run(&tiny(&["--t5", wan, "--out", "$D/out/t5-wan.png"]));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("\"wan\"") && stderr.contains("\"t5encoder\""),
+        "{stderr}"
+    );
+    assert!(!row.path("out/t5-wan.png").exists());
 }
 
 /// WAN-mini at 64x64, 5 frames, two steps, writing `$D/out/existing.gif`.
@@ -646,6 +664,11 @@ fn hunyuan_video_bad_inputs_are_named_errors() {
             "negative prompt",
             with(&["--negative-prompt", "x"]),
             &["negative prompt"],
+        ),
+        (
+            "a T5 file",
+            with(&["--t5", "$D/t5.gguf"]),
+            &["--t5", "HunyuanVideo has no T5"],
         ),
     ];
     for (label, args, named) in cases {

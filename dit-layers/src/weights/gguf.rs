@@ -388,7 +388,7 @@ pub(super) fn dequantize_into(
     out: &mut [f32],
 ) -> Result<(), String> {
     let (per_block, block_bytes) = (dtype.block_size(), dtype.type_size());
-    if bytes.len() % block_bytes != 0 || bytes.len() / block_bytes * per_block != out.len() {
+    if !bytes.len().is_multiple_of(block_bytes) || bytes.len() / block_bytes * per_block != out.len() {
         return Err(format!(
             "{} bytes of {} blocks do not decode to {} values",
             bytes.len(),
@@ -463,7 +463,7 @@ fn decode_chunk(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<(), S
 fn decode<T: GgmlType>(bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
     let size = std::mem::size_of::<T>();
     let count = bytes.len() / size;
-    if bytes.len() % size != 0 || count * T::BLCK_SIZE != out.len() {
+    if !bytes.len().is_multiple_of(size) || count * T::BLCK_SIZE != out.len() {
         return Err(format!(
             "{} bytes are not {} whole {} blocks",
             bytes.len(),

@@ -28,7 +28,7 @@ use dicache_core::{
 };
 use dit_layers::{Weights, gaussian_noise_rows};
 use dit_pipeline::{
-    MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings,
+    ComponentFiles, MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings,
     available_memory, check_weights,
 };
 use output::{ImageFile, OutputFile, check_distinct};
@@ -94,10 +94,15 @@ pub struct CommonArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Use this single-file transformer in the original authors' layout (Black Forest Labs',
-    /// Wan's, Tencent's), as safetensors or GGUF (city96's conversions, quantized blocks
-    /// decoded as they load), instead of transformer/.
+    /// Wan's, Tencent's), as safetensors or GGUF (city96's conversions, kept quantized in
+    /// memory), instead of transformer/.
     #[arg(long)]
     pub transformer: Option<PathBuf>,
+    /// Use these weights for the T5 text encoder (FLUX.1's T5-XXL in text_encoder_2/, WAN's
+    /// umT5 in text_encoder/), with the folder's configuration: transformers' safetensors or a
+    /// llama.cpp t5encoder GGUF (city96's t5-v1_1-xxl / umt5-xxl encoder conversions).
+    #[arg(long)]
+    pub t5: Option<PathBuf>,
     /// Width in pixels, a multiple of 16 [default: the pipeline's; mini model: its own].
     #[arg(long)]
     pub width: Option<usize>,
@@ -216,6 +221,14 @@ impl CommonArgs {
     }
 
     /// The optional files the options ask for, checked: `--save-latents` and `--trace`.
+    /// The single files replacing the folder's components (`--transformer`, `--t5`).
+    fn component_files(&self) -> ComponentFiles<'_> {
+        ComponentFiles {
+            transformer: self.transformer.as_deref(),
+            t5: self.t5.as_deref(),
+        }
+    }
+
     fn extra_outputs(&self) -> Result<[Option<OutputFile>; 2]> {
         let file = |flag, path: &Option<PathBuf>| {
             path.as_deref()
@@ -344,28 +357,40 @@ fn open_folder<B: Backend, P: Pipeline<B, N>, const N: usize>(
     })
 }
 
-/// What `run` and `serve` do before loading the pipeline in `opened`: name what the
-/// single-file `transformer` stores, and on the CPU check that the weights fit this machine's
-/// free memory in `dtype` (a GPU's memory is its own).
-pub(crate) fn before_loading(
+/// What `run` and `serve` do before loading the pipeline `P` from `opened` with the single
+/// files `files`: name what each stores (a T5 file for a pipeline without a T5 encoder is an
+/// error), and on the CPU check that the weights fit this machine's free memory in `dtype` (a
+/// GPU's memory is its own).
+pub(crate) fn before_loading<B: Backend, P: Pipeline<B, N>, const N: usize>(
     opened: &PipelineFolder,
-    transformer: Option<&Path>,
+    files: ComponentFiles<'_>,
     backend: BackendKind,
     dtype: Dtype,
 ) -> Result<()> {
-    let file = match transformer {
-        Some(path) => {
-            let weights =
-                Weights::open(path).with_context(|| format!("--transformer {}", path.display()))?;
-            eprintln!("transformer {}", stored_types(path, &weights)?);
-            Some(weights)
-        }
-        None => None,
-    };
+    let mut replaced = Vec::new();
+    if let Some(path) = files.transformer {
+        let weights =
+            Weights::open(path).with_context(|| format!("--transformer {}", path.display()))?;
+        eprintln!("transformer {}", stored_types(path, &weights)?);
+        replaced.push(("transformer", weights));
+    }
+    if let Some(path) = files.t5 {
+        let Some(component) = P::T5_COMPONENT else {
+            bail!(
+                "--t5 {}: {} has no T5 text encoder",
+                path.display(),
+                P::NAME
+            );
+        };
+        let weights = Weights::open(path).with_context(|| format!("--t5 {}", path.display()))?;
+        eprintln!("t5 {}", stored_types(path, &weights)?);
+        replaced.push((component, weights));
+    }
     if backend == BackendKind::Cpu
         && let Some(available) = available_memory()
     {
-        let need = opened.weight_bytes(file.as_ref(), dtype.bytes())?;
+        let replaced: Vec<(&str, &Weights)> = replaced.iter().map(|(c, w)| (*c, w)).collect();
+        let need = opened.weight_bytes(&replaced, dtype.bytes())?;
         let name = opened.root().display().to_string();
         check_weights(need, dtype.bytes(), available, &name)?;
     }
@@ -405,14 +430,15 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let files = SampleFiles::for_samples(self.target, common.extra_outputs()?, samples.len())?;
         check_distinct(&files.iter().flat_map(SampleFiles::all).collect::<Vec<_>>())?;
         output::check_noise_file(common.init_noise.as_deref())?;
-        before_loading(
+        let component_files = common.component_files();
+        before_loading::<B, M::Pipeline<B>, N>(
             &opened,
-            common.transformer.as_deref(),
+            component_files,
             common.backend,
             common.dtype,
         )?;
         eprintln!("loading {}", folder.display());
-        let pipe = M::Pipeline::<B>::load(&folder, common.transformer.as_deref(), &device)
+        let pipe = M::Pipeline::<B>::load_with(&folder, component_files, &device)
             .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
         let shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
         // On the CPU the working memory is this machine's; a GPU's is its own.
