@@ -7,12 +7,12 @@ use dit_layers::{DiffusionTransformer, LoadError, TransformerConfig, Weights, re
 use serde::Deserialize;
 use text_encoders::T5EncoderModel;
 
-use crate::{PipelineError, Settings};
+use crate::{EncoderResidency, PipelineError, Settings};
 
-/// Single files that replace components of a pipeline folder: what `--transformer` and `--t5`
-/// name.
+/// How to load a pipeline folder: single files that replace some of its components (what
+/// `--transformer` and `--t5` name), and when its text encoders are in memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ComponentFiles<'a> {
+pub struct LoadOptions<'a> {
     /// The transformer in the original authors' layout (safetensors or GGUF), instead of
     /// `transformer/`.
     pub transformer: Option<&'a Path>,
@@ -20,6 +20,8 @@ pub struct ComponentFiles<'a> {
     /// llama.cpp `t5encoder` GGUF file, instead of the weights of the folder's T5 component
     /// ([`crate::Pipeline::T5_COMPONENT`]), whose configuration it keeps.
     pub t5: Option<&'a Path>,
+    /// Whether the text encoders stay loaded between requests or are read for each.
+    pub text_encoders: EncoderResidency,
 }
 
 /// The file of a pipeline folder holding the settings it is meant to run at (a mini model's

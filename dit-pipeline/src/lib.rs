@@ -8,6 +8,7 @@
 
 mod clip;
 mod denoise;
+mod encoders;
 mod error;
 mod finite;
 mod folder;
@@ -20,9 +21,10 @@ pub use clip::ClipPooled;
 pub use denoise::{
     Denoise, Denoising, Ended, Finished, GuidanceCalls, Job, JobId, Passes, Progress, decode_each,
 };
+pub use encoders::{EncoderResidency, TextEncoders};
 pub use error::PipelineError;
 pub use finite::{check_finite, check_noise_values};
-pub use folder::{ComponentFiles, DEFAULTS_FILE, PipelineFolder};
+pub use folder::{DEFAULTS_FILE, LoadOptions, PipelineFolder};
 pub use memory::{ModelSizes, WorkingSet, available_memory, check_weights, describe};
 pub use pipeline::{Output, Pipeline, Prompt, Request, Settings};
 pub use request::{

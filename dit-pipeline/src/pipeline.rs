@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CacheSettings, Trace};
 
 use crate::{
-    ComponentFiles, Denoise, LatentGeometry, ModelSizes, PipelineError, WorkingSet, check_batch,
+    Denoise, LatentGeometry, LoadOptions, ModelSizes, PipelineError, WorkingSet, check_batch,
     check_finite, check_guidance_scale, check_max_sequence_length, check_noise_shape,
     check_noise_values, check_steps, decode_each, describe, elapsed_synced,
 };
@@ -122,7 +122,7 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     where
         Self: 'a;
 
-    /// The folder component holding the T5-family text encoder that [`ComponentFiles::t5`]
+    /// The folder component holding the T5-family text encoder that [`LoadOptions::t5`]
     /// replaces (`text_encoder_2` for FLUX.1, `text_encoder` for WAN); `None` for a pipeline
     /// without one.
     const T5_COMPONENT: Option<&'static str>;
@@ -134,18 +134,19 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
         transformer_file: Option<&Path>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
-        let files = ComponentFiles {
+        let options = LoadOptions {
             transformer: transformer_file,
-            t5: None,
+            ..LoadOptions::default()
         };
-        Self::load_with(folder, files, device)
+        Self::load_with(folder, options, device)
     }
 
-    /// Loads the pipeline folder with the components `files` names replaced by single files;
-    /// a T5 file for a pipeline without a T5 encoder is an error.
+    /// Loads the pipeline folder as `options` say: the components they name replaced by single
+    /// files (a T5 file for a pipeline without a T5 encoder is an error), the text encoders
+    /// kept or loaded for each request.
     fn load_with(
         folder: &Path,
-        files: ComponentFiles<'_>,
+        options: LoadOptions<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError>;
 

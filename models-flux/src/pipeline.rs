@@ -7,8 +7,8 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, ComponentFiles, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder,
-    check_finite,
+    ClipPooled, Denoising, Job, LatentGeometry, LoadOptions, ModelSizes, Passes, PipelineFolder,
+    TextEncoders, check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
@@ -44,13 +44,18 @@ pub type FluxJob<B> = Job<B, FluxInput<B>, FluxPrepared<B>, FlowMatchEulerDiscre
 /// The FLUX.1 pipeline: tokenizers, CLIP and T5 encoders, transformer, VAE and scheduler.
 pub struct FluxPipeline<B: Backend> {
     scheduler: FlowMatchEulerDiscreteScheduler,
-    clip: ClipPooled<B>,
     /// The T5 tokenizer's folder: it is built per request, for the request's prompt length.
     t5_tokenizer: PathBuf,
-    t5: T5EncoderModel<B>,
+    encoders: TextEncoders<FluxTextEncoders<B>>,
     transformer: FluxTransformer<B>,
     vae: AutoencoderKl<B>,
     device: B::Device,
+}
+
+/// FLUX.1's text encoders: CLIP (pooled) and T5-XXL.
+struct FluxTextEncoders<B: Backend> {
+    clip: ClipPooled<B>,
+    t5: T5EncoderModel<B>,
 }
 
 impl<B: Backend> FluxPipeline<B> {
@@ -68,17 +73,18 @@ impl<B: Backend> FluxPipeline<B> {
     /// `[samples, max_len, 4096]`, each prompt encoded on its own.
     fn encode_prompts(
         &self,
+        encoders: &FluxTextEncoders<B>,
         prompts: &[Prompt],
         max_sequence_length: usize,
     ) -> Result<(Tensor<B, 2>, Tensor<B, 3>), PipelineError> {
         let t5_tokenizer = PromptTokenizer::t5(&self.t5_tokenizer, max_sequence_length)?;
         let (mut pooled, mut text) = (Vec::new(), Vec::new());
         for prompt in prompts {
-            pooled.push(self.clip.encode(&prompt.text, &self.device)?);
+            pooled.push(encoders.clip.encode(&prompt.text, &self.device)?);
             let t5_ids = t5_tokenizer
                 .encode(&[&prompt.text])?
                 .ids_tensor::<B>(&self.device);
-            let hidden = self.t5.forward(t5_ids, None)?;
+            let hidden = encoders.t5.forward(t5_ids, None)?;
             check_finite(&hidden, || "the T5 text encoder's output".into())?;
             text.push(hidden);
         }
@@ -126,18 +132,27 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     /// its T5-XXL weights with a single file (`t5-v1_1-xxl-encoder-Q8_0.gguf`).
     fn load_with(
         folder: &Path,
-        files: ComponentFiles<'_>,
+        options: LoadOptions<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
+        let encoders = {
+            let (folder, device) = (folder.clone(), device.clone());
+            let t5_file = options.t5.map(Path::to_path_buf);
+            TextEncoders::new(options.text_encoders, move || {
+                Ok(FluxTextEncoders {
+                    clip: ClipPooled::load(&folder, "tokenizer", "text_encoder", &device)?,
+                    t5: folder.load_t5("text_encoder_2", t5_file.as_deref(), &device)?,
+                })
+            })?
+        };
         Ok(Self {
             scheduler,
-            clip: ClipPooled::load(&folder, "tokenizer", "text_encoder", device)?,
             t5_tokenizer: folder.component("tokenizer_2", "the T5 tokenizer")?,
-            t5: folder.load_t5("text_encoder_2", files.t5, device)?,
+            encoders,
             transformer: folder.load_transformer(
-                files.transformer,
+                options.transformer,
                 "the FLUX transformer",
                 device,
             )?,
@@ -180,7 +195,9 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
     fn prepare(&self, request: &FluxRequest<B>) -> Result<FluxJob<B>, PipelineError> {
         let s = &request.settings;
         let guidance = resolve_guidance(self.transformer.config().guidance_embeds, s.guidance)?;
-        let (pooled, text) = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
+        let (pooled, text) = self.encoders.with(|encoders| {
+            self.encode_prompts(encoders, &request.prompts, s.max_sequence_length)
+        })?;
         let [samples, _, h, w] = request.noise.dims();
         let noise = latents::pack(request.noise.clone());
         let sampler = self.sampler(s.steps, noise.dims()[1])?;

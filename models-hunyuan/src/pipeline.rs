@@ -9,8 +9,8 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ClipPooled, ComponentFiles, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder,
-    check_finite,
+    ClipPooled, Denoising, Job, LatentGeometry, LoadOptions, ModelSizes, Passes, PipelineFolder,
+    TextEncoders, check_finite,
 };
 pub use dit_pipeline::{Output, Pipeline, PipelineError, Prompt, Request, Settings};
 use schedulers::FlowMatchEulerDiscreteScheduler;
@@ -55,11 +55,16 @@ pub struct HunyuanVideoPipeline<B: Backend> {
     /// The LLaMA tokenizer's folder: the prompt encoding is built per request, for the
     /// request's prompt length.
     llama_tokenizer: PathBuf,
-    llama: LlamaModel<B>,
-    clip: ClipPooled<B>,
+    encoders: TextEncoders<HunyuanVideoTextEncoders<B>>,
     transformer: HunyuanVideoTransformer<B>,
     vae: HunyuanVideoVae<B>,
     device: B::Device,
+}
+
+/// HunyuanVideo's text encoders: LLaMA (LLaVA-LLaMA-3's language model) and CLIP (pooled).
+struct HunyuanVideoTextEncoders<B: Backend> {
+    llama: LlamaModel<B>,
+    clip: ClipPooled<B>,
 }
 
 impl<B: Backend> HunyuanVideoPipeline<B> {
@@ -72,6 +77,7 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
     /// `encode_prompt`), a row per sample.
     fn encode_prompts(
         &self,
+        encoders: &HunyuanVideoTextEncoders<B>,
         prompts: &[Prompt],
         max_sequence_length: usize,
     ) -> Result<PromptEmbeds<B>, PipelineError> {
@@ -79,11 +85,11 @@ impl<B: Backend> HunyuanVideoPipeline<B> {
             LlamaPromptEncoder::hunyuan_video(&self.llama_tokenizer, max_sequence_length)?;
         let (mut text, mut mask, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
         for prompt in prompts {
-            let llama = encoder.encode(&self.llama, &[&prompt.text], &self.device)?;
+            let llama = encoder.encode(&encoders.llama, &[&prompt.text], &self.device)?;
             check_finite(&llama.embeds, || "the LLaMA text encoder's output".into())?;
             text.push(llama.embeds);
             mask.push(llama.mask);
-            pooled.push(self.clip.encode(&prompt.text, &self.device)?);
+            pooled.push(encoders.clip.encode(&prompt.text, &self.device)?);
         }
         Ok(PromptEmbeds {
             text: Tensor::cat(text, 0),
@@ -123,10 +129,10 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     /// T5 encoder to replace.
     fn load_with(
         folder: &Path,
-        files: ComponentFiles<'_>,
+        options: LoadOptions<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
-        if files.t5.is_some() {
+        if options.t5.is_some() {
             return Err(PipelineError::Request(format!(
                 "{} has no T5 text encoder to replace (its text encoders are LLaMA and CLIP)",
                 Self::NAME
@@ -134,16 +140,24 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
         }
         let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
         let scheduler = FlowMatchEulerDiscreteScheduler::from_file(&folder.scheduler_config()?)?;
+        let encoders = {
+            let (folder, device) = (folder.clone(), device.clone());
+            TextEncoders::new(options.text_encoders, move || {
+                Ok(HunyuanVideoTextEncoders {
+                    llama: LlamaModel::load(
+                        &folder.component("text_encoder", "the LLaMA text encoder")?,
+                        &device,
+                    )?,
+                    clip: ClipPooled::load(&folder, "tokenizer_2", "text_encoder_2", &device)?,
+                })
+            })?
+        };
         Ok(Self {
             scheduler,
             llama_tokenizer: folder.component("tokenizer", "the LLaMA tokenizer")?,
-            llama: LlamaModel::load(
-                &folder.component("text_encoder", "the LLaMA text encoder")?,
-                device,
-            )?,
-            clip: ClipPooled::load(&folder, "tokenizer_2", "text_encoder_2", device)?,
+            encoders,
             transformer: folder.load_transformer(
-                files.transformer,
+                options.transformer,
                 "the HunyuanVideo transformer",
                 device,
             )?,
@@ -199,7 +213,9 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     ) -> Result<HunyuanVideoJob<B>, PipelineError> {
         let s = &request.settings;
         let samples = request.prompts.len();
-        let prompt = self.encode_prompts(&request.prompts, s.max_sequence_length)?;
+        let prompt = self.encoders.with(|encoders| {
+            self.encode_prompts(encoders, &request.prompts, s.max_sequence_length)
+        })?;
         // `torch.tensor([guidance_scale]) * 1000.0` in the transformer's dtype; a model without
         // a guidance embedding ignores it, so it gets none.
         let guidance = s.guidance.or(Self::DEFAULTS.guidance).unwrap_or_default();

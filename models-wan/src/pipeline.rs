@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CacheSettings;
 use dit_layers::DiffusionTransformer;
 use dit_pipeline::{
-    ComponentFiles, Denoising, Job, LatentGeometry, ModelSizes, Passes, PipelineFolder,
+    Denoising, Job, LatentGeometry, LoadOptions, ModelSizes, Passes, PipelineFolder, TextEncoders,
     check_finite,
 };
 pub use dit_pipeline::{GuidanceCalls, Output, Pipeline, PipelineError, Prompt, Request, Settings};
@@ -44,7 +44,7 @@ pub struct WanPipeline<B: Backend> {
     scheduler: UniPcMultistepConfig,
     /// The tokenizer's folder: it is built per request, for the request's prompt length.
     tokenizer: PathBuf,
-    text_encoder: T5EncoderModel<B>,
+    text_encoder: TextEncoders<T5EncoderModel<B>>,
     transformer: WanTransformer<B>,
     vae: WanVae<B>,
     device: B::Device,
@@ -68,6 +68,7 @@ impl<B: Backend> WanPipeline<B> {
     /// and pads it with zeros); `tokenizer` pads to the request's prompt length.
     fn encode_prompts<'a>(
         &self,
+        encoder: &T5EncoderModel<B>,
         tokenizer: &PromptTokenizer,
         prompts: impl Iterator<Item = &'a str>,
     ) -> Result<Tensor<B, 3>, PipelineError> {
@@ -75,9 +76,8 @@ impl<B: Backend> WanPipeline<B> {
         for prompt in prompts {
             let tokens = tokenizer.encode(&[clean_prompt(prompt).as_str()])?;
             let mask = tokens.mask_tensor::<B>(&self.device);
-            let hidden = self
-                .text_encoder
-                .forward(tokens.ids_tensor::<B>(&self.device), Some(mask.clone()))?;
+            let hidden =
+                encoder.forward(tokens.ids_tensor::<B>(&self.device), Some(mask.clone()))?;
             check_finite(&hidden, || "the umT5 text encoder's output".into())?;
             embeddings.push(hidden * mask.float().unsqueeze_dim::<3>(2));
         }
@@ -114,17 +114,24 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     /// (`umt5-xxl-encoder-Q8_0.gguf`).
     fn load_with(
         folder: &Path,
-        files: ComponentFiles<'_>,
+        options: LoadOptions<'_>,
         device: &B::Device,
     ) -> Result<Self, PipelineError> {
         let folder = PipelineFolder::open_as(folder, Self::CLASS_NAME)?;
         let scheduler = UniPcMultistepConfig::from_file(&folder.scheduler_config()?)?;
+        let text_encoder = {
+            let (folder, device) = (folder.clone(), device.clone());
+            let file = options.t5.map(Path::to_path_buf);
+            TextEncoders::new(options.text_encoders, move || {
+                folder.load_t5("text_encoder", file.as_deref(), &device)
+            })?
+        };
         Ok(Self {
             scheduler,
             tokenizer: folder.component("tokenizer", "the umT5 tokenizer")?,
-            text_encoder: folder.load_t5("text_encoder", files.t5, device)?,
+            text_encoder,
             transformer: folder.load_transformer(
-                files.transformer,
+                options.transformer,
                 "the WAN transformer",
                 device,
             )?,
@@ -177,30 +184,33 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
         let scale = Self::guidance_scale(s);
         let tokenizer = PromptTokenizer::t5(&self.tokenizer, s.max_sequence_length)?;
         let prompts = &request.prompts;
-        let cond = || self.encode_prompts(&tokenizer, prompts.iter().map(|p| p.text.as_str()));
-        let uncond =
-            || self.encode_prompts(&tokenizer, prompts.iter().map(|p| p.negative.as_str()));
-        let input = |text: Tensor<B, 3>| -> Result<_, PipelineError> {
-            let rows = text.dims()[0];
-            let copies = rows / prompts.len();
-            Ok(self.transformer.check_input(WanInput {
-                latents: Tensor::cat(vec![request.noise.clone(); copies], 0),
-                timestep: Tensor::zeros([rows], &self.device),
-                encoder_hidden_states: text,
-            })?)
-        };
-        let passes = match (scale > 1.0, request.extra) {
-            (false, _) => Passes::Single(input(cond()?)?),
-            (true, GuidanceCalls::Apart) => Passes::Guided {
-                cond: input(cond()?)?,
-                uncond: input(uncond()?)?,
-                scale,
-            },
-            (true, GuidanceCalls::Joined) => Passes::GuidedRows {
-                input: input(Tensor::cat(vec![cond()?, uncond()?], 0))?,
-                scale,
-            },
-        };
+        let passes = self.text_encoder.with(|encoder| {
+            let encode =
+                |texts: Vec<&str>| self.encode_prompts(encoder, &tokenizer, texts.into_iter());
+            let cond = || encode(prompts.iter().map(|p| p.text.as_str()).collect());
+            let uncond = || encode(prompts.iter().map(|p| p.negative.as_str()).collect());
+            let input = |text: Tensor<B, 3>| -> Result<_, PipelineError> {
+                let rows = text.dims()[0];
+                let copies = rows / prompts.len();
+                Ok(self.transformer.check_input(WanInput {
+                    latents: Tensor::cat(vec![request.noise.clone(); copies], 0),
+                    timestep: Tensor::zeros([rows], &self.device),
+                    encoder_hidden_states: text,
+                })?)
+            };
+            Ok(match (scale > 1.0, request.extra) {
+                (false, _) => Passes::Single(input(cond()?)?),
+                (true, GuidanceCalls::Apart) => Passes::Guided {
+                    cond: input(cond()?)?,
+                    uncond: input(uncond()?)?,
+                    scale,
+                },
+                (true, GuidanceCalls::Joined) => Passes::GuidedRows {
+                    input: input(Tensor::cat(vec![cond()?, uncond()?], 0))?,
+                    scale,
+                },
+            })
+        })?;
         let mut sampler = UniPcMultistepScheduler::<B, 5>::new(self.scheduler.clone())?;
         sampler.set_timesteps(s.steps)?;
         Ok(Job::new(*s, request.noise.clone(), passes, sampler, |l| l))

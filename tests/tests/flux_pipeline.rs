@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_tests::{Cpu, assert_close, changed, fixture, load_fixture, quantized_values, tensor};
 use dit_layers::Weights;
-use dit_pipeline::{ComponentFiles, PipelineFolder, Prompt, check_weights};
+use dit_pipeline::{EncoderResidency, LoadOptions, PipelineFolder, Prompt, check_weights};
 use models_flux::{
     FluxPipeline, FluxRequest,
     pipeline::{self, Pipeline, PipelineError},
@@ -131,13 +131,17 @@ fn gguf_transformer_run_equals_diffusers_on_its_decoded_weights() {
 #[test]
 fn gguf_t5_run_equals_diffusers_on_its_decoded_weights() {
     let s = settings();
-    let files = ComponentFiles {
-        transformer: None,
-        t5: Some(&fixture("gguf/flux-pipeline-t5-Q8_0.gguf")),
+    let t5 = fixture("gguf/flux-pipeline-t5-Q8_0.gguf");
+    let options = LoadOptions {
+        t5: Some(&t5),
+        ..LoadOptions::default()
     };
-    let pipe =
-        FluxPipeline::<Cpu>::load_with(&fixture("flux_pipeline/model"), files, &Default::default())
-            .unwrap();
+    let pipe = FluxPipeline::<Cpu>::load_with(
+        &fixture("flux_pipeline/model"),
+        options,
+        &Default::default(),
+    )
+    .unwrap();
     let out = pipe
         .generate(&request(&s), CachePolicy::None, &mut |_, _| {})
         .unwrap();
@@ -146,6 +150,32 @@ fn gguf_t5_run_equals_diffusers_on_its_decoded_weights() {
     let (atol, rtol) = (5e-5, 1e-4);
     assert_close(out.latents, &reference["latents"], atol, rtol, "latents");
     assert_close(unit(out.decoded), &reference["image"], atol, rtol, "image");
+}
+
+/// Text encoders loaded for each request and dropped before its denoising loop give the same
+/// generation, request after request, as encoders kept loaded.
+#[test]
+fn on_demand_text_encoders_give_the_same_generation() {
+    let s = settings();
+    let options = LoadOptions {
+        text_encoders: EncoderResidency::OnDemand,
+        ..LoadOptions::default()
+    };
+    let lean = FluxPipeline::<Cpu>::load_with(
+        &fixture("flux_pipeline/model"),
+        options,
+        &Default::default(),
+    )
+    .unwrap();
+    let kept = pipeline()
+        .generate(&request(&s), CachePolicy::None, &mut |_, _| {})
+        .unwrap();
+    for _ in 0..2 {
+        let out = lean
+            .generate(&request(&s), CachePolicy::None, &mut |_, _| {})
+            .unwrap();
+        assert_eq!(out.decoded.to_data(), kept.decoded.to_data());
+    }
 }
 
 /// `run` and `serve` refuse a pipeline whose weights cannot fit before loading it: the bytes

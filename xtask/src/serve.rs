@@ -15,7 +15,9 @@ use dicache_bench::{
     mini,
 };
 use dicache_serve::{Encode, Encoder, Limits, Model};
-use dit_pipeline::{ComponentFiles, MAX_BATCH, Pipeline, PipelineFolder, available_memory};
+use dit_pipeline::{
+    EncoderResidency, LoadOptions, MAX_BATCH, Pipeline, PipelineFolder, available_memory,
+};
 
 use crate::run::{
     RunModel, before_loading, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan,
@@ -35,6 +37,10 @@ pub struct ServeArgs {
     /// with the folder's configuration (as `run --t5`).
     #[arg(long)]
     pub t5: Option<PathBuf>,
+    /// When the text encoders are in memory: kept (resident), or loaded for each request's
+    /// prompts and dropped before it denoises (on-demand; as `run --text-encoders`).
+    #[arg(long, value_enum, default_value_t = EncoderResidency::Resident)]
+    pub text_encoders: EncoderResidency,
     /// The address to listen on; only this machine by default.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub host: IpAddr,
@@ -118,13 +124,14 @@ where
     let address = SocketAddr::new(args.host, args.port);
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
-    let files = ComponentFiles {
+    let options = LoadOptions {
         transformer: args.transformer.as_deref(),
         t5: args.t5.as_deref(),
+        text_encoders: args.text_encoders,
     };
-    before_loading::<B, M::Pipeline<B>, N>(opened, files, args.backend, args.dtype)?;
+    before_loading::<B, M::Pipeline<B>, N>(opened, options, args.backend, args.dtype)?;
     eprintln!("loading {}", folder.display());
-    let pipeline = M::Pipeline::<B>::load_with(folder, files, &device)
+    let pipeline = M::Pipeline::<B>::load_with(folder, options, &device)
         .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
     let model = Model {
         pipeline,

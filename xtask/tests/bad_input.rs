@@ -473,10 +473,17 @@ fn flux_runs_gguf_transformer_and_t5_files_and_refuses_those_of_another_model() 
         "{stderr}"
     );
     assert!(!row.path("out/wan.png").exists());
-    // A llama.cpp T5 encoder file for text_encoder_2/'s weights.
+    // A llama.cpp T5 encoder file for text_encoder_2/'s weights, the encoders on demand.
     let t5 = fixtures.join("gguf/flux-pipeline-t5-Q8_0.gguf");
     let t5 = t5.to_str().unwrap();
-    let (ok, stderr) = row.run(&tiny(&["--t5", t5, "--out", "$D/out/t5.png"]));
+    let (ok, stderr) = row.run(&tiny(&[
+        "--t5",
+        t5,
+        "--text-encoders",
+        "on-demand",
+        "--out",
+        "$D/out/t5.png",
+    ]));
     assert!(ok, "{stderr}");
     assert!(
         stderr.contains("21 tensors (F16 2, F32 14, Q8_0 5)"),

@@ -388,7 +388,9 @@ pub(super) fn dequantize_into(
     out: &mut [f32],
 ) -> Result<(), String> {
     let (per_block, block_bytes) = (dtype.block_size(), dtype.type_size());
-    if !bytes.len().is_multiple_of(block_bytes) || bytes.len() / block_bytes * per_block != out.len() {
+    if !bytes.len().is_multiple_of(block_bytes)
+        || bytes.len() / block_bytes * per_block != out.len()
+    {
         return Err(format!(
             "{} bytes of {} blocks do not decode to {} values",
             bytes.len(),

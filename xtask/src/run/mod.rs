@@ -28,8 +28,8 @@ use dicache_core::{
 };
 use dit_layers::{Weights, gaussian_noise_rows};
 use dit_pipeline::{
-    ComponentFiles, MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt, Request, Settings,
-    available_memory, check_weights,
+    EncoderResidency, LoadOptions, MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt,
+    Request, Settings, available_memory, check_weights,
 };
 use output::{ImageFile, OutputFile, check_distinct};
 use samples::SampleFiles;
@@ -103,6 +103,11 @@ pub struct CommonArgs {
     /// llama.cpp t5encoder GGUF (city96's t5-v1_1-xxl / umt5-xxl encoder conversions).
     #[arg(long)]
     pub t5: Option<PathBuf>,
+    /// When the text encoders are in memory: kept from loading to the end (resident), or
+    /// loaded to encode each batch's prompts and dropped before its denoising loop (on-demand:
+    /// their memory is free while the transformer runs; they are read once per batch).
+    #[arg(long, value_enum, default_value_t = EncoderResidency::Resident)]
+    pub text_encoders: EncoderResidency,
     /// Width in pixels, a multiple of 16 [default: the pipeline's; mini model: its own].
     #[arg(long)]
     pub width: Option<usize>,
@@ -221,11 +226,12 @@ impl CommonArgs {
     }
 
     /// The optional files the options ask for, checked: `--save-latents` and `--trace`.
-    /// The single files replacing the folder's components (`--transformer`, `--t5`).
-    fn component_files(&self) -> ComponentFiles<'_> {
-        ComponentFiles {
+    /// How to load the pipeline folder (`--transformer`, `--t5`, `--text-encoders`).
+    fn load_options(&self) -> LoadOptions<'_> {
+        LoadOptions {
             transformer: self.transformer.as_deref(),
             t5: self.t5.as_deref(),
+            text_encoders: self.text_encoders,
         }
     }
 
@@ -358,23 +364,23 @@ fn open_folder<B: Backend, P: Pipeline<B, N>, const N: usize>(
 }
 
 /// What `run` and `serve` do before loading the pipeline `P` from `opened` with the single
-/// files `files`: name what each stores (a T5 file for a pipeline without a T5 encoder is an
+/// files `options` name: name what each stores (a T5 file for a pipeline without a T5 encoder is an
 /// error), and on the CPU check that the weights fit this machine's free memory in `dtype` (a
 /// GPU's memory is its own).
 pub(crate) fn before_loading<B: Backend, P: Pipeline<B, N>, const N: usize>(
     opened: &PipelineFolder,
-    files: ComponentFiles<'_>,
+    options: LoadOptions<'_>,
     backend: BackendKind,
     dtype: Dtype,
 ) -> Result<()> {
     let mut replaced = Vec::new();
-    if let Some(path) = files.transformer {
+    if let Some(path) = options.transformer {
         let weights =
             Weights::open(path).with_context(|| format!("--transformer {}", path.display()))?;
         eprintln!("transformer {}", stored_types(path, &weights)?);
         replaced.push(("transformer", weights));
     }
-    if let Some(path) = files.t5 {
+    if let Some(path) = options.t5 {
         let Some(component) = P::T5_COMPONENT else {
             bail!(
                 "--t5 {}: {} has no T5 text encoder",
@@ -430,15 +436,10 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let files = SampleFiles::for_samples(self.target, common.extra_outputs()?, samples.len())?;
         check_distinct(&files.iter().flat_map(SampleFiles::all).collect::<Vec<_>>())?;
         output::check_noise_file(common.init_noise.as_deref())?;
-        let component_files = common.component_files();
-        before_loading::<B, M::Pipeline<B>, N>(
-            &opened,
-            component_files,
-            common.backend,
-            common.dtype,
-        )?;
+        let options = common.load_options();
+        before_loading::<B, M::Pipeline<B>, N>(&opened, options, common.backend, common.dtype)?;
         eprintln!("loading {}", folder.display());
-        let pipe = M::Pipeline::<B>::load_with(&folder, component_files, &device)
+        let pipe = M::Pipeline::<B>::load_with(&folder, options, &device)
             .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
         let shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
         // On the CPU the working memory is this machine's; a GPU's is its own.
