@@ -39,9 +39,7 @@ impl<B: Backend> Linear<B> {
         out[D - 1] = y.dims()[1];
         y.reshape(out)
     }
-}
 
-impl<B: Backend> Linear<B> {
     /// The layer with its outputs reordered: output `i` of the result is output `order[i]` of
     /// this layer (every index below the output count).
     pub fn reorder_outputs(self, order: &[usize]) -> Self {
@@ -162,29 +160,6 @@ pub fn linear_swapped_halves<B: Backend>(
     device: &B::Device,
 ) -> Result<Linear<B>, LoadError> {
     let half = d_out / 2;
-    let swap = |t: Tensor<B, 2>| {
-        Tensor::cat(
-            vec![
-                t.clone().narrow(0, half, d_out - half),
-                t.narrow(0, 0, half),
-            ],
-            0,
-        )
-    };
-    let swapped_bias = || -> Result<_, LoadError> {
-        Ok(bias_rows(w, d_out, 0..d_out, bias, device)?
-            .map(|b| Param::from_tensor(swap(b.unsqueeze_dim(1)).squeeze_dim(1))))
-    };
-    if let Some(weight) = w.quantized("weight", [d_out, d_in])? {
-        return Ok(Linear::Quantized(QuantizedLinear {
-            weight: weight.swap_halves(),
-            bias: swapped_bias()?,
-        }));
-    }
-    let weight = swap(w.tensor::<B, 2>("weight", [d_out, d_in], device)?);
-    let bias = swapped_bias()?;
-    Ok(Linear::Dense(nn::Linear {
-        weight: Param::from_tensor(weight.transpose()),
-        bias,
-    }))
+    let order: Vec<usize> = (half..d_out).chain(0..half).collect();
+    Ok(linear(w, d_in, d_out, bias, device)?.reorder_outputs(&order))
 }

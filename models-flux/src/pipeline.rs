@@ -127,7 +127,7 @@ impl<B: Backend> Pipeline<B, 4> for FluxPipeline<B> {
 
     const T5_COMPONENT: Option<&'static str> = Some("text_encoder_2");
 
-    /// Loads a diffusers-layout FLUX pipeline folder; `files` may replace its `transformer/`
+    /// Loads a diffusers-layout FLUX pipeline folder; `options` may replace its `transformer/`
     /// with a single-file checkpoint (BFL's `flux1-dev.safetensors`, a GGUF conversion) and
     /// its T5-XXL weights with a single file (`t5-v1_1-xxl-encoder-Q8_0.gguf`).
     fn load_with(

@@ -124,7 +124,7 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
 
     /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
     /// `tokenizer/` and `text_encoder/` (LLaMA), `tokenizer_2/` and `text_encoder_2/` (CLIP),
-    /// `transformer/`, `vae/`); `files` may replace its `transformer/` with a single-file
+    /// `transformer/`, `vae/`); `options` may replace its `transformer/` with a single-file
     /// checkpoint in Tencent's original layout (safetensors or a GGUF conversion). It has no
     /// T5 encoder to replace.
     fn load_with(

@@ -108,7 +108,7 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
 
     const T5_COMPONENT: Option<&'static str> = Some("text_encoder");
 
-    /// Loads a diffusers-layout WAN 2.1 pipeline folder; `files` may replace its
+    /// Loads a diffusers-layout WAN 2.1 pipeline folder; `options` may replace its
     /// `transformer/` with a single-file checkpoint in Wan's original layout (safetensors or a
     /// GGUF conversion) and its umT5-XXL weights with a single file
     /// (`umt5-xxl-encoder-Q8_0.gguf`).

@@ -15,12 +15,10 @@ use dicache_bench::{
     mini,
 };
 use dicache_serve::{Encode, Encoder, Limits, Model};
-use dit_pipeline::{
-    EncoderResidency, LoadOptions, MAX_BATCH, Pipeline, PipelineFolder, available_memory,
-};
+use dit_pipeline::{MAX_BATCH, Pipeline, PipelineFolder, available_memory};
 
 use crate::run::{
-    RunModel, before_loading, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan,
+    LoadArgs, RunModel, before_loading, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan,
 };
 
 /// Arguments of `cargo xtask serve`.
@@ -29,18 +27,8 @@ pub struct ServeArgs {
     /// A FLUX, WAN or HunyuanVideo pipeline folder in diffusers layout [default: FLUX-mini].
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Use this single-file transformer in the original authors' layout, as safetensors or
-    /// GGUF, instead of the folder's transformer/ (as `run --transformer`).
-    #[arg(long)]
-    pub transformer: Option<PathBuf>,
-    /// Use these weights for the T5 text encoder (safetensors or a llama.cpp t5encoder GGUF)
-    /// with the folder's configuration (as `run --t5`).
-    #[arg(long)]
-    pub t5: Option<PathBuf>,
-    /// When the text encoders are in memory: kept (resident), or loaded for each request's
-    /// prompts and dropped before it denoises (on-demand; as `run --text-encoders`).
-    #[arg(long, value_enum, default_value_t = EncoderResidency::Resident)]
-    pub text_encoders: EncoderResidency,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// The address to listen on; only this machine by default.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub host: IpAddr,
@@ -124,11 +112,7 @@ where
     let address = SocketAddr::new(args.host, args.port);
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
-    let options = LoadOptions {
-        transformer: args.transformer.as_deref(),
-        t5: args.t5.as_deref(),
-        text_encoders: args.text_encoders,
-    };
+    let options = args.load.options();
     before_loading::<B, M::Pipeline<B>, N>(opened, options, args.backend, args.dtype)?;
     eprintln!("loading {}", folder.display());
     let pipeline = M::Pipeline::<B>::load_with(folder, options, &device)

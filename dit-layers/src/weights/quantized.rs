@@ -18,7 +18,7 @@ pub struct QuantizedMatrix {
     file: Arc<Mmap>,
     dtype: GgmlDType,
     /// The bytes of the rows, in order: one range for a stored matrix, several for rows
-    /// gathered from it (a fused layer's slice, two halves swapped).
+    /// gathered from it (a fused layer's slice, reordered outputs).
     segments: Vec<Range<usize>>,
     rows: usize,
     cols: usize,
@@ -55,11 +55,6 @@ impl QuantizedMatrix {
     /// The ggml type of the blocks (`"Q8_0"`, `"Q4_K"`).
     pub fn type_name(&self) -> String {
         gguf::block_name(self.dtype)
-    }
-
-    /// The bytes the blocks take.
-    pub fn stored_bytes(&self) -> usize {
-        self.segments.iter().map(Range::len).sum()
     }
 
     /// The bytes one row takes.
@@ -107,12 +102,6 @@ impl QuantizedMatrix {
     /// The rows `rows` of this matrix, still quantized.
     pub(crate) fn rows(&self, rows: Range<usize>) -> Self {
         self.gather_rows(rows)
-    }
-
-    /// This matrix with the two halves of its rows swapped (the second half first).
-    pub(crate) fn swap_halves(&self) -> Self {
-        let half = self.rows / 2;
-        self.gather_rows((half..self.rows).chain(0..half))
     }
 
     /// The values, row-major, decoded in parallel.

@@ -67,6 +67,39 @@ pub enum CacheKind {
     Dicache,
 }
 
+/// How `run` and `serve` load a pipeline folder: single files replacing its components, and
+/// when its text encoders are in memory.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Use this single-file transformer in the original authors' layout (Black Forest Labs',
+    /// Wan's, Tencent's), as safetensors or GGUF (city96's conversions, kept quantized in
+    /// memory), instead of transformer/.
+    #[arg(long)]
+    pub transformer: Option<PathBuf>,
+    /// Use these weights for the T5 text encoder (FLUX.1's T5-XXL in text_encoder_2/, WAN's
+    /// umT5 in text_encoder/), with the folder's configuration: transformers' safetensors or a
+    /// llama.cpp t5encoder GGUF (city96's t5-v1_1-xxl / umt5-xxl encoder conversions).
+    #[arg(long)]
+    pub t5: Option<PathBuf>,
+    /// When the text encoders are in memory: kept from loading to the end (resident), or
+    /// loaded to encode each batch's (each request's) prompts and dropped before its denoising
+    /// loop (on-demand: their memory is free while the transformer runs; they are read again
+    /// for every batch).
+    #[arg(long, value_enum, default_value_t = EncoderResidency::Resident)]
+    pub text_encoders: EncoderResidency,
+}
+
+impl LoadArgs {
+    /// The options as the pipelines take them.
+    pub(crate) fn options(&self) -> LoadOptions<'_> {
+        LoadOptions {
+            transformer: self.transformer.as_deref(),
+            t5: self.t5.as_deref(),
+            text_encoders: self.text_encoders,
+        }
+    }
+}
+
 /// Options every run command shares.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
@@ -93,21 +126,8 @@ pub struct CommonArgs {
     /// mini-models/, whose own settings then become the defaults.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Use this single-file transformer in the original authors' layout (Black Forest Labs',
-    /// Wan's, Tencent's), as safetensors or GGUF (city96's conversions, kept quantized in
-    /// memory), instead of transformer/.
-    #[arg(long)]
-    pub transformer: Option<PathBuf>,
-    /// Use these weights for the T5 text encoder (FLUX.1's T5-XXL in text_encoder_2/, WAN's
-    /// umT5 in text_encoder/), with the folder's configuration: transformers' safetensors or a
-    /// llama.cpp t5encoder GGUF (city96's t5-v1_1-xxl / umt5-xxl encoder conversions).
-    #[arg(long)]
-    pub t5: Option<PathBuf>,
-    /// When the text encoders are in memory: kept from loading to the end (resident), or
-    /// loaded to encode each batch's prompts and dropped before its denoising loop (on-demand:
-    /// their memory is free while the transformer runs; they are read once per batch).
-    #[arg(long, value_enum, default_value_t = EncoderResidency::Resident)]
-    pub text_encoders: EncoderResidency,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Width in pixels, a multiple of 16 [default: the pipeline's; mini model: its own].
     #[arg(long)]
     pub width: Option<usize>,
@@ -226,15 +246,6 @@ impl CommonArgs {
     }
 
     /// The optional files the options ask for, checked: `--save-latents` and `--trace`.
-    /// How to load the pipeline folder (`--transformer`, `--t5`, `--text-encoders`).
-    fn load_options(&self) -> LoadOptions<'_> {
-        LoadOptions {
-            transformer: self.transformer.as_deref(),
-            t5: self.t5.as_deref(),
-            text_encoders: self.text_encoders,
-        }
-    }
-
     fn extra_outputs(&self) -> Result<[Option<OutputFile>; 2]> {
         let file = |flag, path: &Option<PathBuf>| {
             path.as_deref()
@@ -403,8 +414,8 @@ pub(crate) fn before_loading<B: Backend, P: Pipeline<B, N>, const N: usize>(
     Ok(())
 }
 
-/// What the single-file transformer `file`, opened as `weights`, stores, read from its header:
-/// `<file>: 84 tensors (F32 57, Q8_0 27)`.
+/// What the single file `file` (a `--transformer`, a `--t5`), opened as `weights`, stores,
+/// read from its header: `<file>: 84 tensors (F32 57, Q8_0 27)`.
 fn stored_types(file: &Path, weights: &Weights) -> Result<String> {
     let mut counts = BTreeMap::<String, usize>::new();
     for key in weights.keys() {
@@ -436,7 +447,7 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let files = SampleFiles::for_samples(self.target, common.extra_outputs()?, samples.len())?;
         check_distinct(&files.iter().flat_map(SampleFiles::all).collect::<Vec<_>>())?;
         output::check_noise_file(common.init_noise.as_deref())?;
-        let options = common.load_options();
+        let options = common.load.options();
         before_loading::<B, M::Pipeline<B>, N>(&opened, options, common.backend, common.dtype)?;
         eprintln!("loading {}", folder.display());
         let pipe = M::Pipeline::<B>::load_with(&folder, options, &device)
