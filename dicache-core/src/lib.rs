@@ -32,4 +32,4 @@ pub use policy::{
 };
 pub use rows::{BatchRows, CacheScope, JoinRows, Row};
 pub use session::{CacheSession, CacheSettings};
-pub use trace::{CallTiming, Pass, Trace, TraceEntry, TraceSummary};
+pub use trace::{CallTiming, HeadClasses, Pass, Trace, TraceEntry, TraceSummary};

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::BatchRows;
+use crate::{BatchRows, HeadClasses};
 
 /// A diffusion transformer whose deep blocks the cache engine may skip.
 ///
@@ -42,6 +42,14 @@ pub trait CacheableModel<B: Backend> {
 
     /// Final norm, projection and unpatchify of the image stream after all blocks.
     fn head(&self, ctx: &Self::Context, image: Tensor<B, 3>) -> Self::Output;
+
+    /// What each batch row's self-attention heads did during the call whose context is `ctx`
+    /// (the full batch's, after its blocks ran), for the trace; empty (the default) for a model
+    /// that attends densely.
+    fn head_classes(&self, ctx: &Self::Context) -> Vec<HeadClasses> {
+        let _ = ctx;
+        Vec::new()
+    }
 
     /// One call with every block computed (no cache): the model's plain forward.
     fn forward(&self, input: &Self::Input) -> Self::Output {

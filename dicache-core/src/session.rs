@@ -334,6 +334,7 @@ impl<B: Backend> CacheSession<B> {
             }
         };
         let output = model.head(&ctx, image);
+        let heads = model.head_classes(&ctx);
         if self.timing == CallTiming::Synced {
             B::sync(&device).map_err(|e| CacheError::Backend(format!("{e:?}")))?;
         }
@@ -352,6 +353,7 @@ impl<B: Backend> CacheSession<B> {
                     gamma: d.gamma,
                     blocks_run: d.blocks_run,
                     wall_ms,
+                    heads: heads.get(r).copied(),
                 });
             }
         }

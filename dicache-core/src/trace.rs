@@ -54,6 +54,31 @@ pub struct TraceEntry {
     /// [`Trace::timing`] says it was measured; in a call of several batch rows, each row's
     /// entry holds its share (the call's time over its rows), so the entries add up.
     pub wall_ms: f64,
+    /// How this row's self-attention heads attended over the call's blocks, where the model
+    /// reports it (a video model with sparse attention); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<HeadClasses>,
+}
+
+/// How the self-attention heads of one transformer call attended, counted over its blocks and
+/// heads (one count per block and head): densely, or under a sparse mask of one of two classes
+/// (Sparse VideoGen's spatial and temporal heads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadClasses {
+    /// Heads that attended to every key (warm-up steps and layers).
+    pub dense: usize,
+    /// Heads that attended within their own and nearby frames.
+    pub spatial: usize,
+    /// Heads that attended to the same positions across frames.
+    pub temporal: usize,
+}
+
+impl std::ops::AddAssign for HeadClasses {
+    fn add_assign(&mut self, other: Self) {
+        self.dense += other.dense;
+        self.spatial += other.spatial;
+        self.temporal += other.temporal;
+    }
 }
 
 /// Counts and times over a trace.

@@ -67,6 +67,9 @@ pub enum InputError {
         /// Its values.
         values: Vec<i64>,
     },
+    /// Sparse attention settings that cannot work on latents of this size.
+    #[error("sparse attention: {0}")]
+    Sparse(#[from] crate::SparseVideoError),
 }
 
 /// Checks that the input `name` has the shape `want`; `expected` describes it in the error
@@ -150,10 +153,18 @@ impl<I: dicache_core::JoinRows, P: dicache_core::JoinRows> dicache_core::JoinRow
     /// The inputs and what was prepared from them, joined row by row: the inputs of calls
     /// checked apart that share the batch-independent shapes.
     fn join(parts: Vec<Self>) -> Self {
-        let (input, prepared) = parts.into_iter().map(|c| (c.input, c.prepared)).unzip();
+        let mut steps = Vec::new();
+        let (input, prepared) = parts
+            .into_iter()
+            .map(|c| {
+                steps.extend(c.steps);
+                (c.input, c.prepared)
+            })
+            .unzip();
         Self {
             input: I::join(input),
             prepared: P::join(prepared),
+            steps,
         }
     }
 }
@@ -196,13 +207,41 @@ pub fn expect_batch(name: &'static str, found: [usize; 1], batch: usize) -> Resu
 pub struct Checked<I, P> {
     input: I,
     prepared: P,
+    steps: Vec<DenoisingStep>,
+}
+
+/// Where a batch row of a transformer call stands in its generation: what a model whose
+/// behaviour follows the schedule (Sparse VideoGen's dense warm-up steps) reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenoisingStep {
+    /// The step's index, from 0.
+    pub step: usize,
+    /// The generation's steps.
+    pub of: usize,
 }
 
 impl<I, P> Checked<I, P> {
     /// `input` with what the model prepared from it; for a model's `check_input`, after it
     /// checked `input`.
     pub fn new(input: I, prepared: P) -> Self {
-        Self { input, prepared }
+        Self {
+            input,
+            prepared,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The same call with each batch row's place in its generation (a denoising loop sets it
+    /// before every call).
+    pub fn at_steps(mut self, steps: Vec<DenoisingStep>) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// Each batch row's place in its generation; empty when the caller did not say (a call
+    /// outside a denoising loop).
+    pub fn steps(&self) -> &[DenoisingStep] {
+        &self.steps
     }
 
     /// The inputs.

@@ -8,6 +8,7 @@
 
 mod adaln;
 mod attention;
+mod block_keys;
 mod config;
 mod conv2d;
 mod conv3d;
@@ -31,6 +32,7 @@ mod patch_embed;
 mod per_sample;
 mod qkv;
 mod rope;
+mod sparse_video;
 mod transformer;
 mod weights;
 
@@ -39,6 +41,7 @@ pub use adaln::{
     over_tokens, scale_shift,
 };
 pub use attention::{attention, attention_with_bias};
+pub use block_keys::{BlockKeys, attend_keys};
 pub use config::{Component, FromParams, MAX_CONFIG_INTEGER, model_folder, read_config, read_json};
 pub use conv2d::conv2d;
 pub use conv3d::conv3d;
@@ -50,8 +53,8 @@ pub use gelu::gelu_tanh;
 pub use group_norm::{GroupNorm, group_norm};
 pub use infer::ShapeProbe;
 pub use input::{
-    Checked, InputError, StepTensors, check_guidance, expect_batch, expect_shape, patch_grid,
-    same_shape,
+    Checked, DenoisingStep, InputError, StepTensors, check_guidance, expect_batch, expect_shape,
+    patch_grid, same_shape,
 };
 pub use linear::{Linear, QuantizedLinear, linear, linear_from_rows, linear_swapped_halves};
 pub use mmdit::{
@@ -65,5 +68,11 @@ pub use patch_embed::{PatchEmbed3d, PatchError};
 pub use per_sample::per_sample;
 pub use qkv::{Heads, QK_NORM_EPS, QkNormScope, QkvNames, QkvProjection, merge_heads};
 pub use rope::{AnglePrecision, MultiAxisRope, RopeError, RopeTable};
+pub use sparse_video::{
+    BandMask, HeadClass, RowSampler, SparseVideoCall, SparseVideoError, SparseVideoModel,
+    SparseVideoPlan, SparseVideoSettings, SvgVariant, VideoTokens, band_attention,
+    band_attention_by_blocks, band_frames, band_tokens, classify, from_token_major,
+    profile_allowed, sample_mse, to_token_major,
+};
 pub use transformer::{ConfigCheck, DiffusionTransformer, Layout, TransformerConfig};
 pub use weights::{QuantizedMatrix, Weights, WeightsView};

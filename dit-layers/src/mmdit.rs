@@ -16,9 +16,9 @@ use burn::{
 };
 
 use crate::{
-    ADALN_NORM_EPS, AdaLayerNormZero, AdaLayerNormZeroSingle, FeedForward, Heads, LayerNorm,
-    Linear, LoadError, MlpActivation, ParamSource, QkvNames, QkvProjection, RopeTable, attention,
-    merge_heads,
+    ADALN_NORM_EPS, AdaLayerNormZero, AdaLayerNormZeroSingle, BlockKeys, FeedForward, Heads,
+    LayerNorm, Linear, LoadError, MlpActivation, ParamSource, QkvNames, QkvProjection, RopeTable,
+    attend_keys, merge_heads,
 };
 
 /// How the image (or video) and text streams are joined into one sequence, and which of its
@@ -96,31 +96,9 @@ impl JointLayout {
     }
 }
 
-/// Attention of every query over all keys (`key_lengths` `None`) or, in row `b`, over its first
-/// `key_lengths[b]` keys; heads merged to `[batch, tokens, hidden]`. Dropping the masked keys
-/// equals diffusers' boolean mask (a masked key has zero weight) without materialising a
-/// `tokens²` mask.
-fn attend<B: Backend>(h: Heads<B>, key_lengths: Option<&[usize]>) -> Tensor<B, 3> {
-    let Some(key_lengths) = key_lengths else {
-        return merge_heads(attention(h.q, h.k, h.v, None));
-    };
-    let [batch, _, _, _] = h.q.dims();
-    let first = key_lengths[0];
-    if key_lengths.iter().all(|&n| n == first) {
-        let k = h.k.narrow(2, 0, first);
-        let v = h.v.narrow(2, 0, first);
-        return merge_heads(attention(h.q, k, v, None));
-    }
-    let rows = (0..batch)
-        .map(|b| {
-            let row = |t: Tensor<B, 4>| t.narrow(0, b, 1);
-            let n = key_lengths[b];
-            let k = row(h.k.clone()).narrow(2, 0, n);
-            let v = row(h.v.clone()).narrow(2, 0, n);
-            attention(row(h.q.clone()), k, v, None)
-        })
-        .collect();
-    merge_heads(Tensor::cat(rows, 0))
+/// The joint attention of `h` with `keys`, heads merged to `[batch, tokens, hidden]`.
+fn attend<B: Backend>(h: Heads<B>, keys: BlockKeys<'_>) -> Tensor<B, 3> {
+    merge_heads(attend_keys(h, keys))
 }
 
 /// The attention of a dual-stream block: both streams attend jointly, each with its own
@@ -160,21 +138,20 @@ impl<B: Backend> JointAttention<B> {
     }
 
     /// Attention for `image` `[batch, image_tokens, hidden]` and `text`
-    /// `[batch, text_tokens, hidden]`, with the first `key_lengths[b]` keys of the joint
-    /// sequence visible in row `b` (all when `None`); returns the projected `(image, text)`
-    /// outputs, same shapes.
+    /// `[batch, text_tokens, hidden]` over the joint sequence's `keys`; returns the projected
+    /// `(image, text)` outputs, same shapes.
     pub fn forward(
         &self,
         image: Tensor<B, 3>,
         text: Tensor<B, 3>,
         rope: &RopeTable<B>,
-        key_lengths: Option<&[usize]>,
+        keys: BlockKeys<'_>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let image_len = image.dims()[1];
         let joint =
             self.layout
                 .join_heads(self.image.forward(image), self.context.forward(text), rope);
-        let (image_out, text_out) = self.layout.split(attend(joint, key_lengths), image_len);
+        let (image_out, text_out) = self.layout.split(attend(joint, keys), image_len);
         (
             self.to_out.forward(image_out),
             self.to_add_out.forward(text_out),
@@ -207,17 +184,16 @@ impl<B: Backend> SingleAttention<B> {
         })
     }
 
-    /// Self-attention over the joined `x` `[batch, tokens, hidden]` with the first
-    /// `key_lengths[b]` keys visible in row `b` (all when `None`), heads merged back to that
-    /// shape.
+    /// Self-attention over the joined `x` `[batch, tokens, hidden]` and its `keys`, heads
+    /// merged back to that shape.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTable<B>,
-        key_lengths: Option<&[usize]>,
+        keys: BlockKeys<'_>,
     ) -> Tensor<B, 3> {
         let h = self.layout.rotate_joined(self.qkv.forward(x), rope);
-        attend(h, key_lengths)
+        attend(h, keys)
     }
 }
 
@@ -266,18 +242,18 @@ impl<B: Backend> DualStreamBlock<B> {
 
     /// Runs the block on `image` `[batch, image_tokens, hidden]` and `text`
     /// `[batch, text_tokens, hidden]` with conditioning `temb` `[batch, hidden]` and the
-    /// visible key counts (see [`JointAttention::forward`]); returns the new `(image, text)`.
+    /// attention's `keys` (see [`JointAttention::forward`]); returns the new `(image, text)`.
     pub fn forward(
         &self,
         image: Tensor<B, 3>,
         text: Tensor<B, 3>,
         temb: Tensor<B, 2>,
         rope: &RopeTable<B>,
-        key_lengths: Option<&[usize]>,
+        keys: BlockKeys<'_>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let (image_in, image_msa, image_mlp) = self.norm1.forward(image.clone(), temb.clone());
         let (text_in, text_msa, text_mlp) = self.norm1_context.forward(text.clone(), temb);
-        let (image_attn, text_attn) = self.attn.forward(image_in, text_in, rope, key_lengths);
+        let (image_attn, text_attn) = self.attn.forward(image_in, text_in, rope, keys);
 
         let image = image + image_msa.gate(image_attn);
         let text = text + text_msa.gate(text_attn);
@@ -329,17 +305,17 @@ impl<B: Backend> SingleStreamBlock<B> {
     }
 
     /// Runs the block on the joined `x` `[batch, tokens, hidden]` with conditioning `temb`
-    /// `[batch, hidden]` and the visible key counts (see [`SingleAttention::forward`]).
+    /// `[batch, hidden]` and the attention's `keys` (see [`SingleAttention::forward`]).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         temb: Tensor<B, 2>,
         rope: &RopeTable<B>,
-        key_lengths: Option<&[usize]>,
+        keys: BlockKeys<'_>,
     ) -> Tensor<B, 3> {
         let (normed, m) = self.norm.forward(x.clone(), temb);
         let mlp = MlpActivation::GeluTanh.forward(self.proj_mlp.forward(normed.clone()));
-        let attn = self.attn.forward(normed, rope, key_lengths);
+        let attn = self.attn.forward(normed, rope, keys);
         x + m.gate(self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2)))
     }
 }
@@ -390,26 +366,32 @@ impl<B: Backend> MmditBlocks<B> {
 
     /// Runs the blocks with indices in `blocks` (within `0..` the number of blocks) on
     /// `(image, text)`; the streams are joined on entering the single-stream part and split
-    /// again at its end, so any split of the range computes the same as one call. Returns the
-    /// new `(image, text)`.
+    /// again at its end, so any split of the range computes the same as one call. `keys` is
+    /// every block's (its `layer` is set to each block's index). Returns the new
+    /// `(image, text)`.
     pub fn run(
         &self,
         (mut image, mut text): (Tensor<B, 3>, Tensor<B, 3>),
         blocks: Range<usize>,
         temb: Tensor<B, 2>,
         rope: &RopeTable<B>,
-        key_lengths: Option<&[usize]>,
+        keys: BlockKeys<'_>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let duals = self.transformer_blocks.len();
-        for block in &self.transformer_blocks[blocks.start.min(duals)..blocks.end.min(duals)] {
-            (image, text) = block.forward(image, text, temb.clone(), rope, key_lengths);
+        let at = |layer| BlockKeys { layer, ..keys };
+        let dual_range = blocks.start.min(duals)..blocks.end.min(duals);
+        for (layer, block) in dual_range.clone().zip(&self.transformer_blocks[dual_range]) {
+            (image, text) = block.forward(image, text, temb.clone(), rope, at(layer));
         }
         let singles = blocks.start.max(duals) - duals..blocks.end.max(duals) - duals;
         if !singles.is_empty() {
             let image_len = image.dims()[1];
             let mut x = self.layout.join(image, text);
-            for block in &self.single_transformer_blocks[singles] {
-                x = block.forward(x, temb.clone(), rope, key_lengths);
+            for (i, block) in singles
+                .clone()
+                .zip(&self.single_transformer_blocks[singles])
+            {
+                x = block.forward(x, temb.clone(), rope, at(duals + i));
             }
             (image, text) = self.layout.split(x, image_len);
         }

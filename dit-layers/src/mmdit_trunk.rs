@@ -13,8 +13,8 @@ use burn::{
 use dicache_core::BatchRows;
 
 use crate::{
-    AdaLayerNormContinuous, JointLayout, Linear, LoadError, MmditBlocks, ParamSource, RopeTable,
-    TimeTextEmbedding,
+    AdaLayerNormContinuous, BlockKeys, JointLayout, Linear, LoadError, MmditBlocks, ParamSource,
+    RopeTable, SparseVideoCall, TimeTextEmbedding,
 };
 
 /// The sizes of an MM-DiT trunk, from the model's configuration.
@@ -61,6 +61,8 @@ pub struct MmditContext<B: Backend> {
     /// Keys each batch row attends to in the joined sequence (valid text tokens), or `None`
     /// for all.
     pub key_lengths: Option<Vec<usize>>,
+    /// Sparse VideoGen for the blocks' attention (a video model's); dense when `None`.
+    pub sparse: Option<SparseVideoCall>,
 }
 
 /// The two streams between blocks.
@@ -79,6 +81,7 @@ impl<B: Backend> BatchRows for MmditContext<B> {
             temb: self.temb.rows(rows),
             rope: self.rope.clone(),
             key_lengths: self.key_lengths.rows(rows),
+            sparse: self.sparse.rows(rows),
         }
     }
 }
@@ -134,7 +137,11 @@ impl<B: Backend> MmditTrunk<B> {
             blocks,
             ctx.temb.clone(),
             &ctx.rope,
-            ctx.key_lengths.as_deref(),
+            BlockKeys {
+                key_lengths: ctx.key_lengths.as_deref(),
+                sparse: ctx.sparse.as_ref(),
+                layer: 0,
+            },
         );
         MmditState { image, text }
     }

@@ -5,7 +5,7 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::{CacheSession, CacheSettings, CacheableModel, JoinRows, Pass, Row, Trace};
-use dit_layers::{Checked, StepTensors};
+use dit_layers::{Checked, DenoisingStep, StepTensors};
 use schedulers::Sampler;
 
 use crate::{PipelineError, Settings, check_finite};
@@ -275,15 +275,23 @@ where
         let device = self.jobs[0].1.sample.device();
         let mut latents = Vec::new();
         let mut timesteps = Vec::new();
+        let mut places = Vec::new();
         for (_, job) in &self.jobs {
             let t = (self.timestep)(job.timesteps[job.step]);
+            let place = DenoisingStep {
+                step: job.step,
+                of: job.timesteps.len(),
+            };
             for _ in 0..copies {
                 latents.push(job.sample.clone());
                 timesteps.extend(std::iter::repeat_n(t, job.samples()));
+                places.extend(std::iter::repeat_n(place, job.samples()));
             }
         }
         let t = Tensor::<B, 1>::from_data(TensorData::new(timesteps, [rows.len()]), &device);
-        let input = input.next_step(Tensor::cat(latents, 0), t)?;
+        let input = input
+            .next_step(Tensor::cat(latents, 0), t)?
+            .at_steps(places);
         let velocity = self
             .session
             .forward_steps(self.model, &input, rows, steps)?;

@@ -131,6 +131,7 @@ impl<B: Backend> CacheableModel<B> for FluxTransformer<B> {
             temb: self.conditioning(input.get()),
             rope: input.prepared().rope.clone(),
             key_lengths: None,
+            sparse: None,
         };
         let state = MmditState {
             image: self.x_embedder.forward(input.get().latents.clone()),

@@ -2,7 +2,9 @@
 //! generation computes from them once rather than every step.
 
 use burn::tensor::{Int, Tensor, backend::Backend};
-use dit_layers::{Checked, InputError, RopeTable, check_guidance, expect_batch, patch_grid};
+use dit_layers::{
+    Checked, InputError, RopeTable, SparseVideoPlan, check_guidance, expect_batch, patch_grid,
+};
 
 use crate::{HunyuanVideoConfig, TextMask};
 
@@ -35,6 +37,8 @@ pub struct HunyuanVideoPrepared<B: Backend> {
     pub mask: TextMask,
     /// Rotary table over the video tokens.
     pub rope: RopeTable<B>,
+    /// Sparse VideoGen on these tokens, when the model attends sparsely.
+    pub sparse: Option<SparseVideoPlan>,
 }
 
 /// A [`HunyuanVideoInput`] checked by [`crate::HunyuanVideoTransformer::check_input`], with
@@ -55,7 +59,7 @@ dicache_core::join_rows!(HunyuanVideoInput {
 });
 dicache_core::join_rows!(HunyuanVideoPrepared {
     rows: [mask],
-    shared: [grid, rope]
+    shared: [grid, rope, sparse]
 });
 
 impl<B: Backend> HunyuanVideoInput<B> {

@@ -2,17 +2,18 @@
 //! embeddings, dual- then single-stream blocks, output norm, projection and unpatchify; loading;
 //! the cache-engine interface.
 
-use std::{ops::Range, path::Path};
+use std::{ops::Range, path::Path, sync::Arc};
 
 use burn::{
     module::Module,
     tensor::{Tensor, backend::Backend},
 };
-use dicache_core::{BatchRows, CacheableModel};
+use dicache_core::{BatchRows, CacheableModel, HeadClasses};
 use dit_layers::{
     ConfigCheck, DiffusionTransformer, FromParams, InputError, JointLayout, LoadError,
     MmditContext, MmditDims, MmditState, MmditTrunk, ModelParams, MultiAxisRope, ParamSource,
-    PatchEmbed3d, TransformerConfig,
+    PatchEmbed3d, SparseVideoCall, SparseVideoModel, SparseVideoPlan, SparseVideoSettings,
+    SvgVariant, TransformerConfig,
 };
 
 use crate::{
@@ -36,6 +37,10 @@ pub struct HunyuanVideoTransformer<B: Backend> {
     /// The configuration the model was built for.
     #[module(skip)]
     pub config: HunyuanVideoConfig,
+    /// Sparse VideoGen's settings ([`SparseVideoModel::set_sparse_attention`]); dense
+    /// attention when `None`.
+    #[module(skip)]
+    pub sparse: Option<Arc<SparseVideoSettings>>,
 }
 
 /// What one call's blocks and head share: the trunk's context (conditioning, rotary table over
@@ -90,6 +95,7 @@ impl<B: Backend> FromParams<B> for HunyuanVideoTransformer<B> {
                 .rope()
                 .map_err(|e| ConfigCheck::new(source).fail(e))?,
             config: config.clone(),
+            sparse: None,
         })
     }
 }
@@ -109,9 +115,16 @@ impl<B: Backend> HunyuanVideoTransformer<B> {
             .rope
             .grid_table(grid, &input.latents.device())
             .expect("a validated configuration has three rotary axes");
+        let text_tokens = input.encoder_hidden_states.dims()[1];
+        let sparse = SparseVideoPlan::for_grid(self.sparse.as_ref(), grid, text_tokens)?;
         Ok(CheckedInput::new(
             input,
-            HunyuanVideoPrepared { grid, mask, rope },
+            HunyuanVideoPrepared {
+                grid,
+                mask,
+                rope,
+                sparse,
+            },
         ))
     }
 
@@ -167,10 +180,16 @@ impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
             .forward(raw.latents.clone())
             .expect("CheckedInput's sizes are multiples of the patch");
         let video_tokens = video.dims()[1];
+        let key_lengths = input.prepared().mask.joint_key_lengths(video_tokens);
+        let sparse = input.prepared().sparse.as_ref().map(|plan| {
+            // The real tokens of each row: the video and its prompt's text tokens.
+            plan.call(self.num_blocks(), input.steps(), &key_lengths)
+        });
         let trunk = MmditContext {
             temb: self.conditioning(raw),
             rope: input.prepared().rope.clone(),
-            key_lengths: Some(input.prepared().mask.joint_key_lengths(video_tokens)),
+            key_lengths: Some(key_lengths),
+            sparse,
         };
         let state = MmditState {
             image: video,
@@ -197,5 +216,20 @@ impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
     /// `proj_out(norm_out(video, temb))`, unpatchified.
     fn head(&self, ctx: &Self::Context, image: Tensor<B, 3>) -> Self::Output {
         self.unpatchify(self.trunk.head(&ctx.trunk, image), ctx.grid)
+    }
+
+    fn head_classes(&self, ctx: &Self::Context) -> Vec<HeadClasses> {
+        ctx.trunk
+            .sparse
+            .as_ref()
+            .map_or_else(Vec::new, SparseVideoCall::head_classes)
+    }
+}
+
+impl<B: Backend> SparseVideoModel for HunyuanVideoTransformer<B> {
+    const SVG_VARIANT: SvgVariant = SvgVariant::HunyuanVideo;
+
+    fn sparse_video_mut(&mut self) -> &mut Option<Arc<SparseVideoSettings>> {
+        &mut self.sparse
     }
 }

@@ -4,8 +4,8 @@
 
 use burn::{module::Module, tensor::Tensor, tensor::backend::Backend};
 use dit_layers::{
-    Linear, LoadError, ParamSource, QkNormScope, QkvNames, QkvProjection, RopeTable, attention,
-    merge_heads,
+    BlockKeys, Linear, LoadError, ParamSource, QkNormScope, QkvNames, QkvProjection, RopeTable,
+    attend_keys, merge_heads,
 };
 
 /// Self-attention (`attn1`, keys from the video tokens) or cross-attention (`attn2`, keys from
@@ -43,21 +43,21 @@ impl<B: Backend> WanAttention<B> {
     }
 
     /// Attention of `x` `[batch, tokens, dim]` to `context` `[batch, context_tokens, dim]`
-    /// (`x` itself for self-attention); queries and keys are rotated by `rope` (over `x`'s and
-    /// `context`'s tokens, which must then be the same) when given. Returns
-    /// `[batch, tokens, dim]`.
+    /// (`x` itself for self-attention) over `keys` (self-attention's Sparse VideoGen); queries
+    /// and keys are rotated by `rope` (over `x`'s and `context`'s tokens, which must then be the
+    /// same) when given. Returns `[batch, tokens, dim]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         context: Tensor<B, 3>,
         rope: Option<&RopeTable<B>>,
+        keys: BlockKeys<'_>,
     ) -> Tensor<B, 3> {
         let h = self.qkv.forward_cross(x, context);
         let h = match rope {
             Some(rope) => h.rotate(rope),
             None => h,
         };
-        self.to_out
-            .forward(merge_heads(attention(h.q, h.k, h.v, None)))
+        self.to_out.forward(merge_heads(attend_keys(h, keys)))
     }
 }

@@ -6,8 +6,8 @@ use burn::{
     tensor::{Tensor, backend::Backend},
 };
 use dit_layers::{
-    FeedForward, LayerNorm, LoadError, MlpActivation, ModelParams, Modulation, ParamSource,
-    RopeTable,
+    BlockKeys, FeedForward, LayerNorm, LoadError, MlpActivation, ModelParams, Modulation,
+    ParamSource, RopeTable,
 };
 
 use crate::{WanAttention, condition::BLOCK_MODULATIONS};
@@ -66,22 +66,24 @@ impl<B: Backend> WanTransformerBlock<B> {
     }
 
     /// Runs the block on `x` `[batch, tokens, dim]` with the text `[batch, text_tokens, dim]`,
-    /// the call's `timestep_proj` `[batch, 6, dim]` and the rotary table over the tokens.
+    /// the call's `timestep_proj` `[batch, 6, dim]`, the rotary table over the tokens and the
+    /// self-attention's `keys` (its Sparse VideoGen).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         text: Tensor<B, 3>,
         timestep_proj: Tensor<B, 3>,
         rope: &RopeTable<B>,
+        keys: BlockKeys<'_>,
     ) -> Tensor<B, 3> {
         let [msa, ffn] = self.modulations(timestep_proj);
         let h = msa.scale_shift(self.norm1.forward(x.clone()));
-        let x = x + msa.gate(self.attn1.forward(h.clone(), h, Some(rope)));
+        let x = x + msa.gate(self.attn1.forward(h.clone(), h, Some(rope), keys));
         let h = match &self.norm2 {
             Some(norm) => norm.forward(x.clone()),
             None => x.clone(),
         };
-        let x = x + self.attn2.forward(h, text, None);
+        let x = x + self.attn2.forward(h, text, None, BlockKeys::default());
         let h = ffn.scale_shift(self.norm3.forward(x.clone()));
         x + ffn.gate(self.ffn.forward(h))
     }

@@ -2,7 +2,7 @@
 //! rotary table a generation computes from them once rather than every step.
 
 use burn::tensor::{Tensor, backend::Backend};
-use dit_layers::{Checked, InputError, RopeTable, expect_batch, patch_grid};
+use dit_layers::{Checked, InputError, RopeTable, SparseVideoPlan, expect_batch, patch_grid};
 
 use crate::WanConfig;
 
@@ -28,6 +28,8 @@ pub struct WanPrepared<B: Backend> {
     /// The projected text embeddings `[batch, text_tokens, dim]` (`condition_embedder`'s text
     /// part).
     pub text: Tensor<B, 3>,
+    /// Sparse VideoGen on these tokens, when the model attends sparsely.
+    pub sparse: Option<SparseVideoPlan>,
 }
 
 /// A [`WanInput`] checked by [`crate::WanTransformer::check_input`], with what it prepared.
@@ -40,7 +42,7 @@ dicache_core::join_rows!(WanInput {
 });
 dicache_core::join_rows!(WanPrepared {
     rows: [text],
-    shared: [grid, rope]
+    shared: [grid, rope, sparse]
 });
 
 impl<B: Backend> WanInput<B> {

@@ -2,16 +2,17 @@
 //! output norm, projection and unpatchify; loading from both checkpoint layouts; the
 //! cache-engine interface.
 
-use std::{ops::Range, path::Path};
+use std::{ops::Range, path::Path, sync::Arc};
 
 use burn::{
     module::{Module, Param},
     tensor::{Tensor, backend::Backend},
 };
-use dicache_core::{BatchRows, CacheableModel};
+use dicache_core::{BatchRows, CacheableModel, HeadClasses};
 use dit_layers::{
-    ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, Linear, LoadError,
-    ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, TransformerConfig,
+    BlockKeys, ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, Linear,
+    LoadError, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, SparseVideoCall,
+    SparseVideoModel, SparseVideoPlan, SparseVideoSettings, SvgVariant, TransformerConfig,
     scale_shift,
 };
 
@@ -41,6 +42,10 @@ pub struct WanTransformer<B: Backend> {
     /// The configuration the model was built for.
     #[module(skip)]
     pub config: WanConfig,
+    /// Sparse VideoGen's settings ([`SparseVideoModel::set_sparse_attention`]); dense
+    /// attention when `None`.
+    #[module(skip)]
+    pub sparse: Option<Arc<SparseVideoSettings>>,
 }
 
 /// What one call's blocks and head share.
@@ -56,10 +61,13 @@ pub struct WanContext<B: Backend> {
     pub rope: RopeTable<B>,
     /// Token grid `[frames, height, width]` after patching.
     pub grid: [usize; 3],
+    /// Sparse VideoGen for the blocks' self-attention; dense when `None`.
+    pub sparse: Option<SparseVideoCall>,
 }
 
 impl<B: Backend> BatchRows for WanContext<B> {
-    /// The rows' conditioning and text; the rotary table and grid are every row's.
+    /// The rows' conditioning, text and Sparse VideoGen; the rotary table and grid are every
+    /// row's.
     fn rows(&self, rows: &[usize]) -> Self {
         Self {
             temb: self.temb.rows(rows),
@@ -67,6 +75,7 @@ impl<B: Backend> BatchRows for WanContext<B> {
             text: self.text.rows(rows),
             rope: self.rope.clone(),
             grid: self.grid,
+            sparse: self.sparse.rows(rows),
         }
     }
 }
@@ -115,6 +124,7 @@ impl<B: Backend> FromParams<B> for WanTransformer<B> {
             scale_shift_table: Param::from_tensor(src.parameter("scale_shift_table", [1, 2, dim])?),
             rope,
             config: config.clone(),
+            sparse: None,
         })
     }
 }
@@ -137,7 +147,16 @@ impl<B: Backend> WanTransformer<B> {
         let text = self
             .condition_embedder
             .text(input.encoder_hidden_states.clone());
-        Ok(CheckedInput::new(input, WanPrepared { grid, rope, text }))
+        let sparse = SparseVideoPlan::for_grid(self.sparse.as_ref(), grid, 0)?;
+        Ok(CheckedInput::new(
+            input,
+            WanPrepared {
+                grid,
+                rope,
+                text,
+                sparse,
+            },
+        ))
     }
 
     /// Output norm modulated by `temb`, projection: `[batch, tokens, dim]` to
@@ -185,12 +204,18 @@ impl<B: Backend> CacheableModel<B> for WanTransformer<B> {
         let (temb, timestep_proj) = self
             .condition_embedder
             .time(raw.timestep.clone(), raw.encoder_hidden_states.dtype());
+        let tokens = x.dims()[1];
+        let sparse =
+            input.prepared().sparse.as_ref().map(|plan| {
+                plan.call(self.num_blocks(), input.steps(), &vec![tokens; x.dims()[0]])
+            });
         let ctx = WanContext {
             temb,
             timestep_proj,
             text: input.prepared().text.clone(),
             rope: input.prepared().rope.clone(),
             grid,
+            sparse,
         };
         (ctx, x)
     }
@@ -201,9 +226,23 @@ impl<B: Backend> CacheableModel<B> for WanTransformer<B> {
         state: Self::State,
         blocks: Range<usize>,
     ) -> Self::State {
-        self.blocks[blocks].iter().fold(state, |x, block| {
-            block.forward(x, ctx.text.clone(), ctx.timestep_proj.clone(), &ctx.rope)
-        })
+        let layers = blocks.clone();
+        layers
+            .zip(&self.blocks[blocks])
+            .fold(state, |x, (layer, block)| {
+                let keys = BlockKeys {
+                    key_lengths: None,
+                    sparse: ctx.sparse.as_ref(),
+                    layer,
+                };
+                block.forward(
+                    x,
+                    ctx.text.clone(),
+                    ctx.timestep_proj.clone(),
+                    &ctx.rope,
+                    keys,
+                )
+            })
     }
 
     fn image_stream(&self, state: &Self::State) -> Tensor<B, 3> {
@@ -213,5 +252,19 @@ impl<B: Backend> CacheableModel<B> for WanTransformer<B> {
     /// `norm_out` + `scale_shift_table` modulation, `proj_out`, unpatchify.
     fn head(&self, ctx: &Self::Context, image: Tensor<B, 3>) -> Self::Output {
         self.unpatchify(self.project_out(image, ctx.temb.clone()), ctx.grid)
+    }
+
+    fn head_classes(&self, ctx: &Self::Context) -> Vec<HeadClasses> {
+        ctx.sparse
+            .as_ref()
+            .map_or_else(Vec::new, SparseVideoCall::head_classes)
+    }
+}
+
+impl<B: Backend> SparseVideoModel for WanTransformer<B> {
+    const SVG_VARIANT: SvgVariant = SvgVariant::Wan;
+
+    fn sparse_video_mut(&mut self) -> &mut Option<Arc<SparseVideoSettings>> {
+        &mut self.sparse
     }
 }

@@ -13,6 +13,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::{Strided, cast, dims, from_flex, is_flex, readable, rows, to_flex};
+use crate::sparse_video::BandMask;
 
 /// Queries per task. The score tile `[QUERY_BLOCK, KEY_TILE]` (512 KiB) stays in L2, and each
 /// packed K and V tile serves 256 queries. Measured on a 2-core Zen 4 at `[1, 24, 1024, 128]`
@@ -38,25 +39,60 @@ pub fn try_attention<B: Backend>(
     if !is_flex::<B>() {
         return None;
     }
-    let dtype = q.dtype();
     let f32 = |t: &Tensor<B, 4>| to_flex(t.clone().cast(FloatDType::F32));
     let extras = Extras {
         mask: mask.map(|m| cast::<B::BoolTensorPrimitive, FlexTensor>(m.clone().into_primitive())),
         bias: bias.map(f32),
         scale: scale.map(|s| s as f32),
+        band: None,
     };
-    let out = attention_f32(&f32(q), &f32(k), &f32(v), &extras);
-    Some(from_flex::<B, 4>(out).cast(dtype))
+    Some(run(q, k, v, &extras))
+}
+
+/// `Some(output)` when the inputs are tensors of the Flex backend: attention under `band`
+/// (queries and keys in the order it reads them), visiting only the key tiles some query of a block sees;
+/// `None` otherwise.
+pub fn try_band_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    band: &BandMask,
+) -> Option<Tensor<B, 4>> {
+    if !is_flex::<B>() {
+        return None;
+    }
+    let extras = Extras {
+        mask: None,
+        bias: None,
+        scale: None,
+        band: Some(band),
+    };
+    Some(run(q, k, v, &extras))
+}
+
+/// The kernel on f32 copies of Flex tensors, the output cast back to `q`'s dtype.
+fn run<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    extras: &Extras,
+) -> Tensor<B, 4> {
+    let dtype = q.dtype();
+    let f32 = |t: &Tensor<B, 4>| to_flex(t.clone().cast(FloatDType::F32));
+    let out = attention_f32(&f32(q), &f32(k), &f32(v), extras);
+    from_flex::<B, 4>(out).cast(dtype)
 }
 
 /// The optional parts of an attention call, as Flex tensors.
-struct Extras {
+struct Extras<'a> {
     /// Broadcastable to `[b, h, sq, sk]`, nonzero = ignore the key.
     mask: Option<FlexTensor>,
     /// Broadcastable to `[b, h, sq, sk]`, added to the scaled scores.
     bias: Option<FlexTensor>,
     /// Score scale; `1 / sqrt(head_dim)` when `None`.
     scale: Option<f32>,
+    /// Sparse VideoGen's band: the keys each query sees (query and key indices alike).
+    band: Option<&'a BandMask>,
 }
 
 /// `t` readable through its strides, after checking that it broadcasts to `target`.
@@ -96,6 +132,7 @@ fn attention_f32(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, extras: &Extras
         v: Strided::new(&v, v.storage()),
         mask: mask.as_ref().map(|m| Strided::new(m, m.storage())),
         bias: bias.as_ref().map(|b| Strided::new(b, b.storage())),
+        band: extras.band,
         scale: extras.scale.unwrap_or(1.0 / (dim as f32).sqrt()),
         seq_k,
         dim,
@@ -134,6 +171,7 @@ struct Views<'a> {
     v: Strided<'a, f32>,
     mask: Option<Strided<'a, u8>>,
     bias: Option<Strided<'a, f32>>,
+    band: Option<&'a BandMask>,
     scale: f32,
     seq_k: usize,
     dim: usize,
@@ -152,8 +190,21 @@ impl Views<'_> {
         scratch.row_sum.clear();
         scratch.row_sum.resize(rows, 0.0);
 
-        for k0 in (0..self.seq_k).step_by(tile.max(1)) {
-            let cols = tile.min(self.seq_k - k0);
+        let queries = q0..q0 + rows;
+        let ranges = match self.band {
+            Some(band) => band.key_ranges(queries.clone()),
+            None => std::iter::once(0..self.seq_k).collect(),
+        };
+        let tiles = ranges.iter().flat_map(|r| {
+            r.clone()
+                .step_by(tile.max(1))
+                .map(|k0| k0..(k0 + tile).min(r.end))
+        });
+        for (t, keys) in tiles.enumerate() {
+            let (k0, cols) = (keys.start, keys.len());
+            let hidden = self
+                .band
+                .filter(|band| !band.covers(queries.clone(), keys.clone()));
             let scores = &mut scratch.scores[..rows * cols];
             // SAFETY: every index the gemm touches lies inside the views' tensors (shapes
             // checked above), and `scores` holds `rows * cols` elements, row stride `cols`.
@@ -195,6 +246,13 @@ impl Views<'_> {
                         }
                     }
                 }
+                if let Some(band) = hidden {
+                    for (j, s) in row.iter_mut().enumerate() {
+                        if !band.allowed(q0 + r, k0 + j) {
+                            *s = f32::NEG_INFINITY;
+                        }
+                    }
+                }
                 let tile_max = rows::max(row);
                 let old_max = scratch.row_max[r];
                 let new_max = old_max.max(tile_max);
@@ -221,7 +279,7 @@ impl Views<'_> {
                     acc.as_mut_ptr(),
                     1,
                     self.dim_v as isize,
-                    k0 > 0,
+                    t > 0,
                     scores.as_ptr(),
                     1,
                     cols as isize,
