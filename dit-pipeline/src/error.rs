@@ -48,6 +48,9 @@ pub enum PipelineError {
     /// The transformer rejected its input.
     #[error("transformer {0}")]
     Transformer(#[from] dit_layers::InputError),
+    /// Sparse attention settings the transformer cannot take.
+    #[error("sparse attention: {0}")]
+    SparseAttention(#[from] dit_layers::SparseVideoError),
     /// Bad cache settings.
     #[error(transparent)]
     Cache(#[from] dicache_core::CacheError),

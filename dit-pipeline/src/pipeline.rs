@@ -6,6 +6,7 @@ use std::{fmt::Debug, path::Path, time::Duration, time::Instant};
 
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CacheSettings, Trace};
+use dit_layers::{SparseVideoSettings, SvgVariant};
 
 use crate::{
     Denoise, LatentGeometry, LoadOptions, ModelSizes, PipelineError, WorkingSet, check_batch,
@@ -126,6 +127,26 @@ pub trait Pipeline<B: Backend, const N: usize>: Sized {
     /// replaces (`text_encoder_2` for FLUX.1, `text_encoder` for WAN); `None` for a pipeline
     /// without one.
     const T5_COMPONENT: Option<&'static str>;
+
+    /// Whose Sparse VideoGen masks the transformer's self-attention can follow; `None` for a
+    /// pipeline whose transformer attends densely only (an image model).
+    const SPARSE_VIDEO: Option<SvgVariant> = None;
+
+    /// Makes the transformer attend with Sparse VideoGen's `settings` in the generations that
+    /// follow, or densely with `None`; an error for settings out of range, of another model's
+    /// variant, or for a pipeline without sparse attention ([`Self::SPARSE_VIDEO`] `None`).
+    fn set_sparse_attention(
+        &mut self,
+        settings: Option<SparseVideoSettings>,
+    ) -> Result<(), PipelineError> {
+        match settings {
+            None => Ok(()),
+            Some(_) => Err(PipelineError::Request(format!(
+                "{} has no sparse attention (Sparse VideoGen is for the video models)",
+                Self::NAME
+            ))),
+        }
+    }
 
     /// Loads the pipeline folder; `transformer_file` replaces its `transformer/` with a
     /// single-file checkpoint in the original authors' layout.

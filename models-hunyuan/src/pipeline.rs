@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use dicache_core::CacheSettings;
-use dit_layers::DiffusionTransformer;
+use dit_layers::{DiffusionTransformer, SparseVideoModel, SparseVideoSettings, SvgVariant};
 use dit_pipeline::{
     ClipPooled, Denoising, Job, LatentGeometry, LoadOptions, ModelSizes, Passes, PipelineFolder,
     TextEncoders, check_finite,
@@ -121,6 +121,14 @@ impl<B: Backend> Pipeline<B, 5> for HunyuanVideoPipeline<B> {
     type Job = HunyuanVideoJob<B>;
     type Denoiser<'a> = HunyuanVideoDenoiser<'a, B>;
     const T5_COMPONENT: Option<&'static str> = None;
+    const SPARSE_VIDEO: Option<SvgVariant> = Some(SvgVariant::HunyuanVideo);
+
+    fn set_sparse_attention(
+        &mut self,
+        settings: Option<SparseVideoSettings>,
+    ) -> Result<(), PipelineError> {
+        Ok(self.transformer.set_sparse_attention(settings)?)
+    }
 
     /// Loads a diffusers-layout HunyuanVideo pipeline folder (`model_index.json`, `scheduler/`,
     /// `tokenizer/` and `text_encoder/` (LLaMA), `tokenizer_2/` and `text_encoder_2/` (CLIP),

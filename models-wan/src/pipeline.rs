@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::CacheSettings;
-use dit_layers::DiffusionTransformer;
+use dit_layers::{DiffusionTransformer, SparseVideoModel, SparseVideoSettings, SvgVariant};
 use dit_pipeline::{
     Denoising, Job, LatentGeometry, LoadOptions, ModelSizes, Passes, PipelineFolder, TextEncoders,
     check_finite,
@@ -107,6 +107,14 @@ impl<B: Backend> Pipeline<B, 5> for WanPipeline<B> {
     type Denoiser<'a> = WanDenoiser<'a, B>;
 
     const T5_COMPONENT: Option<&'static str> = Some("text_encoder");
+    const SPARSE_VIDEO: Option<SvgVariant> = Some(SvgVariant::Wan);
+
+    fn set_sparse_attention(
+        &mut self,
+        settings: Option<SparseVideoSettings>,
+    ) -> Result<(), PipelineError> {
+        Ok(self.transformer.set_sparse_attention(settings)?)
+    }
 
     /// Loads a diffusers-layout WAN 2.1 pipeline folder; `options` may replace its
     /// `transformer/` with a single-file checkpoint in Wan's original layout (safetensors or a

@@ -18,7 +18,8 @@ use dicache_serve::{Encode, Encoder, Limits, Model};
 use dit_pipeline::{MAX_BATCH, Pipeline, PipelineFolder, available_memory};
 
 use crate::run::{
-    LoadArgs, RunModel, before_loading, flux::Flux, hunyuan::HunyuanVideo, subcommand_of, wan::Wan,
+    LoadArgs, RunModel, SparseArgs, before_loading, flux::Flux, hunyuan::HunyuanVideo,
+    subcommand_of, wan::Wan,
 };
 
 /// Arguments of `cargo xtask serve`.
@@ -29,6 +30,8 @@ pub struct ServeArgs {
     pub model: Option<PathBuf>,
     #[command(flatten)]
     pub load: LoadArgs,
+    #[command(flatten)]
+    pub sparse: SparseArgs,
     /// The address to listen on; only this machine by default.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub host: IpAddr,
@@ -112,11 +115,15 @@ where
     let address = SocketAddr::new(args.host, args.port);
     let listener =
         TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+    let sparse = args
+        .sparse
+        .settings(<M::Pipeline<B> as Pipeline<B, N>>::SPARSE_VIDEO, name, 0)?;
     let options = args.load.options();
     before_loading::<B, M::Pipeline<B>, N>(opened, options, args.backend, args.dtype)?;
     eprintln!("loading {}", folder.display());
-    let pipeline = M::Pipeline::<B>::load_with(folder, options, &device)
+    let mut pipeline = M::Pipeline::<B>::load_with(folder, options, &device)
         .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
+    pipeline.set_sparse_attention(sparse)?;
     let model = Model {
         pipeline,
         name: folder.display().to_string(),

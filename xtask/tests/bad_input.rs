@@ -239,6 +239,11 @@ fn flux_bad_inputs_are_named_errors_that_touch_no_output() {
             &["negative prompt"],
         ),
         (
+            "sparse attention for images",
+            flux(&["--sparse-attention", "svg"]),
+            &["FLUX makes images", "Sparse VideoGen"],
+        ),
+        (
             "jpgz",
             flux(&["--out", "$D/out/x.jpgz"]),
             &["x.jpgz", ".png"],
@@ -552,6 +557,21 @@ fn wan_bad_inputs_are_named_errors_that_touch_no_output() {
         ),
         ("fps 0", wan(&["--fps", "0"]), &["--fps"]),
         (
+            "sparsity without sparse attention",
+            wan(&["--sparsity", "0.3"]),
+            &["--sparsity", "--sparse-attention svg"],
+        ),
+        (
+            "sparsity 2",
+            wan(&["--sparse-attention", "svg", "--sparsity", "2"]),
+            &["sparsity 2", "(0, 1]"],
+        ),
+        (
+            "warm-up NaN",
+            wan(&["--sparse-attention", "svg", "--sparse-warmup", "NaN"]),
+            &["warm-up steps NaN"],
+        ),
+        (
             "frames dir is a file",
             wan(&["--frames-dir", "$D/out/existing.gif"]),
             &["--frames-dir", "is a file"],
@@ -626,6 +646,47 @@ fn a_copied_mini_model_runs_at_its_own_settings() {
 }
 
 #[test]
+fn wan_mini_runs_sparse_video_attention_with_dicache() {
+    let mini = workspace().join("mini-models/wan-mini");
+    let row = Row::new(&mini, "gif");
+    let (ok, stderr) = row.run(&[
+        "wan",
+        "--prompt",
+        "a large red circle moving right on a blue background",
+        "--model",
+        "$M",
+        "--steps",
+        "10",
+        "--sparse-attention",
+        "svg",
+        "--out",
+        "$D/out/svg.gif",
+        "--trace",
+        "$D/out/svg.json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("attention  svg:"), "{stderr}");
+    assert!(row.path("out/svg.gif").is_file());
+    let trace: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(row.path("out/svg.json")).unwrap()).unwrap();
+    let calls = trace["steps"].as_array().unwrap();
+    assert_eq!(calls.len(), 20, "10 steps of two guidance passes");
+    for call in calls {
+        let heads = &call["heads"];
+        let count = |class: &str| heads[class].as_u64().unwrap();
+        // Two heads in each block the call ran; the first 20 % of the steps dense.
+        let run = 2 * call["blocks_run"].as_u64().unwrap();
+        assert_eq!(
+            count("dense") + count("spatial") + count("temporal"),
+            run,
+            "{call}"
+        );
+        let warmup = call["step"].as_u64().unwrap() < 2;
+        assert_eq!(count("dense") == run, warmup, "{call}");
+    }
+}
+
+#[test]
 fn hunyuan_video_bad_inputs_are_named_errors() {
     let fixture = workspace().join("tests/fixtures/hunyuan_pipeline/model");
     let row = || Row::new(&fixture, "gif");
@@ -676,6 +737,11 @@ fn hunyuan_video_bad_inputs_are_named_errors() {
             "a T5 file",
             with(&["--t5", "$D/t5.gguf"]),
             &["--t5", "HunyuanVideo has no T5"],
+        ),
+        (
+            "sparse attention without a band",
+            with(&["--sparse-attention", "svg"]),
+            &["sparsity 0.25 leaves no attention band on 2 latent frames of 4 tokens"],
         ),
     ];
     for (label, args, named) in cases {

@@ -23,10 +23,10 @@ use dicache_bench::{
     mini::MiniModel,
 };
 use dicache_core::{
-    CacheError, CachePolicy, CacheScope, CacheSettings, CallTiming, DiCacheConfig, PolicyKnobs,
-    Trace, TraceSummary,
+    CacheError, CachePolicy, CacheScope, CacheSettings, CallTiming, DiCacheConfig, HeadClasses,
+    PolicyKnobs, Trace, TraceSummary,
 };
-use dit_layers::{Weights, gaussian_noise_rows};
+use dit_layers::{RowSampler, SparseVideoSettings, SvgVariant, Weights, gaussian_noise_rows};
 use dit_pipeline::{
     EncoderResidency, LoadOptions, MAX_BATCH, Pipeline, PipelineError, PipelineFolder, Prompt,
     Request, Settings, available_memory, check_weights,
@@ -65,6 +65,73 @@ pub enum CacheKind {
     Fbcache,
     /// DiCache with the model's preset.
     Dicache,
+}
+
+/// How the video models' self-attention runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SparseKind {
+    /// Every query attends to every key.
+    None,
+    /// Sparse VideoGen: each head profiled online as spatial or temporal and attending a band.
+    Svg,
+}
+
+/// The sparse attention of the video models (WAN 2.1, HunyuanVideo), for `run` and `serve`.
+#[derive(Debug, Args)]
+pub struct SparseArgs {
+    /// Attention of the video models: dense, or Sparse VideoGen (svg; with any --cache).
+    #[arg(long, value_enum, default_value_t = SparseKind::None)]
+    pub sparse_attention: SparseKind,
+    /// Fraction of the attention map svg computes, which sets its band's width [default: WAN
+    /// 0.3, HunyuanVideo 0.25].
+    #[arg(long)]
+    pub sparsity: Option<f64>,
+    /// Fraction of the steps svg computes densely first [default: WAN 0.2, HunyuanVideo 0.1].
+    #[arg(long)]
+    pub sparse_warmup: Option<f64>,
+    /// Fraction of the blocks svg always computes densely, the first ones [default: 0.03].
+    #[arg(long)]
+    pub sparse_dense_layers: Option<f64>,
+}
+
+impl SparseArgs {
+    /// The settings the options ask for, with the reference's defaults for `variant` (the
+    /// pipeline's; `None` for one without sparse attention, `name`); rows are drawn from `seed`.
+    pub(crate) fn settings(
+        &self,
+        variant: Option<SvgVariant>,
+        name: &str,
+        seed: u64,
+    ) -> Result<Option<SparseVideoSettings>> {
+        let knobs = [
+            ("--sparsity", self.sparsity),
+            ("--sparse-warmup", self.sparse_warmup),
+            ("--sparse-dense-layers", self.sparse_dense_layers),
+        ];
+        if self.sparse_attention == SparseKind::None {
+            if let Some((flag, _)) = knobs.iter().find(|(_, v)| v.is_some()) {
+                bail!("{flag} applies to --sparse-attention svg");
+            }
+            return Ok(None);
+        }
+        let Some(variant) = variant else {
+            bail!(
+                "--sparse-attention svg: {name} makes images; Sparse VideoGen is for WAN and HunyuanVideo"
+            );
+        };
+        let defaults = SparseVideoSettings::reference(variant);
+        let settings = SparseVideoSettings {
+            sparsity: self.sparsity.unwrap_or(defaults.sparsity),
+            warmup_steps: self.sparse_warmup.unwrap_or(defaults.warmup_steps),
+            dense_layers: self.sparse_dense_layers.unwrap_or(defaults.dense_layers),
+            rows: RowSampler::Seeded(seed),
+            ..defaults
+        };
+        settings
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--sparse-attention svg: {e}"))?;
+        Ok(Some(settings))
+    }
 }
 
 /// How `run` and `serve` load a pipeline folder: single files replacing its components, and
@@ -128,6 +195,8 @@ pub struct CommonArgs {
     pub model: Option<PathBuf>,
     #[command(flatten)]
     pub load: LoadArgs,
+    #[command(flatten)]
+    pub sparse: SparseArgs,
     /// Width in pixels, a multiple of 16 [default: the pipeline's; mini model: its own].
     #[arg(long)]
     pub width: Option<usize>,
@@ -437,6 +506,11 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let common = self.common;
         let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
         let policy = common.policy(M::preset())?;
+        let sparse = common.sparse.settings(
+            <M::Pipeline<B> as Pipeline<B, N>>::SPARSE_VIDEO,
+            name,
+            common.seed,
+        )?;
         let samples = common.samples()?;
         let folder = common.folder(M::MINI.as_ref(), name)?;
         let opened = open_folder::<B, M::Pipeline<B>, N>(&folder)?;
@@ -450,8 +524,9 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
         let options = common.load.options();
         before_loading::<B, M::Pipeline<B>, N>(&opened, options, common.backend, common.dtype)?;
         eprintln!("loading {}", folder.display());
-        let pipe = M::Pipeline::<B>::load_with(&folder, options, &device)
+        let mut pipe = M::Pipeline::<B>::load_with(&folder, options, &device)
             .with_context(|| format!("loading the {name} pipeline from {}", folder.display()))?;
+        pipe.set_sparse_attention(sparse)?;
         let shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
         // On the CPU the working memory is this machine's; a GPU's is its own.
         if common.backend == BackendKind::Cpu
@@ -538,6 +613,21 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
     }
 }
 
+/// The head classes of every call of `traces`, summed; `None` when no call reported any
+/// (dense attention).
+fn head_classes(traces: &[Trace]) -> Option<HeadClasses> {
+    let mut calls = traces
+        .iter()
+        .flat_map(|t| &t.steps)
+        .filter_map(|e| e.heads)
+        .peekable();
+    calls.peek()?;
+    Some(calls.fold(HeadClasses::default(), |mut sum, h| {
+        sum += h;
+        sum
+    }))
+}
+
 /// Prints the one-screen summary of a generation (of one sample or a batch, with a trace per
 /// sample) that began at `start` and whose denoising loop took `denoise_seconds`.
 fn print_summary(traces: &[Trace], denoise_seconds: f64, start: Instant) {
@@ -554,6 +644,16 @@ fn print_summary(traces: &[Trace], denoise_seconds: f64, start: Instant) {
         s.computed, s.skipped, s.calls
     );
     eprintln!("blocks     {} of {} run", s.blocks_run, s.blocks_uncached);
+    if let Some(heads) = head_classes(traces) {
+        let all = (heads.dense + heads.spatial + heads.temporal).max(1) as f64;
+        let share = |n: usize| 100.0 * n as f64 / all;
+        eprintln!(
+            "attention  svg: {:.0}% of the heads run spatial, {:.0}% temporal, {:.0}% dense",
+            share(heads.spatial),
+            share(heads.temporal),
+            share(heads.dense)
+        );
+    }
     if trace.timing != CallTiming::Synced {
         eprintln!("time       {denoise_seconds:.2} s denoising, {total_seconds:.2} s in all");
         return;
