@@ -30,6 +30,7 @@ pub mod progress;
 pub mod quality;
 mod report;
 pub mod serve;
+pub mod sparse;
 mod timing;
 mod torch;
 mod wan_forward;
@@ -91,6 +92,9 @@ pub enum BenchCommand {
     /// FLUX.1-dev and WAN 2.1 14B transformers (random weights) as GGUF files: peak resident
     /// memory and time of loading and one forward; writes `bench/memory/`.
     Memory(memory::MemoryArgs),
+    /// Sparse VideoGen against dense attention at real video token counts: the attention op
+    /// and one transformer block per video model; results in bench/sparse.
+    Sparse(sparse::SparseArgs),
     /// One case of `bench memory`, run by it in a process of its own.
     #[command(hide = true)]
     MemoryCase(memory::CaseArgs),
@@ -104,6 +108,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Serve(args) => return serve::run(&args),
         BenchCommand::Gguf(args) => return gguf::run(&args),
         BenchCommand::Memory(args) => return memory::run(&args),
+        BenchCommand::Sparse(args) => return sparse::run(&args),
         BenchCommand::MemoryCase(args) => return memory::run_case_here(&args),
         BenchCommand::Attention(args) => (BenchName::Attention, args),
         BenchCommand::FluxForward(args) => (BenchName::FluxForward, args),

@@ -2,7 +2,7 @@
 //! backend agree. Built only with `--features wgpu`.
 #![cfg(feature = "wgpu")]
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use burn::{
     module::Param,
@@ -11,7 +11,10 @@ use burn::{
 use burn_wgpu::{Wgpu, WgpuDevice};
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_tests::{Cpu, fixture, load_fixture};
-use dit_layers::{LayerNorm, RmsNorm, attention};
+use dit_layers::{
+    Heads, LayerNorm, RmsNorm, RowSampler, SparseVideoPlan, SparseVideoSettings, SvgVariant,
+    VideoTokens, attention,
+};
 use dit_pipeline::Prompt;
 use models_flux::{
     FluxPipeline, FluxRequest,
@@ -134,4 +137,40 @@ fn flux_pipeline_with_a_gguf_transformer_agrees_on_wgpu_and_cpu() {
     let (gpu, gpu_schedule) = flux_pipeline::<Wgpu>(&WgpuDevice::default(), Some(&gguf));
     assert_eq!(gpu_schedule, cpu_schedule, "DiCache schedule");
     assert_all_close(&gpu, &cpu, 1e-4);
+}
+
+/// Sparse VideoGen's attention on backend `B` (the generic path off the CPU): the reference's
+/// HunyuanVideo attention fixture (video and text tokens, padded text) through a sparse layer,
+/// with the fixture's sampled rows.
+fn sparse_attention<B: Backend>(device: &B::Device) -> Vec<f32> {
+    let fx = load_fixture("sparse_video/attention_hunyuan.safetensors");
+    let geometry: Vec<i64> = fx["geometry"].iter::<i64>().collect();
+    let tokens = VideoTokens {
+        frames: geometry[0] as usize,
+        frame_size: geometry[1] as usize,
+        text: geometry[2] as usize,
+    };
+    let rows: Vec<usize> = fx["rows"].iter::<i64>().map(|r| r as usize).collect();
+    let settings = SparseVideoSettings {
+        sparsity: 0.6,
+        rows: RowSampler::Given(Arc::new(move |_, _| rows.clone())),
+        ..SparseVideoSettings::reference(SvgVariant::HunyuanVideo)
+    };
+    let plan = SparseVideoPlan::new(Arc::new(settings), tokens).unwrap();
+    let real = tokens.video() + geometry[3] as usize;
+    let call = plan.call(2, &[], &[real]);
+    let h = Heads {
+        q: Tensor::<B, 4>::from_data(fx["q"].clone(), device),
+        k: Tensor::<B, 4>::from_data(fx["k"].clone(), device),
+        v: Tensor::<B, 4>::from_data(fx["v"].clone(), device),
+    };
+    let out = call.attend(1, h, |_, _| unreachable!("layer 1 of 2 attends sparsely"));
+    out.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn sparse_video_attention_agrees_on_wgpu_and_cpu() {
+    let cpu = sparse_attention::<Cpu>(&Default::default());
+    let gpu = sparse_attention::<Wgpu>(&WgpuDevice::default());
+    assert_all_close(&[cpu], &[gpu], 1e-4);
 }

@@ -1,38 +1,38 @@
 //! The layout transformation of temporal heads (the reference's `*_sparse_head_placement` and
 //! `*_hidden_states_placement`): video tokens frame-major ↔ token-major, text tokens in place.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::VideoTokens;
 
 /// `x` `[batch, heads, tokens, dim]` with its video tokens reordered from frame-major
 /// (`frame * frame_size + patch`) to token-major (`patch * frames + frame`).
 pub fn to_token_major<B: Backend>(x: Tensor<B, 4>, tokens: VideoTokens) -> Tensor<B, 4> {
-    reorder(x, tokens, [tokens.frames, tokens.frame_size])
+    // Token-major position j holds frame-major token (frame j % frames, patch j / frames).
+    gather_tokens(x, tokens, |j| {
+        let (patch, frame) = (j / tokens.frames, j % tokens.frames);
+        frame * tokens.frame_size + patch
+    })
 }
 
 /// The inverse of [`to_token_major`].
 pub fn from_token_major<B: Backend>(x: Tensor<B, 4>, tokens: VideoTokens) -> Tensor<B, 4> {
-    reorder(x, tokens, [tokens.frame_size, tokens.frames])
+    gather_tokens(x, tokens, |i| tokens.token_major(i))
 }
 
-/// Transposes the video tokens of `x`, read as an `[outer, inner]` grid.
-fn reorder<B: Backend>(
+/// `x` with its token `i` taken from token `source(i)` for the video tokens, the text tokens
+/// in place: one gather of whole rows, which every backend does at memory speed (a reshape
+/// and transpose of the `[frames, frame_size]` grid copies element by element on the CPU).
+fn gather_tokens<B: Backend>(
     x: Tensor<B, 4>,
     tokens: VideoTokens,
-    [outer, inner]: [usize; 2],
+    source: impl Fn(usize) -> usize,
 ) -> Tensor<B, 4> {
-    let [batch, heads, len, dim] = x.dims();
+    let len = x.dims()[2];
     let video = tokens.video();
-    let reordered = x
-        .clone()
-        .narrow(2, 0, video)
-        .reshape([batch * heads, outer, inner, dim])
-        .swap_dims(1, 2)
-        .reshape([batch, heads, video, dim]);
-    if len == video {
-        reordered
-    } else {
-        Tensor::cat(vec![reordered, x.narrow(2, video, len - video)], 2)
-    }
+    let index: Vec<i64> = (0..len)
+        .map(|i| if i < video { source(i) } else { i } as i64)
+        .collect();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &x.device());
+    x.select(2, index)
 }
