@@ -687,6 +687,39 @@ fn wan_mini_runs_sparse_video_attention_with_dicache() {
 }
 
 #[test]
+fn hunyuan_video_runs_sparse_video_attention() {
+    // 256x256x17: 5 latent frames of 256 tokens and 16 text tokens leave a 128-token band.
+    let fixture = workspace().join("tests/fixtures/hunyuan_pipeline/model");
+    let row = Row::new(&fixture, "gif");
+    let (ok, stderr) = row.run(&[
+        "hunyuan",
+        "--prompt",
+        "a cat",
+        "--model",
+        "$M",
+        "--width",
+        "256",
+        "--height",
+        "256",
+        "--frames",
+        "17",
+        "--steps",
+        "3",
+        "--max-sequence-length",
+        "16",
+        "--sparse-attention",
+        "svg",
+        "--cache",
+        "none",
+        "--out",
+        "$D/out/svg.gif",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("attention  svg:"), "{stderr}");
+    assert!(row.path("out/svg.gif").is_file());
+}
+
+#[test]
 fn hunyuan_video_bad_inputs_are_named_errors() {
     let fixture = workspace().join("tests/fixtures/hunyuan_pipeline/model");
     let row = || Row::new(&fixture, "gif");
