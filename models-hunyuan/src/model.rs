@@ -219,10 +219,7 @@ impl<B: Backend> CacheableModel<B> for HunyuanVideoTransformer<B> {
     }
 
     fn head_classes(&self, ctx: &Self::Context) -> Vec<HeadClasses> {
-        ctx.trunk
-            .sparse
-            .as_ref()
-            .map_or_else(Vec::new, SparseVideoCall::head_classes)
+        SparseVideoCall::report(ctx.trunk.sparse.as_ref())
     }
 }
 

@@ -255,9 +255,7 @@ impl<B: Backend> CacheableModel<B> for WanTransformer<B> {
     }
 
     fn head_classes(&self, ctx: &Self::Context) -> Vec<HeadClasses> {
-        ctx.sparse
-            .as_ref()
-            .map_or_else(Vec::new, SparseVideoCall::head_classes)
+        SparseVideoCall::report(ctx.sparse.as_ref())
     }
 }
 

@@ -150,6 +150,29 @@ fn assert_classes_match(trace: &Trace, fx: &Fixtures, run: &str) {
     }
 }
 
+/// A denoising run against the fixture's run `run`: the head classes of every call, the cache
+/// decisions where the run cached, and the final latents. Ten steps of 1280 video tokens: this
+/// port's dense loop on the same inputs is 1.4e-5 (at most; 2.7e-6 on average) from diffusers'
+/// dense loop, so the latents are held to 1e-4.
+fn assert_run_matches(trace: &Trace, latents: Tensor<Cpu, 5>, fx: &Fixtures, run: &str) {
+    assert_classes_match(trace, fx, run);
+    if fx.contains_key(&format!("{run}.trace.computed")) {
+        let prefix = format!("{run}.");
+        let run_trace: Fixtures = fx
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
+            .collect();
+        assert_trace_matches(trace, &run_trace);
+    }
+    assert_close(
+        latents,
+        &fx[&format!("{run}.latents")],
+        1e-4,
+        1e-4,
+        "latents",
+    );
+}
+
 /// The place of step `i` of `steps`.
 fn at(i: usize, steps: usize) -> Vec<DenoisingStep> {
     vec![DenoisingStep { step: i, of: steps }]
@@ -187,17 +210,7 @@ fn wan_run(fx: &Fixtures, run: &str, policy: CachePolicy) {
         let v = v_u.clone() + (v_c - v_u).mul_scalar(guidance);
         x = x + v.mul_scalar(pair[1] - pair[0]);
     }
-    let trace = session.into_traces().remove(0);
-    assert_classes_match(&trace, fx, run);
-    if fx.contains_key(&format!("{run}.trace.computed")) {
-        let prefix = format!("{run}.");
-        let run_trace: Fixtures = fx
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
-            .collect();
-        assert_trace_matches(&trace, &run_trace);
-    }
-    assert_close(x, &fx[&format!("{run}.latents")], 1e-4, 1e-4, "latents");
+    assert_run_matches(&session.into_traces()[0], x, fx, run);
 }
 
 #[test]
@@ -250,20 +263,7 @@ fn hunyuan_run(fx: &Fixtures, run: &str, policy: CachePolicy) {
         let v = session.forward(&model, &input, i, Pass::Single).unwrap();
         x = x + v.mul_scalar(pair[1] - pair[0]);
     }
-    let trace = session.into_traces().remove(0);
-    assert_classes_match(&trace, fx, run);
-    if fx.contains_key(&format!("{run}.trace.computed")) {
-        let prefix = format!("{run}.");
-        let run_trace: Fixtures = fx
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
-            .collect();
-        assert_trace_matches(&trace, &run_trace);
-    }
-    // Ten steps of 1280 video tokens: this port's dense loop on the same inputs is 1.4e-5 (at
-    // most; 2.7e-6 on average) from diffusers' dense loop, so SVG's runs are held to what the
-    // WAN runs are.
-    assert_close(x, &fx[&format!("{run}.latents")], 1e-4, 1e-4, "latents");
+    assert_run_matches(&session.into_traces()[0], x, fx, run);
 }
 
 #[test]

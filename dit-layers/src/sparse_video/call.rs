@@ -119,6 +119,12 @@ impl SparseVideoPlan {
 }
 
 impl SparseVideoCall {
+    /// What a model's `CacheableModel::head_classes` reports for a call with `call` (none:
+    /// dense attention, nothing to report).
+    pub fn report(call: Option<&Self>) -> Vec<HeadClasses> {
+        call.map_or_else(Vec::new, Self::head_classes)
+    }
+
     /// The head classes each row of the call chose so far, over its blocks.
     pub fn head_classes(&self) -> Vec<HeadClasses> {
         let all = self.classes.lock().unwrap_or_else(PoisonError::into_inner);
