@@ -35,6 +35,22 @@ impl<B: Backend> Modulation<B> {
         x * over_tokens(self.gate.clone(), tokens)
     }
 
+    /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`: the modulated input
+    /// of a branch, in one pass on the CPU.
+    pub fn norm_scale_shift(&self, norm: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        norm.forward_scale_shift(x, &self.scale, &self.shift)
+    }
+
+    /// The gated residual `x + gate * branch`, both `[batch, tokens, hidden]`, in one pass on
+    /// the CPU.
+    pub fn gated_add(&self, x: Tensor<B, 3>, branch: Tensor<B, 3>) -> Tensor<B, 3> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = crate::cpu::norm::try_gated_add(&x, &branch, &self.gate) {
+            return y;
+        }
+        x + self.gate(branch)
+    }
+
     /// Splits `emb` `[batch, 3N * hidden]` into `N` triples, each stored (shift, scale, gate):
     /// the output of an adaLN `linear` (`N` = 2 for a block with attention and MLP branches),
     /// or WAN's `scale_shift_table + timestep_proj` flattened to `[batch, 6 * dim]`.
@@ -102,7 +118,7 @@ impl<B: Backend> AdaLayerNormZero<B> {
         temb: Tensor<B, 2>,
     ) -> (Tensor<B, 3>, Modulation<B>, Modulation<B>) {
         let [msa, mlp] = Modulation::split(per_sample(silu(temb), |t| self.linear.forward(t)));
-        (msa.scale_shift(self.norm.forward(x)), msa, mlp)
+        (msa.norm_scale_shift(&self.norm, x), msa, mlp)
     }
 }
 
@@ -128,7 +144,7 @@ impl<B: Backend> AdaLayerNormZeroSingle<B> {
     /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`, and the modulation.
     pub fn forward(&self, x: Tensor<B, 3>, temb: Tensor<B, 2>) -> (Tensor<B, 3>, Modulation<B>) {
         let [m] = Modulation::split(per_sample(silu(temb), |t| self.linear.forward(t)));
-        (m.scale_shift(self.norm.forward(x)), m)
+        (m.norm_scale_shift(&self.norm, x), m)
     }
 }
 
@@ -158,6 +174,6 @@ impl<B: Backend> AdaLayerNormContinuous<B> {
             .into_iter();
         let scale = halves.next().expect("two halves");
         let shift = halves.next().expect("two halves");
-        scale_shift(self.norm.forward(x), scale, shift)
+        self.norm.forward_scale_shift(x, &scale, &shift)
     }
 }

@@ -255,18 +255,18 @@ impl<B: Backend> DualStreamBlock<B> {
         let (text_in, text_msa, text_mlp) = self.norm1_context.forward(text.clone(), temb);
         let (image_attn, text_attn) = self.attn.forward(image_in, text_in, rope, keys);
 
-        let image = image + image_msa.gate(image_attn);
-        let text = text + text_msa.gate(text_attn);
+        let image = image_msa.gated_add(image, image_attn);
+        let text = text_msa.gated_add(text, text_attn);
 
         let image_ff = self
             .ff
-            .forward(image_mlp.scale_shift(self.norm2.forward(image.clone())));
+            .forward(image_mlp.norm_scale_shift(&self.norm2, image.clone()));
         let text_ff = self
             .ff_context
-            .forward(text_mlp.scale_shift(self.norm2_context.forward(text.clone())));
+            .forward(text_mlp.norm_scale_shift(&self.norm2_context, text.clone()));
         (
-            image + image_mlp.gate(image_ff),
-            text + text_mlp.gate(text_ff),
+            image_mlp.gated_add(image, image_ff),
+            text_mlp.gated_add(text, text_ff),
         )
     }
 }
@@ -316,7 +316,7 @@ impl<B: Backend> SingleStreamBlock<B> {
         let (normed, m) = self.norm.forward(x.clone(), temb);
         let mlp = MlpActivation::GeluTanh.forward(self.proj_mlp.forward(normed.clone()));
         let attn = self.attn.forward(normed, rope, keys);
-        x + m.gate(self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2)))
+        m.gated_add(x, self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2)))
     }
 }
 

@@ -58,6 +58,48 @@ impl<B: Backend> LayerNorm<B> {
 
     /// Normalises `x` `[..., dim]` over its last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = self.fused(&x, None) {
+            return y;
+        }
+        self.composed(x)
+    }
+
+    /// `forward(x) * (1 + scale) + shift` for `x` `[batch, tokens, dim]`, `scale` and `shift`
+    /// `[batch, dim]` laid over the tokens: an adaLN-modulated norm (one pass on the CPU).
+    pub fn forward_scale_shift(
+        &self,
+        x: Tensor<B, 3>,
+        scale: &Tensor<B, 2>,
+        shift: &Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = self.fused(&x, Some((scale, shift))) {
+            return y;
+        }
+        crate::scale_shift(self.composed(x), scale.clone(), shift.clone())
+    }
+
+    /// The norm (and modulation) in one pass on Flex f32 tensors; `None` elsewhere.
+    #[cfg(feature = "flex")]
+    fn fused<const D: usize>(
+        &self,
+        x: &Tensor<B, D>,
+        modulation: Option<(&Tensor<B, 2>, &Tensor<B, 2>)>,
+    ) -> Option<Tensor<B, D>> {
+        use crate::cpu::norm::{Affine, RowNorm, try_norm};
+        let weight = self.weight.as_ref().map(|p| p.val());
+        let bias = self.bias.as_ref().map(|p| p.val());
+        let affine = Affine {
+            weight: weight.as_ref(),
+            bias: bias.as_ref(),
+            modulation,
+        };
+        try_norm(x, RowNorm::Layer, self.eps, affine)
+    }
+
+    /// The norm as Burn operations: statistics in f32, the result in `x`'s dtype.
+    fn composed<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
         let x32 = x.cast(FloatDType::F32);
         let mean = x32.clone().mean_dim(D - 1);
@@ -100,6 +142,19 @@ impl<B: Backend> RmsNorm<B> {
 
     /// Normalises `x` `[..., dim]` over its last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        #[cfg(feature = "flex")]
+        {
+            use crate::cpu::norm::{Affine, RowNorm, try_norm};
+            let weight = self.weight.val();
+            let affine = Affine {
+                weight: Some(&weight),
+                bias: None,
+                modulation: None,
+            };
+            if let Some(y) = try_norm(&x, RowNorm::Rms, self.eps, affine) {
+                return y;
+            }
+        }
         let dtype = x.dtype();
         let x32 = x.cast(FloatDType::F32);
         let rms = (x32.clone().square().mean_dim(D - 1) + self.eps).sqrt();

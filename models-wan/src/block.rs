@@ -77,14 +77,14 @@ impl<B: Backend> WanTransformerBlock<B> {
         keys: BlockKeys<'_>,
     ) -> Tensor<B, 3> {
         let [msa, ffn] = self.modulations(timestep_proj);
-        let h = msa.scale_shift(self.norm1.forward(x.clone()));
-        let x = x + msa.gate(self.attn1.forward(h.clone(), h, Some(rope), keys));
+        let h = msa.norm_scale_shift(&self.norm1, x.clone());
+        let x = msa.gated_add(x, self.attn1.forward(h.clone(), h, Some(rope), keys));
         let h = match &self.norm2 {
             Some(norm) => norm.forward(x.clone()),
             None => x.clone(),
         };
         let x = x + self.attn2.forward(h, text, None, BlockKeys::default());
-        let h = ffn.scale_shift(self.norm3.forward(x.clone()));
-        x + ffn.gate(self.ffn.forward(h))
+        let h = ffn.norm_scale_shift(&self.norm3, x.clone());
+        ffn.gated_add(x, self.ffn.forward(h))
     }
 }

@@ -13,7 +13,6 @@ use dit_layers::{
     BlockKeys, ConfigCheck, DiffusionTransformer, FromParams, InputError, LayerNorm, Linear,
     LoadError, ModelParams, MultiAxisRope, ParamSource, PatchEmbed3d, RopeTable, SparseVideoCall,
     SparseVideoModel, SparseVideoPlan, SparseVideoSettings, SvgVariant, TransformerConfig,
-    scale_shift,
 };
 
 use crate::{
@@ -168,7 +167,7 @@ impl<B: Backend> WanTransformer<B> {
         let mut half = || halves.next().expect("two halves").squeeze_dim::<2>(1);
         let (shift, scale) = (half(), half());
         self.proj_out
-            .forward(scale_shift(self.norm_out.forward(x), scale, shift))
+            .forward(self.norm_out.forward_scale_shift(x, &scale, &shift))
     }
 
     /// Folds patch tokens `[batch, f * h * w, pt * ph * pw * out_channels]` (patch-major, as

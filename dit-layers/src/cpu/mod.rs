@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod gelu;
+pub mod norm;
 pub mod rope;
 mod rows;
 

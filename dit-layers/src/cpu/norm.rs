@@ -1,0 +1,165 @@
+//! Norms over the last dimension on Flex f32 tensors, with the adaLN modulation and the gated
+//! residual of the DiT blocks fused in: one pass per row, rows spread over rayon's threads.
+//! Flex evaluates a layer norm as seven single-threaded passes (mean, subtract, square, mean,
+//! add, square root, divide), the modulation as two more and a gated residual as two.
+
+use burn::tensor::{Tensor, backend::Backend};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::{from_flex, is_flex_f32, to_flex};
+
+/// Rows per task.
+const ROWS: usize = 16;
+
+/// Which norm of a row.
+#[derive(Debug, Clone, Copy)]
+pub enum RowNorm {
+    /// `(x - mean) / sqrt(var + eps)`.
+    Layer,
+    /// `x / sqrt(mean(x²) + eps)`.
+    Rms,
+}
+
+/// What follows the norm of a row: the affine weight and bias (`[n]`), then the modulation
+/// `* (1 + scale) + shift` with `scale`, `shift` `[batch, n]` (a row of `x` `[batch, ..., n]`
+/// takes its batch entry's).
+pub struct Affine<'a, B: Backend> {
+    /// Multiplies the normalised row.
+    pub weight: Option<&'a Tensor<B, 1>>,
+    /// Added after the weight.
+    pub bias: Option<&'a Tensor<B, 1>>,
+    /// `(scale, shift)` of the adaLN modulation.
+    pub modulation: Option<(&'a Tensor<B, 2>, &'a Tensor<B, 2>)>,
+}
+
+/// `Some(norm(x))` followed by `affine` when `x` and every operand are f32 tensors of the Flex
+/// backend, `None` otherwise.
+pub fn try_norm<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    kind: RowNorm,
+    eps: f64,
+    affine: Affine<'_, B>,
+) -> Option<Tensor<B, D>> {
+    let operands_f32 = affine.weight.is_none_or(is_flex_f32)
+        && affine.bias.is_none_or(is_flex_f32)
+        && affine
+            .modulation
+            .is_none_or(|(s, t)| is_flex_f32(s) && is_flex_f32(t));
+    if !is_flex_f32(x) || !operands_f32 {
+        return None;
+    }
+    let dims = x.dims();
+    let n = dims[D - 1];
+    let batch = dims[0];
+    let rows_per_batch = x.shape().num_elements() / n / batch.max(1);
+    let values = |t: &Tensor<B, 1>| contiguous(t.clone());
+    let weight = affine.weight.map(values);
+    let bias = affine.bias.map(values);
+    let modulation = affine
+        .modulation
+        .map(|(s, t)| (contiguous(s.clone()), contiguous(t.clone())));
+    let mut out = contiguous(x.clone());
+    let (w, b) = (
+        weight.as_ref().map(|t| t.storage::<f32>()),
+        bias.as_ref().map(|t| t.storage::<f32>()),
+    );
+    let m = modulation
+        .as_ref()
+        .map(|(s, t)| (s.storage::<f32>(), t.storage::<f32>()));
+    let eps = eps as f32;
+    out.storage_mut::<f32>()
+        .par_chunks_mut(n * ROWS)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+                normalise(row, kind, eps);
+                if let Some(w) = w {
+                    row.iter_mut().zip(w).for_each(|(y, w)| *y *= w);
+                }
+                if let Some(b) = b {
+                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                }
+                if let Some((scale, shift)) = m {
+                    let entry = (task * ROWS + i) / rows_per_batch * n;
+                    let (scale, shift) = (&scale[entry..entry + n], &shift[entry..entry + n]);
+                    for ((y, s), t) in row.iter_mut().zip(scale).zip(shift) {
+                        *y = *y * (1.0 + s) + t;
+                    }
+                }
+            }
+        });
+    Some(from_flex(out))
+}
+
+/// `Some(x + gate * y)` with `gate` `[batch, n]` over the rows of `x`, `y` `[batch, ..., n]`
+/// when all are f32 tensors of the Flex backend (and `x`, `y` the same shape), `None`
+/// otherwise.
+pub fn try_gated_add<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    y: &Tensor<B, D>,
+    gate: &Tensor<B, 2>,
+) -> Option<Tensor<B, D>> {
+    if !(is_flex_f32(x) && is_flex_f32(y) && is_flex_f32(gate)) || x.dims() != y.dims() {
+        return None;
+    }
+    let dims = x.dims();
+    let (n, batch) = (dims[D - 1], dims[0]);
+    let rows_per_batch = x.shape().num_elements() / n / batch.max(1);
+    let y = contiguous(y.clone());
+    let gate = contiguous(gate.clone());
+    let (y_values, gate_values) = (y.storage::<f32>(), gate.storage::<f32>());
+    let mut out = contiguous(x.clone());
+    out.storage_mut::<f32>()
+        .par_chunks_mut(n * ROWS)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+                let r = task * ROWS + i;
+                let entry = r / rows_per_batch * n;
+                let (add, g) = (
+                    &y_values[r * n..(r + 1) * n],
+                    &gate_values[entry..entry + n],
+                );
+                for ((x, a), g) in row.iter_mut().zip(add).zip(g) {
+                    *x += g * a;
+                }
+            }
+        });
+    Some(from_flex(out))
+}
+
+/// The Flex tensor of `t`, contiguous (a copy only where it was not).
+fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
+    to_flex(t).to_contiguous()
+}
+
+/// Normalises `row` in place, statistics in f32 as the generic path computes them.
+fn normalise(row: &mut [f32], kind: RowNorm, eps: f32) {
+    let n = row.len() as f32;
+    match kind {
+        RowNorm::Layer => {
+            let mean = sum_of(row, |x| x) / n;
+            let var = sum_of(row, |x| (x - mean) * (x - mean)) / n;
+            let std = (var + eps).sqrt();
+            row.iter_mut().for_each(|x| *x = (*x - mean) / std);
+        }
+        RowNorm::Rms => {
+            let rms = (sum_of(row, |x| x * x) / n + eps).sqrt();
+            row.iter_mut().for_each(|x| *x /= rms);
+        }
+    }
+}
+
+/// The sum of `f(x)` over `row`, in 16 interleaved partial sums (vectorised).
+fn sum_of(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += f(x);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
