@@ -25,6 +25,7 @@ pub mod gguf;
 mod hunyuan_forward;
 pub mod memory;
 pub mod mini;
+pub mod pipeline;
 mod profile;
 pub mod progress;
 pub mod quality;
@@ -92,6 +93,10 @@ pub enum BenchCommand {
     /// FLUX.1-dev and WAN 2.1 14B transformers (random weights) as GGUF files: peak resident
     /// memory and time of loading and one forward; writes `bench/memory/`.
     Memory(memory::MemoryArgs),
+    /// Whole generations of the mini models against diffusers' pipelines on the same noise:
+    /// prompt encoding, denoising loop and VAE decoding timed apart, uncached and with
+    /// DiCache; results in bench/pipeline.
+    Pipeline(pipeline::PipelineArgs),
     /// Sparse VideoGen against dense attention at real video token counts: the attention op
     /// and one transformer block per video model; results in bench/sparse.
     Sparse(sparse::SparseArgs),
@@ -109,6 +114,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Gguf(args) => return gguf::run(&args),
         BenchCommand::Memory(args) => return memory::run(&args),
         BenchCommand::Sparse(args) => return sparse::run(&args),
+        BenchCommand::Pipeline(args) => return pipeline::run(&args),
         BenchCommand::MemoryCase(args) => return memory::run_case_here(&args),
         BenchCommand::Attention(args) => (BenchName::Attention, args),
         BenchCommand::FluxForward(args) => (BenchName::FluxForward, args),
