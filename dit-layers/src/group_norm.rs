@@ -31,6 +31,16 @@ pub struct GroupNorm<B: Backend> {
 impl<B: Backend> GroupNorm<B> {
     /// Normalises `x` `[batch, channels, ...]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = crate::cpu::norm::try_group_norm(
+            &x,
+            self.num_groups,
+            self.eps,
+            &self.weight.val(),
+            &self.bias.val(),
+        ) {
+            return y;
+        }
         let dims = x.dims();
         let dtype = x.dtype();
         let [batch, channels] = [dims[0], dims[1]];

@@ -6,6 +6,7 @@
 //! the file and key of anything wrong, so a mismatched or damaged checkpoint is an error, never
 //! a panic or a silently wrong picture.
 
+mod activation;
 mod adaln;
 mod attention;
 mod block_keys;
@@ -18,7 +19,6 @@ mod embeddings;
 mod error;
 mod feed_forward;
 mod fused;
-mod gelu;
 mod group_norm;
 mod infer;
 mod input;
@@ -36,6 +36,7 @@ mod sparse_video;
 mod transformer;
 mod weights;
 
+pub use activation::{gelu_tanh, silu};
 pub use adaln::{
     ADALN_NORM_EPS, AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, Modulation,
     over_tokens, scale_shift,
@@ -49,7 +50,6 @@ pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextE
 pub use error::LoadError;
 pub use feed_forward::FeedForward;
 pub use fused::FusedRows;
-pub use gelu::gelu_tanh;
 pub use group_norm::{GroupNorm, group_norm};
 pub use infer::ShapeProbe;
 pub use input::{

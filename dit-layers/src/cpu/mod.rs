@@ -4,8 +4,8 @@
 //! after a run-time check that the backend is Flex and the tensors are f32, and use Burn's
 //! operations (the backend's fused kernels on GPUs) otherwise.
 
+pub mod activation;
 pub mod attention;
-pub mod gelu;
 pub mod norm;
 pub mod rope;
 mod rows;

@@ -1,5 +1,6 @@
-//! Norms over the last dimension on Flex f32 tensors, with the adaLN modulation and the gated
-//! residual of the DiT blocks fused in: one pass per row, rows spread over rayon's threads.
+//! Norms on Flex f32 tensors: over the last dimension with the adaLN modulation and the gated
+//! residual of the DiT blocks fused in (one pass per row, rows spread over rayon's threads), and
+//! the VAEs' group norm (one task per group).
 //! Flex evaluates a layer norm as seven single-threaded passes (mean, subtract, square, mean,
 //! add, square root, divide), the modulation as two more and a gated residual as two.
 
@@ -124,6 +125,48 @@ pub fn try_gated_add<B: Backend, const D: usize>(
                 for ((x, a), g) in row.iter_mut().zip(add).zip(g) {
                     *x += g * a;
                 }
+            }
+        });
+    Some(from_flex(out))
+}
+
+/// `Some(group_norm(x))` with the per-channel `weight` and `bias` when all are f32 tensors of
+/// the Flex backend, `None` otherwise. `x` is `[batch, channels, ...]`; each of `groups`
+/// groups of consecutive channels is normalised over its channels and positions, one task per
+/// (batch entry, group). Flex would make seven passes and a strided broadcast of the affine.
+pub fn try_group_norm<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    groups: usize,
+    eps: f64,
+    weight: &Tensor<B, 1>,
+    bias: &Tensor<B, 1>,
+) -> Option<Tensor<B, D>> {
+    let dims = x.dims();
+    let channels = dims[1];
+    let operands_f32 = is_flex_f32(x) && is_flex_f32(weight) && is_flex_f32(bias);
+    if !operands_f32 || groups == 0 || !channels.is_multiple_of(groups) {
+        return None;
+    }
+    let positions: usize = dims[2..].iter().product();
+    let per_group = channels / groups;
+    let (weight, bias) = (contiguous(weight.clone()), contiguous(bias.clone()));
+    let (w, b) = (weight.storage::<f32>(), bias.storage::<f32>());
+    let eps = eps as f32;
+    let mut out = contiguous(x.clone());
+    out.storage_mut::<f32>()
+        .par_chunks_mut(per_group * positions)
+        .enumerate()
+        .for_each(|(task, group)| {
+            let n = group.len() as f32;
+            let mean = sum_of(group, |x| x) / n;
+            let var = sum_of(group, |x| (x - mean) * (x - mean)) / n;
+            let std = (var + eps).sqrt();
+            let first = task % groups * per_group;
+            for (c, channel) in group.chunks_exact_mut(positions).enumerate() {
+                let (w, b) = (w[first + c], b[first + c]);
+                channel
+                    .iter_mut()
+                    .for_each(|x| *x = (*x - mean) / std * w + b);
             }
         });
     Some(from_flex(out))

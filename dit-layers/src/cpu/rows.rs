@@ -1,5 +1,5 @@
 //! Slice primitives of the CPU kernels: the softmax pieces of attention (maximum, shifted
-//! exponential with its sum, scaling) and the tanh GELU, written so the compiler vectorises them
+//! exponential with its sum, scaling), the tanh GELU and SiLU, written so the compiler vectorises them
 //! (eight independent lanes, no calls into libm). On x86-64 they are compiled a second time for
 //! AVX2+FMA and picked at run time; elsewhere the portable build is used.
 
@@ -36,6 +36,15 @@ pub fn gelu_tanh(values: &mut [f32]) {
         return unsafe { gelu_tanh_avx2(values) };
     }
     gelu_tanh_portable(values)
+}
+
+/// Replaces every `x` in `values` by `x * sigmoid(x)` (SiLU), computed as PyTorch does,
+/// `x / (1 + exp(-x))`, with the standard library's `exp`: this file's polynomial one is an ulp
+/// coarser, which a VAE decoder's stack of SiLUs turns into drift beyond the parity tolerance.
+pub fn silu(values: &mut [f32]) {
+    for x in values.iter_mut() {
+        *x /= 1.0 + (-*x).exp();
+    }
 }
 
 /// Multiplies every element of `row` by `factor`.

@@ -6,13 +6,12 @@ use burn::{
     nn::conv::Conv2d,
     tensor::{
         Tensor,
-        activation::silu,
         backend::Backend,
         module::interpolate,
         ops::{InterpolateMode, InterpolateOptions},
     },
 };
-use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource};
+use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource, silu};
 
 use super::{AutoencoderKlConfig, attention::VaeAttention, resnet::ResnetBlock2d};
 

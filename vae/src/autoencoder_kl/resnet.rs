@@ -3,9 +3,9 @@
 use burn::{
     module::Module,
     nn::conv::Conv2d,
-    tensor::{Tensor, activation::silu, backend::Backend},
+    tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{GroupNorm, LoadError, ModelParams};
+use dit_layers::{GroupNorm, LoadError, ModelParams, silu};
 
 /// `x + conv2(silu(norm2(conv1(silu(norm1(x))))))`, the skip through a 1x1 `conv_shortcut`
 /// when the channel count changes.

@@ -3,9 +3,9 @@
 
 use burn::{
     module::Module,
-    tensor::{Bool, Int, Tensor, activation::silu, backend::Backend},
+    tensor::{Bool, Int, Tensor, backend::Backend},
 };
-use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource};
+use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource, silu};
 
 use super::{
     HunyuanVideoVaeConfig,

@@ -3,9 +3,9 @@
 
 use burn::{
     module::Module,
-    tensor::{Tensor, activation::silu, backend::Backend},
+    tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource};
+use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource, silu};
 
 use super::causal_conv::CausalConv3d;
 

@@ -3,9 +3,9 @@
 use burn::{
     module::Module,
     nn::conv::Conv3d,
-    tensor::{Tensor, activation::silu, backend::Backend},
+    tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, ModelParams, ParamSource};
+use dit_layers::{LoadError, ModelParams, ParamSource, silu};
 
 use super::{
     causal_conv::{CausalConv3d, FeatureCache},
