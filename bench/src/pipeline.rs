@@ -96,16 +96,7 @@ pub struct PipelineResults {
 pub fn run(args: &PipelineArgs) -> Result<()> {
     anyhow::ensure!(args.repeat > 0, "--repeat must be at least 1");
     let results = dispatch(args.backend, args.dtype, args)?;
-    let dir = workspace_root().join(&args.out_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(
-        dir.join("pipeline.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
-    let md = markdown(&results);
-    std::fs::write(dir.join("PIPELINE.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    crate::report::write_results(&args.out_dir, "pipeline", &results, &markdown(&results))
 }
 
 impl BackendJob for &PipelineArgs {

@@ -266,6 +266,22 @@ pub fn write_summary(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes a benchmark's results under the workspace's `out_dir` (created if missing):
+/// `<name>.json` and `md` as `<NAME>.md`, and prints `md`.
+pub fn write_results<T: Serialize>(
+    out_dir: &Path,
+    name: &str,
+    results: &T,
+    md: &str,
+) -> Result<()> {
+    let dir = crate::workspace_root().join(out_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_json(results, &dir.join(format!("{name}.json")))?;
+    std::fs::write(dir.join(format!("{}.md", name.to_uppercase())), md)?;
+    println!("{md}");
+    Ok(())
+}
+
 /// Writes `value` as pretty JSON to `path`, and says so.
 pub fn write_json<T: Serialize>(value: &T, path: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use burn::tensor::{Tensor, backend::Backend};
 use dicache_core::{CachePolicy, DiCacheConfig};
 use dicache_serve::{Limits, Model};
@@ -31,7 +31,6 @@ use crate::{
     cache::Model as MiniKind,
     mini,
     report::Machine,
-    workspace_root,
 };
 
 /// Arguments of `cargo xtask bench serve`.
@@ -118,13 +117,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         "--requests and --clients must be at least 1"
     );
     let result = dispatch(args.backend, Dtype::F32, args.clone())?;
-    let out = workspace_root().join(&args.out_dir);
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    crate::report::write_json(&result, &out.join("serve.json"))?;
-    let md = report(&result);
-    std::fs::write(out.join("SERVE.md"), &md)?;
-    println!("{md}");
-    Ok(())
+    crate::report::write_results(&args.out_dir, "serve", &result, &report(&result))
 }
 
 impl BackendJob for ServeArgs {

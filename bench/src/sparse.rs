@@ -15,7 +15,7 @@
 
 use std::{fmt::Write as _, path::PathBuf, sync::Arc};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::tensor::{Distribution, Int, Tensor, TensorData, backend::Backend};
 use dit_layers::{
     BandMask, DenoisingStep, Heads, RowSampler, SparseVideoModel, SparseVideoPlan,
@@ -33,7 +33,6 @@ use crate::{
     backend::{BackendJob, BackendKind, Dtype, dispatch},
     timing::Timer,
     wan_forward::random_input,
-    workspace_root,
 };
 
 /// Arguments of `cargo xtask bench sparse`.
@@ -116,14 +115,7 @@ pub fn run(args: &SparseArgs) -> Result<()> {
         "--heads and --repeat must be at least 1"
     );
     let results = dispatch(args.backend, args.dtype, args)?;
-    let dir = workspace_root().join(&args.out_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(&results)?;
-    std::fs::write(dir.join("sparse.json"), json)?;
-    let md = markdown(&results);
-    std::fs::write(dir.join("SPARSE.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    crate::report::write_results(&args.out_dir, "sparse", &results, &markdown(&results))
 }
 
 impl BackendJob for &SparseArgs {
