@@ -112,12 +112,12 @@ where
     let name = <M::Pipeline<B> as Pipeline<B, N>>::NAME;
     let folder = opened.root();
     let defaults = opened.defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
-    let address = SocketAddr::new(args.host, args.port);
-    let listener =
-        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     let sparse = args
         .sparse
         .settings(<M::Pipeline<B> as Pipeline<B, N>>::SPARSE_VIDEO, name, 0)?;
+    let address = SocketAddr::new(args.host, args.port);
+    let listener =
+        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     let options = args.load.options();
     before_loading::<B, M::Pipeline<B>, N>(opened, options, args.backend, args.dtype)?;
     eprintln!("loading {}", folder.display());

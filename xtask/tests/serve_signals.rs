@@ -102,6 +102,7 @@ fn bad_options_are_refused_before_loading() {
         ("--max-batch", "0", "--max-batch 0"),
         ("--max-queue", "0", "--max-queue"),
         ("--fps", "0", "--fps"),
+        ("--sparse-attention", "svg", "FLUX makes images"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["serve", flag, value])
