@@ -24,17 +24,6 @@ pub struct Modulation<B: Backend> {
 }
 
 impl<B: Backend> Modulation<B> {
-    /// `x * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`.
-    pub fn scale_shift(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        scale_shift(x, self.scale.clone(), self.shift.clone())
-    }
-
-    /// `gate * x` for `x` `[batch, tokens, hidden]`.
-    pub fn gate(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let tokens = x.dims()[1];
-        x * over_tokens(self.gate.clone(), tokens)
-    }
-
     /// `norm(x) * (1 + scale) + shift` for `x` `[batch, tokens, hidden]`: the modulated input
     /// of a branch, in one pass on the CPU.
     pub fn norm_scale_shift(&self, norm: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -48,7 +37,8 @@ impl<B: Backend> Modulation<B> {
         if let Some(y) = crate::cpu::norm::try_gated_add(&x, &branch, &self.gate) {
             return y;
         }
-        x + self.gate(branch)
+        let tokens = branch.dims()[1];
+        x + branch * over_tokens(self.gate.clone(), tokens)
     }
 
     /// Splits `emb` `[batch, 3N * hidden]` into `N` triples, each stored (shift, scale, gate):

@@ -118,7 +118,7 @@ impl MlpActivation {
     /// Applies the activation.
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Self::Silu => activation::silu(x),
+            Self::Silu => crate::silu(x),
             Self::GeluTanh => crate::gelu_tanh(x),
             Self::Gelu => activation::gelu(x),
             Self::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),

@@ -80,11 +80,6 @@ impl SparseVideoPlan {
         settings.map(|s| Self::new(s.clone(), tokens)).transpose()
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &SparseVideoSettings {
-        &self.settings
-    }
-
     /// The band's width in tokens.
     pub fn band(&self) -> usize {
         self.band
@@ -141,7 +136,10 @@ impl SparseVideoCall {
         h: Heads<B>,
         dense: impl Fn(Heads<B>, &[usize]) -> Tensor<B, 4>,
     ) -> Tensor<B, 4> {
-        let heads = h.q.dims()[1];
+        let all_dense = HeadClasses {
+            dense: h.q.dims()[1],
+            ..HeadClasses::default()
+        };
         let sparse: Vec<bool> = self
             .rows
             .iter()
@@ -149,13 +147,7 @@ impl SparseVideoCall {
             .collect();
         if !sparse.iter().any(|&s| s) {
             for row in &self.rows {
-                self.add(
-                    row.id,
-                    HeadClasses {
-                        dense: heads,
-                        ..HeadClasses::default()
-                    },
-                );
+                self.add(row.id, all_dense);
             }
             let all: Vec<usize> = (0..self.rows.len()).collect();
             return dense(h, &all);
@@ -169,13 +161,7 @@ impl SparseVideoCall {
             if sparse[b] {
                 self.sparse_row(layer, row, one)
             } else {
-                self.add(
-                    row.id,
-                    HeadClasses {
-                        dense: heads,
-                        ..HeadClasses::default()
-                    },
-                );
+                self.add(row.id, all_dense);
                 dense(one, &[b])
             }
         });
