@@ -19,13 +19,11 @@ model: its VAE is used as it is (no `vae` stage), and `dit` starts from its tran
 encoders instead of random weights.
 """
 
-import copy
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
@@ -41,14 +39,15 @@ from trainkit import (
     MINI_MODELS,
     PROMPT_TOKENS,
     RUNS,
-    Ema,
+    EncodedDataset,
     Stage,
     cli,
     clip_tokenizer,
-    logit_normal,
-    noised,
+    distill_guidance,
+    load_ema,
     optimize,
     t5_tokenizer,
+    train_flow,
     vae_loss,
     write_defaults,
     write_summary,
@@ -210,32 +209,22 @@ def pack(z: torch.Tensor) -> torch.Tensor:
     return FluxPipeline._pack_latents(z, b, c, h, w)
 
 
-class Data:
-    """The encoded dataset: draws latents (sampled from the stored posteriors, normalised as
-    FluxPipeline expects) and tokenised captions, with caption dropout to ""."""
-
-    def __init__(self, conditioner: Conditioner):
-        data = torch.load(RUN / "latents.pt", weights_only=False)
-        self.mean, self.std = data["mean"], data["std"]
-        self.shift, self.scale = data["shift_factor"], data["scaling_factor"]
-        self.captions = data["captions"]
-        self.clip_ids, self.t5_ids = conditioner.tokenize(self.captions)
-        self.empty = conditioner.tokenize([""])
-
-    def batch(self, n: int, gen: torch.Generator, dropout: float):
-        idx = torch.randint(0, len(self.captions), (n,), generator=gen)
-        z = self.mean[idx] + self.std[idx] * torch.randn(self.mean[idx].shape, generator=gen)
-        x0 = pack((z - self.shift) * self.scale)
-        clip_ids, t5_ids = self.clip_ids[idx].clone(), self.t5_ids[idx].clone()
-        drop = torch.rand(n, generator=gen) < dropout
-        clip_ids[drop], t5_ids[drop] = self.empty[0], self.empty[1]
-        return x0, clip_ids, t5_ids
+def dataset(conditioner: Conditioner) -> EncodedDataset:
+    """The encoded scenes, latents shifted, scaled and packed as FluxPipeline expects."""
+    return EncodedDataset(NAME, conditioner, lambda z, stored: pack(
+        (z - stored["shift_factor"]) * stored["scaling_factor"]))
 
 
-def velocity(transformer, x, sigma, guidance, pooled, text, txt_ids, img_ids):
+TXT_IDS, IMG_IDS = ids(SIZE // 8)
+
+
+def velocity(transformer, x, sigma, guidance, cond):
+    """The transformer's velocity at noise level `sigma` with embedded `guidance` for the
+    conditioner's output `cond` (CLIP pooled, T5 states), as FluxPipeline calls it."""
+    pooled, text = cond
     return transformer(hidden_states=x, timestep=sigma, guidance=guidance,
-                       pooled_projections=pooled, encoder_hidden_states=text, txt_ids=txt_ids,
-                       img_ids=img_ids, return_dict=False)[0]
+                       pooled_projections=pooled, encoder_hidden_states=text, txt_ids=TXT_IDS,
+                       img_ids=IMG_IDS, return_dict=False)[0]
 
 
 def start_from(folder: Path, transformer, conditioner: Conditioner) -> None:
@@ -253,79 +242,21 @@ def stage_dit(args) -> None:
     transformer = make_transformer()
     if args.start_from:
         start_from(Path(args.start_from), transformer, conditioner)
-    data = Data(conditioner)
-    params = list(transformer.parameters()) + list(conditioner.parameters())
-    opt = torch.optim.AdamW(params, lr=args.dit_lr, weight_decay=0.0)
-    modules = {"transformer": transformer, "conditioner": conditioner}
-    ema = {k: Ema(m, 0.999) for k, m in modules.items()}
-    stage = Stage(NAME, "dit", args.dit_steps, modules, opt, ema)
-    txt_ids, img_ids = ids(SIZE // 8)
-    gen = torch.Generator().manual_seed(2)
-
-    def step(i):
-        x0, clip_ids, t5_ids = data.batch(args.batch, gen, dropout=0.1)
-        noise = torch.randn(x0.shape, generator=gen)
-        sigma = logit_normal(args.batch, gen)
-        xt, target = noised(x0, noise, sigma)
-        pooled, text = conditioner(clip_ids, t5_ids)
-        pred = velocity(transformer, xt, sigma, torch.ones(args.batch), pooled, text, txt_ids,
-                        img_ids)
-        return optimize(opt, params, F.mse_loss(pred, target))
-
-    if not stage.done:
-        stage.run(step, args.dit_lr)
-    write_summary(NAME, "dit", stage.summary())
-
-
-def load_ema(stage: str, modules: dict) -> None:
-    state = torch.load(RUN / f"{stage}.pt", weights_only=False)
-    for k, m in modules.items():
-        m.load_state_dict(state["ema"][k])
+    train_flow(NAME, transformer, conditioner, dataset(conditioner), velocity, args)
 
 
 def stage_distill(args) -> None:
     conditioner = load_conditioner()
     teacher = make_transformer()
-    load_ema("dit", {"transformer": teacher, "conditioner": conditioner})
-    teacher.eval().requires_grad_(False)
-    conditioner.eval().requires_grad_(False)
-    student = copy.deepcopy(teacher).train().requires_grad_(True)
-    data = Data(conditioner)
-    opt = torch.optim.AdamW(student.parameters(), lr=args.distill_lr, weight_decay=0.0)
-    ema = {"transformer": Ema(student, 0.998)}
-    stage = Stage(NAME, "distill", args.distill_steps, {"transformer": student}, opt, ema)
-    txt_ids, img_ids = ids(SIZE // 8)
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        empty_pooled, empty_text = conditioner(*data.empty)
-
-    def step(i):
-        n = args.batch
-        x0, clip_ids, t5_ids = data.batch(n, gen, dropout=0.0)
-        noise = torch.randn(x0.shape, generator=gen)
-        sigma = logit_normal(n, gen)
-        xt, _ = noised(x0, noise, sigma)
-        g = 1.0 + 5.0 * torch.rand(n, generator=gen)
-        with torch.no_grad():
-            pooled, text = conditioner(clip_ids, t5_ids)
-            ones = torch.ones(n)
-            v_c = velocity(teacher, xt, sigma, ones, pooled, text, txt_ids, img_ids)
-            v_u = velocity(teacher, xt, sigma, ones, empty_pooled.expand(n, -1),
-                           empty_text.expand(n, -1, -1), txt_ids, img_ids)
-            target = v_u + g.view(-1, 1, 1) * (v_c - v_u)
-        pred = velocity(student, xt, sigma, g, pooled, text, txt_ids, img_ids)
-        return optimize(opt, student.parameters(), F.mse_loss(pred, target))
-
-    if not stage.done:
-        stage.run(step, args.distill_lr, warmup=50)
-    write_summary(NAME, "distill", stage.summary())
+    load_ema(NAME, "dit", {"transformer": teacher, "conditioner": conditioner})
+    distill_guidance(NAME, teacher, conditioner, dataset(conditioner), velocity, args, 6.0)
 
 
 def stage_export(args) -> None:
     conditioner = load_conditioner()
     transformer = make_transformer()
-    load_ema("dit", {"conditioner": conditioner})
-    load_ema("distill", {"transformer": transformer})
+    load_ema(NAME, "dit", {"conditioner": conditioner})
+    load_ema(NAME, "distill", {"transformer": transformer})
     data = torch.load(RUN / "latents.pt", weights_only=False)
     vae = load_vae(args)
     vae.register_to_config(shift_factor=data["shift_factor"],

@@ -21,46 +21,25 @@ Run from the repository root:
 
 import shutil
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-from PIL import Image
-from tqdm import tqdm
 from transformers import UMT5Config, UMT5EncoderModel
 
-from scenes import DIRECTIONS, clip
 from trainkit import (
     MINI_MODELS,
     PROMPT_TOKENS,
     RUNS,
-    Ema,
-    Stage,
+    EncodedDataset,
     cli,
-    logit_normal,
-    noised,
-    optimize,
-    reconstruction_loss,
+    load_ema,
     t5_tokenizer,
-    vae_loss,
+    train_flow,
     write_defaults,
-    write_summary,
 )
+from videokit import FRAMES, SIZE, VideoVae, sample_strip
 
 NAME = "wan-mini"
-SIZE, FRAMES = 64, 9
-DATASET = 4_000
 RUN = RUNS / NAME
-SAMPLE_PROMPTS = [
-    "a large red circle moving right on a blue background",
-    "a small yellow square moving down on a black background",
-    "a large green triangle moving left on a white background",
-    "a large white square moving up on a purple background",
-    "a small orange circle moving left on a green background",
-    "a large blue triangle moving up on a yellow background",
-    "a large purple square moving right on a white background",
-    "a small green circle moving down on a red background",
-]
 
 
 def make_vae() -> AutoencoderKLWan:
@@ -83,123 +62,19 @@ def make_transformer() -> WanTransformer3DModel:
         rope_max_seq_len=1024)
 
 
-def videos(indices, frames=FRAMES) -> tuple[torch.Tensor, list[str]]:
-    """Clips as a [N, 3, F, H, W] batch in [-1, 1] and their captions."""
-    clips, caps = zip(*(clip(int(i), FRAMES, SIZE) for i in indices))
-    x = torch.from_numpy(np.stack(clips)[:, :frames]).permute(0, 4, 1, 2, 3).float()
-    return x / 127.5 - 1, list(caps)
+VAE = VideoVae(NAME, make_vae)
 
 
-def crops(n: int, frames: int, gen: torch.Generator, side: int = 32) -> torch.Tensor:
-    """`n` random clips' first `frames` frames, cropped to one random `side` x `side` window:
-    the VAE is convolutional and most of its cost is at full size."""
-    x, _ = videos(torch.randint(0, DATASET, (n,), generator=gen), frames)
-    y0, x0 = torch.randint(0, SIZE - side + 1, (2,), generator=gen).tolist()
-    return x[..., y0:y0 + side, x0:x0 + side]
-
-
-def stage_vae(args) -> None:
-    vae = make_vae()
-    with torch.no_grad():
-        # Start from a nearly deterministic posterior (std ~0.05): with the default init the
-        # sampling noise (std ~1) buries the latent means (std ~0.2) and the decoder learns to
-        # ignore them for hundreds of steps.
-        vae.quant_conv.bias[vae.config.z_dim:] = -6.0
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    stage = Stage(NAME, "vae", args.vae_steps, {"vae": vae}, opt)
-    gen = torch.Generator().manual_seed(1)
-
-    def step(i):
-        x = crops(args.vae_batch, FRAMES if i % 4 == 3 else 5, gen)
-        weight = shape_weight(x) if i >= args.vae_steps // 2 else None
-        return optimize(opt, vae.parameters(), vae_loss(vae, x, gen, weight))
-
-    if not stage.done:
-        stage.run(step, args.vae_lr)
-    write_summary(NAME, "vae", stage.summary())
-
-
-def off_background(x: torch.Tensor) -> torch.Tensor:
-    """Which pixels of clips [N, 3, F, H, W] in [-1, 1] are away from their clip's background
-    colour (its per-channel median): a [N, 1, F, H, W] mask of the shape."""
-    background = x.flatten(2).median(dim=2).values.view(x.shape[0], 3, 1, 1, 1)
-    return (x - background).abs().sum(dim=1, keepdim=True) > 0.15
-
-
-def shape_weight(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel loss weights [N, 1, F, H, W]: 9 on the shape's pixels (`off_background`), 1
-    elsewhere, so the small moving shape is not drowned by the background in the mean."""
-    return 1 + 8 * off_background(x).float()
-
-
-def load_vae(decoder: bool = False) -> AutoencoderKLWan:
-    """The trained VAE; with `decoder`, its decoder fine-tuned by the `decoder` stage."""
-    vae = make_vae()
-    vae.load_state_dict(torch.load(RUN / "vae.pt", weights_only=False)["modules"]["vae"])
-    if decoder:
-        state = torch.load(RUN / "decoder.pt", weights_only=False)["modules"]
-        vae.decoder.load_state_dict(state["decoder"])
-        vae.post_quant_conv.load_state_dict(state["post_quant_conv"])
-    return vae.eval().requires_grad_(False)
-
-
-def stage_decoder(args) -> None:
-    """Fine-tunes the decoder alone on the frozen encoder's latents of whole frames (the VAE
-    itself trained on crops), so the latent space the transformer learns (from `encode`) stays
-    the same; the shape's pixels weigh 9x."""
-    vae = load_vae()
-    trained = {"decoder": vae.decoder.train().requires_grad_(True),
-               "post_quant_conv": vae.post_quant_conv.requires_grad_(True)}
-    params = [p for m in trained.values() for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=args.decoder_lr, weight_decay=0.0)
-    stage = Stage(NAME, "decoder", args.decoder_steps, trained, opt)
-    gen = torch.Generator().manual_seed(4)
-
-    def step(i):
-        x = crops(args.vae_batch, FRAMES if i % 2 == 1 else 5, gen, side=SIZE)
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample(generator=gen)
-        rec = vae.decode(z).sample
-        return optimize(opt, params, reconstruction_loss(rec, x, shape_weight(x)))
-
-    if not stage.done:
-        stage.run(step, args.decoder_lr, warmup=20)
-    write_summary(NAME, "decoder", stage.summary())
-
-
-@torch.no_grad()
 def stage_encode(args) -> None:
     path = RUN / "latents.pt"
     if path.exists():
         return
-    vae = load_vae()
-    means, stds, captions = [], [], []
-    for start in tqdm(range(0, DATASET, 32), desc="encode"):
-        x, caps = videos(range(start, min(DATASET, start + 32)))
-        dist = vae.encode(x).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
-        captions += caps
-    mean, std = torch.cat(means), torch.cat(stds)
+    mean, std, captions = VAE.encode_dataset()
     channel_mean = mean.mean(dim=(0, 2, 3, 4))
     channel_std = mean.std(dim=(0, 2, 3, 4))
     torch.save({"mean": mean, "std": std, "captions": captions,
                 "latents_mean": channel_mean.tolist(), "latents_std": channel_std.tolist()}, path)
     print(f"latents {tuple(mean.shape)}")
-
-
-def motion(video: np.ndarray) -> str:
-    """The direction (a key of DIRECTIONS) the shape's centroid travels in a generated clip
-    [F, H, W, 3] in [0, 1]: the centroid of its `off_background` pixels, from the first three
-    frames to the last three."""
-    x = torch.from_numpy(video).permute(3, 0, 1, 2)[None] * 2 - 1
-    centres = []
-    for mask in off_background(x)[0, 0].numpy():
-        ys, xs = np.nonzero(mask)
-        centres.append((xs.mean(), ys.mean()) if len(xs) else (np.nan, np.nan))
-    centres = np.array(centres)
-    shift = np.nanmean(centres[-3:], axis=0) - np.nanmean(centres[:3], axis=0)
-    return max(DIRECTIONS, key=lambda d: float(np.dot(DIRECTIONS[d], shift)))
 
 
 class Conditioner(torch.nn.Module):
@@ -225,61 +100,35 @@ def load_conditioner() -> Conditioner:
     return Conditioner(make_text_encoder(tok), tok)
 
 
-class Data:
-    """The encoded dataset: latents sampled from the stored posteriors and normalised with the
-    per-channel mean/std (as WanPipeline undoes it), tokenised captions, caption dropout."""
+def dataset(conditioner: Conditioner) -> EncodedDataset:
+    """The encoded clips, latents normalised with the per-channel mean and std (as WanPipeline
+    undoes it)."""
+    def normalise(z, stored):
+        mean = torch.tensor(stored["latents_mean"]).view(1, -1, 1, 1, 1)
+        std = torch.tensor(stored["latents_std"]).view(1, -1, 1, 1, 1)
+        return (z - mean) / std
 
-    def __init__(self, conditioner: Conditioner):
-        data = torch.load(RUN / "latents.pt", weights_only=False)
-        self.mean, self.std = data["mean"], data["std"]
-        self.channel_mean = torch.tensor(data["latents_mean"]).view(1, -1, 1, 1, 1)
-        self.channel_std = torch.tensor(data["latents_std"]).view(1, -1, 1, 1, 1)
-        self.ids, self.mask = conditioner.tokenize(data["captions"])
-        self.empty = conditioner.tokenize([""])
+    return EncodedDataset(NAME, conditioner, normalise)
 
-    def batch(self, n: int, gen: torch.Generator, dropout: float):
-        idx = torch.randint(0, len(self.ids), (n,), generator=gen)
-        z = self.mean[idx] + self.std[idx] * torch.randn(self.mean[idx].shape, generator=gen)
-        x0 = (z - self.channel_mean) / self.channel_std
-        ids, mask = self.ids[idx].clone(), self.mask[idx].clone()
-        drop = torch.rand(n, generator=gen) < dropout
-        ids[drop], mask[drop] = self.empty[0], self.empty[1]
-        return x0, ids, mask
+
+def velocity(transformer, x, sigma, _guidance, states):
+    """The transformer's velocity at noise level `sigma` for the prompt states `states`, as
+    WanPipeline calls it (timestep times 1000; no guidance embedding)."""
+    return transformer(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=states,
+                       return_dict=False)[0]
 
 
 def stage_dit(args) -> None:
     conditioner = load_conditioner()
-    transformer = make_transformer()
-    data = Data(conditioner)
-    params = list(transformer.parameters()) + list(conditioner.parameters())
-    opt = torch.optim.AdamW(params, lr=args.dit_lr, weight_decay=0.0)
-    modules = {"transformer": transformer, "conditioner": conditioner}
-    ema = {k: Ema(m, 0.999) for k, m in modules.items()}
-    stage = Stage(NAME, "dit", args.dit_steps, modules, opt, ema)
-    gen = torch.Generator().manual_seed(2)
-
-    def step(i):
-        x0, ids, mask = data.batch(args.batch, gen, dropout=0.1)
-        noise = torch.randn(x0.shape, generator=gen)
-        sigma = logit_normal(args.batch, gen)
-        xt, target = noised(x0, noise, sigma)
-        pred = transformer(hidden_states=xt, timestep=sigma * 1000,
-                           encoder_hidden_states=conditioner(ids, mask), return_dict=False)[0]
-        return optimize(opt, params, F.mse_loss(pred, target))
-
-    if not stage.done:
-        stage.run(step, args.dit_lr)
-    write_summary(NAME, "dit", stage.summary())
+    train_flow(NAME, make_transformer(), conditioner, dataset(conditioner), velocity, args)
 
 
 def stage_export(args) -> None:
     conditioner = load_conditioner()
     transformer = make_transformer()
-    state = torch.load(RUN / "dit.pt", weights_only=False)
-    transformer.load_state_dict(state["ema"]["transformer"])
-    conditioner.load_state_dict(state["ema"]["conditioner"])
+    load_ema(NAME, "dit", {"transformer": transformer, "conditioner": conditioner})
     data = torch.load(RUN / "latents.pt", weights_only=False)
-    vae = load_vae(decoder=True)
+    vae = VAE.load(decoder=True)
     vae.register_to_config(latents_mean=data["latents_mean"], latents_std=data["latents_std"])
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=args.flow_shift)
@@ -292,25 +141,11 @@ def stage_export(args) -> None:
     write_defaults(out, width=SIZE, height=SIZE, frames=FRAMES, steps=30, guidance=5.0,
                    max_sequence_length=PROMPT_TOKENS)
     pipe = WanPipeline.from_pretrained(out, torch_dtype=torch.float32)
-    rows, followed = [], 0
-    for i, prompt in enumerate(SAMPLE_PROMPTS):
-        video = pipe(prompt, height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=30,
-                     guidance_scale=5.0, max_sequence_length=PROMPT_TOKENS,
-                     generator=torch.Generator().manual_seed(i), output_type="np").frames[0]
-        rows.append(np.concatenate(list((video * 255).round().astype(np.uint8)), axis=1))
-        moved = motion(video)
-        followed += f"moving {moved} " in prompt
-        print(f"sample {i}: {prompt} (moves {moved})")
-    sheet = MINI_MODELS / f"{NAME}-samples.png"
-    Image.fromarray(np.concatenate(rows, axis=0)).save(sheet)
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    write_summary(NAME, "export", {"folder_mb": round(size / 1e6, 2),
-                                   "motion_followed": f"{followed}/{len(SAMPLE_PROMPTS)}"})
-    print(f"wrote {out} ({size / 1e6:.1f} MB); samples in {sheet}")
+    sample_strip(NAME, pipe, steps=30, guidance=5.0)
 
 
-STAGES = {"vae": stage_vae, "encode": stage_encode, "decoder": stage_decoder, "dit": stage_dit,
-          "export": stage_export}
+STAGES = {"vae": VAE.train, "encode": stage_encode, "decoder": VAE.finetune_decoder,
+          "dit": stage_dit, "export": stage_export}
 
 
 def main() -> None:

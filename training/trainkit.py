@@ -1,5 +1,6 @@
 """Shared pieces of the mini-model training scripts: determinism, tokenizers for the caption
-grammar, resumable training stages with a progress bar, EMA, flow-matching helpers.
+grammar, resumable training stages with a progress bar, EMA, flow-matching helpers, and the
+transformer stages themselves (rectified flow, guidance distillation).
 
 Every stage saves a checkpoint to training/runs/<model>/<stage>.pt every few hundred steps and
 picks it up again when restarted, so an interrupted run resumes where it stopped.
@@ -20,6 +21,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from transformers import CLIPTokenizer, T5Tokenizer  # noqa: E402
 
@@ -172,6 +174,103 @@ class Stage:
         tail = self.losses[-100:]
         return {"steps": self.step, "final_loss": sum(tail) / max(1, len(tail)),
                 "seconds": round(self.seconds, 1)}
+
+
+class EncodedDataset:
+    """A run's encoded dataset (runs/<model>/latents.pt: posterior means and stds, captions)
+    as the transformer trains on it: `batch` samples latents from the stored posteriors, maps
+    them with `normalise(z, stored)` (`stored`: the file's contents, with the normalisation the
+    encode stage wrote) to what the pipeline denoises, and gives the captions' tokens
+    (`conditioner.tokenize`, a tuple of tensors) with a share `dropout` of them replaced by the
+    empty prompt's."""
+
+    def __init__(self, model: str, conditioner, normalise):
+        data = torch.load(RUNS / model / "latents.pt", weights_only=False)
+        self.stored, self.normalise = data, normalise
+        self.mean, self.std = data["mean"], data["std"]
+        self.tokens = conditioner.tokenize(data["captions"])
+        self.empty = conditioner.tokenize([""])
+
+    def batch(self, n: int, gen: torch.Generator, dropout: float):
+        idx = torch.randint(0, len(self.mean), (n,), generator=gen)
+        z = self.mean[idx] + self.std[idx] * torch.randn(self.mean[idx].shape, generator=gen)
+        tokens = tuple(t[idx].clone() for t in self.tokens)
+        drop = torch.rand(n, generator=gen) < dropout
+        for t, empty in zip(tokens, self.empty):
+            t[drop] = empty
+        return self.normalise(z, self.stored), tokens
+
+
+def load_ema(model: str, stage: str, modules: dict) -> None:
+    """Loads the EMA weights stage `stage` of `model` kept for each of `modules`."""
+    state = torch.load(RUNS / model / f"{stage}.pt", weights_only=False)
+    for k, m in modules.items():
+        m.load_state_dict(state["ema"][k])
+
+
+def train_flow(model: str, transformer, conditioner, data, velocity, args) -> None:
+    """The `dit` stage of `model`: rectified flow on the encoded dataset `data` (its
+    `batch(n, gen, dropout)` gives clean latents and the captions' tokens, 10 % of them
+    dropped to the empty prompt), the transformer and the text encoders (`conditioner`, which
+    maps tokens to what `velocity(transformer, x, sigma, guidance, cond)` takes) trained
+    together at guidance 1, with EMA."""
+    modules = {"transformer": transformer, "conditioner": conditioner}
+    params = [p for m in modules.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.dit_lr, weight_decay=0.0)
+    ema = {k: Ema(m, 0.999) for k, m in modules.items()}
+    stage = Stage(model, "dit", args.dit_steps, modules, opt, ema)
+    gen = torch.Generator().manual_seed(2)
+
+    def step(i):
+        x0, tokens = data.batch(args.batch, gen, dropout=0.1)
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = logit_normal(args.batch, gen)
+        xt, target = noised(x0, noise, sigma)
+        pred = velocity(transformer, xt, sigma, torch.ones(args.batch), conditioner(*tokens))
+        return optimize(opt, params, F.mse_loss(pred, target))
+
+    if not stage.done:
+        stage.run(step, args.dit_lr)
+    write_summary(model, "dit", stage.summary())
+
+
+def distill_guidance(model: str, teacher, conditioner, data, velocity, args,
+                     max_guidance: float) -> None:
+    """The `distill` stage of `model`: a copy of the trained `teacher` learns, at embedded
+    guidance g drawn from [1, `max_guidance`], the teacher's classifier-free-guided velocity
+    v_u + g (v_c - v_u) with the empty prompt as the unconditional one (how FLUX.1-dev's and
+    HunyuanVideo's guidance embeddings are used: one pass a step). `data` and `velocity` as
+    for `train_flow`; the conditioner's output is a tuple of tensors with the batch first."""
+    teacher.eval().requires_grad_(False)
+    conditioner.eval().requires_grad_(False)
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    opt = torch.optim.AdamW(student.parameters(), lr=args.distill_lr, weight_decay=0.0)
+    ema = {"transformer": Ema(student, 0.998)}
+    stage = Stage(model, "distill", args.distill_steps, {"transformer": student}, opt, ema)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        empty = conditioner(*data.empty)
+
+    def step(i):
+        n = args.batch
+        x0, tokens = data.batch(n, gen, dropout=0.0)
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = logit_normal(n, gen)
+        xt, _ = noised(x0, noise, sigma)
+        g = 1.0 + (max_guidance - 1.0) * torch.rand(n, generator=gen)
+        with torch.no_grad():
+            cond = conditioner(*tokens)
+            uncond = [e.expand(n, *e.shape[1:]) for e in empty]
+            ones = torch.ones(n)
+            v_c = velocity(teacher, xt, sigma, ones, cond)
+            v_u = velocity(teacher, xt, sigma, ones, uncond)
+            target = v_u + g.view(-1, *[1] * (v_c.ndim - 1)) * (v_c - v_u)
+        pred = velocity(student, xt, sigma, g, cond)
+        return optimize(opt, student.parameters(), F.mse_loss(pred, target))
+
+    if not stage.done:
+        stage.run(step, args.distill_lr, warmup=50)
+    write_summary(model, "distill", stage.summary())
 
 
 def write_defaults(folder: Path, **settings) -> None:
