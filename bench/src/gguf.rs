@@ -37,7 +37,7 @@ const TYPES: [&str; 7] = ["F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"]
 /// Arguments of `cargo xtask bench gguf`.
 #[derive(clap::Args, Debug)]
 pub struct GgufArgs {
-    /// The mini model to measure, or both.
+    /// The mini model to measure, or all three.
     #[arg(long, value_enum, default_value_t = Which::All)]
     pub model: Which,
     /// Samples per model and type: prompt `i % 16`, seed `i`.
@@ -167,7 +167,7 @@ fn file(files: &Path, model: Model, kind: &str) -> PathBuf {
 
 /// Writes the mini models' GGUF files into `files` unless they are all there.
 fn write_files(files: &Path) -> Result<()> {
-    let all_there = [Model::Flux, Model::Wan]
+    let all_there = Model::ALL
         .iter()
         .all(|&m| TYPES.iter().all(|kind| file(files, m, kind).is_file()));
     if all_there {

@@ -1,8 +1,7 @@
-//! The mini models: a small FLUX and a small WAN trained from scratch by
-//! `training/train_flux_mini.py` and `training/train_wan_mini.py` on captioned scenes of
-//! coloured shapes, written to `mini-models/`. They are what
-//! `cargo xtask run flux|wan` use without `--model`, and what `cargo xtask bench cache`
-//! measures, each at the settings it was trained for.
+//! The mini models: a small FLUX, WAN and HunyuanVideo trained from scratch by
+//! `training/train_{flux,wan,hunyuan}_mini.py` on captioned scenes of coloured shapes, written
+//! to `mini-models/`. They are what `cargo xtask run flux|wan|hunyuan` use without `--model`,
+//! and what `cargo xtask bench cache` measures, each at the settings it was trained for.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +21,7 @@ pub struct Preset {
     pub frames: Option<usize>,
     /// Denoising steps.
     pub steps: usize,
-    /// Guidance scale (embedded for FLUX, CFG for WAN); `None` leaves it to the pipeline.
+    /// Guidance scale (embedded for FLUX and HunyuanVideo, CFG for WAN); `None` leaves it to the pipeline.
     pub guidance: Option<f64>,
     /// Text encoder prompt length in tokens.
     pub max_sequence_length: usize,
@@ -119,6 +118,13 @@ pub const FLUX: MiniModel = MiniModel {
 pub const WAN: MiniModel = MiniModel {
     folder: "wan-mini",
     trainer: "training/train_wan_mini.py",
+};
+
+/// HunyuanVideo-mini: a diffusers `HunyuanVideoPipeline` folder (LLaMA behind the prompt
+/// template, CLIP pooled, causal 3D VAE), 64x64 clips of 9 frames, embedded guidance.
+pub const HUNYUAN: MiniModel = MiniModel {
+    folder: "hunyuan-mini",
+    trainer: "training/train_hunyuan_mini.py",
 };
 
 impl MiniModel {

@@ -1,5 +1,6 @@
-//! `cargo xtask bench cache` on the tiny random FLUX and WAN fixture pipelines: two samples, no
-//! cache and two settings, four steps; checks the JSON, CACHE.md and the PNGs it writes.
+//! `cargo xtask bench cache` on the tiny random FLUX, WAN and HunyuanVideo fixture pipelines:
+//! two samples, no cache and two settings, four steps; checks the JSON, CACHE.md and the PNGs
+//! it writes.
 
 use std::fs;
 
@@ -21,8 +22,10 @@ fn bench(model: Which, pipeline: &str, only: &[&str], out: &Scratch) -> ModelRes
         dtype: Dtype::F32,
     };
     cache::run(&args).unwrap();
-    let name = if model == Which::Flux { "flux" } else { "wan" };
-    let json = fs::read_to_string(out.path().join(format!("{name}.json"))).unwrap();
+    let [model] = model.models()[..] else {
+        panic!("one model at a time")
+    };
+    let json = fs::read_to_string(out.path().join(format!("{}.json", model.name()))).unwrap();
     serde_json::from_str(&json).unwrap()
 }
 
@@ -86,11 +89,22 @@ fn cache_benchmark_writes_results_tables_plots_and_sheets() {
     check(&wan, &["none", "uniform-2", "dicache-0.08"]);
     // WAN: two passes a step (CFG).
     assert_eq!(wan.settings[0].samples[0].calls, 8);
+    let hunyuan = bench(
+        Which::Hunyuan,
+        "hunyuan_pipeline/model",
+        &["uniform-2", "dicache-0.1"],
+        &out,
+    );
+    check(&hunyuan, &["none", "uniform-2", "dicache-0.1"]);
+    // HunyuanVideo: one pass a step (embedded guidance).
+    assert_eq!(hunyuan.settings[0].samples[0].calls, 4);
 
     let md = fs::read_to_string(out.path().join("CACHE.md")).unwrap();
     for expected in [
         "## FLUX-mini (128x128, 4 steps, guidance 3.5), 2 samples",
         "## WAN-mini (64x64, 9 frames, 4 steps, guidance 5), 2 samples",
+        "## HunyuanVideo-mini (64x64, 9 frames, 4 steps, guidance 6), 2 samples",
+        "| dicache-0.1 |",
         "| Method | Speedup (loop) | Speedup (run) | Computed | PSNR | SSIM |",
         "| none | 1.00x | 1.00x | 100.0% | inf | 1.0000 |",
         "| uniform-2 |",
@@ -104,10 +118,12 @@ fn cache_benchmark_writes_results_tables_plots_and_sheets() {
     let size = |file: &str| image::image_dimensions(out.path().join(file)).unwrap();
     assert_eq!(size("flux-frontier.png"), (1400, 600));
     assert_eq!(size("wan-frontier.png"), (1400, 600));
+    assert_eq!(size("hunyuan-frontier.png"), (1400, 600));
     // FLUX: a row per sample, columns none and dicache-0.4 (uniform-2 is not on the sheet),
     // 128x128 images shown at 256x256 after a 180-pixel label column (the prompt, wrapped) and
     // a 28-pixel header.
     assert_eq!(size("flux-samples.png"), (180 + 2 * 260, 28 + 2 * 260));
-    // WAN: rows none and dicache-0.08 per sample, 9 frames of 64x64 shown at 128x128.
+    // Videos: rows none and DiCache per sample, 9 frames of 64x64 shown at 128x128.
     assert_eq!(size("wan-samples.png"), (180 + 9 * 132, 28 + 4 * 132));
+    assert_eq!(size("hunyuan-samples.png"), (180 + 9 * 132, 28 + 4 * 132));
 }

@@ -620,29 +620,30 @@ fn wan_bad_inputs_are_named_errors_that_touch_no_output() {
 }
 
 #[test]
-fn a_copied_mini_model_runs_at_its_own_settings() {
-    // Without --width/--height/--frames a copy of WAN-mini must not fall back to WAN 2.1's
-    // 832x480x81 but run at the 64x64x9 its folder carries.
-    let mini = workspace().join("mini-models/wan-mini");
-    let row = Row::new(&mini, "gif");
-    let (ok, stderr) = row.run(&[
-        "wan",
-        "--prompt",
-        "a yellow square",
-        "--model",
-        "$M",
-        "--steps",
-        "1",
-        "--out",
-        "$D/out/copy.gif",
-        "--frames-dir",
-        "$D/frames",
-    ]);
-    assert!(ok, "{stderr}");
-    let frames = fs::read_dir(row.path("frames")).unwrap().count();
-    assert_eq!(frames, 9);
-    let frame = image::open(row.path("frames/frame_0000.png")).unwrap();
-    assert_eq!((frame.width(), frame.height()), (64, 64));
+fn the_video_mini_models_run_at_their_own_settings() {
+    // Without --width/--height/--frames a copy of a video mini model must not fall back to the
+    // real pipeline's size (WAN 2.1's 832x480x81, HunyuanVideo's 1280x720x129) but run at the
+    // 64x64x9 its folder carries; without --model the command runs the mini model itself.
+    for model in ["wan", "hunyuan"] {
+        let mini = workspace().join(format!("mini-models/{model}-mini"));
+        let row = Row::new(&mini, "gif");
+        for (copy, out) in [(true, "copy"), (false, "default")] {
+            let frames = format!("$D/frames-{out}");
+            let file = format!("$D/out/{out}.gif");
+            let mut args = vec![model, "--prompt", "a yellow square", "--steps", "1"];
+            args.extend(["--out", &file, "--frames-dir", &frames]);
+            if copy {
+                args.extend(["--model", "$M"]);
+            }
+            let (ok, stderr) = row.run(&args);
+            assert!(ok, "{model} ({out}): {stderr}");
+            let frames = row.path(&format!("frames-{out}"));
+            assert_eq!(fs::read_dir(&frames).unwrap().count(), 9, "{model} ({out})");
+            let frame = image::open(frames.join("frame_0000.png")).unwrap();
+            assert_eq!((frame.width(), frame.height()), (64, 64), "{model} ({out})");
+            assert!(row.path(&format!("out/{out}.gif")).is_file());
+        }
+    }
 }
 
 #[test]

@@ -31,7 +31,7 @@ use results::{BatchResult, ScopeRow, ThroughputRow};
 /// Arguments of `cargo xtask bench batch`.
 #[derive(clap::Args, Debug)]
 pub struct BatchArgs {
-    /// The mini model to measure, or both.
+    /// The mini model to measure, or all three.
     #[arg(long, value_enum, default_value_t = Which::All)]
     pub model: Which,
     /// Samples of every run: prompt `i % 16`, seed `i`.
@@ -51,7 +51,7 @@ pub struct BatchArgs {
     /// model's benchmark table].
     #[arg(long, value_delimiter = ',')]
     pub thresholds: Vec<f64>,
-    /// Denoising steps [default: the mini model's, FLUX 28, WAN 30].
+    /// Denoising steps [default: the mini model's: FLUX 28, WAN and HunyuanVideo 30].
     #[arg(long)]
     pub steps: Option<usize>,
     /// Folder of the results (relative to the workspace root).

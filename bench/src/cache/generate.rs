@@ -12,6 +12,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use dicache_core::{CachePolicy, CacheScope, CacheSettings, CallTiming, Trace};
 use dit_pipeline::{Pipeline, Prompt, Request, Settings};
 use models_flux::FluxPipeline;
+use models_hunyuan::HunyuanVideoPipeline;
 use models_wan::WanPipeline;
 use vae::Rgb8Image;
 
@@ -118,6 +119,9 @@ impl<B: Backend> Generator<B> {
             )),
             Model::Wan => Box::new(Driven::<_, 5>(
                 WanPipeline::load(folder, transformer, device).with_context(context)?,
+            )),
+            Model::Hunyuan => Box::new(Driven::<_, 5>(
+                HunyuanVideoPipeline::load(folder, transformer, device).with_context(context)?,
             )),
         };
         Ok(Self {

@@ -32,16 +32,16 @@ use crate::{
 /// Arguments of `cargo xtask bench cache`.
 #[derive(clap::Args, Debug)]
 pub struct CacheArgs {
-    /// The mini model to measure, or both.
+    /// The mini model to measure, or all three.
     #[arg(long, value_enum, default_value_t = Which::All)]
     pub model: Which,
     /// Samples per model: prompt `i % 16`, seed `i`.
     #[arg(long, default_value_t = 16)]
     pub samples: usize,
-    /// Denoising steps [default: the mini model's, FLUX 28, WAN 30].
+    /// Denoising steps [default: the mini model's: FLUX 28, WAN and HunyuanVideo 30].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Load this pipeline folder instead of the mini model (needs --model flux or wan); the
+    /// Load this pipeline folder instead of the mini model (needs one --model); the
     /// mini model's size, guidance and prompt length still apply.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
@@ -60,14 +60,16 @@ pub struct CacheArgs {
     pub dtype: Dtype,
 }
 
-/// `--model`: one mini model or both.
+/// `--model`: one mini model or all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Which {
     /// FLUX-mini.
     Flux,
     /// WAN-mini.
     Wan,
-    /// Both, FLUX first.
+    /// HunyuanVideo-mini.
+    Hunyuan,
+    /// All three, in the order of [`Model::ALL`].
     All,
 }
 
@@ -79,22 +81,29 @@ pub enum Model {
     Flux,
     /// WAN-mini, videos.
     Wan,
+    /// HunyuanVideo-mini, videos.
+    Hunyuan,
 }
 
 impl Model {
-    /// `flux` or `wan`: the names of its files.
+    /// Every model, in the order the benchmarks run and report them.
+    pub const ALL: [Model; 3] = [Model::Flux, Model::Wan, Model::Hunyuan];
+
+    /// `flux`, `wan` or `hunyuan`: the names of its files.
     pub fn name(self) -> &'static str {
         match self {
             Model::Flux => "flux",
             Model::Wan => "wan",
+            Model::Hunyuan => "hunyuan",
         }
     }
 
-    /// `FLUX-mini` or `WAN-mini`.
+    /// `FLUX-mini`, `WAN-mini` or `HunyuanVideo-mini`.
     pub fn title(self) -> &'static str {
         match self {
             Model::Flux => "FLUX-mini",
             Model::Wan => "WAN-mini",
+            Model::Hunyuan => "HunyuanVideo-mini",
         }
     }
 
@@ -103,15 +112,21 @@ impl Model {
         match self {
             Model::Flux => mini::FLUX,
             Model::Wan => mini::WAN,
+            Model::Hunyuan => mini::HUNYUAN,
         }
     }
 
-    /// Its 16 prompts.
+    /// Its 16 prompts (the two video models share theirs: one caption grammar).
     pub fn prompts(self) -> &'static [&'static str; 16] {
         match self {
             Model::Flux => &prompts::FLUX,
-            Model::Wan => &prompts::WAN,
+            Model::Wan | Model::Hunyuan => &prompts::VIDEO,
         }
+    }
+
+    /// Whether it makes videos (one row of frames per setting on its sample sheet).
+    pub fn is_video(self) -> bool {
+        self != Model::Flux
     }
 
     /// Its table of cache settings.
@@ -119,6 +134,7 @@ impl Model {
         settings::table(match self {
             Model::Flux => settings::FLUX_DICACHE,
             Model::Wan => settings::WAN_DICACHE,
+            Model::Hunyuan => settings::HUNYUAN_DICACHE,
         })
     }
 
@@ -138,17 +154,19 @@ impl Model {
         match self {
             Model::Flux => DiCacheConfig::flux(),
             Model::Wan => DiCacheConfig::wan(),
+            Model::Hunyuan => DiCacheConfig::hunyuan_video(),
         }
     }
 }
 
 impl Which {
-    /// The models it names, FLUX first.
+    /// The models it names, in the order of [`Model::ALL`].
     pub fn models(self) -> Vec<Model> {
         match self {
             Which::Flux => vec![Model::Flux],
             Which::Wan => vec![Model::Wan],
-            Which::All => vec![Model::Flux, Model::Wan],
+            Which::Hunyuan => vec![Model::Hunyuan],
+            Which::All => Model::ALL.to_vec(),
         }
     }
 }
@@ -157,7 +175,7 @@ impl Which {
 pub fn run(args: &CacheArgs) -> Result<()> {
     ensure!(args.samples >= 1, "--samples must be at least 1");
     if args.model_dir.is_some() && args.model == Which::All {
-        bail!("--model-dir needs --model flux or --model wan");
+        bail!("--model-dir needs one --model: flux, wan or hunyuan");
     }
     let out = workspace_root().join(&args.out_dir);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

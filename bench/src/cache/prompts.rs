@@ -24,8 +24,9 @@ pub const FLUX: [&str; 16] = [
     "a large black circle right of a small red triangle on a yellow background",
 ];
 
-/// WAN-mini: "a {size} {color} {shape} moving {left|right|up|down} on a {bg} background".
-pub const WAN: [&str; 16] = [
+/// WAN-mini and HunyuanVideo-mini (trained on the same clips): "a {size} {color} {shape}
+/// moving {left|right|up|down} on a {bg} background".
+pub const VIDEO: [&str; 16] = [
     "a large red circle moving right on a blue background",
     "a small yellow square moving left on a black background",
     "a large white triangle moving up on a purple background",

@@ -386,7 +386,7 @@ pub fn write_summary(out: &Path) -> Result<()> {
 }
 
 /// Regenerates `<out>/<file>`: `intro`, then the section `markdown` makes of each model's
-/// result in `<out>` (`flux.json`, `wan.json`, read as `what`).
+/// result in `<out>` (`flux.json`, `wan.json`, `hunyuan.json`, read as `what`).
 pub fn write_sections<T: DeserializeOwned>(
     out: &Path,
     (file, intro): (&str, &str),
@@ -394,7 +394,7 @@ pub fn write_sections<T: DeserializeOwned>(
     markdown: fn(&T) -> String,
 ) -> Result<()> {
     let mut md = intro.to_string();
-    for model in [Model::Flux, Model::Wan] {
+    for model in Model::ALL {
         let path = out.join(format!("{}.json", model.name()));
         if !path.exists() {
             continue;

@@ -43,7 +43,7 @@ const fn shown(knob: Knob) -> Setting {
     }
 }
 
-/// The baselines, the same for both models: uniform caching every 2, 3 and 4 steps and
+/// The baselines, the same for every model: uniform caching every 2, 3 and 4 steps and
 /// First-Block Cache at four thresholds.
 pub const BASELINES: &[Setting] = &[
     row(Knob::Uniform(2)),
@@ -72,6 +72,15 @@ pub const WAN_DICACHE: &[Setting] = &[
     row(Knob::DiCache(0.05)),
     shown(Knob::DiCache(0.08)),
     row(Knob::DiCache(0.15)),
+    row(Knob::DiCache(0.3)),
+    row(Knob::DiCache(0.5)),
+];
+
+/// HunyuanVideo-mini's DiCache settings: the preset is delta 0.1 (`<=`, warm-up `i < W`).
+pub const HUNYUAN_DICACHE: &[Setting] = &[
+    row(Knob::DiCache(0.05)),
+    shown(Knob::DiCache(0.1)),
+    row(Knob::DiCache(0.2)),
     row(Knob::DiCache(0.3)),
     row(Knob::DiCache(0.5)),
 ];
@@ -173,7 +182,7 @@ mod tests {
 
     #[test]
     fn labels_are_unique_and_none_runs_first() {
-        for dicache in [FLUX_DICACHE, WAN_DICACHE] {
+        for dicache in [FLUX_DICACHE, WAN_DICACHE, HUNYUAN_DICACHE] {
             let rows = table(dicache);
             let mut labels: Vec<_> = select(&rows, &[])
                 .unwrap()

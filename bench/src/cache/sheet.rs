@@ -59,9 +59,10 @@ fn lines(text: &str) -> Vec<String> {
 
 /// Writes the sheet of `model`'s `shown` outputs as a PNG to `path`.
 pub fn write(model: Model, shown: &[Shown], path: &Path) -> Result<()> {
-    let grid = match model {
-        Model::Flux => by_sample(shown),
-        Model::Wan => by_setting(shown),
+    let grid = if model.is_video() {
+        by_setting(shown)
+    } else {
+        by_sample(shown)
     };
     let sheet = draw(&grid)?;
     sheet

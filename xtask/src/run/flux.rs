@@ -28,7 +28,7 @@ impl RunModel<4> for Flux {
     type Pipeline<B: Backend> = FluxPipeline<B>;
     type Extra = ();
     type Target = ImageFile;
-    const MINI: Option<MiniModel> = Some(mini::FLUX);
+    const MINI: MiniModel = mini::FLUX;
 
     fn preset() -> DiCacheConfig {
         DiCacheConfig::flux()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
-use dicache_bench::mini::MiniModel;
+use dicache_bench::mini::{self, MiniModel};
 use dicache_core::DiCacheConfig;
 use models_hunyuan::HunyuanVideoPipeline;
 use vae::{TemporalTiles, TileConfig};
@@ -17,7 +17,7 @@ use super::{CommonArgs, Generate, RunModel, video};
 pub struct HunyuanArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Frames (4k+1) [default: 129].
+    /// Frames (4k+1) [default: 129; mini model: 9].
     #[arg(long)]
     frames: Option<usize>,
     /// How the VAE decodes (an axis is tiled only when the video is longer than one tile).
@@ -71,7 +71,7 @@ impl RunModel<5> for HunyuanVideo {
     /// The VAE's tiles.
     type Extra = TileConfig;
     type Target = video::Target;
-    const MINI: Option<MiniModel> = None;
+    const MINI: MiniModel = mini::HUNYUAN;
 
     fn preset() -> DiCacheConfig {
         DiCacheConfig::hunyuan_video()

@@ -276,16 +276,9 @@ impl CommonArgs {
         })
     }
 
-    /// The pipeline folder to load: `--model`, else the `mini` model (the model `name` has
-    /// none: an error asking for `--model`).
-    fn folder(&self, mini: Option<&MiniModel>, name: &str) -> Result<PathBuf> {
-        match (&self.model, mini) {
-            (Some(model), _) => Ok(model.clone()),
-            (None, Some(mini)) => mini.folder_or(None),
-            (None, None) => {
-                bail!("{name} has no mini model yet: pass --model with a pipeline folder")
-            }
-        }
+    /// The pipeline folder to load: `--model`, else the `mini` model, which must be there.
+    fn folder(&self, mini: &MiniModel) -> Result<PathBuf> {
+        mini.folder_or(self.model.as_deref())
     }
 
     /// The settings of the run: the flags given, else the `defaults` (the pipeline's, with
@@ -378,8 +371,8 @@ pub trait RunModel<const N: usize> {
     type Extra: Clone;
     /// Where and how its output is written, checked before anything loads.
     type Target: OutputTarget<N>;
-    /// Its mini model, if it has one.
-    const MINI: Option<MiniModel>;
+    /// Its mini model, loaded without `--model`.
+    const MINI: MiniModel;
 
     /// Its DiCache preset.
     fn preset() -> DiCacheConfig;
@@ -512,7 +505,7 @@ impl<M: RunModel<N>, const N: usize> BackendJob for Generate<'_, M, N> {
             common.seed,
         )?;
         let samples = common.samples()?;
-        let folder = common.folder(M::MINI.as_ref(), name)?;
+        let folder = common.folder(&M::MINI)?;
         let opened = open_folder::<B, M::Pipeline<B>, N>(&folder)?;
         let defaults = opened.defaults(<M::Pipeline<B> as Pipeline<B, N>>::DEFAULTS)?;
         let settings = common.settings(defaults, self.frames);
@@ -702,10 +695,7 @@ mod tests {
         use burn_flex::Flex;
         let defaults = <models_flux::FluxPipeline<Flex> as Pipeline<Flex, 4>>::DEFAULTS;
         let common = parse(&["--model", "/x", "--height", "64", "--guidance", "2"]);
-        assert_eq!(
-            common.folder(Some(&mini::FLUX), "FLUX").unwrap(),
-            PathBuf::from("/x")
-        );
+        assert_eq!(common.folder(&mini::FLUX).unwrap(), PathBuf::from("/x"));
         let expected = Settings {
             height: 64,
             guidance: Some(2.0),
@@ -725,18 +715,9 @@ mod tests {
 
     #[test]
     fn without_a_model_the_mini_model_is_loaded() {
-        assert_eq!(
-            parse(&[]).folder(Some(&mini::WAN), "WAN").unwrap(),
-            mini::WAN.dir()
-        );
-        let msg = parse(&[])
-            .folder(None, "HunyuanVideo")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("HunyuanVideo has no mini model") && msg.contains("--model"),
-            "{msg}"
-        );
+        for mini in [mini::FLUX, mini::WAN, mini::HUNYUAN] {
+            assert_eq!(parse(&[]).folder(&mini).unwrap(), mini.dir());
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl RunModel<5> for Wan {
     type Pipeline<B: Backend> = WanPipeline<B>;
     type Extra = GuidanceCalls;
     type Target = video::Target;
-    const MINI: Option<MiniModel> = Some(mini::WAN);
+    const MINI: MiniModel = mini::WAN;
 
     /// One state per CFG pass.
     fn preset() -> DiCacheConfig {
