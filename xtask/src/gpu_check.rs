@@ -117,50 +117,56 @@ fn child(args: &[String]) -> Result<Child> {
     })
 }
 
-/// The mini-model runs of one backend and dtype, into `dir`.
+/// The mini models the check runs, each with its prompt: FLUX-mini writes `flux.png`, the video
+/// models `<model>.gif` and their frames as PNGs in `<model>/`.
+const MINI_RUNS: [(&str, &str); 3] = [
+    ("flux", "a large red circle on a blue background"),
+    (
+        "wan",
+        "a large yellow square moving right on a purple background",
+    ),
+    (
+        "hunyuan",
+        "a large red circle moving right on a blue background",
+    ),
+];
+
+/// The mini-model runs of one backend and dtype, into `dir`, in the order of [`MINI_RUNS`].
 fn generate(
     args: &GpuCheckArgs,
     backend: BackendKind,
     dtype: Dtype,
     dir: &Path,
-) -> Result<[Child; 2]> {
-    let common = |model: &str| {
-        let mut v: Vec<String> = ["run", model, "--cache", "none", "--backend"]
-            .map(String::from)
-            .into();
-        v.extend([flag(backend), "--dtype".into(), flag(dtype)]);
-        if let Some(steps) = args.steps {
-            v.extend(["--steps".into(), steps.to_string()]);
-        }
-        v
-    };
+) -> Result<Vec<Child>> {
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let mut flux = common("flux");
-    flux.extend([
-        "--prompt".into(),
-        "a large red circle on a blue background".into(),
-    ]);
-    flux.extend(["--out".into(), path("flux.png")]);
-    let mut wan = common("wan");
-    wan.extend([
-        "--prompt".into(),
-        "a large yellow square moving right on a purple background".into(),
-    ]);
-    wan.extend([
-        "--out".into(),
-        path("wan.gif"),
-        "--frames-dir".into(),
-        path("wan"),
-    ]);
-    Ok([child(&flux)?, child(&wan)?])
+    MINI_RUNS
+        .iter()
+        .map(|&(model, prompt)| {
+            let mut v: Vec<String> = ["run", model, "--cache", "none", "--backend"]
+                .map(String::from)
+                .into();
+            v.extend([flag(backend), "--dtype".into(), flag(dtype)]);
+            if let Some(steps) = args.steps {
+                v.extend(["--steps".into(), steps.to_string()]);
+            }
+            v.extend(["--prompt".into(), prompt.into()]);
+            if model == "flux" {
+                v.extend(["--out".into(), path("flux.png")]);
+            } else {
+                v.extend(["--out".into(), path(&format!("{model}.gif"))]);
+                v.extend(["--frames-dir".into(), path(model)]);
+            }
+            child(&v)
+        })
+        .collect()
 }
 
-/// The 8-bit frames of a run: `flux.png`, or the PNGs of `wan/`.
+/// The 8-bit frames of a run: `flux.png`, or the PNGs of `<model>/`.
 fn frames(dir: &Path, model: &str) -> Result<Vec<Rgb8Image>> {
     let files: Vec<PathBuf> = if model == "flux" {
         vec![dir.join("flux.png")]
     } else {
-        let mut files: Vec<PathBuf> = fs::read_dir(dir.join("wan"))?
+        let mut files: Vec<PathBuf> = fs::read_dir(dir.join(model))?
             .map(|e| e.map(|e| e.path()))
             .collect::<Result<_, _>>()?;
         files.sort();
@@ -232,7 +238,7 @@ pub fn run(args: &GpuCheckArgs) -> Result<()> {
             eprintln!("gpu-check: {name}");
             let dir = args.out.join(&name);
             let runs = generate(args, backend, dtype, &dir)?;
-            for (model, run) in ["flux", "wan"].into_iter().zip(runs) {
+            for ((model, _), run) in MINI_RUNS.into_iter().zip(runs) {
                 let row = |result: &str, psnr: String, ssim: String| {
                     format!(
                         "| {} | {} | {model}-mini | {result} | {psnr} | {ssim} | {:.1} |\n",
