@@ -238,21 +238,15 @@ fn wan_block<B: Backend>(timer: &Timer<B>) -> Result<BlockResult> {
     B::seed(device, 0);
     let mut model = WanTransformer::<B>::random(&config, device)?;
     let raw = random_input(&config, [21, 60, 104], 512, device);
-    eprintln!("WAN 2.1 1.3B block, 32760 video tokens");
-    let forward = |model: &WanTransformer<B>| {
-        let input = model.check_input(raw.clone())?.at_steps(mid_generation());
-        Ok(model.forward(&input))
-    };
-    let dense = timer.time(|| forward(&model))?;
-    model.set_sparse_attention(Some(settings(SvgVariant::Wan)))?;
-    let svg = timer.time(|| forward(&model))?;
-    eprintln!("  dense {:.0} ms, svg {:.0} ms", dense.wall(), svg.wall());
-    Ok(BlockResult {
-        name: "WAN 2.1 T2V-1.3B block, 832x480x81".into(),
-        video_tokens: 32_760,
-        dense_ms: dense.wall(),
-        svg_ms: svg.wall(),
-    })
+    dense_then_svg(
+        timer,
+        &mut model,
+        ("WAN 2.1 T2V-1.3B block, 832x480x81", 32_760),
+        |model| {
+            let input = model.check_input(raw.clone())?.at_steps(mid_generation());
+            Ok(model.forward(&input))
+        },
+    )
 }
 
 /// One HunyuanVideo dual-stream block at 544x960x33 (latent 9 x 68 x 120) with 256 text
@@ -280,18 +274,33 @@ fn hunyuan_block<B: Backend>(timer: &Timer<B>) -> Result<BlockResult> {
         pooled_projections: Tensor::random([1, config.pooled_projection_dim], normal, device),
         guidance: Some(Tensor::from_floats([6000.0], device)),
     };
-    eprintln!("HunyuanVideo dual-stream block, 18360 video tokens");
-    let forward = |model: &HunyuanVideoTransformer<B>| {
-        let input = model.check_input(raw.clone())?.at_steps(mid_generation());
-        Ok(model.forward(&input))
-    };
-    let dense = timer.time(|| forward(&model))?;
-    model.set_sparse_attention(Some(settings(SvgVariant::HunyuanVideo)))?;
-    let svg = timer.time(|| forward(&model))?;
+    dense_then_svg(
+        timer,
+        &mut model,
+        ("HunyuanVideo dual-stream block, 544x960x33", 18_360),
+        |model| {
+            let input = model.check_input(raw.clone())?.at_steps(mid_generation());
+            Ok(model.forward(&input))
+        },
+    )
+}
+
+/// Times `forward` (one checked forward of `model`) with dense attention, then with SVG at the
+/// reference settings of the model's variant: the block case `name` over `video_tokens`.
+fn dense_then_svg<B: Backend, M: SparseVideoModel, T>(
+    timer: &Timer<B>,
+    model: &mut M,
+    (name, video_tokens): (&str, usize),
+    forward: impl Fn(&M) -> Result<T>,
+) -> Result<BlockResult> {
+    eprintln!("{name}, {video_tokens} video tokens");
+    let dense = timer.time(|| forward(model))?;
+    model.set_sparse_attention(Some(settings(M::SVG_VARIANT)))?;
+    let svg = timer.time(|| forward(model))?;
     eprintln!("  dense {:.0} ms, svg {:.0} ms", dense.wall(), svg.wall());
     Ok(BlockResult {
-        name: "HunyuanVideo dual-stream block, 544x960x33".into(),
-        video_tokens: 18_360,
+        name: name.into(),
+        video_tokens,
         dense_ms: dense.wall(),
         svg_ms: svg.wall(),
     })
