@@ -167,3 +167,41 @@ impl<B: Backend> AdaLayerNormContinuous<B> {
         self.norm.forward_scale_shift(x, &scale, &shift)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Distribution, Tensor};
+    use burn_flex::Flex;
+
+    use super::*;
+
+    /// The fused CPU paths equal the composed formulas, also when the modulation is one row
+    /// shared by a batch of two (a broadcast the fused kernels leave to the generic path).
+    #[test]
+    fn fused_modulation_equals_the_formula_with_own_and_shared_rows() {
+        let device = Default::default();
+        let random =
+            |dims: [usize; 2]| Tensor::<Flex, 2>::random(dims, Distribution::Default, &device);
+        let x = Tensor::<Flex, 3>::random([2, 5, 8], Distribution::Normal(0.3, 2.0), &device);
+        let branch = Tensor::<Flex, 3>::random([2, 5, 8], Distribution::Default, &device);
+        let norm = LayerNorm::plain(1e-6);
+        for rows in [2, 1] {
+            let m = Modulation {
+                shift: random([rows, 8]),
+                scale: random([rows, 8]),
+                gate: random([rows, 8]),
+            };
+            let normed = norm.forward(x.clone());
+            let want = normed * (m.scale.clone().unsqueeze_dim::<3>(1) + 1.0)
+                + m.shift.clone().unsqueeze_dim::<3>(1);
+            let got = m.norm_scale_shift(&norm, x.clone());
+            let diff = (got - want).abs().max().into_scalar();
+            assert!(diff < 1e-5, "norm_scale_shift, {rows} row(s): {diff}");
+
+            let want = x.clone() + branch.clone() * m.gate.clone().unsqueeze_dim::<3>(1);
+            let got = m.gated_add(x.clone(), branch.clone());
+            let diff = (got - want).abs().max().into_scalar();
+            assert!(diff < 1e-6, "gated_add, {rows} row(s): {diff}");
+        }
+    }
+}

@@ -35,24 +35,27 @@ pub struct Affine<'a, B: Backend> {
 }
 
 /// `Some(norm(x))` followed by `affine` when `x` and every operand are f32 tensors of the Flex
-/// backend, `None` otherwise.
+/// backend with the shapes documented on [`Affine`], `None` otherwise (a broadcast operand
+/// included: the generic path handles it).
 pub fn try_norm<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     kind: RowNorm,
     eps: f64,
     affine: Affine<'_, B>,
 ) -> Option<Tensor<B, D>> {
-    let operands_f32 = affine.weight.is_none_or(is_flex_f32)
-        && affine.bias.is_none_or(is_flex_f32)
-        && affine
-            .modulation
-            .is_none_or(|(s, t)| is_flex_f32(s) && is_flex_f32(t));
-    if !is_flex_f32(x) || !operands_f32 {
-        return None;
-    }
     let dims = x.dims();
     let n = dims[D - 1];
     let batch = dims[0];
+    let row = |t: &Tensor<B, 1>| is_flex_f32(t) && t.dims() == [n];
+    let per_sample = |t: &Tensor<B, 2>| is_flex_f32(t) && t.dims() == [batch, n];
+    let operands = affine.weight.is_none_or(row)
+        && affine.bias.is_none_or(row)
+        && affine
+            .modulation
+            .is_none_or(|(s, t)| per_sample(s) && per_sample(t));
+    if !is_flex_f32(x) || !operands {
+        return None;
+    }
     let rows_per_batch = x.shape().num_elements() / n / batch.max(1);
     let values = |t: &Tensor<B, 1>| contiguous(t.clone());
     let weight = affine.weight.map(values);
@@ -94,18 +97,18 @@ pub fn try_norm<B: Backend, const D: usize>(
 }
 
 /// `Some(x + gate * y)` with `gate` `[batch, n]` over the rows of `x`, `y` `[batch, ..., n]`
-/// when all are f32 tensors of the Flex backend (and `x`, `y` the same shape), `None`
-/// otherwise.
+/// when all are f32 tensors of the Flex backend of exactly these shapes, `None` otherwise.
 pub fn try_gated_add<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     y: &Tensor<B, D>,
     gate: &Tensor<B, 2>,
 ) -> Option<Tensor<B, D>> {
-    if !(is_flex_f32(x) && is_flex_f32(y) && is_flex_f32(gate)) || x.dims() != y.dims() {
-        return None;
-    }
     let dims = x.dims();
     let (n, batch) = (dims[D - 1], dims[0]);
+    let shapes = y.dims() == dims && gate.dims() == [batch, n];
+    if !(is_flex_f32(x) && is_flex_f32(y) && is_flex_f32(gate)) || !shapes {
+        return None;
+    }
     let rows_per_batch = x.shape().num_elements() / n / batch.max(1);
     let y = contiguous(y.clone());
     let gate = contiguous(gate.clone());
@@ -143,8 +146,12 @@ pub fn try_group_norm<B: Backend, const D: usize>(
 ) -> Option<Tensor<B, D>> {
     let dims = x.dims();
     let channels = dims[1];
-    let operands_f32 = is_flex_f32(x) && is_flex_f32(weight) && is_flex_f32(bias);
-    if !operands_f32 || groups == 0 || !channels.is_multiple_of(groups) {
+    let operands = is_flex_f32(x)
+        && is_flex_f32(weight)
+        && is_flex_f32(bias)
+        && weight.dims() == [channels]
+        && bias.dims() == [channels];
+    if !operands || groups == 0 || !channels.is_multiple_of(groups) {
         return None;
     }
     let positions: usize = dims[2..].iter().product();
