@@ -105,8 +105,12 @@ pub fn try_gated_add<B: Backend, const D: usize>(
 ) -> Option<Tensor<B, D>> {
     let dims = x.dims();
     let (n, batch) = (dims[D - 1], dims[0]);
-    let shapes = y.dims() == dims && gate.dims() == [batch, n];
-    if !(is_flex_f32(x) && is_flex_f32(y) && is_flex_f32(gate)) || !shapes {
+    let operands = is_flex_f32(x)
+        && is_flex_f32(y)
+        && is_flex_f32(gate)
+        && y.dims() == dims
+        && gate.dims() == [batch, n];
+    if !operands {
         return None;
     }
     let rows_per_batch = x.shape().num_elements() / n / batch.max(1);
