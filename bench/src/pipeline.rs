@@ -9,7 +9,7 @@ use std::{fmt::Write as _, path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result};
 use burn::tensor::{Tensor, backend::Backend};
-use dicache_core::{CachePolicy, CacheSettings, DiCacheConfig};
+use dicache_core::{CachePolicy, CacheSettings};
 use dit_layers::gaussian_noise;
 use dit_pipeline::{Denoise, Pipeline, Prompt, Request, decode_each};
 use models_flux::FluxPipeline;
@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Case, Samples,
     backend::{BackendJob, BackendKind, Dtype, dispatch},
-    mini::{self, MiniModel, Preset},
+    cache::Model,
+    mini::Preset,
     torch, workspace_root,
 };
 
@@ -107,14 +108,22 @@ impl BackendJob for &PipelineArgs {
         let mut cases = Vec::new();
         let mut burn = Vec::new();
         for cache in ["none", "dicache"] {
-            let flux = Model::new(&mini::FLUX, "flux-mini", cache, noise_dir.path());
-            let (case, ms) = measure::<B, FluxPipeline<B>, 4>(flux, self, &device)?;
-            cases.push(case);
-            burn.push(ms);
-            let wan = Model::new(&mini::WAN, "wan-mini", cache, noise_dir.path());
-            let (case, ms) = measure::<B, WanPipeline<B>, 5>(wan, self, &device)?;
-            cases.push(case);
-            burn.push(ms);
+            let flux = CaseSpec {
+                model: Model::Flux,
+                cache,
+                noise_dir: noise_dir.path(),
+            };
+            let wan = CaseSpec {
+                model: Model::Wan,
+                ..flux
+            };
+            for (case, ms) in [
+                measure::<B, FluxPipeline<B>, 4>(flux, self, &device)?,
+                measure::<B, WanPipeline<B>, 5>(wan, self, &device)?,
+            ] {
+                cases.push(case);
+                burn.push(ms);
+            }
         }
         let python = workspace_root().join(".venv/bin/python");
         let timings = match !self.no_torch && python.exists() {
@@ -152,44 +161,28 @@ impl BackendJob for &PipelineArgs {
     }
 }
 
-/// One case: a mini model, its name in the report, the cache (`none` or `dicache`) and the
-/// folder for its noise file.
-struct Model<'a> {
-    mini: &'a MiniModel,
-    model: &'a str,
+/// One case: a mini model, the cache (`none` or `dicache`) and the folder for its noise file.
+#[derive(Clone, Copy)]
+struct CaseSpec<'a> {
+    model: Model,
     cache: &'a str,
     noise_dir: &'a std::path::Path,
-}
-
-impl<'a> Model<'a> {
-    fn new(
-        mini: &'a MiniModel,
-        model: &'a str,
-        cache: &'a str,
-        noise_dir: &'a std::path::Path,
-    ) -> Self {
-        Self {
-            mini,
-            model,
-            cache,
-            noise_dir,
-        }
-    }
 }
 
 /// Times the phases of `P`'s generations of the case's mini model (DiCache: the model's
 /// preset): the case the PyTorch side repeats, and the Burn side's medians.
 fn measure<B: Backend, P: Pipeline<B, N>, const N: usize>(
-    case: Model<'_>,
+    case: CaseSpec<'_>,
     args: &PipelineArgs,
     device: &B::Device,
 ) -> Result<(Case, [f64; 3])> {
-    let Model {
-        mini,
+    let CaseSpec {
         model,
         cache,
         noise_dir,
     } = case;
+    let (mini, preset) = (model.mini(), model.dicache_preset());
+    let name = mini.folder;
     let folder = mini.folder_or(None)?;
     let preset_settings = Preset::of_folder(&folder)?;
     let settings = preset_settings.settings();
@@ -197,7 +190,6 @@ fn measure<B: Backend, P: Pipeline<B, N>, const N: usize>(
         P::load(&folder, None, device).with_context(|| format!("loading {}", folder.display()))?;
     let noise_shape = pipe.latent_shape(settings.width, settings.height, settings.frames)?;
     let noise = gaussian_noise(&noise_shape, 0);
-    let preset = preset(model);
     let policy = match cache {
         "none" => CachePolicy::None,
         _ => CachePolicy::DiCache(preset.clone()),
@@ -211,7 +203,7 @@ fn measure<B: Backend, P: Pipeline<B, N>, const N: usize>(
     };
     pipe.check_request(&request)?;
     let cache_settings = CacheSettings::from(policy);
-    eprintln!("bench: burn {model} {cache}");
+    eprintln!("bench: burn {name} {cache}");
     let mut runs: Vec<[f64; 3]> = Vec::new();
     for run in 0..args.warmup + args.repeat {
         let times = phases(&pipe, &request, &cache_settings, device)?;
@@ -226,7 +218,7 @@ fn measure<B: Backend, P: Pipeline<B, N>, const N: usize>(
         }
         .wall()
     });
-    let noise_file = noise_dir.join(format!("{model}-{cache}.f32"));
+    let noise_file = noise_dir.join(format!("{name}-{cache}.f32"));
     let bytes: Vec<u8> = noise
         .to_vec::<f32>()
         .expect("f32 noise")
@@ -235,7 +227,7 @@ fn measure<B: Backend, P: Pipeline<B, N>, const N: usize>(
         .collect();
     std::fs::write(&noise_file, bytes)?;
     let params = Params {
-        model: model.to_string(),
+        model: name.to_string(),
         folder,
         settings: preset_settings,
         prompt,
@@ -245,19 +237,11 @@ fn measure<B: Backend, P: Pipeline<B, N>, const N: usize>(
         noise_file,
     };
     let case = Case {
-        name: format!("{model}, {cache}"),
+        name: format!("{name}, {cache}"),
         params: serde_json::to_value(params)?,
         flops: None,
     };
     Ok((case, medians))
-}
-
-/// The DiCache preset `run` uses for `model`.
-fn preset(model: &str) -> DiCacheConfig {
-    match model {
-        "flux-mini" => DiCacheConfig::flux(),
-        _ => DiCacheConfig::wan(),
-    }
 }
 
 /// One generation of `request`, its phases timed apart (milliseconds, each ended by a sync):
