@@ -1,7 +1,8 @@
 //! Slice primitives of the CPU kernels: the softmax pieces of attention (maximum, shifted
-//! exponential with its sum, scaling), the tanh GELU and SiLU, written so the compiler vectorises them
-//! (eight independent lanes, no calls into libm). On x86-64 they are compiled a second time for
-//! AVX2+FMA and picked at run time; elsewhere the portable build is used.
+//! exponential with its sum, scaling) and the tanh GELU, written so the compiler vectorises them
+//! (eight independent lanes, no calls into libm; on x86-64 compiled a second time for AVX2+FMA
+//! and picked at run time, elsewhere the portable build), and SiLU, which keeps the standard
+//! library's `exp` for parity (see [`silu`]).
 
 /// Lanes the loops below are written for (one AVX2 register of f32).
 const LANES: usize = 8;
