@@ -7,8 +7,9 @@ background"), on the CPU, and saves it as a diffusers folder in mini-models/huny
 Stages (each resumable; `all` runs the missing ones in order):
   vae      the AutoencoderKLHunyuanVideo on 32x32 crops of 5- and 9-frame clips, L1 + MSE +
            small KL; for the second half of the steps the shape's pixels weigh 9x
-  encode   the dataset's latent distributions; the VAE's scaling_factor (HunyuanVideoPipeline
-           divides by it, with no shift)
+  encode   the dataset's latent distributions and their per-channel means and stds, which the
+           transformer's latents are whitened with and export folds into the VAE (its
+           scaling_factor is then 1: HunyuanVideoPipeline only divides by it)
   decoder  the decoder alone, fine-tuned on whole frames through the frozen encoder
   dit      transformer + LLaMA + CLIP, rectified flow, 10 % caption dropout, guidance 1
   distill  guidance distillation: at embedded guidance g in [1, 6] the transformer learns the
@@ -16,6 +17,8 @@ Stages (each resumable; `all` runs the missing ones in order):
            HunyuanVideo's guidance embedding is meant to be used (no second pass at run time)
   export   writes the pipeline folder and a sample strip made by diffusers'
            HunyuanVideoPipeline
+  evaluate how often the exported pipeline paints the prompt's colours and moves the shape
+           its way (the 8 sample prompts x --eval-seeds seeds)
 
 The LLaMA tokenizer is a byte-level BPE with Llama 3's pre-tokenisation and special tokens
 whose merges make every chunk of the prompt template and every grammar word one token, so the
@@ -62,7 +65,7 @@ from trainkit import (  # first: it puts fixtures/ on the path for gen_llama and
 from gen_llama import SPECIALS, bpe_tokenizer, pre_tokenizer  # noqa: E402
 from gen_text_encoders import learn_merges  # noqa: E402
 from scenes import vocabulary  # noqa: E402
-from videokit import FRAMES, SIZE, VideoVae, sample_strip  # noqa: E402
+from videokit import FRAMES, SIZE, VideoVae, evaluate, sample_strip  # noqa: E402
 
 NAME = "hunyuan-mini"
 RUN = RUNS / NAME
@@ -141,9 +144,36 @@ def stage_encode(args) -> None:
     if path.exists():
         return
     mean, std, captions = VAE.encode_dataset()
-    scale = 1.0 / mean.std().item()
-    torch.save({"mean": mean, "std": std, "captions": captions, "scaling_factor": scale}, path)
-    print(f"latents {tuple(mean.shape)}, scaling_factor {scale:.4f}")
+    channel_mean = mean.mean(dim=(0, 2, 3, 4))
+    channel_std = mean.std(dim=(0, 2, 3, 4))
+    torch.save({"mean": mean, "std": std, "captions": captions,
+                "channel_mean": channel_mean, "channel_std": channel_std}, path)
+    print(f"latents {tuple(mean.shape)}, channel means {channel_mean.abs().max():.3f} at most, "
+          f"channel stds {channel_std.min():.3f}..{channel_std.max():.3f}")
+
+
+def whiten(z: torch.Tensor, stored: dict) -> torch.Tensor:
+    """Latents [N, C, f, h, w] with the dataset's per-channel mean and std taken out: what the
+    transformer learns to denoise (`fold_whitening` puts the same map into the exported VAE)."""
+    shape = (1, -1, 1, 1, 1)
+    return (z - stored["channel_mean"].view(shape)) / stored["channel_std"].view(shape)
+
+
+@torch.no_grad()
+def fold_whitening(vae: AutoencoderKLHunyuanVideo, mean: torch.Tensor, std: torch.Tensor):
+    """Makes the VAE's latent space the whitened one, exactly: its posterior mean becomes
+    (m - mean) / std (and its log-variance drops by 2 log std) in `quant_conv`, and
+    `post_quant_conv` maps such latents back first. HunyuanVideoPipeline only scales latents,
+    with no per-channel shift as WAN's latents_mean / latents_std, so the whitening lives in
+    the VAE and its scaling_factor is 1."""
+    c = mean.numel()
+    quant, post = vae.quant_conv, vae.post_quant_conv
+    quant.weight[:c] /= std.view(-1, 1, 1, 1, 1)
+    quant.bias[:c] = (quant.bias[:c] - mean) / std
+    quant.bias[c:] -= 2 * std.log()
+    post.bias += post.weight[:, :, 0, 0, 0] @ mean
+    post.weight *= std.view(1, -1, 1, 1, 1)
+    vae.register_to_config(scaling_factor=1.0)
 
 
 class Conditioner(torch.nn.Module):
@@ -178,9 +208,8 @@ def load_conditioner() -> Conditioner:
 
 
 def dataset(conditioner: Conditioner) -> EncodedDataset:
-    """The encoded clips, latents times the VAE's scaling_factor (HunyuanVideoPipeline divides
-    by it)."""
-    return EncodedDataset(NAME, conditioner, lambda z, stored: z * stored["scaling_factor"])
+    """The encoded clips, latents whitened per channel (`whiten`)."""
+    return EncodedDataset(NAME, conditioner, whiten)
 
 
 def velocity(transformer, x, sigma, guidance, cond):
@@ -212,7 +241,7 @@ def stage_export(args) -> None:
     load_ema(NAME, "distill", {"transformer": transformer})
     data = torch.load(RUN / "latents.pt", weights_only=False)
     vae = VAE.load(decoder=True)
-    vae.register_to_config(scaling_factor=data["scaling_factor"])
+    fold_whitening(vae, data["channel_mean"], data["channel_std"])
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=SHIFT)
     pipe = HunyuanVideoPipeline(
         text_encoder=conditioner.llama, tokenizer=conditioner.tok, transformer=transformer,
@@ -231,15 +260,21 @@ def stage_export(args) -> None:
     sample_strip(NAME, pipe, STEPS, GUIDANCE)
 
 
+def stage_evaluate(args) -> None:
+    pipe = HunyuanVideoPipeline.from_pretrained(MINI_MODELS / NAME, torch_dtype=torch.float32)
+    evaluate(NAME, pipe, STEPS, GUIDANCE, args.eval_seeds)
+
+
 STAGES = {"vae": VAE.train, "encode": stage_encode, "decoder": VAE.finetune_decoder,
-          "dit": stage_dit, "distill": stage_distill, "export": stage_export}
+          "dit": stage_dit, "distill": stage_distill, "export": stage_export,
+          "evaluate": stage_evaluate}
 
 
 def main() -> None:
     cli(__doc__, RUN, STAGES, {
-        "--batch": 32, "--vae-steps": 2500, "--vae-batch": 8, "--vae-lr": 2e-4,
-        "--decoder-steps": 500, "--decoder-lr": 3e-4, "--dit-steps": 7000, "--dit-lr": 5e-4,
-        "--distill-steps": 400, "--distill-lr": 1e-4,
+        "--batch": 32, "--vae-steps": 4000, "--vae-batch": 8, "--vae-lr": 2e-4,
+        "--decoder-steps": 1000, "--decoder-lr": 3e-4, "--dit-steps": 5000, "--dit-lr": 5e-4,
+        "--distill-steps": 400, "--distill-lr": 1e-4, "--eval-seeds": 8,
     })
 
 

@@ -14,6 +14,8 @@ Stages (each resumable; `all` runs the missing ones in order):
   dit      transformer + umT5, rectified flow, 10 % caption dropout (for classifier-free
            guidance with the empty negative prompt)
   export   writes the pipeline folder and a sample strip made by diffusers' WanPipeline
+  evaluate how often the exported pipeline paints the prompt's colours and moves the shape
+           its way (the 8 sample prompts x --eval-seeds seeds)
 
 Run from the repository root:
   .venv/bin/python training/train_wan_mini.py all
@@ -36,7 +38,7 @@ from trainkit import (
     train_flow,
     write_defaults,
 )
-from videokit import FRAMES, SIZE, VideoVae, sample_strip
+from videokit import FRAMES, SIZE, VideoVae, evaluate, sample_strip
 
 NAME = "wan-mini"
 RUN = RUNS / NAME
@@ -144,8 +146,13 @@ def stage_export(args) -> None:
     sample_strip(NAME, pipe, steps=30, guidance=5.0)
 
 
+def stage_evaluate(args) -> None:
+    pipe = WanPipeline.from_pretrained(MINI_MODELS / NAME, torch_dtype=torch.float32)
+    evaluate(NAME, pipe, 30, 5.0, args.eval_seeds)
+
+
 STAGES = {"vae": VAE.train, "encode": stage_encode, "decoder": VAE.finetune_decoder,
-          "dit": stage_dit, "export": stage_export}
+          "dit": stage_dit, "export": stage_export, "evaluate": stage_evaluate}
 
 
 def main() -> None:
@@ -154,7 +161,7 @@ def main() -> None:
     cli(__doc__, RUN, STAGES, {
         "--batch": 32, "--vae-steps": 4000, "--vae-batch": 8, "--vae-lr": 2e-4,
         "--decoder-steps": 1000, "--decoder-lr": 3e-4, "--dit-steps": 7000, "--dit-lr": 5e-4,
-        "--flow-shift": 2.0,
+        "--flow-shift": 2.0, "--eval-seeds": 8,
     })
 
 

@@ -1,13 +1,14 @@
 """What the video mini models (WAN-mini, HunyuanVideo-mini) share: the clip dataset of
 scenes.clip at 64x64 x 9 frames, the shape-weighted loss, the training stages of their causal 3D
-VAEs, the encoded dataset, and the sample strip with its check of the motion."""
+VAEs, the encoded dataset, the sample strip and the evaluation of what a trained pipeline
+follows (colours, motion)."""
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from scenes import DIRECTIONS, clip
+from scenes import COLORS, DIRECTIONS, clip
 from trainkit import (
     MINI_MODELS,
     PROMPT_TOKENS,
@@ -178,3 +179,36 @@ def sample_strip(name: str, pipe, steps: int, guidance: float) -> None:
     write_summary(name, "export", {"folder_mb": round(size / 1e6, 2),
                                    "motion_followed": f"{followed}/{len(SAMPLE_PROMPTS)}"})
     print(f"wrote {out} ({size / 1e6:.1f} MB); samples in {sheet}")
+
+
+def coverage(frame: np.ndarray, color: str) -> float:
+    """Share of a frame's pixels [H, W, 3] (uint8) within RGB distance 60 of the palette's
+    `color` (the test of tests/tests/mini_models.rs)."""
+    d2 = ((frame.astype(np.int32) - np.array(COLORS[color])) ** 2).sum(-1)
+    return float((d2 < 60 * 60).mean())
+
+
+@torch.no_grad()
+def evaluate(name: str, pipe, steps: int, guidance: float, seeds: int) -> None:
+    """Generates SAMPLE_PROMPTS with `pipe` at `seeds` seeds each (seed = prompt index + 100 x
+    seed index) and counts the clips whose background covers over half of every frame, whose
+    shape covers over 5 % of every frame and of the first five (the first two latent frames),
+    and whose shape moves the way the prompt says (`motion`); prints and records the counts."""
+    pipe.set_progress_bar_config(disable=True)
+    counts = {"background": 0, "shape_every_frame": 0, "shape_first_five": 0, "motion": 0}
+    prompts = [(p, i + 100 * s) for s in range(seeds) for i, p in enumerate(SAMPLE_PROMPTS)]
+    for prompt, seed in tqdm(prompts, desc="evaluate"):
+        video = pipe(prompt, height=SIZE, width=SIZE, num_frames=FRAMES,
+                     num_inference_steps=steps, guidance_scale=guidance,
+                     max_sequence_length=PROMPT_TOKENS,
+                     generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
+        frames = (video * 255).round().astype(np.uint8)
+        words = prompt.split(" ")
+        shape = [coverage(f, words[2]) for f in frames]
+        counts["background"] += min(coverage(f, words[-2]) for f in frames) > 0.5
+        counts["shape_every_frame"] += min(shape) > 0.05
+        counts["shape_first_five"] += min(shape[:5]) > 0.05
+        counts["motion"] += f"moving {motion(video)} " in prompt
+    result = {k: f"{v}/{len(prompts)}" for k, v in counts.items()}
+    write_summary(name, "evaluate", result)
+    print(", ".join(f"{k} {v}" for k, v in result.items()))
