@@ -163,7 +163,7 @@ fn wan_mini_equals_diffusers_and_follows_the_prompt() {
     let out = generate_like_diffusers::<WanPipeline<Cpu>, 5>(mini::WAN, &request, &reference);
     assert_video_close(out.decoded.clone(), &reference);
     let frames = &video_to_rgb8(out.decoded).unwrap()[0];
-    assert_colours(&s, frames, frames.len());
+    assert_colours(&s, frames);
     assert_motion(&s, frames);
 }
 
@@ -215,19 +215,15 @@ fn video_prompt(s: &serde_json::Value) -> (&str, [u8; 3], &str, [u8; 3]) {
     )
 }
 
-/// A clip has the prompt's colours: the background in every frame, the shape in `shape_frames`
-/// of them.
-fn assert_colours(s: &serde_json::Value, frames: &[Rgb8Image], shape_frames: usize) {
+/// A clip has the prompt's colours: the background and the shape in every frame.
+fn assert_colours(s: &serde_json::Value, frames: &[Rgb8Image]) {
     let (prompt, shape, _, background) = video_prompt(s);
     for (i, frame) in frames.iter().enumerate() {
-        let bg = coverage(frame, background);
+        let (bg, fg) = (coverage(frame, background), coverage(frame, shape));
         assert!(
             bg > 0.5,
             "{prompt}: frame {i}: the background covers {bg:.2}"
         );
-    }
-    for (i, frame) in frames[..shape_frames].iter().enumerate() {
-        let fg = coverage(frame, shape);
         assert!(fg > 0.05, "{prompt}: frame {i}: the shape covers {fg:.2}");
     }
 }
@@ -260,7 +256,7 @@ fn assert_motion(s: &serde_json::Value, frames: &[Rgb8Image]) {
 }
 
 #[test]
-fn hunyuan_mini_equals_diffusers_and_paints_the_prompts_colours() {
+fn hunyuan_mini_equals_diffusers_and_paints_the_prompts_colours_in_every_frame() {
     let s = settings("hunyuan");
     let reference = load_fixture("mini_models/hunyuan.safetensors");
     let request: HunyuanVideoRequest<Cpu> =
@@ -271,9 +267,9 @@ fn hunyuan_mini_equals_diffusers_and_paints_the_prompts_colours() {
         &reference,
     );
     assert_video_close(out.decoded.clone(), &reference);
-    // "a large red circle moving right on a blue background": the background in every frame,
-    // the circle in the five frames of the first two latent frames. HunyuanVideo-mini does not
-    // move its shapes, and the last latent frame (frames 5-8) comes out smeared (see the README),
-    // so neither is asserted.
-    assert_colours(&s, &video_to_rgb8(out.decoded).unwrap()[0], 5);
+    // "a large red circle moving right on a blue background": the background and the circle in
+    // every frame. HunyuanVideo-mini moves its shapes the way the prompt says no more often
+    // than chance (see the README), so motion is not asserted.
+    let frames = &video_to_rgb8(out.decoded).unwrap()[0];
+    assert_colours(&s, frames);
 }
