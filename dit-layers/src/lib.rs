@@ -22,6 +22,7 @@ mod fused;
 mod group_norm;
 mod infer;
 mod input;
+mod layout;
 mod linear;
 mod mmdit;
 mod mmdit_trunk;

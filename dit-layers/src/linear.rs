@@ -8,7 +8,7 @@ use burn::{
     tensor::{Int, Tensor, TensorData, backend::Backend, module::linear as affine},
 };
 
-use crate::{LoadError, QuantizedMatrix, WeightsView};
+use crate::{LoadError, QuantizedMatrix, WeightsView, layout};
 
 /// A linear layer `y = x Wᵀ + b`: its weight a tensor on the device, or ggml blocks kept
 /// quantized in the checkpoint's memory map and decoded for each forward (GGUF checkpoints).
@@ -30,9 +30,9 @@ impl<B: Backend> Linear<B> {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows = x.shape().num_elements() / d_in.max(1);
-        let x = x.reshape([rows, d_in]);
+        let x = layout::reshape(x, [rows, d_in]);
         let y = match self {
-            Linear::Dense(layer) => layer.forward(x),
+            Linear::Dense(layer) => dense(layer, x),
             Linear::Quantized(layer) => layer.forward(x),
         };
         let mut out = dims;
@@ -64,6 +64,20 @@ impl<B: Backend> Linear<B> {
             }),
         }
     }
+}
+
+/// Burn's `layer` applied to the rows `x`; on the Flex backend with f32 tensors one `gemm`
+/// call that adds the bias as it goes (`cpu::linear`).
+fn dense<B: Backend>(layer: &nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    let x = {
+        let bias = layer.bias.as_ref().map(Param::val);
+        match crate::cpu::linear::try_linear(x, &layer.weight.val(), bias.as_ref()) {
+            Ok(y) => return y,
+            Err(x) => x,
+        }
+    };
+    layer.forward(x)
 }
 
 impl<B: Backend> From<nn::Linear<B>> for Linear<B> {

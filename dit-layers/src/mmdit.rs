@@ -18,7 +18,7 @@ use burn::{
 use crate::{
     ADALN_NORM_EPS, AdaLayerNormZero, AdaLayerNormZeroSingle, BlockKeys, FeedForward, Heads,
     LayerNorm, Linear, LoadError, MlpActivation, ParamSource, QkvNames, QkvProjection, RopeTable,
-    attend_keys, merge_heads,
+    attend_keys, layout, merge_heads,
 };
 
 /// How the image (or video) and text streams are joined into one sequence, and which of its
@@ -37,8 +37,8 @@ impl JointLayout {
     /// into `[batch, image_tokens + text_tokens, hidden]` in this order.
     pub fn join<B: Backend>(self, image: Tensor<B, 3>, text: Tensor<B, 3>) -> Tensor<B, 3> {
         match self {
-            Self::TextFirst => Tensor::cat(vec![text, image], 1),
-            Self::ImageFirst => Tensor::cat(vec![image, text], 1),
+            Self::TextFirst => layout::cat(vec![text, image], 1),
+            Self::ImageFirst => layout::cat(vec![image, text], 1),
         }
     }
 
@@ -84,7 +84,7 @@ impl JointLayout {
                 let rotate_image = |t: Tensor<B, 4>| {
                     let tokens = t.dims()[2];
                     let text = t.clone().narrow(2, image_len, tokens - image_len);
-                    Tensor::cat(vec![rope.apply(t.narrow(2, 0, image_len)), text], 2)
+                    layout::cat(vec![rope.apply(t.narrow(2, 0, image_len)), text], 2)
                 };
                 Heads {
                     q: rotate_image(h.q),
@@ -316,7 +316,7 @@ impl<B: Backend> SingleStreamBlock<B> {
         let (normed, m) = self.norm.forward(x.clone(), temb);
         let mlp = MlpActivation::GeluTanh.forward(self.proj_mlp.forward(normed.clone()));
         let attn = self.attn.forward(normed, rope, keys);
-        m.gated_add(x, self.proj_out.forward(Tensor::cat(vec![attn, mlp], 2)))
+        m.gated_add(x, self.proj_out.forward(layout::cat(vec![attn, mlp], 2)))
     }
 }
 

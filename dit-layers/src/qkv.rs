@@ -8,7 +8,7 @@ use burn::{
     tensor::{Tensor, backend::Backend},
 };
 
-use crate::{Linear, LoadError, ParamSource, RmsNorm, RopeTable};
+use crate::{Linear, LoadError, ParamSource, RmsNorm, RopeTable, layout};
 
 /// Epsilon of the query/key RMS norms (FLUX.1 and HunyuanVideo).
 pub const QK_NORM_EPS: f64 = 1e-6;
@@ -85,7 +85,7 @@ pub struct Heads<B: Backend> {
 impl<B: Backend> Heads<B> {
     /// Joins two token sequences (`self` first) along the token axis.
     pub fn cat(self, other: Self) -> Self {
-        let cat = |a, b| Tensor::cat(vec![a, b], 2);
+        let cat = |a, b| layout::cat(vec![a, b], 2);
         Self {
             q: cat(self.q, other.q),
             k: cat(self.k, other.k),
@@ -195,5 +195,5 @@ impl<B: Backend> QkvProjection<B> {
 /// `[batch, tokens, heads * head_dim]`.
 pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [batch, heads, tokens, head_dim] = x.dims();
-    x.swap_dims(1, 2).reshape([batch, tokens, heads * head_dim])
+    layout::reshape(x.swap_dims(1, 2), [batch, tokens, heads * head_dim])
 }

@@ -8,11 +8,13 @@
 //! (see `rows`). Inputs are read through their strides, so `[batch, seq, heads, dim]` tensors
 //! viewed as `[batch, heads, seq, dim]` need no copy.
 
-use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, FloatDType, Tensor, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{Strided, cast, dims, from_flex, is_flex, readable, rows, to_flex};
+use super::{
+    Strided, cast, dims, flex_tensor, from_flex, is_flex, readable, rows, to_flex, zeroed,
+};
 use crate::sparse_video::BandMask;
 
 /// Queries per task. The score tile `[QUERY_BLOCK, KEY_TILE]` (512 KiB) stays in L2, and each
@@ -139,7 +141,7 @@ fn attention_f32(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, extras: &Extras
         dim_v,
     };
 
-    let mut out = vec![0.0f32; batch * heads * seq_q * dim_v];
+    let mut out = zeroed(batch * heads * seq_q * dim_v);
     if seq_q > 0 && dim_v > 0 {
         out.par_chunks_mut(seq_q * dim_v)
             .enumerate()
@@ -153,7 +155,7 @@ fn attention_f32(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, extras: &Extras
                     });
             });
     }
-    FlexTensor::from_data(TensorData::new(out, [batch, heads, seq_q, dim_v]))
+    flex_tensor(out, &[batch, heads, seq_q, dim_v])
 }
 
 /// Per-thread buffers of a task: scores `[rows, KEY_TILE]`, running row maximum and sum.

@@ -1,19 +1,23 @@
 //! Kernels for Burn's Flex CPU backend (feature `flex`), used where Flex's own kernels leave
-//! cores idle or call scalar libm functions: attention (one thread in Flex) and the tanh GELU
-//! (scalar `powf` and `tanh` in Flex). The public functions stay generic: they take these paths
+//! cores idle or call scalar libm functions: attention (one thread in Flex), the tanh GELU
+//! (scalar `powf` and `tanh` in Flex), and linear layers, concatenation and layout copies
+//! (single-threaded copies in Flex). The public functions stay generic: they take these paths
 //! after a run-time check that the backend is Flex and the tensors are f32, and use Burn's
 //! operations (the backend's fused kernels on GPUs) otherwise.
 
 pub mod activation;
 pub mod attention;
+pub mod layout;
+pub mod linear;
 pub mod norm;
 pub mod rope;
 mod rows;
 
 use std::any::{Any, TypeId};
 
-use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
 
 /// Whether `B` is the Flex backend.
 fn is_flex<B: Backend>() -> bool {
@@ -34,6 +38,32 @@ fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
 fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
     let t = cast::<FlexTensor, B::FloatTensorPrimitive>(t);
     Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// A contiguous f32 Flex tensor of `shape` holding `values` (their buffer, not a copy).
+fn flex_tensor(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
+}
+
+/// Values per task of [`zeroed`].
+const ZERO_CHUNK: usize = 1 << 16;
+
+/// `len` zeros written by rayon's threads: the output buffer of a kernel that then fills it in
+/// parallel. Flex zeroes its own outputs on one thread and then copies them into an aligned
+/// allocation, and `vec![0.0; len]` zeroes on one thread where the allocator reuses memory;
+/// here the zeroing, and the page faults of fresh memory, are spread over the threads.
+fn zeroed(len: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(ZERO_CHUNK)
+        .for_each(|chunk| {
+            for x in chunk {
+                x.write(0.0);
+            }
+        });
+    // SAFETY: the tasks above initialised the first `len` values of the capacity.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Moves `value` into type `T`; only called where `A` and `T` are the same type (`B` is Flex).

@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{from_flex, is_flex_f32, to_flex};
+use super::{flex_tensor, from_flex, is_flex_f32, to_flex, zeroed};
 
 /// Rows per task.
 const ROWS: usize = 16;
@@ -63,7 +63,6 @@ pub fn try_norm<B: Backend, const D: usize>(
     let modulation = affine
         .modulation
         .map(|(s, t)| (contiguous(s.clone()), contiguous(t.clone())));
-    let mut out = contiguous(x.clone());
     let (w, b) = (
         weight.as_ref().map(|t| t.storage::<f32>()),
         bias.as_ref().map(|t| t.storage::<f32>()),
@@ -72,28 +71,25 @@ pub fn try_norm<B: Backend, const D: usize>(
         .as_ref()
         .map(|(s, t)| (s.storage::<f32>(), t.storage::<f32>()));
     let eps = eps as f32;
-    out.storage_mut::<f32>()
-        .par_chunks_mut(n * ROWS)
-        .enumerate()
-        .for_each(|(task, rows)| {
-            for (i, row) in rows.chunks_exact_mut(n).enumerate() {
-                normalise(row, kind, eps);
-                if let Some(w) = w {
-                    row.iter_mut().zip(w).for_each(|(y, w)| *y *= w);
-                }
-                if let Some(b) = b {
-                    row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-                }
-                if let Some((scale, shift)) = m {
-                    let entry = (task * ROWS + i) / rows_per_batch * n;
-                    let (scale, shift) = (&scale[entry..entry + n], &shift[entry..entry + n]);
-                    for ((y, s), t) in row.iter_mut().zip(scale).zip(shift) {
-                        *y = *y * (1.0 + s) + t;
-                    }
+    let out = map_rows(x, n, |task, rows| {
+        for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+            normalise(row, kind, eps);
+            if let Some(w) = w {
+                row.iter_mut().zip(w).for_each(|(y, w)| *y *= w);
+            }
+            if let Some(b) = b {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            }
+            if let Some((scale, shift)) = m {
+                let entry = (task * ROWS + i) / rows_per_batch * n;
+                let (scale, shift) = (&scale[entry..entry + n], &shift[entry..entry + n]);
+                for ((y, s), t) in row.iter_mut().zip(scale).zip(shift) {
+                    *y = *y * (1.0 + s) + t;
                 }
             }
-        });
-    Some(from_flex(out))
+        }
+    });
+    Some(out)
 }
 
 /// `Some(x + gate * y)` with `gate` `[batch, n]` over the rows of `x`, `y` `[batch, ..., n]`
@@ -117,24 +113,20 @@ pub fn try_gated_add<B: Backend, const D: usize>(
     let y = contiguous(y.clone());
     let gate = contiguous(gate.clone());
     let (y_values, gate_values) = (y.storage::<f32>(), gate.storage::<f32>());
-    let mut out = contiguous(x.clone());
-    out.storage_mut::<f32>()
-        .par_chunks_mut(n * ROWS)
-        .enumerate()
-        .for_each(|(task, rows)| {
-            for (i, row) in rows.chunks_exact_mut(n).enumerate() {
-                let r = task * ROWS + i;
-                let entry = r / rows_per_batch * n;
-                let (add, g) = (
-                    &y_values[r * n..(r + 1) * n],
-                    &gate_values[entry..entry + n],
-                );
-                for ((x, a), g) in row.iter_mut().zip(add).zip(g) {
-                    *x += g * a;
-                }
+    let out = map_rows(x, n, |task, rows| {
+        for (i, row) in rows.chunks_exact_mut(n).enumerate() {
+            let r = task * ROWS + i;
+            let entry = r / rows_per_batch * n;
+            let (add, g) = (
+                &y_values[r * n..(r + 1) * n],
+                &gate_values[entry..entry + n],
+            );
+            for ((x, a), g) in row.iter_mut().zip(add).zip(g) {
+                *x += g * a;
             }
-        });
-    Some(from_flex(out))
+        }
+    });
+    Some(out)
 }
 
 /// `Some(group_norm(x))` with the per-channel `weight` and `bias` when all are f32 tensors of
@@ -163,24 +155,54 @@ pub fn try_group_norm<B: Backend, const D: usize>(
     let (weight, bias) = (contiguous(weight.clone()), contiguous(bias.clone()));
     let (w, b) = (weight.storage::<f32>(), bias.storage::<f32>());
     let eps = eps as f32;
-    let mut out = contiguous(x.clone());
-    out.storage_mut::<f32>()
-        .par_chunks_mut(per_group * positions)
-        .enumerate()
-        .for_each(|(task, group)| {
-            let n = group.len() as f32;
-            let mean = sum_of(group, |x| x) / n;
-            let var = sum_of(group, |x| (x - mean) * (x - mean)) / n;
-            let std = (var + eps).sqrt();
-            let first = task % groups * per_group;
-            for (c, channel) in group.chunks_exact_mut(positions).enumerate() {
-                let (w, b) = (w[first + c], b[first + c]);
-                channel
-                    .iter_mut()
-                    .for_each(|x| *x = (*x - mean) / std * w + b);
-            }
-        });
-    Some(from_flex(out))
+    let out = map_chunks(x, per_group * positions, |task, group| {
+        let n = group.len() as f32;
+        let mean = sum_of(group, |x| x) / n;
+        let var = sum_of(group, |x| (x - mean) * (x - mean)) / n;
+        let std = (var + eps).sqrt();
+        let first = task % groups * per_group;
+        for (c, channel) in group.chunks_exact_mut(positions).enumerate() {
+            let (w, b) = (w[first + c], b[first + c]);
+            channel
+                .iter_mut()
+                .for_each(|x| *x = (*x - mean) / std * w + b);
+        }
+    });
+    Some(out)
+}
+
+/// A new tensor of `x`'s shape made from chunks of `ROWS` rows of `n` values: each task copies
+/// its rows of `x` and `f(task, rows)` updates them in place. Copying `x` first (as
+/// copy-on-write would) takes one thread.
+fn map_rows<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    n: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Tensor<B, D> {
+    map_chunks(x, n * ROWS, f)
+}
+
+/// A new tensor of `x`'s shape made from chunks of `chunk` values, each copied from `x` and
+/// then updated by `f(task, chunk)` on rayon's threads.
+fn map_chunks<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    chunk: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let src = contiguous(x.clone());
+    let values = src.storage::<f32>();
+    let mut out = zeroed(values.len());
+    if chunk > 0 {
+        out.par_chunks_mut(chunk)
+            .zip(values.par_chunks(chunk))
+            .enumerate()
+            .for_each(|(task, (dst, src))| {
+                dst.copy_from_slice(src);
+                f(task, dst);
+            });
+    }
+    from_flex(flex_tensor(out, &dims))
 }
 
 /// The Flex tensor of `t`, contiguous (a copy only where it was not).

@@ -2,11 +2,10 @@
 //! strides (Flex evaluates the generic formula (`RopeTable::apply`)'s narrow, cat and broadcast products through
 //! its single-threaded strided iterator: 37 ms for `[1, 6, 1152, 128]` on a 2-core Zen 4).
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
-use burn_flex::FlexTensor;
+use burn::tensor::{Tensor, backend::Backend};
 use rayon::prelude::*;
 
-use super::{Strided, dims, from_flex, is_flex_f32, readable, to_flex};
+use super::{Strided, dims, flex_tensor, from_flex, is_flex_f32, readable, to_flex, zeroed};
 
 /// Rows `[head_dim]` per task.
 const ROWS: usize = 64;
@@ -39,7 +38,7 @@ pub fn try_rotate_pairs<B: Backend>(
     let (cos, sin) = (table(cos), table(sin));
     let (cos, sin): (&[f32], &[f32]) = (cos.storage(), sin.storage());
     let view = Strided::new(&x, x.storage::<f32>());
-    let mut out = vec![0.0f32; batch * heads * tokens * head_dim];
+    let mut out = zeroed(batch * heads * tokens * head_dim);
     if head_dim > 0 {
         out.par_chunks_mut(ROWS * head_dim)
             .enumerate()
@@ -60,8 +59,10 @@ pub fn try_rotate_pairs<B: Backend>(
                 }
             });
     }
-    let out = FlexTensor::from_data(TensorData::new(out, [batch, heads, tokens, head_dim]));
-    Ok(from_flex(out))
+    Ok(from_flex(flex_tensor(
+        out,
+        &[batch, heads, tokens, head_dim],
+    )))
 }
 
 #[cfg(test)]

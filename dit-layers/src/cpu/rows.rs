@@ -141,7 +141,7 @@ fn exp_nonpositive(x: f32) -> f32 {
         8.333_452e-3,
         4.166_579_6e-2,
         1.666_666_5e-1,
-        5.000_000_1e-1,
+        5e-1, // 0.500_000_01 (Cephes), which rounds to 0.5 in f32
     ];
     let clamped = if x < -87.0 { -87.0 } else { x };
     let rounded = clamped * LOG2_E + ROUND;
