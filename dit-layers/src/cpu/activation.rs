@@ -4,10 +4,8 @@
 //! Zen 4), and SiLU with a scalar `exp` on one thread (the VAEs' decoders call it on every
 //! feature map).
 
+use super::{for_chunks, from_flex, is_flex_f32, rows, to_flex};
 use burn::tensor::{Tensor, backend::Backend};
-use rayon::prelude::*;
-
-use super::{from_flex, is_flex_f32, rows, to_flex};
 
 /// Elements per task: large enough to amortise scheduling, small enough to share the work.
 const CHUNK: usize = 1 << 14;
@@ -34,6 +32,6 @@ fn elementwise<B: Backend, const D: usize>(
         return Err(x);
     }
     let mut t = to_flex(x).to_contiguous();
-    t.storage_mut::<f32>().par_chunks_mut(CHUNK).for_each(f);
+    for_chunks(t.storage_mut::<f32>(), CHUNK, |_, chunk| f(chunk));
     Ok(from_flex(t))
 }

@@ -24,6 +24,9 @@ use crate::sparse_video::BandMask;
 const QUERY_BLOCK: usize = 256;
 /// Keys per step of the online softmax; 256, 512 and 1024 measured within 2 %.
 const KEY_TILE: usize = 512;
+/// Output values times keys up to which a call runs on the calling thread (the mini models'
+/// attention), where handing tasks to rayon's threads would cost more than it saves.
+const SERIAL_MAX: usize = 1 << 20;
 
 /// `Some(output)` when the inputs are tensors of the Flex backend (then computed here), `None`
 /// otherwise. Shapes as in [`crate::attention_with_bias`]; `scale` defaults to
@@ -142,7 +145,15 @@ fn attention_f32(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, extras: &Extras
     };
 
     let mut out = zeroed(batch * heads * seq_q * dim_v);
-    if seq_q > 0 && dim_v > 0 {
+    let work = out.len().saturating_mul(seq_k);
+    if seq_q > 0 && dim_v > 0 && work <= SERIAL_MAX {
+        let mut scratch = Scratch::default();
+        for (bh, head_out) in out.chunks_mut(seq_q * dim_v).enumerate() {
+            for (blk, acc) in head_out.chunks_mut(QUERY_BLOCK * dim_v).enumerate() {
+                views.query_block(bh / heads, bh % heads, blk * QUERY_BLOCK, acc, &mut scratch);
+            }
+        }
+    } else if seq_q > 0 && dim_v > 0 {
         out.par_chunks_mut(seq_q * dim_v)
             .enumerate()
             .for_each(|(bh, head_out)| {

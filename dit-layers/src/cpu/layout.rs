@@ -5,9 +5,8 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 use burn_flex::FlexTensor;
-use rayon::prelude::*;
 
-use super::{flex_tensor, from_flex, is_flex_f32, readable, to_flex, zeroed};
+use super::{flex_tensor, for_chunks, from_flex, is_flex_f32, readable, to_flex, zeroed};
 
 /// Elements below which Burn's own operation is used (too little work to share).
 const MIN_PARALLEL: usize = 1 << 15;
@@ -74,30 +73,28 @@ fn gather<const D: usize>(parts: &[FlexTensor], shape: [usize; D], dim: usize) -
         })
         .collect();
     if last > 0 {
-        out.par_chunks_mut(ROWS * last)
-            .enumerate()
-            .for_each(|(task, rows)| {
-                for (i, row) in rows.chunks_exact_mut(last).enumerate() {
-                    let mut index = [0usize; D];
-                    let mut r = task * ROWS + i;
-                    for d in (0..D - 1).rev() {
-                        index[d] = r % shape[d];
-                        r /= shape[d];
-                    }
-                    if dim == D - 1 {
-                        for s in &sources {
-                            s.copy_run(&index, &mut row[s.start..s.start + s.len]);
-                        }
-                    } else {
-                        let s = sources
-                            .iter()
-                            .find(|s| (s.start..s.start + s.len).contains(&index[dim]))
-                            .expect("every index along the joined dimension has its part");
-                        index[dim] -= s.start;
-                        s.copy_run(&index, row);
-                    }
+        for_chunks(&mut out, ROWS * last, |task, rows| {
+            for (i, row) in rows.chunks_exact_mut(last).enumerate() {
+                let mut index = [0usize; D];
+                let mut r = task * ROWS + i;
+                for d in (0..D - 1).rev() {
+                    index[d] = r % shape[d];
+                    r /= shape[d];
                 }
-            });
+                if dim == D - 1 {
+                    for s in &sources {
+                        s.copy_run(&index, &mut row[s.start..s.start + s.len]);
+                    }
+                } else {
+                    let s = sources
+                        .iter()
+                        .find(|s| (s.start..s.start + s.len).contains(&index[dim]))
+                        .expect("every index along the joined dimension has its part");
+                    index[dim] -= s.start;
+                    s.copy_run(&index, row);
+                }
+            }
+        });
     }
     flex_tensor(out, &shape)
 }

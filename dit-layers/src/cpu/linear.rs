@@ -10,7 +10,7 @@ use std::ops::Range;
 use burn::tensor::{Tensor, backend::Backend};
 use rayon::prelude::*;
 
-use super::{flex_tensor, from_flex, is_flex_f32, readable, to_flex, zeroed};
+use super::{flex_tensor, for_chunks, from_flex, is_flex_f32, readable, to_flex, zeroed};
 
 /// Multiply-adds from which the product is spread over rayon's threads (as Flex's own matmul).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
@@ -18,8 +18,9 @@ const PARALLEL_WORK: usize = 192 * 192 * 192;
 const ROWS: usize = 16;
 /// Output columns per task of a product too small for `gemm`'s own threads.
 const COLUMNS: usize = 256;
-/// Multiply-adds from which such a product is split into column blocks.
-const SPLIT_WORK: usize = 1 << 18;
+/// Weight values (4 MiB) from which such a product is split into column blocks: reading the
+/// weight then takes far longer than handing the blocks to rayon's threads.
+const SPLIT_WEIGHT: usize = 1 << 20;
 
 /// `Ok(x weight + bias)` when `x` `[m, k]`, `weight` `[k, n]` and `bias` `[n]` are f32 tensors of
 /// the Flex backend (any strides) and no size is zero, `Err(x)` otherwise (a shape mismatch
@@ -41,7 +42,7 @@ pub fn try_linear<B: Backend>(
     let mut out = zeroed(m * n);
     if let Some(bias) = &bias {
         let bias = bias.storage::<f32>();
-        out.par_chunks_mut(ROWS * n).for_each(|rows| {
+        for_chunks(&mut out, ROWS * n, |_, rows| {
             rows.chunks_exact_mut(n)
                 .for_each(|row| row.copy_from_slice(bias))
         });
@@ -71,7 +72,7 @@ pub fn try_linear<B: Backend>(
     let work = m.saturating_mul(n).saturating_mul(k);
     if work >= PARALLEL_WORK {
         product.columns(0..n, gemm::Parallelism::Rayon(0));
-    } else if n >= 2 * COLUMNS && work >= SPLIT_WORK {
+    } else if n >= 2 * COLUMNS && k.saturating_mul(n) >= SPLIT_WEIGHT {
         // Few rows (an adaLN modulation's one per sample): gemm would run on one thread, and a
         // product of few rows is bound by reading the weight, which the threads then share.
         (0..n.div_ceil(COLUMNS)).into_par_iter().for_each(|block| {
@@ -162,7 +163,7 @@ mod tests {
     /// threads itself and one split into column blocks.
     #[test]
     fn matches_burns_linear() {
-        for (m, k, n) in [(3, 5, 7), (300, 256, 320), (2, 300, 1000)] {
+        for (m, k, n) in [(3, 5, 7), (300, 256, 320), (2, 1100, 1000)] {
             let x = random([k, m]).transpose();
             let weight = random([n, k]).transpose();
             let bias = random([n]);

@@ -48,11 +48,36 @@ fn flex_tensor(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
 /// Values per task of [`zeroed`].
 const ZERO_CHUNK: usize = 1 << 16;
 
+/// Values up to which a kernel's chunks run on the calling thread: handing work to rayon's
+/// threads costs tens of microseconds (two futex wake-ups), more than the mini models'
+/// whole norms or activations take.
+const SERIAL_MAX: usize = 1 << 15;
+
+/// Calls `f(index, chunk)` on each chunk of `chunk` values of `data` (the last one shorter):
+/// on rayon's threads, or on this one when `data` is small.
+fn for_chunks(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let chunk = chunk.max(1);
+    if data.len() <= SERIAL_MAX {
+        data.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        data.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
 /// `len` zeros written by rayon's threads: the output buffer of a kernel that then fills it in
 /// parallel. Flex zeroes its own outputs on one thread and then copies them into an aligned
 /// allocation, and `vec![0.0; len]` zeroes on one thread where the allocator reuses memory;
-/// here the zeroing, and the page faults of fresh memory, are spread over the threads.
+/// here the zeroing, and the page faults of fresh memory, are spread over the threads. A
+/// buffer of one task's size is zeroed where it is asked for: handing work to rayon's threads
+/// costs tens of microseconds, more than small tensors' whole operations.
 fn zeroed(len: usize) -> Vec<f32> {
+    if len <= ZERO_CHUNK {
+        return vec![0.0; len];
+    }
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(ZERO_CHUNK)

@@ -6,9 +6,8 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 use burn_flex::FlexTensor;
-use rayon::prelude::*;
 
-use super::{flex_tensor, from_flex, is_flex_f32, to_flex, zeroed};
+use super::{flex_tensor, for_chunks, from_flex, is_flex_f32, to_flex, zeroed};
 
 /// Rows per task.
 const ROWS: usize = 16;
@@ -193,15 +192,11 @@ fn map_chunks<B: Backend, const D: usize>(
     let src = contiguous(x.clone());
     let values = src.storage::<f32>();
     let mut out = zeroed(values.len());
-    if chunk > 0 {
-        out.par_chunks_mut(chunk)
-            .zip(values.par_chunks(chunk))
-            .enumerate()
-            .for_each(|(task, (dst, src))| {
-                dst.copy_from_slice(src);
-                f(task, dst);
-            });
-    }
+    for_chunks(&mut out, chunk, |task, dst| {
+        let start = task * chunk;
+        dst.copy_from_slice(&values[start..start + dst.len()]);
+        f(task, dst);
+    });
     from_flex(flex_tensor(out, &dims))
 }
 

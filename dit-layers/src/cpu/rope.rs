@@ -3,9 +3,10 @@
 //! its single-threaded strided iterator: 37 ms for `[1, 6, 1152, 128]` on a 2-core Zen 4).
 
 use burn::tensor::{Tensor, backend::Backend};
-use rayon::prelude::*;
 
-use super::{Strided, dims, flex_tensor, from_flex, is_flex_f32, readable, to_flex, zeroed};
+use super::{
+    Strided, dims, flex_tensor, for_chunks, from_flex, is_flex_f32, readable, to_flex, zeroed,
+};
 
 /// Rows `[head_dim]` per task.
 const ROWS: usize = 64;
@@ -40,24 +41,22 @@ pub fn try_rotate_pairs<B: Backend>(
     let view = Strided::new(&x, x.storage::<f32>());
     let mut out = zeroed(batch * heads * tokens * head_dim);
     if head_dim > 0 {
-        out.par_chunks_mut(ROWS * head_dim)
-            .enumerate()
-            .for_each(|(chunk, rows)| {
-                for (r, row) in rows.chunks_exact_mut(head_dim).enumerate() {
-                    let index = chunk * ROWS + r;
-                    let (t, bh) = (index % tokens, index / tokens);
-                    let start = view.at(bh / heads, bh % heads, t, 0);
-                    let step = view.strides[3];
-                    let cos = &cos[t * head_dim..(t + 1) * head_dim];
-                    let sin = &sin[t * head_dim..(t + 1) * head_dim];
-                    for i in (0..head_dim).step_by(2) {
-                        let a = view.data[start + i * step];
-                        let b = view.data[start + (i + 1) * step];
-                        row[i] = a * cos[i] + -b * sin[i];
-                        row[i + 1] = b * cos[i + 1] + a * sin[i + 1];
-                    }
+        for_chunks(&mut out, ROWS * head_dim, |chunk, rows| {
+            for (r, row) in rows.chunks_exact_mut(head_dim).enumerate() {
+                let index = chunk * ROWS + r;
+                let (t, bh) = (index % tokens, index / tokens);
+                let start = view.at(bh / heads, bh % heads, t, 0);
+                let step = view.strides[3];
+                let cos = &cos[t * head_dim..(t + 1) * head_dim];
+                let sin = &sin[t * head_dim..(t + 1) * head_dim];
+                for i in (0..head_dim).step_by(2) {
+                    let a = view.data[start + i * step];
+                    let b = view.data[start + (i + 1) * step];
+                    row[i] = a * cos[i] + -b * sin[i];
+                    row[i + 1] = b * cos[i + 1] + a * sin[i + 1];
                 }
-            });
+            }
+        });
     }
     Ok(from_flex(flex_tensor(
         out,
