@@ -10,7 +10,7 @@ use std::ops::Range;
 use burn::tensor::{Tensor, backend::Backend};
 use rayon::prelude::*;
 
-use super::{flex_tensor, for_chunks, from_flex, is_flex_f32, readable, to_flex, zeroed};
+use super::{filled, flex_tensor, from_flex, is_flex_f32, readable, to_flex};
 
 /// Multiply-adds from which the product is spread over rayon's threads (as Flex's own matmul).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
@@ -39,14 +39,24 @@ pub fn try_linear<B: Backend>(
     }
     let (x, weight) = (readable(&to_flex(x)), readable(&to_flex(weight.clone())));
     let bias = bias.map(|b| to_flex(b.clone()).to_contiguous());
-    let mut out = zeroed(m * n);
-    if let Some(bias) = &bias {
-        let bias = bias.storage::<f32>();
-        for_chunks(&mut out, ROWS * n, |_, rows| {
-            rows.chunks_exact_mut(n)
-                .for_each(|row| row.copy_from_slice(bias))
-        });
-    }
+    let mut out = match &bias {
+        Some(bias) => {
+            let bias = bias.storage::<f32>();
+            // SAFETY: chunks hold whole rows (`ROWS * n` values, the last one fewer rows), and
+            // each row gets the `n` values of the bias.
+            unsafe {
+                filled(m * n, ROWS * n, |_, rows| {
+                    for row in rows.chunks_exact_mut(n) {
+                        for (y, &b) in row.iter_mut().zip(bias) {
+                            y.write(b);
+                        }
+                    }
+                })
+            }
+        }
+        // Left unwritten: `gemm` writes every output when it does not accumulate (`k > 0`).
+        None => Vec::with_capacity(m * n),
+    };
     let strides = |t: &burn_flex::FlexTensor| {
         let s = t.layout().strides();
         (s[0], s[1])
@@ -81,6 +91,11 @@ pub fn try_linear<B: Backend>(
         });
     } else {
         product.columns(0..n, gemm::Parallelism::None);
+    }
+    if bias.is_none() {
+        // SAFETY: without a bias the product wrote all `m * n` outputs (`k > 0`, checked above)
+        // without reading them.
+        unsafe { out.set_len(m * n) };
     }
     Ok(from_flex(flex_tensor(out, &[m, n])))
 }

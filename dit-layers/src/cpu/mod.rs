@@ -13,7 +13,10 @@ pub mod norm;
 pub mod rope;
 mod rows;
 
-use std::any::{Any, TypeId};
+use std::{
+    any::{Any, TypeId},
+    mem::MaybeUninit,
+};
 
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::{Flex, FlexTensor};
@@ -71,22 +74,60 @@ fn for_chunks(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sy
 /// `len` zeros written by rayon's threads: the output buffer of a kernel that then fills it in
 /// parallel. Flex zeroes its own outputs on one thread and then copies them into an aligned
 /// allocation, and `vec![0.0; len]` zeroes on one thread where the allocator reuses memory;
-/// here the zeroing, and the page faults of fresh memory, are spread over the threads. A
-/// buffer of one task's size is zeroed where it is asked for: handing work to rayon's threads
-/// costs tens of microseconds, more than small tensors' whole operations.
+/// here the zeroing, and the page faults of fresh memory, are spread over the threads.
 fn zeroed(len: usize) -> Vec<f32> {
-    if len <= ZERO_CHUNK {
-        return vec![0.0; len];
+    // SAFETY: every chunk is filled with zeros.
+    unsafe {
+        filled(len, ZERO_CHUNK, |_, chunk| {
+            chunk.fill(MaybeUninit::new(0.0))
+        })
     }
-    let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(ZERO_CHUNK)
-        .for_each(|chunk| {
-            for x in chunk {
-                x.write(0.0);
+}
+
+/// A copy of `src` made chunk by chunk (`chunk` values each, the last one shorter), each chunk
+/// then updated in place by `f(index, chunk)` while it is in cache: one pass, on rayon's
+/// threads unless `src` is small.
+fn mapped(src: &[f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let chunk = chunk.max(1);
+    // SAFETY: each chunk is written in full from `src` before it is read as initialised.
+    unsafe {
+        filled(src.len(), chunk, |i, dst| {
+            let start = i * chunk;
+            let values = &src[start..start + dst.len()];
+            for (d, &s) in dst.iter_mut().zip(values) {
+                d.write(s);
             }
-        });
-    // SAFETY: the tasks above initialised the first `len` values of the capacity.
+            f(i, &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]));
+        })
+    }
+}
+
+/// A buffer of `len` values made chunk by chunk (`chunk` values each, the last one shorter) by
+/// `init(index, chunk)`, on rayon's threads unless `len` is small; no pass zeroes it first.
+///
+/// # Safety
+/// `init` must write every value of each chunk it is given.
+unsafe fn filled(
+    len: usize,
+    chunk: usize,
+    init: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    let chunk = chunk.max(1);
+    if len <= SERIAL_MAX {
+        spare
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| init(i, c));
+    } else {
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| init(i, c));
+    }
+    // SAFETY: the chunks cover the first `len` values of the capacity, and the caller's `init`
+    // wrote all of them.
     unsafe { out.set_len(len) };
     out
 }

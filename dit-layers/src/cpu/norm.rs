@@ -7,7 +7,7 @@
 use burn::tensor::{Tensor, backend::Backend};
 use burn_flex::FlexTensor;
 
-use super::{flex_tensor, for_chunks, from_flex, is_flex_f32, to_flex, zeroed};
+use super::{flex_tensor, from_flex, is_flex_f32, mapped, to_flex};
 
 /// Rows per task.
 const ROWS: usize = 16;
@@ -190,14 +190,7 @@ fn map_chunks<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     let dims = x.dims();
     let src = contiguous(x.clone());
-    let values = src.storage::<f32>();
-    let mut out = zeroed(values.len());
-    for_chunks(&mut out, chunk, |task, dst| {
-        let start = task * chunk;
-        dst.copy_from_slice(&values[start..start + dst.len()]);
-        f(task, dst);
-    });
-    from_flex(flex_tensor(out, &dims))
+    from_flex(flex_tensor(mapped(src.storage::<f32>(), chunk, f), &dims))
 }
 
 /// The Flex tensor of `t`, contiguous (a copy only where it was not).
