@@ -4,8 +4,9 @@
 //! Zen 4), and SiLU with a scalar `exp` on one thread (the VAEs' decoders call it on every
 //! feature map).
 
-use super::{for_chunks, from_flex, is_flex_f32, rows, to_flex};
 use burn::tensor::{Tensor, backend::Backend};
+
+use super::{for_chunks, from_flex, is_flex_f32, rows, to_flex};
 
 /// Elements per task: large enough to amortise scheduling, small enough to share the work.
 const CHUNK: usize = 1 << 14;

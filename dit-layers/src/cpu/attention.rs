@@ -145,26 +145,31 @@ fn attention_f32(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, extras: &Extras
     };
 
     let mut out = zeroed(batch * heads * seq_q * dim_v);
-    let work = out.len().saturating_mul(seq_k);
-    if seq_q > 0 && dim_v > 0 && work <= SERIAL_MAX {
-        let mut scratch = Scratch::default();
-        for (bh, head_out) in out.chunks_mut(seq_q * dim_v).enumerate() {
-            for (blk, acc) in head_out.chunks_mut(QUERY_BLOCK * dim_v).enumerate() {
-                views.query_block(bh / heads, bh % heads, blk * QUERY_BLOCK, acc, &mut scratch);
+    if seq_q > 0 && dim_v > 0 {
+        let (head_len, block_len) = (seq_q * dim_v, QUERY_BLOCK * dim_v);
+        // Block `blk` of queries of head `bh` (batch entry and head together).
+        let block = |bh: usize, blk: usize, acc: &mut [f32], scratch: &mut Scratch| {
+            views.query_block(bh / heads, bh % heads, blk * QUERY_BLOCK, acc, scratch)
+        };
+        if out.len().saturating_mul(seq_k) <= SERIAL_MAX {
+            let mut scratch = Scratch::default();
+            for (bh, head_out) in out.chunks_mut(head_len).enumerate() {
+                for (blk, acc) in head_out.chunks_mut(block_len).enumerate() {
+                    block(bh, blk, acc, &mut scratch);
+                }
             }
+        } else {
+            out.par_chunks_mut(head_len)
+                .enumerate()
+                .for_each(|(bh, head_out)| {
+                    head_out
+                        .par_chunks_mut(block_len)
+                        .enumerate()
+                        .for_each_init(Scratch::default, |scratch, (blk, acc)| {
+                            block(bh, blk, acc, scratch)
+                        });
+                });
         }
-    } else if seq_q > 0 && dim_v > 0 {
-        out.par_chunks_mut(seq_q * dim_v)
-            .enumerate()
-            .for_each(|(bh, head_out)| {
-                let (b, h) = (bh / heads, bh % heads);
-                head_out
-                    .par_chunks_mut(QUERY_BLOCK * dim_v)
-                    .enumerate()
-                    .for_each_init(Scratch::default, |scratch, (blk, acc)| {
-                        views.query_block(b, h, blk * QUERY_BLOCK, acc, scratch)
-                    });
-            });
     }
     flex_tensor(out, &[batch, heads, seq_q, dim_v])
 }

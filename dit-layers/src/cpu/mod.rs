@@ -58,7 +58,7 @@ const SERIAL_MAX: usize = 1 << 15;
 
 /// Calls `f(index, chunk)` on each chunk of `chunk` values of `data` (the last one shorter):
 /// on rayon's threads, or on this one when `data` is small.
-fn for_chunks(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+fn for_chunks<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = chunk.max(1);
     if data.len() <= SERIAL_MAX {
         data.chunks_mut(chunk)
@@ -113,19 +113,7 @@ unsafe fn filled(
     init: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    let chunk = chunk.max(1);
-    if len <= SERIAL_MAX {
-        spare
-            .chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| init(i, c));
-    } else {
-        spare
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| init(i, c));
-    }
+    for_chunks(&mut out.spare_capacity_mut()[..len], chunk, init);
     // SAFETY: the chunks cover the first `len` values of the capacity, and the caller's `init`
     // wrote all of them.
     unsafe { out.set_len(len) };

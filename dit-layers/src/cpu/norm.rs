@@ -70,7 +70,7 @@ pub fn try_norm<B: Backend, const D: usize>(
         .as_ref()
         .map(|(s, t)| (s.storage::<f32>(), t.storage::<f32>()));
     let eps = eps as f32;
-    let out = map_rows(x, n, |task, rows| {
+    let out = map_chunks(x, n * ROWS, |task, rows| {
         for (i, row) in rows.chunks_exact_mut(n).enumerate() {
             normalise(row, kind, eps);
             if let Some(w) = w {
@@ -112,7 +112,7 @@ pub fn try_gated_add<B: Backend, const D: usize>(
     let y = contiguous(y.clone());
     let gate = contiguous(gate.clone());
     let (y_values, gate_values) = (y.storage::<f32>(), gate.storage::<f32>());
-    let out = map_rows(x, n, |task, rows| {
+    let out = map_chunks(x, n * ROWS, |task, rows| {
         for (i, row) in rows.chunks_exact_mut(n).enumerate() {
             let r = task * ROWS + i;
             let entry = r / rows_per_batch * n;
@@ -170,19 +170,9 @@ pub fn try_group_norm<B: Backend, const D: usize>(
     Some(out)
 }
 
-/// A new tensor of `x`'s shape made from chunks of `ROWS` rows of `n` values: each task copies
-/// its rows of `x` and `f(task, rows)` updates them in place. Copying `x` first (as
-/// copy-on-write would) takes one thread.
-fn map_rows<B: Backend, const D: usize>(
-    x: &Tensor<B, D>,
-    n: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync,
-) -> Tensor<B, D> {
-    map_chunks(x, n * ROWS, f)
-}
-
 /// A new tensor of `x`'s shape made from chunks of `chunk` values, each copied from `x` and
-/// then updated by `f(task, chunk)` on rayon's threads.
+/// then updated in place by `f(task, chunk)` (`mapped`: one pass, the copy included, where
+/// copy-on-write would first copy `x` on one thread).
 fn map_chunks<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     chunk: usize,
