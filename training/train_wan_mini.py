@@ -42,6 +42,7 @@ from videokit import FRAMES, SIZE, VideoVae, evaluate, sample_strip
 
 NAME = "wan-mini"
 RUN = RUNS / NAME
+STEPS, GUIDANCE = 30, 5.0
 
 
 def make_vae() -> AutoencoderKLWan:
@@ -140,15 +141,15 @@ def stage_export(args) -> None:
     if out.exists():
         shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
-    write_defaults(out, width=SIZE, height=SIZE, frames=FRAMES, steps=30, guidance=5.0,
+    write_defaults(out, width=SIZE, height=SIZE, frames=FRAMES, steps=STEPS, guidance=GUIDANCE,
                    max_sequence_length=PROMPT_TOKENS)
     pipe = WanPipeline.from_pretrained(out, torch_dtype=torch.float32)
-    sample_strip(NAME, pipe, steps=30, guidance=5.0)
+    sample_strip(NAME, pipe, STEPS, GUIDANCE)
 
 
 def stage_evaluate(args) -> None:
     pipe = WanPipeline.from_pretrained(MINI_MODELS / NAME, torch_dtype=torch.float32)
-    evaluate(NAME, pipe, 30, 5.0, args.eval_seeds)
+    evaluate(NAME, pipe, STEPS, GUIDANCE, args.eval_seeds)
 
 
 STAGES = {"vae": VAE.train, "encode": stage_encode, "decoder": VAE.finetune_decoder,

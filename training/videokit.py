@@ -158,16 +158,20 @@ class VideoVae:
 
 
 @torch.no_grad()
+def generate(pipe, prompt: str, seed: int, steps: int, guidance: float) -> np.ndarray:
+    """One clip [F, H, W, 3] in [0, 1] of the mini models' size and prompt length."""
+    return pipe(prompt, height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=steps,
+                guidance_scale=guidance, max_sequence_length=PROMPT_TOKENS,
+                generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
+
+
 def sample_strip(name: str, pipe, steps: int, guidance: float) -> None:
     """Generates SAMPLE_PROMPTS with the saved pipeline `pipe` (seed = row), writes them as
     mini-models/<name>-samples.png (a row of frames per prompt), prints the motion of each and
     records the folder's size and how many moved as their prompt says."""
     rows, followed = [], 0
     for i, prompt in enumerate(SAMPLE_PROMPTS):
-        video = pipe(prompt, height=SIZE, width=SIZE, num_frames=FRAMES,
-                     num_inference_steps=steps, guidance_scale=guidance,
-                     max_sequence_length=PROMPT_TOKENS,
-                     generator=torch.Generator().manual_seed(i), output_type="np").frames[0]
+        video = generate(pipe, prompt, i, steps, guidance)
         rows.append(np.concatenate(list((video * 255).round().astype(np.uint8)), axis=1))
         moved = motion(video)
         followed += f"moving {moved} " in prompt
@@ -198,10 +202,7 @@ def evaluate(name: str, pipe, steps: int, guidance: float, seeds: int) -> None:
     counts = {"background": 0, "shape_every_frame": 0, "shape_first_five": 0, "motion": 0}
     prompts = [(p, i + 100 * s) for s in range(seeds) for i, p in enumerate(SAMPLE_PROMPTS)]
     for prompt, seed in tqdm(prompts, desc="evaluate"):
-        video = pipe(prompt, height=SIZE, width=SIZE, num_frames=FRAMES,
-                     num_inference_steps=steps, guidance_scale=guidance,
-                     max_sequence_length=PROMPT_TOKENS,
-                     generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
+        video = generate(pipe, prompt, seed, steps, guidance)
         frames = (video * 255).round().astype(np.uint8)
         words = prompt.split(" ")
         shape = [coverage(f, words[2]) for f in frames]
