@@ -134,14 +134,10 @@ impl Source<'_> {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Distribution, Tensor};
+    use burn::tensor::Tensor;
     use burn_flex::Flex;
 
-    use super::{contiguous, try_cat};
-
-    fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
-        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
-    }
+    use super::{super::random, contiguous, try_cat};
 
     /// Equals Burn's cat along every dimension, on strided views (heads split from tokens, as
     /// the attention's inputs are) of different lengths along the joined dimension.

@@ -164,14 +164,9 @@ impl Product {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Distribution, Tensor, module::linear};
-    use burn_flex::Flex;
+    use burn::tensor::module::linear;
 
-    use super::try_linear;
-
-    fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
-        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
-    }
+    use super::{super::random, try_linear};
 
     /// Equals Burn's linear with and without bias, for a strided input and a transposed
     /// weight (how `Linear` stores PyTorch's `[d_out, d_in]`), at a small size, one `gemm`

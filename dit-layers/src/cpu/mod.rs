@@ -179,3 +179,10 @@ fn dims(t: &FlexTensor) -> [usize; 4] {
     assert_eq!(s.num_dims(), 4, "attention: inputs must be 4-d, got {s:?}");
     [s[0], s[1], s[2], s[3]]
 }
+
+/// A Flex tensor of standard normal values, for the kernels' tests.
+#[cfg(test)]
+fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
+    use burn::tensor::Distribution;
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+}
