@@ -148,8 +148,7 @@ def stage_export(args) -> None:
 
 
 def stage_evaluate(args) -> None:
-    pipe = WanPipeline.from_pretrained(MINI_MODELS / NAME, torch_dtype=torch.float32)
-    evaluate(NAME, pipe, STEPS, GUIDANCE, args.eval_seeds)
+    evaluate(NAME, WanPipeline, STEPS, GUIDANCE, args.eval_seeds)
 
 
 STAGES = {"vae": VAE.train, "encode": stage_encode, "decoder": VAE.finetune_decoder,

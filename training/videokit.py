@@ -193,11 +193,15 @@ def coverage(frame: np.ndarray, color: str) -> float:
 
 
 @torch.no_grad()
-def evaluate(name: str, pipe, steps: int, guidance: float, seeds: int) -> None:
-    """Generates SAMPLE_PROMPTS with `pipe` at `seeds` seeds each (seed = prompt index + 100 x
-    seed index) and counts the clips whose background covers over half of every frame, whose
-    shape covers over 5 % of every frame and of the first five (the first two latent frames),
-    and whose shape moves the way the prompt says (`motion`); prints and records the counts."""
+def evaluate(name: str, pipeline_class, steps: int, guidance: float, seeds: int) -> None:
+    """Loads mini-models/<name> as `pipeline_class`, generates SAMPLE_PROMPTS at `seeds` seeds
+    each (seed = prompt index + 100 x seed index) and counts the clips whose background covers
+    over half of every frame, whose shape covers over 5 % of every frame and of the first five
+    (the first two latent frames), and whose shape moves the way the prompt says (`motion`);
+    prints and records the counts. `seeds` below 1 is an error, before anything loads."""
+    if seeds < 1:
+        raise SystemExit(f"--eval-seeds must be at least 1, got {seeds}")
+    pipe = pipeline_class.from_pretrained(MINI_MODELS / name, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     counts = {"background": 0, "shape_every_frame": 0, "shape_first_five": 0, "motion": 0}
     prompts = [(p, i + 100 * s) for s in range(seeds) for i, p in enumerate(SAMPLE_PROMPTS)]
