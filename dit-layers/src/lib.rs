@@ -45,8 +45,8 @@ pub use adaln::{
 pub use attention::{attention, attention_with_bias};
 pub use block_keys::{BlockKeys, attend_keys};
 pub use config::{Component, FromParams, MAX_CONFIG_INTEGER, model_folder, read_config, read_json};
-pub use conv2d::conv2d;
-pub use conv3d::conv3d;
+pub use conv2d::{Conv2d, conv2d};
+pub use conv3d::{Conv3d, conv3d};
 pub use embeddings::{EmbeddingMlp, MlpActivation, SinusoidalTimesteps, TimeTextEmbedding};
 pub use error::LoadError;
 pub use feed_forward::FeedForward;

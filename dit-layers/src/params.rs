@@ -281,7 +281,7 @@ impl<'a, B: Backend> ModelParams<'a, B> {
         kernel: usize,
         padding: usize,
         bias: bool,
-    ) -> Result<burn::nn::conv::Conv2d<B>, LoadError> {
+    ) -> Result<crate::Conv2d<B>, LoadError> {
         match self.view(name)? {
             Some(view) => crate::conv2d(&view, c_in, c_out, kernel, padding, bias, self.device),
             None => Ok(crate::conv2d::conv2d_random(
@@ -305,7 +305,7 @@ impl<'a, B: Backend> ModelParams<'a, B> {
         kernel: [usize; 3],
         padding: [usize; 3],
         bias: bool,
-    ) -> Result<burn::nn::conv::Conv3d<B>, LoadError> {
+    ) -> Result<crate::Conv3d<B>, LoadError> {
         match self.view(name)? {
             Some(view) => crate::conv3d(&view, c_in, c_out, kernel, padding, bias, self.device),
             None => Ok(crate::conv3d::conv3d_random(

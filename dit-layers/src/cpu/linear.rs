@@ -10,7 +10,7 @@ use std::ops::Range;
 use burn::tensor::{Tensor, backend::Backend};
 use rayon::prelude::*;
 
-use super::{filled, flex_tensor, from_flex, is_flex_f32, readable, to_flex};
+use super::{SharedOut, filled, flex_tensor, from_flex, is_flex_f32, readable, to_flex};
 
 /// Multiply-adds from which the product is spread over rayon's threads (as Flex's own matmul).
 const PARALLEL_WORK: usize = 192 * 192 * 192;
@@ -99,15 +99,6 @@ pub fn try_linear<B: Backend>(
     }
     Ok(from_flex(flex_tensor(out, &[m, n])))
 }
-
-/// The output buffer of a product, written by several tasks at disjoint columns.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: tasks write disjoint columns of the buffer, which outlives them (`try_linear` waits
-// for every task before it reads the output).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// `out (+)= x w` with `x` `[rows, depth]` and `w` `[depth, n]` read through their `(row,
 /// column)` strides, into `out` of row stride `out_rs` (onto what it holds when `accumulate`).

@@ -1,12 +1,13 @@
 //! Kernels for Burn's Flex CPU backend (feature `flex`), used where Flex's own kernels leave
 //! cores idle or call scalar libm functions: attention (one thread in Flex), the tanh GELU
-//! (scalar `powf` and `tanh` in Flex), and linear layers, concatenation and layout copies
-//! (single-threaded copies in Flex). The public functions stay generic: they take these paths
+//! (scalar `powf` and `tanh` in Flex), linear layers, convolutions, concatenation and layout
+//! copies (single-threaded copies in Flex). The public functions stay generic: they take these paths
 //! after a run-time check that the backend is Flex and the tensors are f32, and use Burn's
 //! operations (the backend's fused kernels on GPUs) otherwise.
 
 pub mod activation;
 pub mod attention;
+pub mod conv;
 pub mod layout;
 pub mod linear;
 pub mod norm;
@@ -119,6 +120,16 @@ unsafe fn filled(
     unsafe { out.set_len(len) };
     out
 }
+
+/// A kernel's output buffer, written by several tasks at disjoint places (a matrix product's
+/// column blocks, a convolution's bands of rows).
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the kernels' tasks write disjoint values of the buffer, which outlives them (each
+// kernel waits for all its tasks before it reads the output).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
 
 /// Moves `value` into type `T`; only called where `A` and `T` are the same type (`B` is Flex).
 fn cast<A: 'static, T: 'static>(value: A) -> T {

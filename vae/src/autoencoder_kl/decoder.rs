@@ -3,7 +3,6 @@
 
 use burn::{
     module::Module,
-    nn::conv::Conv2d,
     tensor::{
         Tensor,
         backend::Backend,
@@ -11,7 +10,7 @@ use burn::{
         ops::{InterpolateMode, InterpolateOptions},
     },
 };
-use dit_layers::{GroupNorm, LoadError, ModelParams, ParamSource, silu};
+use dit_layers::{Conv2d, GroupNorm, LoadError, ModelParams, ParamSource, silu};
 
 use super::{AutoencoderKlConfig, attention::VaeAttention, resnet::ResnetBlock2d};
 

@@ -9,10 +9,9 @@ use std::path::Path;
 
 use burn::{
     module::Module,
-    nn::conv::Conv2d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{Component, FromParams, LoadError, ModelParams, ParamSource};
+use dit_layers::{Component, Conv2d, FromParams, LoadError, ModelParams, ParamSource};
 
 pub use config::AutoencoderKlConfig;
 pub use decoder::DecoderStage;

@@ -2,10 +2,9 @@
 
 use burn::{
     module::Module,
-    nn::conv::Conv2d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{GroupNorm, LoadError, ModelParams, silu};
+use dit_layers::{Conv2d, GroupNorm, LoadError, ModelParams, silu};
 
 /// `x + conv2(silu(norm2(conv1(silu(norm1(x))))))`, the skip through a 1x1 `conv_shortcut`
 /// when the channel count changes.

@@ -3,10 +3,9 @@
 
 use burn::{
     module::Module,
-    nn::conv::Conv3d,
     tensor::{Tensor, backend::Backend, ops::PadMode},
 };
-use dit_layers::{LoadError, ModelParams};
+use dit_layers::{Conv3d, LoadError, ModelParams};
 
 /// A cubic `kernel`³ convolution (weights under `conv`) that keeps the frame count and the
 /// frame size: the input is padded by repeating its edge values, `kernel - 1` copies of the

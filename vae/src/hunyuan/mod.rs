@@ -11,10 +11,9 @@ use std::path::Path;
 
 use burn::{
     module::Module,
-    nn::conv::Conv3d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{Component, FromParams, LoadError, ModelParams, ParamSource};
+use dit_layers::{Component, Conv3d, FromParams, LoadError, ModelParams, ParamSource};
 
 pub use config::HunyuanVideoVaeConfig;
 pub use tiling::{SpatialTiles, TemporalTiles, TileConfig};

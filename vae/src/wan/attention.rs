@@ -2,10 +2,9 @@
 
 use burn::{
     module::Module,
-    nn::conv::Conv2d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, ModelParams, ParamSource, attention};
+use dit_layers::{Conv2d, LoadError, ModelParams, ParamSource, attention};
 
 use super::{
     frames::{from_frames, to_frames},

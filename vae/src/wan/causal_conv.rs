@@ -3,10 +3,9 @@
 
 use burn::{
     module::Module,
-    nn::conv::Conv3d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, ModelParams};
+use dit_layers::{Conv3d, LoadError, ModelParams};
 
 /// A 3-D convolution that is causal in time: `kernel[0] - 1` frames of padding on the past
 /// side only, symmetric `padding` in space. Frame `t` of the output sees input frames

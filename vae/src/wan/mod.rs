@@ -14,10 +14,9 @@ use std::path::Path;
 
 use burn::{
     module::Module,
-    nn::conv::Conv3d,
     tensor::{Tensor, TensorData, backend::Backend},
 };
-use dit_layers::{Component, FromParams, LoadError, ModelParams, ParamSource};
+use dit_layers::{Component, Conv3d, FromParams, LoadError, ModelParams, ParamSource};
 
 pub use config::WanVaeConfig;
 pub use rgb8::video_to_rgb8;

@@ -3,7 +3,6 @@
 
 use burn::{
     module::Module,
-    nn::conv::Conv2d,
     tensor::{
         Tensor,
         backend::Backend,
@@ -11,7 +10,7 @@ use burn::{
         ops::{InterpolateMode, InterpolateOptions},
     },
 };
-use dit_layers::{LoadError, ModelParams};
+use dit_layers::{Conv2d, LoadError, ModelParams};
 
 use super::{
     causal_conv::{CausalConv3d, FeatureCache},

@@ -2,10 +2,9 @@
 
 use burn::{
     module::Module,
-    nn::conv::Conv3d,
     tensor::{Tensor, backend::Backend},
 };
-use dit_layers::{LoadError, ModelParams, ParamSource, silu};
+use dit_layers::{Conv3d, LoadError, ModelParams, ParamSource, silu};
 
 use super::{
     causal_conv::{CausalConv3d, FeatureCache},
