@@ -44,7 +44,8 @@ pub fn try_conv3d<B: Backend>(
     if !operands || c_in != c_in_w || sizes.contains(&0) {
         return Err(x);
     }
-    let x = to_flex(x).to_contiguous();
+    // A strided view is copied by the layout kernel (Flex's own copy runs on one thread).
+    let x = to_flex(super::layout::contiguous(x));
     let weight = taps_first(
         to_flex(weight.clone()).to_contiguous().storage(),
         c_in,
@@ -208,12 +209,15 @@ mod tests {
 
     use super::{super::random, try_conv3d};
 
+    /// Input shape, weight shape, padding and whether there is a bias.
+    type Case = ([usize; 5], [usize; 5], [usize; 3], bool);
+
     /// Equals Flex's own convolution: 2-D (one frame) and 3-D kernels, with and without
     /// padding and bias, a 1x1 kernel, a kernel as large as the padded input, two batch
-    /// entries, serial and parallel sizes.
+    /// entries, serial and parallel sizes, a strided input.
     #[test]
     fn matches_flex_convolution() {
-        let cases: [([usize; 5], [usize; 5], [usize; 3], bool); 7] = [
+        let cases: [Case; 7] = [
             ([2, 3, 1, 7, 5], [4, 3, 1, 3, 3], [0, 1, 1], true),
             ([1, 5, 3, 6, 9], [2, 5, 3, 3, 3], [1, 1, 1], true),
             ([1, 5, 3, 6, 9], [2, 5, 3, 3, 3], [0, 0, 0], false),
@@ -237,6 +241,14 @@ mod tests {
                 "{x_shape:?} * {w_shape:?} pad {padding:?}: max error {err}"
             );
         }
+        // A strided view (height and width swapped) as the input.
+        let x: Tensor<Flex, 5> = random([1, 4, 2, 9, 6]).swap_dims(3, 4);
+        let weight: Tensor<Flex, 5> = random([3, 4, 2, 3, 3]);
+        let options = ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1);
+        let expected = conv3d(x.clone(), weight.clone(), None, options);
+        let got = try_conv3d(x, &weight, None, [1, 1, 1]).expect("a strided view is taken");
+        let err = (got - expected).abs().max().into_scalar();
+        assert!(err < 1e-4, "strided input: max error {err}");
     }
 
     /// A kernel larger than the padded input, and mismatched channels, are left to the generic
